@@ -1,0 +1,262 @@
+"""CAMCallback: class activation maps of a fixed probe batch, in TensorBoard during `fit`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_cam.explainer import CAMExplainer, CAMResult, Preprocess, _Batch
+from keras_cam.methods import get_method
+from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
+from keras_cam.targets import Targets, labels_to_class_ids
+from keras_cam.writer import EventWriter, create_writer
+
+logger = logging.getLogger("keras_cam")
+
+
+def _split_batch(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, (tuple, list)):
+        if len(batch) not in (1, 2, 3):
+            raise ValueError(
+                f"A probe batch must be images or (images, labels), got a {len(batch)}-tuple."
+            )
+        return batch[0], batch[1] if len(batch) > 1 else None
+    return batch, None
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reads up to `max_images` (images, labels) from arrays, a tf.data.Dataset or a PyDataset."""
+    if isinstance(probe, (tuple, list)) or hasattr(probe, "shape"):
+        images, labels = _split_batch(probe)
+        images = _numpy(images)
+        if labels is not None:
+            labels = _numpy(labels)
+            if len(labels) != len(images):
+                raise ValueError(
+                    f"The probe has {len(images)} images but {len(labels)} labels; "
+                    f"pass one label per image."
+                )
+            labels = labels[:max_images]
+        return images[:max_images], labels
+    if hasattr(probe, "as_numpy_iterator"):
+        batches = probe.as_numpy_iterator()
+    elif isinstance(probe, keras.utils.PyDataset):
+        batches = (probe[i] for i in range(len(probe)))
+    else:
+        raise TypeError(
+            f"The probe must be images, (images, labels), a tf.data.Dataset or a "
+            f"keras.utils.PyDataset of such batches, got {type(probe).__name__}."
+        )
+    images, labels, count = [], [], 0
+    for batch in batches:
+        batch_images, batch_labels = _split_batch(batch)
+        batch_images = _numpy(batch_images)
+        images.append(batch_images)
+        if batch_labels is not None:
+            labels.append(_numpy(batch_labels))
+        count += len(batch_images)
+        if count >= max_images:
+            break
+    if not images:
+        raise ValueError("The probe dataset yielded no batch.")
+    if labels and len(labels) != len(images):
+        raise ValueError("Some probe batches have labels and some do not.")
+    stacked = np.concatenate(labels)[:max_images] if labels else None
+    return np.concatenate(images)[:max_images], stacked
+
+
+class CAMCallback(keras.callbacks.Callback):
+    """Writes class activation maps of a fixed probe batch to TensorBoard during `fit`.
+
+    Every `every_n_epochs` epochs it explains the probe images with the
+    current weights and writes, under `log_dir`:
+
+    - `cam/<method>`: the heatmap overlays (up to `max_images`);
+    - `cam/<method>/grid`: one image, original | overlay per probe image,
+      captioned with the true and predicted classes and the confidence;
+    - `cam/<method>/mean_score`: the mean explained score.
+
+    The TensorBoard step is the epoch index, so it continues across `fit`
+    calls with `initial_epoch` and lines up with the Keras TensorBoard
+    callback's epoch scalars. The target layer, the gradient sub-model and the
+    compiled CAM function are built once, at the first `on_train_begin`,
+    where every configuration error is raised, before any training work. A
+    failure inside a later CAM event (non-finite maps, a write error) warns
+    and skips that event; training goes on unless `strict=True`.
+
+    The model runs with `training=False`: weights, BatchNorm statistics,
+    optimizer state and the training's random stream are untouched.
+
+    Args:
+        probe: display images (uint8 0–255 or float 0–1, RGB or 1-channel),
+            `(images, labels)`, or a `tf.data.Dataset` / `keras.utils.PyDataset`
+            of such batches; read once, up to `max_images`.
+        log_dir: directory for the event files (created if needed).
+        every_n_epochs: explain after every n-th epoch. Defaults to `1`.
+        method: a name from `keras_cam.available_methods()`. Defaults to `"gradcam"`.
+        layer: target layer name or `/`-path. Defaults to `None` (automatic).
+        targets: `"predicted"`, `"label"`, a class index, one index per
+            image, or a callable (see `CAMExplainer`). Defaults to `"predicted"`.
+        preprocess: maps display images to model input. Defaults to `None`.
+        class_names: names for captions, indexed by class. Defaults to `None`.
+        max_images: number of probe images used. Defaults to `16`.
+        strict: raise instead of warning when a CAM event fails. Defaults to `False`.
+        score: `"logit"` or `"probability"` (see `CAMExplainer`). Defaults to `"logit"`.
+        alpha: overlay opacity. Defaults to `0.4`.
+        colormap: matplotlib colormap name. Defaults to `"jet"`.
+
+    Example:
+
+    >>> model.fit(
+    ...     x_train, y_train, epochs=10,
+    ...     callbacks=[keras_cam.CAMCallback((x_val[:16], y_val[:16]), "runs/cam")],
+    ... )                                                              # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        probe: Any,
+        log_dir: str | os.PathLike[str],
+        *,
+        every_n_epochs: int = 1,
+        method: str = "gradcam",
+        layer: str | None = None,
+        targets: Targets = "predicted",
+        preprocess: Preprocess | None = None,
+        class_names: Sequence[str] | None = None,
+        max_images: int = 16,
+        strict: bool = False,
+        score: str = "logit",
+        alpha: float = 0.4,
+        colormap: str = "jet",
+    ) -> None:
+        super().__init__()
+        if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
+            raise ValueError(
+                f"every_n_epochs must be an integer >= 1, got {every_n_epochs!r}; "
+                f"use 1 to explain after every epoch."
+            )
+        if not isinstance(max_images, (int, np.integer)) or max_images < 1:
+            raise ValueError(f"max_images must be an integer >= 1, got {max_images!r}.")
+        if isinstance(targets, str) and targets not in ("predicted", "label"):
+            raise ValueError(
+                f"Unknown targets {targets!r}: use 'predicted', 'label', a class index, "
+                f"a list of class indices, or a callable."
+            )
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+        self.method = get_method(method).name
+        _colormap_table(colormap)
+        self.probe = probe
+        self.log_dir = os.fspath(log_dir)
+        self.every_n_epochs = int(every_n_epochs)
+        self.layer = layer
+        self.targets = targets
+        self.preprocess = preprocess
+        self.class_names = list(class_names) if class_names is not None else None
+        self.max_images = int(max_images)
+        self.strict = strict
+        self.score = score
+        self.alpha = alpha
+        self.colormap = colormap
+        self._explainer: CAMExplainer | None = None
+        self._batch: _Batch | None = None
+        self._display: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self._writer: EventWriter | None = None
+
+    @property
+    def explainer(self) -> CAMExplainer | None:
+        """The explainer built at the first `on_train_begin` (None before)."""
+        return self._explainer
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        model = self.model
+        if self._explainer is None or self._explainer.model is not model:
+            self._explainer = CAMExplainer(model, self.method, layer=self.layer, score=self.score)
+            self._batch = None
+        if self._batch is None:
+            images, labels = take_probe(self.probe, self.max_images)
+            self._batch = self._explainer._prepare(images, self.targets, self.preprocess, labels)
+            self._display = to_rgb_uint8(images)
+            self._labels = labels_to_class_ids(labels, len(images)) if labels is not None else None
+            self._check_class_names()
+        self._writer = create_writer(self.log_dir)
+        # Tracing now surfaces any problem before the first epoch's work, and
+        # keeps the compile time out of the epoch timings.
+        try:
+            self._explainer._explain(self._batch)
+        except FloatingPointError as error:
+            self._fail(error, "before training")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if (epoch + 1) % self.every_n_epochs == 0:
+            self._event(epoch)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception as error:
+                self._fail(error, "at the end of training")
+            self._writer = None
+
+    def _check_class_names(self) -> None:
+        if self.class_names is not None and len(self.class_names) < self._explainer.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names but the model scores "
+                f"{self._explainer.num_classes} classes; give one name per class."
+            )
+
+    def _event(self, step: int) -> None:
+        try:
+            result = self._explainer._explain(self._batch)
+            self._write(result, step)
+        except Exception as error:
+            self._fail(error, f"at epoch {step}")
+
+    def _fail(self, error: Exception, when: str) -> None:
+        if self.strict:
+            raise error
+        warnings.warn(
+            f"keras_cam: skipped the {self.method} event {when}: {type(error).__name__}: "
+            f"{error}. Training goes on; pass strict=True to raise instead.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    def _write(self, result: CAMResult, step: int) -> None:
+        overlays = overlay(self._display, result.heatmaps, self.alpha, self.colormap)
+        grid = captioned_grid(
+            [(image, blended) for image, blended in zip(self._display, overlays, strict=True)],
+            [self._caption(result, i) for i in range(len(overlays))],
+        )
+        tag = f"cam/{self.method}"
+        self._writer.images(tag, overlays, step)
+        self._writer.images(f"{tag}/grid", grid[None], step)
+        self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
+        self._writer.flush()
+
+    def _name(self, class_id: int) -> str:
+        if self.class_names is not None and 0 <= class_id < len(self.class_names):
+            return str(self.class_names[class_id])
+        return f"class {class_id}"
+
+    def _caption(self, result: CAMResult, i: int) -> str:
+        parts = []
+        if self._labels is not None:
+            parts.append(f"true {self._name(int(self._labels[i]))}")
+        parts.append(f"pred {self._name(int(result.predicted[i]))} {result.confidence[i]:.2f}")
+        if result.classes[i] != result.predicted[i] and result.classes[i] >= 0:
+            parts.append(f"map of {self._name(int(result.classes[i]))}")
+        return " · ".join(parts)

@@ -1,0 +1,333 @@
+"""CAMExplainer and CAMResult: the target layer and the compiled CAM function, built once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_cam import scores as _scores
+from keras_cam.compute import backend_module
+from keras_cam.layers import LayerSplit, model_input_shape, split_model
+from keras_cam.methods import CAMMethod, get_method
+from keras_cam.targets import PREDICTED, Targets, resolve_class_ids
+
+logger = logging.getLogger("keras_cam")
+
+Preprocess = Callable[[np.ndarray], Any]
+
+
+@dataclass(frozen=True)
+class CAMResult:
+    """The maps of one batch.
+
+    Attributes:
+        heatmaps: float32 (N, H, W) in [0, 1], resized to the images' size.
+            An all-zero map (nothing positive to show) stays all zero.
+        raw: float32 (N, h, w) at the target layer's resolution, after ReLU,
+            not normalised.
+        classes: int (N,) the explained class per image (the predicted class
+            when `targets` is a callable).
+        scores: float (N,) the model's output for that class: a probability
+            when the head ends in softmax/sigmoid, else the raw output. With a
+            callable target, the callable's value.
+        layer: `/`-path of the explained layer, e.g. `"resnet50/conv5_block3_out"`.
+        method: name of the CAM method.
+        predicted: int (N,) the model's predicted class per image.
+        confidence: float (N,) the model's output for the predicted class
+            (a probability where the head has one).
+    """
+
+    heatmaps: np.ndarray
+    raw: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    layer: str
+    method: str
+    predicted: np.ndarray
+    confidence: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A batch ready for the compiled function: model input and class ids as tensors."""
+
+    inputs: Any
+    class_ids: Any
+    score_fn: Callable[[Any], Any] | None
+    size: tuple[int, int]
+
+
+def _display_size(images: np.ndarray) -> tuple[int, int]:
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
+        raise ValueError(
+            f"Images must be (N, H, W) grayscale or (N, H, W, C) with C in 1, 3, 4 "
+            f"(channels last, as displayed), got shape {images.shape}. For a single "
+            f"image add a batch axis: images[None]."
+        )
+    if images.shape[0] == 0:
+        raise ValueError("Got an empty batch of images.")
+    return int(images.shape[1]), int(images.shape[2])
+
+
+def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(expected) and all(
+        e is None or s == e for s, e in zip(shape[1:], expected[1:], strict=True)
+    )
+
+
+def _to_model_input(
+    images: np.ndarray, preprocess: Preprocess | None, expected: tuple[int | None, ...]
+) -> Any:
+    x = preprocess(images) if preprocess is not None else images
+    x = np.asarray(ops.convert_to_numpy(x), dtype="float32")
+    if preprocess is None and x.ndim == len(expected) - 1:
+        x = x[..., None]  # grayscale (N, H, W) display images
+    if (
+        not _matches(x.shape, expected)
+        and x.ndim == 4
+        and _matches((x.shape[0], x.shape[3], x.shape[1], x.shape[2]), expected)
+    ):
+        x = x.transpose(0, 3, 1, 2)  # channels-first model, channels-last display
+    if not _matches(x.shape, expected):
+        raise ValueError(
+            f"The model expects input of shape {expected} but the "
+            f"{'preprocessed ' if preprocess else ''}images have shape {x.shape}. "
+            f"Resize the images to the model's input size, or pass `preprocess=` "
+            f"mapping display images to model input."
+        )
+    return x
+
+
+def _normalise(maps: Any) -> Any:
+    low = ops.min(maps, axis=(1, 2), keepdims=True)
+    span = ops.max(maps, axis=(1, 2), keepdims=True) - low
+    # A constant map has nothing to show: it becomes zero rather than 0/0.
+    scaled = (maps - low) / ops.maximum(span, 1e-30)
+    return ops.where(span > 0, scaled, ops.zeros_like(maps))
+
+
+class CAMExplainer:
+    """Computes class activation maps of a Keras model, compiled once.
+
+    The target layer is found and the model is split there when the
+    explainer is built; the first call traces one compiled function (forward,
+    gradient down to the target layer, method, ReLU, upsampling,
+    normalisation) that every later call with the same batch shape reuses.
+    The split shares the model's layers, so each call sees the current
+    weights. The model runs with `training=False`.
+
+    Args:
+        model: a Keras functional or Sequential image classifier (nested
+            models such as a frozen `keras.applications` base are fine).
+        method: a name from `keras_cam.available_methods()` or a
+            `CAMMethod` instance. Defaults to `"gradcam"`.
+        layer: the target layer's name or `/`-path into nested models
+            (`"resnet50/conv5_block3_out"`). Defaults to `None`: the last
+            layer with a 4-D output before the head.
+        score: `"logit"` differentiates the pre-softmax/sigmoid value (its
+            gradient does not vanish when the model is confident);
+            `"probability"` the probability. Defaults to `"logit"`.
+
+    Example:
+
+    >>> explainer = keras_cam.CAMExplainer(model)                # doctest: +SKIP
+    >>> result = explainer(images, targets="predicted")          # doctest: +SKIP
+    >>> result.heatmaps.shape, result.layer                      # doctest: +SKIP
+    ((8, 224, 224), 'resnet50/conv5_block3_out')
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        method: str | CAMMethod = "gradcam",
+        layer: str | None = None,
+        score: str = "logit",
+    ) -> None:
+        if score not in _scores.SCORES:
+            raise ValueError(f"score must be one of {_scores.SCORES}, got {score!r}.")
+        self.model = model
+        self.method = method if isinstance(method, CAMMethod) else get_method(method)
+        self.score = score
+        self.trace_count = 0
+        self._layer = layer
+        self._compute = backend_module()
+        self._split: LayerSplit | None = None
+        self._compiled: dict[Any, Callable[..., Any]] = {}
+        if model.built:
+            self._resolve()
+
+    @property
+    def layer(self) -> str:
+        """`/`-path of the explained layer."""
+        return self._resolve().path
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the model scores; a single-unit sigmoid head scores 2."""
+        units = self.model.outputs[0].shape[-1]
+        return 2 if units == 1 else int(units)
+
+    def __call__(
+        self,
+        images: Any,
+        targets: Targets = "predicted",
+        preprocess: Preprocess | None = None,
+        labels: Any = None,
+    ) -> CAMResult:
+        """Explains a batch.
+
+        Args:
+            images: display images, (N, H, W, C) or (N, H, W), uint8 0–255 or
+                float. Heatmaps come back at this size.
+            targets: `"predicted"`, `"label"` (needs `labels`), a class index,
+                one class index per image, or a callable mapping the model's
+                outputs (logits with `score="logit"`) to a score per image.
+                Defaults to `"predicted"`.
+            preprocess: maps `images` to model input (e.g.
+                `keras.applications.resnet50.preprocess_input`). Defaults to
+                `None`: the images are fed as they are.
+            labels: sparse or one-hot labels, for `targets="label"`.
+
+        Returns:
+            A `CAMResult`.
+        """
+        return self._explain(self._prepare(images, targets, preprocess, labels))
+
+    def _resolve(self) -> LayerSplit:
+        if self._split is None:
+            split = split_model(self.model, self._layer)
+            self.method.prepare(split)
+            self._activation = _scores.output_activation(split.output_layer)
+            self._outputs_are_logits = self.score == "logit" or self._activation is None
+            self._split = split
+        return self._split
+
+    def _prepare(
+        self, images: Any, targets: Targets, preprocess: Preprocess | None, labels: Any = None
+    ) -> _Batch:
+        images = np.asarray(ops.convert_to_numpy(images))
+        size = _display_size(images)
+        if not self.model.built:
+            probe = preprocess(images) if preprocess is not None else images
+            self.model.build((None, *np.shape(probe)[1:]))
+        self._resolve()
+        inputs = _to_model_input(images, preprocess, model_input_shape(self.model))
+        if callable(targets) and not isinstance(targets, str):
+            class_ids = np.full(len(images), PREDICTED, dtype=np.int32)
+            score_fn = targets
+        else:
+            class_ids = resolve_class_ids(targets, len(images), self.num_classes, labels)
+            score_fn = None
+        return _Batch(
+            inputs=ops.convert_to_tensor(inputs),
+            class_ids=ops.convert_to_tensor(class_ids),
+            score_fn=score_fn,
+            size=size,
+        )
+
+    def _explain(self, batch: _Batch) -> CAMResult:
+        key = (batch.score_fn, batch.size)
+        if key not in self._compiled:
+            self._compiled[key] = self._compute.compile_function(self._cam_function(*key))
+        raw, heatmaps, classes, scores, predicted, confidence = (
+            ops.convert_to_numpy(t) for t in self._compiled[key](batch.inputs, batch.class_ids)
+        )
+        if not (np.isfinite(raw).all() and np.isfinite(scores).all()):
+            raise FloatingPointError(
+                f"The {self.method.name} map of layer {self.layer!r} is not finite (NaN or "
+                f"inf in the activations, gradients or outputs); check the model's weights "
+                f"and inputs."
+            )
+        return CAMResult(
+            heatmaps=heatmaps.astype(np.float32),
+            raw=raw.astype(np.float32),
+            classes=classes.astype(np.int64),
+            scores=scores.astype(np.float32),
+            layer=self.layer,
+            method=self.method.name,
+            predicted=predicted.astype(np.int64),
+            confidence=confidence.astype(np.float32),
+        )
+
+    def _cam_function(
+        self, score_fn: Callable[[Any], Any] | None, size: tuple[int, int]
+    ) -> Callable[[Any, Any], tuple[Any, ...]]:
+        split, method = self._resolve(), self.method
+        are_logits, activation = self._outputs_are_logits, self._activation
+
+        def classes_of(outputs, class_ids):
+            predicted = _scores.predicted_classes(outputs, are_logits)
+            return ops.where(class_ids < 0, predicted, class_ids)
+
+        def cam_function(inputs, class_ids):
+            # Python runs this body only while tracing: the count is the number of traces.
+            self.trace_count += 1
+            logger.debug("keras_cam: tracing the %s function (%d)", method.name, self.trace_count)
+
+            def score_of(outputs):
+                outputs = ops.cast(outputs, "float32")
+                if score_fn is not None:
+                    return ops.cast(score_fn(outputs), "float32")
+                return _scores.class_scores(outputs, classes_of(outputs, class_ids))
+
+            logits = self.score == "logit"
+            with _scores.linear_output(split.output_layer) if logits else nullcontext():
+                activations, gradients, outputs = self._compute.activations_and_gradients(
+                    split.features, split.head, inputs, score_of, method.uses_gradients
+                )
+            outputs = ops.cast(outputs, "float32")
+            classes = classes_of(outputs, class_ids)
+            if score_fn is not None:
+                scores = score_of(outputs)
+            else:
+                scores = _scores.reported_scores(outputs, classes, activation, are_logits)
+            predicted = _scores.predicted_classes(outputs, are_logits)
+            confidence = _scores.reported_scores(outputs, predicted, activation, are_logits)
+            activations = ops.cast(activations, "float32")
+            if gradients is not None:
+                gradients = ops.cast(gradients, "float32")
+            if split.channels_first:
+                activations = ops.transpose(activations, (0, 2, 3, 1))
+                if gradients is not None:
+                    gradients = ops.transpose(gradients, (0, 2, 3, 1))
+            raw = ops.relu(method.cam(activations, gradients, classes))
+            upsampled = ops.image.resize(
+                raw[..., None], size, interpolation="bilinear", data_format="channels_last"
+            )[..., 0]
+            return raw, _normalise(upsampled), classes, scores, predicted, confidence
+
+        return cam_function
+
+
+def explain(
+    model: keras.Model,
+    images: Any,
+    *,
+    method: str | CAMMethod = "gradcam",
+    layer: str | None = None,
+    score: str = "logit",
+    targets: Targets = "predicted",
+    preprocess: Preprocess | None = None,
+    labels: Any = None,
+) -> CAMResult:
+    """Explains a batch in one call: builds a `CAMExplainer` and applies it.
+
+    For repeated calls keep a `CAMExplainer`, which compiles once.
+
+    Example:
+
+    >>> model = keras.applications.ResNet50(weights="imagenet")      # doctest: +SKIP
+    >>> result = keras_cam.explain(
+    ...     model, images, preprocess=keras.applications.resnet50.preprocess_input
+    ... )                                                            # doctest: +SKIP
+    >>> overlays = keras_cam.overlay(images, result.heatmaps)         # doctest: +SKIP
+    """
+    explainer = CAMExplainer(model, method=method, layer=layer, score=score)
+    return explainer(images, targets=targets, preprocess=preprocess, labels=labels)

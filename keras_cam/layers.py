@@ -1,0 +1,279 @@
+"""Finding the target layer and splitting the model there, once.
+
+The explainer needs the model as two callables: `features` (input -> the
+target layer's activations) and `head` (activations -> model output), so the
+gradient of the score with respect to the activations costs one forward pass
+plus a backward pass through the head only, on every backend. Splitting uses
+Keras' own graph: a functional model accepts intermediate tensors as inputs
+and outputs, and a Sequential model is a list of layers. Nested models
+(`Sequential([base_model, GlobalAveragePooling2D(), Dense(k)])`) are split
+recursively. No layer is called on new symbolic inputs, so the user's graph
+gains no nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+logger = logging.getLogger("keras_cam")
+
+_SPATIAL_RANK = 4
+
+
+@dataclass(frozen=True)
+class LayerSplit:
+    """A model cut at its target layer.
+
+    Attributes:
+        path: `/`-separated path of the target layer (e.g.
+            `"resnet50/conv5_block3_out"`).
+        layer: the target layer itself.
+        features: callable, model input -> the target layer's activations.
+        head: callable, activations -> model output.
+        head_layers: the layers after the target, in execution order,
+            nested models flattened.
+        channels_first: whether the activations are (N, C, h, w).
+    """
+
+    path: str
+    layer: keras.layers.Layer
+    features: Callable[..., Any]
+    head: Callable[..., Any]
+    head_layers: list[keras.layers.Layer]
+    channels_first: bool
+
+    @property
+    def output_layer(self) -> keras.layers.Layer:
+        """The layer that produces the model's output."""
+        return self.head_layers[-1]
+
+
+@dataclass
+class _Chain:
+    """Calls its steps one after another (a split Sequential model)."""
+
+    steps: list[Callable[..., Any]] = field(default_factory=list)
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        for step in self.steps:
+            x = step(x, training=training)
+        return x
+
+
+def _is_model(layer: Any) -> bool:
+    return isinstance(layer, keras.Model)
+
+
+def _children(model: keras.Model) -> list[keras.layers.Layer]:
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _check_splittable(model: keras.Model) -> None:
+    if isinstance(model, keras.Sequential):
+        return
+    if not hasattr(model, "_nodes_by_depth"):
+        raise ValueError(
+            f"Model {model.name!r} is a subclassed model, whose layer graph Keras cannot "
+            f"read, so it cannot be cut at an inner layer. Build it as a functional or "
+            f"Sequential model (a subclassed layer inside one is fine)."
+        )
+    if len(model.outputs) != 1 or len(model.inputs) != 1:
+        raise ValueError(
+            f"Model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            f"outputs; keras_cam explains models with one image input and one "
+            f"classification output."
+        )
+
+
+def output_shape(layer: keras.layers.Layer) -> tuple[int | None, ...] | None:
+    """The symbolic output shape of a layer, or None when it has none."""
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError):
+        # A Sequential model rebuilt several times leaves several nodes on its
+        # layers; all of them have the same shape.
+        nodes = getattr(layer, "_inbound_nodes", None)
+        if not nodes or len(nodes[-1].output_tensors) != 1:
+            return None
+        return tuple(nodes[-1].output_tensors[0].shape)
+
+
+def _is_spatial(layer: keras.layers.Layer) -> bool:
+    shape = output_shape(layer)
+    return shape is not None and len(shape) == _SPATIAL_RANK
+
+
+def iter_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
+    """Yields `(path, layer)` for every layer in execution order, entering nested models."""
+    for layer in _children(model):
+        path = f"{prefix}{layer.name}"
+        if _is_model(layer):
+            yield from iter_layers(layer, prefix=f"{path}/")
+        yield path, layer
+
+
+def spatial_layers(model: keras.Model) -> list[str]:
+    """Paths of the layers whose output is a 4-D feature map, in execution order."""
+    return [path for path, layer in iter_layers(model) if _is_spatial(layer)]
+
+
+def _node_in_graph(model: keras.Model, layer: keras.layers.Layer) -> Any:
+    nodes = [
+        node
+        for depth_nodes in model._nodes_by_depth.values()
+        for node in depth_nodes
+        if node.operation is layer
+    ]
+    if len(nodes) != 1:
+        raise ValueError(
+            f"Layer {layer.name!r} is called {len(nodes)} times in model {model.name!r}; "
+            f"a target layer (or the nested model holding it) must be called exactly once."
+        )
+    return nodes[0]
+
+
+def _functional_piece(model: keras.Model, inputs: Any, outputs: Any) -> Callable[..., Any]:
+    if inputs is outputs:
+        return _Chain()
+    return keras.Model(inputs, outputs, name=f"{model.name}_cam_piece")
+
+
+def _flat_layers(piece: Any) -> list[keras.layers.Layer]:
+    if isinstance(piece, _Chain):
+        return [leaf for step in piece.steps for leaf in _flat_layers(step)]
+    if _is_model(piece):
+        return [leaf for child in _children(piece) for leaf in _flat_layers(child)]
+    return [piece]
+
+
+def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, Any]:
+    """Returns (features, head) for the layer at `names` inside `model`."""
+    _check_splittable(model)
+    try:
+        child = model.get_layer(names[0])
+    except ValueError:
+        child = None
+    if child is None or isinstance(child, keras.layers.InputLayer):
+        raise ValueError(f"No layer named {names[0]!r} in model {model.name!r}.")
+    if len(names) > 1:
+        if not _is_model(child):
+            raise ValueError(f"{names[0]!r} in {path!r} is a layer, not a nested model.")
+        inner_features, inner_head = _split(child, names[1:], path)
+    else:
+        inner_features, inner_head = child, _Chain()
+
+    if isinstance(model, keras.Sequential):
+        children = _children(model)
+        index = next(i for i, layer in enumerate(children) if layer is child)
+        features = _Chain([*children[:index], inner_features])
+        head = _Chain([inner_head, *children[index + 1 :]])
+        return features, head
+
+    if len(names) == 1 and not _is_model(child):
+        node = _node_in_graph(model, child)
+        cut_in = cut_out = node.output_tensors[0]
+    else:
+        node = _node_in_graph(model, child)
+        cut_in, cut_out = node.input_tensors[0], node.output_tensors[0]
+    try:
+        before = _functional_piece(model, model.inputs[0], cut_in)
+        after = _functional_piece(model, cut_out, model.outputs[0])
+    except ValueError as error:
+        raise ValueError(
+            f"The model's output does not depend on {path!r} alone (Keras says: {error}). "
+            f"Grad-CAM needs a layer that every path from input to output goes through, "
+            f"such as a block's output rather than a layer inside a residual branch."
+        ) from error
+    if len(names) == 1 and not _is_model(child):
+        return before, after
+    return _Chain([before, inner_features]), _Chain([inner_head, after])
+
+
+def _channels_first(layer: keras.layers.Layer) -> bool:
+    if _is_model(layer):
+        leaves = _flat_layers(layer)
+        layer = leaves[-1] if leaves else layer
+    data_format = getattr(layer, "data_format", None) or keras.config.image_data_format()
+    return data_format == "channels_first"
+
+
+def split_model(model: keras.Model, layer: str | None = None) -> LayerSplit:
+    """Finds the target layer and cuts the model there.
+
+    Args:
+        model: a built Keras functional or Sequential model, possibly with
+            nested models.
+        layer: name of the target layer, or a `/`-path into nested models.
+            `None` picks the last layer with a 4-D output whose activations
+            alone determine the prediction. Defaults to `None`.
+
+    Returns:
+        A `LayerSplit`.
+
+    Raises:
+        ValueError: the layer is unknown (the message lists the candidates),
+            has no spatial output, or the model has no spatial layer.
+    """
+    _check_splittable(model)
+    candidates = spatial_layers(model)
+    if not candidates:
+        raise ValueError(
+            f"Model {model.name!r} has no layer with a 4-D (spatial) output, so there is "
+            f"no feature map to explain. keras_cam explains convolutional image models."
+        )
+    if layer is None:
+        errors = []
+        for path in reversed(candidates):
+            try:
+                split = _make_split(model, path)
+            except ValueError as error:
+                errors.append(f"{path}: {error}")
+                continue
+            if split.head_layers:
+                logger.info("keras_cam: explaining layer %r of model %r", path, model.name)
+                return split
+        raise ValueError(
+            f"None of the spatial layers of model {model.name!r} can be cut off from the "
+            f"head: " + "; ".join(errors[:3])
+        )
+
+    paths = dict(iter_layers(model))
+    if layer not in paths:
+        by_name = [path for path in paths if path.rsplit("/", 1)[-1] == layer]
+        if len(by_name) == 1:
+            layer = by_name[0]
+        else:
+            raise ValueError(
+                f"No layer {layer!r} in model {model.name!r}. Spatial layers you can pass "
+                f"as `layer=`: {', '.join(candidates[-8:])}."
+            )
+    if not _is_spatial(paths[layer]):
+        raise ValueError(
+            f"Layer {layer!r} has output shape {output_shape(paths[layer])}, not a 4-D "
+            f"feature map. Spatial layers you can pass as `layer=`: "
+            f"{', '.join(candidates[-8:])}."
+        )
+    return _make_split(model, layer)
+
+
+def _make_split(model: keras.Model, path: str) -> LayerSplit:
+    features, head = _split(model, path.split("/"), path)
+    target = dict(iter_layers(model))[path]
+    return LayerSplit(
+        path=path,
+        layer=target,
+        features=features,
+        head=head,
+        head_layers=_flat_layers(head),
+        channels_first=_channels_first(target),
+    )
+
+
+def model_input_shape(model: keras.Model) -> tuple[int | None, ...]:
+    """The model's input shape including the batch axis."""
+    return tuple(model.inputs[0].shape)

@@ -1,0 +1,21 @@
+"""Grad-CAM."""
+
+from keras import ops
+
+from keras_cam.methods.base import CAMMethod
+
+
+class GradCAM(CAMMethod):
+    """Grad-CAM: channels weighted by their spatially averaged gradient.
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017.
+
+        w_c = 1/(h·w) Σ_ij ∂S/∂A_ijc,    L = ReLU(Σ_c w_c A_c)
+    """
+
+    name = "gradcam"
+    description = "Grad-CAM (Selvaraju et al. 2017): channels weighted by mean gradient."
+
+    def channel_weights(self, activations, gradients, classes):
+        return ops.mean(gradients, axis=(1, 2), keepdims=True)

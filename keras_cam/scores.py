@@ -1,0 +1,78 @@
+"""What is differentiated and reported: the class score read off the model's output.
+
+With `score="logit"` the gradient is taken of the pre-softmax/pre-sigmoid
+value: probability gradients vanish once the model is confident, which is
+exactly the state late in training. The user's model is not modified: the
+output layer's activation is switched to linear only while the explainer's
+function is traced, so the compiled graph reads logits and the user's model
+is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+from keras import ops
+
+SCORES = ("logit", "probability")
+
+
+def output_activation(layer: keras.layers.Layer) -> str | None:
+    """`"softmax"`, `"sigmoid"`, or None for a layer whose output is already a logit."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    name = getattr(getattr(layer, "activation", None), "__name__", None)
+    return name if name in ("softmax", "sigmoid") else None
+
+
+@contextlib.contextmanager
+def linear_output(layer: keras.layers.Layer) -> Iterator[None]:
+    """Makes `layer` skip its softmax/sigmoid for the duration of the block."""
+    if output_activation(layer) is None:
+        yield
+        return
+    if isinstance(layer, keras.layers.Softmax):
+        layer.call = lambda inputs, mask=None: inputs
+        try:
+            yield
+        finally:
+            del layer.call
+        return
+    saved = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        yield
+    finally:
+        layer.activation = saved
+
+
+def predicted_classes(outputs: Any, outputs_are_logits: bool) -> Any:
+    """Argmax class per image; for a single-unit head, 1 when the unit fires."""
+    if outputs.shape[-1] == 1:
+        threshold = 0.0 if outputs_are_logits else 0.5
+        return ops.cast(outputs[:, 0] > threshold, "int32")
+    return ops.cast(ops.argmax(outputs, axis=-1), "int32")
+
+
+def class_scores(outputs: Any, classes: Any) -> Any:
+    """The output for each image's class (N,); a single unit scores class 0 as its negation."""
+    if outputs.shape[-1] == 1:
+        return ops.where(classes == 1, outputs[:, 0], -outputs[:, 0])
+    return ops.take_along_axis(outputs, classes[:, None], axis=-1)[:, 0]
+
+
+def reported_scores(outputs: Any, classes: Any, activation: str | None, are_logits: bool) -> Any:
+    """The model's output for each image's class, as a probability where the head has one."""
+    if activation is None or not are_logits:
+        probabilities = outputs
+    elif activation == "softmax":
+        probabilities = ops.softmax(outputs, axis=-1)
+    else:
+        probabilities = ops.sigmoid(outputs)
+    if outputs.shape[-1] == 1 and activation is not None:
+        p = probabilities[:, 0]
+        return ops.where(classes == 1, p, 1.0 - p)
+    return class_scores(probabilities, classes)

@@ -1,0 +1,82 @@
+"""Turning a `targets=` argument into one class id per image.
+
+Class ids travel into the compiled CAM function as a fixed-shape int32
+array, never as Python ints (a new Python value would retrace). The id
+`PREDICTED` (-1) asks the compiled function to use the model's argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+PREDICTED = -1
+
+Targets = str | int | Sequence[int] | np.ndarray | Callable[[Any], Any]
+"""What can be explained: `"predicted"`, `"label"`, a class id, one id per
+image, or a callable mapping the model's outputs (N, K) to a score per image."""
+
+
+def labels_to_class_ids(labels: Any, num_images: int) -> np.ndarray:
+    """Sparse or one-hot labels -> int class ids (N,)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels.argmax(axis=1)
+    labels = labels.reshape(labels.shape[0], -1)[:, 0] if labels.ndim > 1 else labels
+    if labels.shape[0] != num_images:
+        raise ValueError(
+            f"Got {labels.shape[0]} labels for {num_images} images; pass one label per image."
+        )
+    return np.rint(labels).astype(np.int32)
+
+
+def resolve_class_ids(
+    targets: Targets, num_images: int, num_classes: int, labels: Any = None
+) -> np.ndarray:
+    """Returns int32 class ids (N,), `PREDICTED` where the model's argmax is wanted.
+
+    Args:
+        targets: `"predicted"`, `"label"`, an int, or a sequence of ints.
+        num_images: batch size N.
+        num_classes: number of classes the model scores (2 for a single-unit
+            sigmoid head).
+        labels: the images' labels, needed for `"label"`.
+
+    Raises:
+        ValueError: `"label"` without labels, wrong length, or a class id out
+            of range.
+    """
+    if isinstance(targets, str):
+        if targets == "predicted":
+            return np.full(num_images, PREDICTED, dtype=np.int32)
+        if targets == "label":
+            if labels is None:
+                raise ValueError(
+                    "targets='label' needs labels: pass the probe as (images, labels), "
+                    "or use targets='predicted'."
+                )
+            ids = labels_to_class_ids(labels, num_images)
+        else:
+            raise ValueError(
+                f"Unknown targets {targets!r}: use 'predicted', 'label', a class index, "
+                f"a list of class indices, or a callable."
+            )
+    elif isinstance(targets, (int, np.integer)):
+        ids = np.full(num_images, int(targets), dtype=np.int32)
+    else:
+        ids = np.asarray(targets)
+        if ids.ndim != 1 or ids.shape[0] != num_images or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(
+                f"targets as a sequence must hold one integer class index per image "
+                f"({num_images}), got shape {ids.shape} of {ids.dtype}."
+            )
+        ids = ids.astype(np.int32)
+    bad = ids[(ids < 0) | (ids >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"Class index {int(bad[0])} is out of range: the model scores {num_classes} "
+            f"classes (0..{num_classes - 1})."
+        )
+    return ids
