@@ -96,11 +96,12 @@ def _to_model_input(
     ):
         x = x.transpose(0, 3, 1, 2)  # channels-first model, channels-last display
     if not _matches(x.shape, expected):
+        hint = " For a single image add a batch axis: images[None]." if images.ndim == 3 else ""
         raise ValueError(
             f"The model expects input of shape {expected} but the "
             f"{'preprocessed ' if preprocess else ''}images have shape {x.shape}. "
             f"Resize the images to the model's input size, or pass `preprocess=` "
-            f"mapping display images to model input."
+            f"mapping display images to model input.{hint}"
         )
     return x
 
@@ -236,10 +237,10 @@ class CAMExplainer:
         key = (batch.score_fn, batch.size)
         if key not in self._compiled:
             self._compiled[key] = self._compute.compile_function(self._cam_function(*key))
-        raw, heatmaps, classes, scores, predicted, confidence = (
+        raw, heatmaps, classes, scores, predicted, confidence, finite = (
             ops.convert_to_numpy(t) for t in self._compiled[key](batch.inputs, batch.class_ids)
         )
-        if not (np.isfinite(raw).all() and np.isfinite(scores).all()):
+        if not finite:
             raise FloatingPointError(
                 f"The {self.method.name} map of layer {self.layer!r} is not finite (NaN or "
                 f"inf in the activations, gradients or outputs); check the model's weights "
@@ -297,11 +298,14 @@ class CAMExplainer:
                 activations = ops.transpose(activations, (0, 2, 3, 1))
                 if gradients is not None:
                     gradients = ops.transpose(gradients, (0, 2, 3, 1))
-            raw = ops.relu(method.cam(activations, gradients, classes))
+            signed = method.cam(activations, gradients, classes)
+            # ReLU would turn NaN into 0 on some kernels: check before it.
+            finite = ops.logical_and(ops.all(ops.isfinite(signed)), ops.all(ops.isfinite(scores)))
+            raw = ops.relu(signed)
             upsampled = ops.image.resize(
                 raw[..., None], size, interpolation="bilinear", data_format="channels_last"
             )[..., 0]
-            return raw, _normalise(upsampled), classes, scores, predicted, confidence
+            return raw, _normalise(upsampled), classes, scores, predicted, confidence, finite
 
         return cam_function
 

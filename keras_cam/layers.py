@@ -228,7 +228,9 @@ def split_model(model: keras.Model, layer: str | None = None) -> LayerSplit:
         )
     if layer is None:
         errors = []
-        for path in reversed(candidates):
+        layers_by_path = dict(iter_layers(model))
+        # A nested model's output is its last layer's: name the inner layer.
+        for path in [p for p in reversed(candidates) if not _is_model(layers_by_path[p])]:
             try:
                 split = _make_split(model, path)
             except ValueError as error:

@@ -1,0 +1,85 @@
+"""The main job: train a small CNN on synthetic shapes and watch, in TensorBoard, where it looks.
+
+Run `make demo`, then `tensorboard --logdir runs` and open the IMAGES tab.
+The synthetic images come with object masks, so the script can also score
+the final maps: the pointing game is the share of held-out images whose CAM
+peak falls on the object rather than on the background or the distractor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+from keras import layers
+
+import keras_cam
+from keras_cam.data import make_shapes
+from keras_cam.metrics import pointing_game
+
+
+def build_model(size: int, num_classes: int) -> keras.Model:
+    """A small convolutional classifier with a GAP→Dense head."""
+    inputs = keras.Input((size, size, 3))
+    x = layers.Rescaling(1 / 255)(inputs)
+    for filters, pool in ((32, True), (64, True), (64, False)):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        if pool:
+            x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="last_conv")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="shapes_cnn")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log-dir", default="runs/demo")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train-size", type=int, default=3000)
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    train = make_shapes(args.train_size, size=args.size, seed=1)
+    test = make_shapes(256, size=args.size, seed=2)
+    model = build_model(args.size, len(train.class_names))
+    model.compile(
+        keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+
+    callbacks = [
+        keras.callbacks.TensorBoard(args.log_dir),
+        keras_cam.CAMCallback(
+            (test.images[:16], test.labels[:16]),
+            os.path.join(args.log_dir, "cam"),
+            class_names=train.class_names,
+        ),
+    ]
+    started = time.perf_counter()
+    model.fit(
+        train.images,
+        train.labels,
+        validation_data=(test.images, test.labels),
+        epochs=args.epochs,
+        batch_size=32,
+        callbacks=callbacks,
+        verbose=2,
+    )
+    result = keras_cam.explain(model, test.images, targets="predicted")
+    accuracy = float((result.predicted == test.labels).mean())
+    hits = pointing_game(result.heatmaps, test.masks)
+    print(f"\ntrained in {time.perf_counter() - started:.0f} s; explained layer {result.layer!r}")
+    print(f"held-out accuracy: {accuracy:.3f}")
+    print(f"pointing game (Grad-CAM peak on the object), {len(test.images)} images: {hits:.3f}")
+    print(f"\nView the maps:  tensorboard --logdir {os.path.dirname(args.log_dir) or '.'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny models built in the test, random or briefly trained weights."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    keras.utils.set_random_seed(1234)
+
+
+def conv_classifier(
+    size: int = 16,
+    channels: int = 3,
+    classes: int = 3,
+    activation: str | None = "softmax",
+    name: str = "classifier",
+) -> keras.Model:
+    """Input → two convs → GAP → Dense: a GAP→Dense head, as CAM requires."""
+    inputs = keras.Input((size, size, channels))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(classes, activation=activation, name="dense")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@pytest.fixture
+def model() -> keras.Model:
+    return conv_classifier()
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 1, size=(4, 16, 16, 3)).astype("float32")
+
+
+def read_events(log_dir: str) -> dict[str, dict[int, object]]:
+    """Reads every tag of the event files under `log_dir`: {tag: {step: value}}.
+
+    Images come back as lists of decoded uint8 arrays, scalars as floats.
+    """
+    import io
+
+    from PIL import Image
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        log_dir, size_guidance={event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0}
+    )
+    accumulator.Reload()
+    found: dict[str, dict[int, object]] = {}
+    for tag in accumulator.Tags()["tensors"]:
+        for event in accumulator.Tensors(tag):
+            proto = event.tensor_proto
+            if proto.dtype == 7:  # DT_STRING: [width, height, png, png, ...]
+                value = [
+                    np.asarray(Image.open(io.BytesIO(blob)).convert("RGB"))
+                    for blob in proto.string_val[2:]
+                ]
+            else:
+                from tensorboard.util import tensor_util
+
+                value = float(tensor_util.make_ndarray(proto))
+            found.setdefault(tag, {})[event.step] = value
+    return found

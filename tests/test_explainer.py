@@ -1,0 +1,279 @@
+"""CAMExplainer against independent computations: an explicit GradientTape and plain numpy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import conv_classifier
+from keras import layers
+
+import keras_cam
+
+
+def numpy_gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    weights = gradients.mean(axis=(1, 2), keepdims=True)
+    return np.maximum((weights * activations).sum(axis=-1), 0.0)
+
+
+def numpy_normalise(maps: np.ndarray) -> np.ndarray:
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1), 0.0)
+
+
+def tape_activations_and_gradients(model, x, layer_name, classes, probability=False):
+    """Independent of keras_cam: run the layers by hand, logits computed from the Dense kernel."""
+    target = model.get_layer(layer_name)
+    features = keras.Model(model.input, target.output)
+    after = model.layers[model.layers.index(target) + 1 :]
+    with tf.GradientTape() as tape:
+        a = features(x)
+        tape.watch(a)
+        h = a
+        for layer in after[:-1]:
+            h = layer(h)
+        last = after[-1]
+        logits = tf.matmul(h, last.kernel) + last.bias
+        out = tf.nn.softmax(logits) if probability else logits
+        score = tf.gather(out, classes, axis=1, batch_dims=1)
+    return a.numpy(), tape.gradient(score, a).numpy()
+
+
+def nonlinear_head_model() -> keras.Model:
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(6, 3, padding="same", activation="tanh", name="target")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(8, activation="relu")(x)
+    outputs = layers.Dense(3, activation="softmax", name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("score", ["logit", "probability"])
+def test_gradcam_matches_explicit_tape_and_numpy(score):
+    model = nonlinear_head_model()
+    x = np.random.default_rng(1).normal(size=(5, 12, 12, 3)).astype("float32")
+    classes = np.array([0, 1, 2, 1, 0])
+    result = keras_cam.CAMExplainer(model, layer="target", score=score)(x, targets=classes)
+    a, g = tape_activations_and_gradients(
+        model, x, "target", classes, probability=score == "probability"
+    )
+    expected = numpy_gradcam(a, g)
+    scale = expected.max()
+    assert scale > 0
+    np.testing.assert_allclose(result.raw, expected, atol=1e-5 * scale)
+    # The target layer is at full resolution, so upsampling is the identity.
+    np.testing.assert_allclose(result.heatmaps, numpy_normalise(expected), atol=1e-4)
+    np.testing.assert_array_equal(result.classes, classes)
+    probabilities = model.predict(x, verbose=0)
+    np.testing.assert_allclose(result.scores, probabilities[np.arange(5), classes], rtol=1e-5)
+    np.testing.assert_array_equal(result.predicted, probabilities.argmax(1))
+
+
+def test_logit_and_probability_gradients_differ_when_confident():
+    model = nonlinear_head_model()
+    model.get_layer("out").set_weights(
+        [np.full((8, 3), 0.0, "float32"), np.array([30.0, 0.0, 0.0], "float32")]
+    )
+    x = np.random.default_rng(2).normal(size=(2, 12, 12, 3)).astype("float32")
+    logit = keras_cam.explain(model, x, layer="target", targets=0)
+    probability = keras_cam.explain(model, x, layer="target", targets=0, score="probability")
+    # p ≈ 1 saturates the softmax: its gradient vanishes, the logit's does not.
+    assert probability.raw.max() < 1e-6 * max(logit.raw.max(), 1e-30) or logit.raw.max() == 0
+
+
+def test_gradcam_on_a_linear_gap_dense_head_equals_cam(model, images):
+    gradcam = keras_cam.explain(model, images, method="gradcam")
+    cam = keras_cam.explain(model, images, method="cam")
+    assert gradcam.layer == cam.layer == "conv2"
+    # d logit_k / dA_ijc = W[c, k] / (h·w): Grad-CAM is CAM scaled by 1/(h·w).
+    h, w = cam.raw.shape[1:]
+    np.testing.assert_allclose(gradcam.raw, cam.raw / (h * w), atol=1e-6 * cam.raw.max())
+    np.testing.assert_allclose(gradcam.heatmaps, cam.heatmaps, atol=1e-4)
+    np.testing.assert_array_equal(gradcam.classes, cam.classes)
+
+
+def test_the_user_model_is_left_unchanged(model, images):
+    before = model.predict(images, verbose=0)
+    weights = [w.copy() for w in model.get_weights()]
+    keras_cam.explain(model, images)
+    assert model.get_layer("dense").activation is keras.activations.softmax
+    np.testing.assert_array_equal(model.predict(images, verbose=0), before)
+    for old, new in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_compiled_once_and_sees_current_weights(model, images):
+    explainer = keras_cam.CAMExplainer(model)
+    first = explainer(images, targets=1)
+    again = explainer(images, targets=[0, 1, 2, 0])
+    assert explainer.trace_count == 1
+    kernel, bias = model.get_layer("dense").get_weights()
+    model.get_layer("dense").set_weights([-kernel, bias])
+    flipped = explainer(images, targets=1)
+    assert explainer.trace_count == 1
+    assert not np.allclose(first.raw, flipped.raw)
+    np.testing.assert_array_equal(again.classes, [0, 1, 2, 0])
+    expected = keras_cam.explain(model, images, targets=1)
+    np.testing.assert_allclose(flipped.raw, expected.raw, rtol=1e-6)
+
+
+def linear_head_reference(base_features, dense, x, classes):
+    a = base_features(x).numpy()
+    kernel = dense.get_weights()[0]
+    h, w = a.shape[1:3]
+    return np.maximum(np.einsum("nijc,cn->nij", a, kernel[:, classes]) / (h * w), 0.0)
+
+
+def small_base(name="base") -> keras.Model:
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="b_conv1")(inputs)
+    x = layers.MaxPooling2D(name="b_pool")(x)
+    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="b_conv2")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def test_nested_frozen_base_in_sequential_needs_no_layer_argument(images):
+    base = small_base()
+    base.trainable = False
+    dense = layers.Dense(3)
+    model = keras.Sequential([base, layers.GlobalAveragePooling2D(), dense])
+    model.build((None, 16, 16, 3))
+    result = keras_cam.explain(model, images, targets=[2, 1, 0, 2])
+    assert result.layer == "base/b_conv2"
+    expected = linear_head_reference(base, dense, images, np.array([2, 1, 0, 2]))
+    np.testing.assert_allclose(result.raw, expected, atol=1e-5 * expected.max())
+    assert result.heatmaps.shape == (4, 16, 16)
+
+
+def test_nested_base_in_functional_model_with_preprocessing(images):
+    base = small_base()
+    inputs = keras.Input((16, 16, 3))
+    scaled = layers.Rescaling(2.0)(inputs)
+    pooled = layers.GlobalAveragePooling2D()(base(scaled, training=False))
+    dense = layers.Dense(3)
+    model = keras.Model(inputs, dense(pooled))
+    result = keras_cam.explain(model, images, layer="base/b_conv2", targets=1)
+    expected = linear_head_reference(base, dense, images * 2.0, np.ones(4, int))
+    np.testing.assert_allclose(result.raw, expected, atol=1e-5 * expected.max())
+    # A unique leaf name is enough.
+    assert keras_cam.CAMExplainer(model, layer="b_conv1").layer == "base/b_conv1"
+
+
+def test_sequential_without_input_is_built_on_first_call(images):
+    model = keras.Sequential(
+        [
+            layers.Conv2D(4, 3, activation="relu", name="c"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(2),
+        ]
+    )
+    assert not model.built
+    result = keras_cam.explain(model, images)
+    assert result.layer == "c"
+    assert result.raw.shape == (4, 14, 14) and result.heatmaps.shape == (4, 16, 16)
+
+
+def test_channels_first_model_gives_the_channels_last_maps(images):
+    def build(data_format):
+        shape = (3, 16, 16) if data_format == "channels_first" else (16, 16, 3)
+        inputs = keras.Input(shape)
+        x = layers.Conv2D(4, 3, padding="same", activation="relu", data_format=data_format)(inputs)
+        x = layers.Conv2D(5, 3, padding="same", data_format=data_format, name="t")(x)
+        x = layers.GlobalAveragePooling2D(data_format=data_format)(x)
+        return keras.Model(inputs, layers.Dense(3)(x))
+
+    last, first = build("channels_last"), build("channels_first")
+    first.set_weights(last.get_weights())
+    expected = keras_cam.explain(last, images, targets=1)
+    result = keras_cam.explain(first, images, targets=1)
+    assert result.layer == "t"
+    np.testing.assert_allclose(result.raw, expected.raw, atol=1e-5 * expected.raw.max())
+
+
+def test_single_sigmoid_unit_explains_class_zero_with_the_negated_score(images):
+    model = conv_classifier(classes=1, activation="sigmoid")
+    one = keras_cam.explain(model, images, targets=1)
+    zero = keras_cam.explain(model, images, targets=0)
+    a = keras.Model(model.input, model.get_layer("conv2").output)(images).numpy()
+    kernel = model.get_layer("dense").get_weights()[0][:, 0]
+    signed = np.einsum("nijc,c->nij", a, kernel) / (16 * 16)
+    atol = 1e-5 * np.abs(signed).max()
+    np.testing.assert_allclose(one.raw, np.maximum(signed, 0), atol=atol)
+    np.testing.assert_allclose(zero.raw, np.maximum(-signed, 0), atol=atol)
+    p = model.predict(images, verbose=0)[:, 0]
+    np.testing.assert_allclose(one.scores, p, rtol=1e-5)
+    np.testing.assert_allclose(zero.scores, 1 - p, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(one.predicted, (p > 0.5).astype(int))
+
+
+def test_callable_target_equals_the_class_it_selects(model, images):
+    by_index = keras_cam.explain(model, images, targets=2)
+    by_callable = keras_cam.explain(model, images, targets=lambda logits: logits[:, 2])
+    np.testing.assert_allclose(by_callable.raw, by_index.raw, rtol=1e-6)
+
+
+def test_label_targets_accept_sparse_and_one_hot_labels(model, images):
+    labels = np.array([2, 0, 1, 1])
+    sparse = keras_cam.explain(model, images, targets="label", labels=labels)
+    one_hot = keras_cam.explain(model, images, targets="label", labels=np.eye(3)[labels])
+    np.testing.assert_array_equal(sparse.classes, labels)
+    np.testing.assert_allclose(one_hot.raw, sparse.raw)
+
+
+def test_display_formats_uint8_and_grayscale_give_heatmaps_at_display_size():
+    model = conv_classifier(channels=1)
+    gray = np.random.default_rng(3).integers(0, 256, size=(2, 16, 16), dtype=np.uint8)
+    from_2d = keras_cam.explain(model, gray)
+    from_4d = keras_cam.explain(model, gray[..., None])
+    assert from_2d.heatmaps.shape == (2, 16, 16)
+    np.testing.assert_allclose(from_2d.raw, from_4d.raw)
+
+
+def test_preprocess_maps_display_images_to_model_input(model):
+    display = np.random.default_rng(4).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
+    upsample = lambda im: np.repeat(np.repeat(im / 255.0, 2, axis=1), 2, axis=2)  # noqa: E731
+    result = keras_cam.explain(model, display, preprocess=upsample)
+    direct = keras_cam.explain(model, upsample(display))
+    np.testing.assert_allclose(result.raw, direct.raw)
+    assert result.heatmaps.shape == (2, 8, 8)
+
+
+def test_all_zero_activations_give_finite_zero_maps(images):
+    model = conv_classifier()
+    for layer_name in ("conv1", "conv2"):
+        layer = model.get_layer(layer_name)
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    for method in ("gradcam", "cam"):
+        result = keras_cam.explain(model, images, method=method)
+        assert np.isfinite(result.heatmaps).all()
+        assert (result.heatmaps == 0).all() and (result.raw == 0).all()
+
+
+def test_non_finite_maps_raise_a_clear_error(model, images):
+    dense = model.get_layer("dense")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([np.full_like(kernel, np.nan), bias])
+    with pytest.raises(FloatingPointError, match=r"layer 'conv2' is not finite"):
+        keras_cam.explain(model, images)
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "message"),
+    [
+        (np.zeros((2, 20, 20, 3)), {}, r"expects input of shape \(None, 16, 16, 3\).*Resize"),
+        (np.zeros((16, 16, 3)), {}, r"batch axis"),
+        (np.zeros((2, 16, 16, 3)), {"targets": 3}, r"Class index 3 is out of range.*3 classes"),
+        (np.zeros((2, 16, 16, 3)), {"targets": "label"}, r"targets='label' needs labels"),
+        (
+            np.zeros((2, 16, 16, 3)),
+            {"targets": "label", "labels": [1, 2, 0]},
+            r"3 labels for 2 images",
+        ),
+        (np.zeros((2, 16, 16, 3)), {"targets": [1]}, r"one integer class index per image"),
+        (np.zeros((2, 16, 16, 3)), {"score": "prob"}, r"score must be one of"),
+    ],
+)
+def test_bad_input_names_the_problem(model, images, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        keras_cam.explain(model, images, **kwargs)
