@@ -7,8 +7,8 @@ plus a backward pass through the head only, on every backend. Splitting uses
 Keras' own graph: a functional model accepts intermediate tensors as inputs
 and outputs, and a Sequential model is a list of layers. Nested models
 (`Sequential([base_model, GlobalAveragePooling2D(), Dense(k)])`) are split
-recursively. No layer is called on new symbolic inputs, so the user's graph
-gains no nodes.
+recursively. No layer is called on new symbolic inputs: the user's graph,
+each layer's `.output` and the model's config stay as they were.
 """
 
 from __future__ import annotations
