@@ -1,0 +1,197 @@
+"""CAMCallback in real `fit` runs, read back from the event files it wrote."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import conv_classifier, read_events
+from keras import layers
+
+import keras_cam
+from keras_cam import writer as writer_module
+
+
+def data(n=24, size=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8),
+        rng.integers(0, classes, size=n),
+    )
+
+
+def compiled(model):
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+class BatchCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+def test_fit_writes_overlays_grid_and_mean_score_at_each_epoch(tmp_path):
+    x, y = data()
+    model = compiled(conv_classifier())
+    callback = keras_cam.CAMCallback(
+        (x[:6], y[:6]), tmp_path, class_names=["a", "b", "c"], preprocess=lambda im: im / 255.0
+    )
+    model.fit(x / 255.0, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
+    events = read_events(str(tmp_path))
+    assert set(events) == {"cam/gradcam", "cam/gradcam/grid", "cam/gradcam/mean_score"}
+    for tag in events:
+        assert sorted(events[tag]) == [0, 1, 2]
+    last = events["cam/gradcam"][2]
+    assert len(last) == 6
+    assert last[0].shape == (16, 16, 3)
+    # The last event used the final weights: recompute it independently of the callback.
+    result = keras_cam.explain(model, x[:6] / 255.0)
+    np.testing.assert_array_equal(np.stack(last), keras_cam.overlay(x[:6], result.heatmaps))
+    assert events["cam/gradcam/mean_score"][2] == pytest.approx(result.scores.mean(), rel=1e-5)
+    grid = events["cam/gradcam/grid"][2]
+    assert len(grid) == 1
+    assert grid[0].shape[0] > 112
+    assert grid[0].shape[1] > 2 * 112
+
+
+def test_compiled_once_over_five_epochs_and_steps_continue_across_fits(tmp_path):
+    x, y = data()
+    model = compiled(conv_classifier())
+    callback = keras_cam.CAMCallback(x[:4], tmp_path, every_n_epochs=2)
+    model.fit(x, y, epochs=5, verbose=0, callbacks=[callback])
+    assert callback.explainer.trace_count == 1
+    model.fit(x, y, initial_epoch=5, epochs=8, verbose=0, callbacks=[callback])
+    assert callback.explainer.trace_count == 1
+    assert sorted(read_events(str(tmp_path))["cam/gradcam"]) == [1, 3, 5, 7]
+
+
+def training_run(with_callback, log_dir):
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((16, 16, 3))
+    h = layers.Conv2D(4, 3, padding="same")(inputs)
+    h = layers.BatchNormalization()(h)
+    h = layers.ReLU()(h)
+    h = layers.Dropout(0.3)(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    model = compiled(keras.Model(inputs, layers.Dense(3)(h)))
+    x, y = data(32)
+    callbacks = [keras_cam.CAMCallback((x[:5], y[:5]), log_dir)] if with_callback else []
+    model.fit(x, y, epochs=2, batch_size=8, shuffle=True, verbose=0, callbacks=callbacks)
+    return model.get_weights() + [v.numpy() for v in model.optimizer.variables]
+
+
+def test_the_callback_does_not_perturb_training(tmp_path):
+    without = training_run(False, tmp_path / "a")
+    with_cam = training_run(True, tmp_path / "b")
+    assert len(without) == len(with_cam)
+    for a, b in zip(without, with_cam, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def gap_model():
+    return conv_classifier()
+
+
+def flatten_head_model():
+    inputs = keras.Input((16, 16, 3))
+    h = layers.Conv2D(2, 3, name="conv")(inputs)
+    return keras.Model(inputs, layers.Dense(3)(layers.Flatten()(h)))
+
+
+def dense_only_model():
+    inputs = keras.Input((16, 16, 3))
+    return keras.Model(inputs, layers.Dense(3)(layers.Flatten()(inputs)))
+
+
+X, Y = data(8)
+
+
+@pytest.mark.parametrize(
+    ("make_model", "probe", "kwargs", "message"),
+    [
+        (gap_model, X, {"layer": "nope"}, r"No layer 'nope'.*conv1, conv2"),
+        (gap_model, X, {"layer": "gap"}, r"not a 4-D feature map"),
+        (dense_only_model, X, {}, r"no layer with a 4-D"),
+        (gap_model, X[0], {}, r"batch axis"),
+        (gap_model, X[:, :8], {}, r"expects input of shape \(None, 16, 16, 3\)"),
+        (gap_model, (X, Y[:3]), {}, r"8 images but 3 labels"),
+        (gap_model, X, {"targets": "label"}, r"targets='label' needs labels"),
+        (gap_model, X, {"targets": 7}, r"Class index 7 is out of range"),
+        (gap_model, X, {"class_names": ["a"]}, r"class_names has 1 names"),
+        (flatten_head_model, X, {"method": "cam"}, r"GlobalAveragePooling2D then Dense"),
+    ],
+)
+def test_bad_input_is_raised_before_any_training_work(tmp_path, make_model, probe, kwargs, message):
+    model = compiled(make_model())
+    counter = BatchCounter()
+    callback = keras_cam.CAMCallback(probe, tmp_path, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, Y, epochs=2, verbose=0, callbacks=[callback, counter])
+    assert counter.batches == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every_n_epochs": 0}, r"every_n_epochs must be an integer >= 1"),
+        ({"method": "gradcan"}, r"Unknown CAM method 'gradcan'.*'gradcam'"),
+        ({"targets": "best"}, r"Unknown targets 'best'"),
+        ({"max_images": 0}, r"max_images must be an integer >= 1"),
+        ({"colormap": "jett"}, r"Unknown colormap 'jett'"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        keras_cam.CAMCallback(X, tmp_path, **kwargs)
+
+
+def test_a_failing_event_warns_and_training_goes_on(tmp_path, monkeypatch):
+    def broken(self, tag, images, step):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer_module.TensorFlowWriter, "images", broken)
+    model = compiled(conv_classifier())
+    callback = keras_cam.CAMCallback(X, tmp_path)
+    with pytest.warns(RuntimeWarning, match=r"skipped the gradcam event at epoch 0: OSError"):
+        history = model.fit(X, Y, epochs=3, verbose=0, callbacks=[callback])
+    assert len(history.history["loss"]) == 3
+
+    strict = keras_cam.CAMCallback(X, tmp_path, strict=True)
+    counter = BatchCounter()
+    with pytest.raises(OSError, match="disk full"):
+        model.fit(X, Y, epochs=3, verbose=0, callbacks=[strict, counter])
+    assert counter.batches == 1  # one epoch of one batch, then the event raised
+
+
+@pytest.mark.parametrize("update_freq", ["epoch", "batch", 2])
+def test_works_beside_the_keras_tensorboard_callback(tmp_path, update_freq):
+    model = compiled(conv_classifier())
+    callbacks = [
+        keras.callbacks.TensorBoard(tmp_path, update_freq=update_freq),
+        keras_cam.CAMCallback(X, tmp_path / "cam"),
+    ]
+    model.fit(X, Y, epochs=3, batch_size=2, verbose=0, callbacks=callbacks)
+    events = read_events(str(tmp_path / "cam"))
+    assert sorted(events["cam/gradcam"]) == [0, 1, 2]
+    assert sorted(events["cam/gradcam/grid"]) == [0, 1, 2]
+    assert "epoch_loss" in read_events(str(tmp_path / "train"))
+
+
+def test_probe_from_tf_data_and_py_dataset(tmp_path):
+    import tensorflow as tf
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return X[index * 2 : index * 2 + 2], Y[index * 2 : index * 2 + 2]
+
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(3)
+    model = compiled(conv_classifier())
+    for probe, name in ((dataset, "tfdata"), (Batches(), "pydataset")):
+        callback = keras_cam.CAMCallback(probe, tmp_path / name, max_images=5, targets="label")
+        model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback])
+        assert len(read_events(str(tmp_path / name))["cam/gradcam"][0]) == 5
