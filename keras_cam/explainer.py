@@ -85,7 +85,8 @@ def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
 def _to_model_input(
     images: np.ndarray, preprocess: Preprocess | None, expected: tuple[int | None, ...]
 ) -> Any:
-    x = preprocess(images) if preprocess is not None else images
+    # A copy: keras.applications' preprocess_input edits float arrays in place.
+    x = preprocess(images.copy()) if preprocess is not None else images
     x = np.asarray(ops.convert_to_numpy(x), dtype="float32")
     if preprocess is None and x.ndim == len(expected) - 1:
         x = x[..., None]  # grayscale (N, H, W) display images
@@ -216,7 +217,7 @@ class CAMExplainer:
         images = np.asarray(ops.convert_to_numpy(images))
         size = _display_size(images)
         if not self.model.built:
-            probe = preprocess(images) if preprocess is not None else images
+            probe = preprocess(images.copy()) if preprocess is not None else images
             self.model.build((None, *np.shape(probe)[1:]))
         self._resolve()
         inputs = _to_model_input(images, preprocess, model_input_shape(self.model))

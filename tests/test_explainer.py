@@ -73,8 +73,10 @@ def test_gradcam_matches_explicit_tape_and_numpy(score):
 def test_logit_and_probability_gradients_differ_when_confident():
     model = nonlinear_head_model()
     model.get_layer("out").set_weights(
-        [np.random.default_rng(5).normal(size=(8, 3)).astype("float32"),
-         np.array([40.0, 0.0, 0.0], "float32")]
+        [
+            np.random.default_rng(5).normal(size=(8, 3)).astype("float32"),
+            np.array([40.0, 0.0, 0.0], "float32"),
+        ]
     )
     x = np.random.default_rng(2).normal(size=(2, 12, 12, 3)).astype("float32")
     logit = keras_cam.explain(model, x, layer="target", targets=0)
@@ -281,3 +283,13 @@ def test_non_finite_maps_raise_a_clear_error(model, images):
 def test_bad_input_names_the_problem(model, images, kwargs, message):
     with pytest.raises(ValueError, match=message):
         keras_cam.explain(model, images, **kwargs)
+
+
+def test_preprocess_that_edits_in_place_leaves_the_display_images_alone(model, images):
+    def in_place(batch):
+        batch -= 0.5
+        return batch
+
+    display = images.copy()
+    keras_cam.explain(model, display, preprocess=in_place)
+    np.testing.assert_array_equal(display, images)

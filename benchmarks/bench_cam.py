@@ -1,0 +1,126 @@
+"""CAM cost in units of a compiled forward pass, and the callback's cost in % of epoch time.
+
+Run: `make bench` (or `.venv/bin/python benchmarks/bench_cam.py`). Every figure is a
+ratio of two timings taken in the same run on the same machine.
+
+1. ResNet50 (random weights; no download), batch 8 at 224×224: median time of one
+   `CAMExplainer` call divided by the median time of one compiled forward pass of
+   the same batch, after warm-up.
+2. The demo's model and data: time spent in `CAMCallback` events (16 probe images,
+   every epoch) in % of the epoch time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+
+import keras
+import numpy as np
+
+import keras_cam
+from keras_cam.compute import backend_module
+from keras_cam.data import make_shapes
+
+
+def median_seconds(fn, runs: int) -> float:
+    fn()  # warm-up: tracing and first-call allocation
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cam_over_forward(batch: int, size: int, runs: int, methods: list[str]) -> None:
+    model = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
+    images = np.random.default_rng(0).uniform(0, 255, size=(batch, size, size, 3))
+    images = images.astype("float32")
+    inputs = keras.ops.convert_to_tensor(images)
+    forward = backend_module().compile_function(lambda x: model(x, training=False))
+    forward_s = median_seconds(lambda: keras.ops.convert_to_numpy(forward(inputs)), runs)
+    print(f"ResNet50, batch {batch} at {size}×{size}, median of {runs} runs after warm-up")
+    print(f"  compiled forward pass: {forward_s * 1000:.0f} ms")
+    for method in methods:
+        explainer = keras_cam.CAMExplainer(model, method=method)
+        cam_s = median_seconds(lambda e=explainer: e(images), runs)
+        print(
+            f"  {method:<10} {cam_s * 1000:6.0f} ms   CAM / forward = {cam_s / forward_s:.3f}"
+            f"   (layer {explainer.layer}, traced {explainer.trace_count}×)"
+        )
+
+
+class _EpochClock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(time.perf_counter() - self._start)
+
+
+class _TimedCAMCallback(keras_cam.CAMCallback):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.events: list[float] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
+        super().on_epoch_end(epoch, logs)
+        self.events.append(time.perf_counter() - start)
+
+
+def callback_overhead(epochs: int, log_dir: str) -> None:
+    from demo import build_model
+
+    keras.utils.set_random_seed(0)
+    train = make_shapes(3000, seed=1)
+    probe = make_shapes(16, seed=2)
+    model = build_model(64, 3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    cam = _TimedCAMCallback((probe.images, probe.labels), log_dir)
+    # The clock comes first, so its epoch end is read before the CAM event runs.
+    clock = _EpochClock()
+    model.fit(
+        train.images, train.labels, epochs=epochs, batch_size=32, verbose=0, callbacks=[clock, cam]
+    )
+    epoch_s = statistics.median(clock.epochs[1:])
+    event_s = statistics.median(cam.events[1:])
+    print(f"Demo model, 3000 images of 64×64 per epoch, 16 probe images, {epochs} epochs")
+    print(
+        f"  median epoch {epoch_s:.2f} s, median CAM event {event_s * 1000:.0f} ms "
+        f"(overlays, grid, PNG, write)"
+    )
+    print(f"  callback overhead: {100 * event_s / epoch_s:.2f} % of epoch time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--methods", nargs="+", default=["gradcam", "cam"])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--log-dir", default="runs/bench")
+    args = parser.parse_args()
+    print(
+        f"keras {keras.__version__}, backend {keras.backend.backend()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    )
+    cam_over_forward(args.batch, args.size, args.runs, args.methods)
+    callback_overhead(args.epochs, args.log_dir)
+
+
+if __name__ == "__main__":
+    main()
