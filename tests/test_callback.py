@@ -154,9 +154,16 @@ def test_a_failing_event_warns_and_training_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(writer_module.TensorFlowWriter, "images", broken)
     model = compiled(conv_classifier())
     callback = keras_cam.CAMCallback(X, tmp_path)
-    with pytest.warns(RuntimeWarning, match=r"skipped the gradcam event at epoch 0: OSError"):
+    with pytest.warns(
+        RuntimeWarning, match=r"skipped the gradcam event at epoch \d: OSError"
+    ) as seen:
         history = model.fit(X, Y, epochs=3, verbose=0, callbacks=[callback])
     assert len(history.history["loss"]) == 3
+    assert [str(w.message).split(":")[1] for w in seen] == [
+        " skipped the gradcam event at epoch 0",
+        " skipped the gradcam event at epoch 1",
+        " skipped the gradcam event at epoch 2",
+    ]
 
     strict = keras_cam.CAMCallback(X, tmp_path, strict=True)
     counter = BatchCounter()

@@ -1,0 +1,55 @@
+"""The examples run end to end (shortened), as a user would start them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import read_events
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, cwd: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_demo_trains_logs_and_scores(tmp_path):
+    out = run(
+        str(ROOT / "examples" / "demo.py"),
+        "--epochs",
+        "2",
+        "--train-size",
+        "96",
+        "--log-dir",
+        str(tmp_path / "demo"),
+        cwd=tmp_path,
+    )
+    assert "pointing game" in out
+    assert f"tensorboard --logdir {tmp_path}" in out
+    events = read_events(str(tmp_path / "demo" / "cam"))
+    assert sorted(events["cam/gradcam"]) == [0, 1]
+    assert len(events["cam/gradcam"][1]) == 16
+
+
+def test_explain_image_saves_the_overlay(tmp_path):
+    photo = np.random.default_rng(0).integers(0, 256, size=(300, 200, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.jpg")
+    out = run(
+        str(ROOT / "examples" / "explain_image.py"),
+        "photo.jpg",
+        "--out",
+        "cam.png",
+        cwd=tmp_path,
+    )
+    assert "random weights" in out
+    assert "conv5_block3_out" in out
+    with Image.open(tmp_path / "cam.png") as saved:
+        assert saved.size == (448, 224)
