@@ -209,6 +209,7 @@ class CAMExplainer:
             self._activation = _scores.output_activation(split.output_layer)
             self._outputs_are_logits = self.score == "logit" or self._activation is None
             self._split = split
+            logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
         return self._split
 
     def _prepare(

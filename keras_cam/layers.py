@@ -174,12 +174,11 @@ def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, An
         head = _Chain([inner_head, *children[index + 1 :]])
         return features, head
 
-    if len(names) == 1 and not _is_model(child):
-        node = _node_in_graph(model, child)
-        cut_in = cut_out = node.output_tensors[0]
-    else:
-        node = _node_in_graph(model, child)
-        cut_in, cut_out = node.input_tensors[0], node.output_tensors[0]
+    # A leaf layer is cut after its output; a nested model is replaced by its own split.
+    leaf = len(names) == 1 and not _is_model(child)
+    node = _node_in_graph(model, child)
+    cut_out = node.output_tensors[0]
+    cut_in = cut_out if leaf else node.input_tensors[0]
     try:
         before = _functional_piece(model, model.inputs[0], cut_in)
         after = _functional_piece(model, cut_out, model.outputs[0])
@@ -189,7 +188,7 @@ def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, An
             f"Grad-CAM needs a layer that every path from input to output goes through, "
             f"such as a block's output rather than a layer inside a residual branch."
         ) from error
-    if len(names) == 1 and not _is_model(child):
+    if leaf:
         return before, after
     return _Chain([before, inner_features]), _Chain([inner_head, after])
 
@@ -237,7 +236,6 @@ def split_model(model: keras.Model, layer: str | None = None) -> LayerSplit:
                 errors.append(f"{path}: {error}")
                 continue
             if split.head_layers:
-                logger.info("keras_cam: explaining layer %r of model %r", path, model.name)
                 return split
         raise ValueError(
             f"None of the spatial layers of model {model.name!r} can be cut off from the "

@@ -293,3 +293,22 @@ def test_preprocess_that_edits_in_place_leaves_the_display_images_alone(model, i
     display = images.copy()
     keras_cam.explain(model, display, preprocess=in_place)
     np.testing.assert_array_equal(display, images)
+
+
+@pytest.mark.parametrize("final", ["softmax_layer", "activation_layer"])
+def test_logits_are_read_through_separate_softmax_layers(images, final):
+    dense_softmax = conv_classifier()
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for layer in dense_softmax.layers[1:-1]:
+        x = layer(x)
+    logits = layers.Dense(3, name="logits")(x)
+    last = layers.Softmax() if final == "softmax_layer" else layers.Activation("softmax")
+    separate = keras.Model(inputs, last(logits))
+    separate.get_layer("logits").set_weights(dense_softmax.get_layer("dense").get_weights())
+    expected = keras_cam.explain(dense_softmax, images, targets=1)
+    result = keras_cam.explain(separate, images, targets=1)
+    np.testing.assert_allclose(result.raw, expected.raw, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(result.scores, expected.scores, rtol=1e-5)
+    # The softmax is back in place for the user.
+    np.testing.assert_allclose(separate.predict(images, verbose=0).sum(axis=1), 1.0, rtol=1e-5)
