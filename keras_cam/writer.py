@@ -8,10 +8,13 @@ Keras TensorBoard callback's `update_freq` gates summaries through a global
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
+from tensorboard.plugins.image import metadata as image_metadata
 
 
 class EventWriter(Protocol):
@@ -30,6 +33,28 @@ class EventWriter(Protocol):
         """Flushes and releases the file."""
 
 
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (H, W, 3) image at low compression.
+
+    Encoding is the dearest part of an event: zlib level 1 is several times
+    faster than the default level and barely larger on heatmap overlays.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def image_summary_tensor(images: np.ndarray) -> list[bytes]:
+    """The image plugin's tensor layout: [width, height, png, png, ...]."""
+    height, width = images.shape[1:3]
+    return [str(width).encode(), str(height).encode(), *(encode_png(im) for im in images)]
+
+
+_IMAGE_METADATA = image_metadata.create_summary_metadata(
+    display_name=None, description=None
+).SerializeToString()
+
+
 class TensorFlowWriter:
     """`EventWriter` over `tf.summary`."""
 
@@ -41,8 +66,9 @@ class TensorFlowWriter:
 
     def images(self, tag: str, images: np.ndarray, step: int) -> None:
         tf = self._tf
+        tensor = tf.constant(image_summary_tensor(images), dtype=tf.string)
         with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.image(tag, images, step=step, max_outputs=len(images))
+            tf.summary.write(tag, tensor, step=step, metadata=_IMAGE_METADATA)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         tf = self._tf
