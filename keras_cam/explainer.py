@@ -107,6 +107,14 @@ def _to_model_input(
     return x
 
 
+def _float32_channels_last(tensor: Any, channels_first: bool) -> Any:
+    """Methods see float32 (N, h, w, C), whatever the model's dtype policy and layout."""
+    if tensor is None:
+        return None
+    tensor = ops.cast(tensor, "float32")
+    return ops.transpose(tensor, (0, 2, 3, 1)) if channels_first else tensor
+
+
 def _normalise(maps: Any) -> Any:
     low = ops.min(maps, axis=(1, 2), keepdims=True)
     span = ops.max(maps, axis=(1, 2), keepdims=True) - low
@@ -293,13 +301,8 @@ class CAMExplainer:
                 scores = _scores.reported_scores(outputs, classes, activation, are_logits)
             predicted = _scores.predicted_classes(outputs, are_logits)
             confidence = _scores.reported_scores(outputs, predicted, activation, are_logits)
-            activations = ops.cast(activations, "float32")
-            if gradients is not None:
-                gradients = ops.cast(gradients, "float32")
-            if split.channels_first:
-                activations = ops.transpose(activations, (0, 2, 3, 1))
-                if gradients is not None:
-                    gradients = ops.transpose(gradients, (0, 2, 3, 1))
+            activations = _float32_channels_last(activations, split.channels_first)
+            gradients = _float32_channels_last(gradients, split.channels_first)
             signed = method.cam(activations, gradients, classes)
             # ReLU would turn NaN into 0 on some kernels: check before it.
             finite = ops.logical_and(ops.all(ops.isfinite(signed)), ops.all(ops.isfinite(scores)))
