@@ -82,13 +82,17 @@ def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
     )
 
 
-def _to_model_input(
-    images: np.ndarray, preprocess: Preprocess | None, expected: tuple[int | None, ...]
-) -> Any:
+def _preprocessed(images: np.ndarray, preprocess: Preprocess | None) -> np.ndarray:
     # A copy: keras.applications' preprocess_input edits float arrays in place.
     x = preprocess(images.copy()) if preprocess is not None else images
-    x = np.asarray(ops.convert_to_numpy(x), dtype="float32")
-    if preprocess is None and x.ndim == len(expected) - 1:
+    return np.asarray(ops.convert_to_numpy(x), dtype="float32")
+
+
+def _to_model_input(
+    images: np.ndarray, x: np.ndarray, preprocessed: bool, expected: tuple[int | None, ...]
+) -> np.ndarray:
+    """Checks (and for display images, adapts) the model input `x` made from `images`."""
+    if not preprocessed and x.ndim == len(expected) - 1:
         x = x[..., None]  # grayscale (N, H, W) display images
     if (
         not _matches(x.shape, expected)
@@ -100,7 +104,7 @@ def _to_model_input(
         hint = " For a single image add a batch axis: images[None]." if images.ndim == 3 else ""
         raise ValueError(
             f"The model expects input of shape {expected} but the "
-            f"{'preprocessed ' if preprocess else ''}images have shape {x.shape}. "
+            f"{'preprocessed ' if preprocessed else ''}images have shape {x.shape}. "
             f"Resize the images to the model's input size, or pass `preprocess=` "
             f"mapping display images to model input.{hint}"
         )
@@ -225,11 +229,11 @@ class CAMExplainer:
     ) -> _Batch:
         images = np.asarray(ops.convert_to_numpy(images))
         size = _display_size(images)
+        x = _preprocessed(images, preprocess)
         if not self.model.built:
-            probe = preprocess(images.copy()) if preprocess is not None else images
-            self.model.build((None, *np.shape(probe)[1:]))
+            self.model.build((None, *x.shape[1:]))
         self._resolve()
-        inputs = _to_model_input(images, preprocess, model_input_shape(self.model))
+        inputs = _to_model_input(images, x, preprocess is not None, model_input_shape(self.model))
         if callable(targets) and not isinstance(targets, str):
             class_ids = np.full(len(images), PREDICTED, dtype=np.int32)
             score_fn = targets
@@ -294,12 +298,12 @@ class CAMExplainer:
                     split.features, split.head, inputs, score_of, method.uses_gradients
                 )
             outputs = ops.cast(outputs, "float32")
-            classes = classes_of(outputs, class_ids)
+            predicted = _scores.predicted_classes(outputs, are_logits)
+            classes = ops.where(class_ids < 0, predicted, class_ids)
             if score_fn is not None:
                 scores = score_of(outputs)
             else:
                 scores = _scores.reported_scores(outputs, classes, activation, are_logits)
-            predicted = _scores.predicted_classes(outputs, are_logits)
             confidence = _scores.reported_scores(outputs, predicted, activation, are_logits)
             activations = _float32_channels_last(activations, split.channels_first)
             gradients = _float32_channels_last(gradients, split.channels_first)
