@@ -11,8 +11,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_cam.explainer import CAMExplainer, CAMResult, Preprocess, _Batch
-from keras_cam.methods import get_method
+from keras_cam.explainer import (
+    CAMExplainer,
+    CAMResult,
+    MethodSpec,
+    Preprocess,
+    _Batch,
+    resolve_methods,
+)
 from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
 from keras_cam.targets import Targets, labels_to_class_ids
 from keras_cam.writer import EventWriter, create_writer
@@ -84,7 +90,13 @@ class CAMCallback(keras.callbacks.Callback):
     - `cam/<method>`: the heatmap overlays (up to `max_images`);
     - `cam/<method>/grid`: one image, original | overlay per probe image,
       captioned with the true and predicted classes and the confidence;
-    - `cam/<method>/mean_score`: the mean explained score.
+    - `cam/<method>/mean_score`: the mean explained score;
+    - `cam/compare`, when several methods are given: one row per probe
+      image, the original then one overlay per method, methods as column
+      headers.
+
+    All methods of an event share one compiled function, and one forward and
+    backward pass where they need only activations and gradients.
 
     The TensorBoard step is the epoch index, so it continues across `fit`
     calls with `initial_epoch` and lines up with the Keras TensorBoard
@@ -103,7 +115,8 @@ class CAMCallback(keras.callbacks.Callback):
             of such batches; read once, up to `max_images`.
         log_dir: directory for the event files (created if needed).
         every_n_epochs: explain after every n-th epoch. Defaults to `1`.
-        method: a name from `keras_cam.available_methods()`. Defaults to `"gradcam"`.
+        method: a name from `keras_cam.available_methods()`, a `CAMMethod`
+            instance, or a list of them. Defaults to `"gradcam"`.
         layer: target layer name or `/`-path. Defaults to `None` (automatic).
         targets: `"predicted"`, `"label"`, a class index, one index per
             image, or a callable (see `CAMExplainer`). Defaults to `"predicted"`.
@@ -114,6 +127,10 @@ class CAMCallback(keras.callbacks.Callback):
         score: `"logit"` or `"probability"` (see `CAMExplainer`). Defaults to `"logit"`.
         alpha: overlay opacity. Defaults to `0.4`.
         colormap: matplotlib colormap name. Defaults to `"jet"`.
+        aug_smooth: average over flipped and zoomed copies (see
+            `CAMExplainer`). Defaults to `False`.
+        eigen_smooth: first principal component smoothing (see
+            `CAMExplainer`). Defaults to `False`.
 
     Example:
 
@@ -121,6 +138,8 @@ class CAMCallback(keras.callbacks.Callback):
     ...     x_train, y_train, epochs=10,
     ...     callbacks=[keras_cam.CAMCallback((x_val[:16], y_val[:16]), "runs/cam")],
     ... )                                                              # doctest: +SKIP
+    >>> keras_cam.CAMCallback(probe, "runs/cam", method=["gradcam", "layercam", "scorecam"])
+    ... # doctest: +SKIP
     """
 
     def __init__(
@@ -129,7 +148,7 @@ class CAMCallback(keras.callbacks.Callback):
         log_dir: str | os.PathLike[str],
         *,
         every_n_epochs: int = 1,
-        method: str = "gradcam",
+        method: MethodSpec | Sequence[MethodSpec] = "gradcam",
         layer: str | None = None,
         targets: Targets = "predicted",
         preprocess: Preprocess | None = None,
@@ -139,6 +158,8 @@ class CAMCallback(keras.callbacks.Callback):
         score: str = "logit",
         alpha: float = 0.4,
         colormap: str = "jet",
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
@@ -155,7 +176,7 @@ class CAMCallback(keras.callbacks.Callback):
             )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
-        self.method = get_method(method).name
+        self.methods = resolve_methods(method)
         _colormap_table(colormap)
         self.probe = probe
         self.log_dir = os.fspath(log_dir)
@@ -169,6 +190,8 @@ class CAMCallback(keras.callbacks.Callback):
         self.score = score
         self.alpha = alpha
         self.colormap = colormap
+        self.aug_smooth = aug_smooth
+        self.eigen_smooth = eigen_smooth
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None
         self._display: np.ndarray | None = None
@@ -183,7 +206,14 @@ class CAMCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
         if self._explainer is None or self._explainer.model is not model:
-            self._explainer = CAMExplainer(model, self.method, layer=self.layer, score=self.score)
+            self._explainer = CAMExplainer(
+                model,
+                list(self.methods),
+                layer=self.layer,
+                score=self.score,
+                aug_smooth=self.aug_smooth,
+                eigen_smooth=self.eigen_smooth,
+            )
             self._batch = None
         if self._batch is None:
             images, labels = take_probe(self.probe, self.max_images)
@@ -220,8 +250,7 @@ class CAMCallback(keras.callbacks.Callback):
 
     def _event(self, step: int) -> None:
         try:
-            result = self._explainer._explain(self._batch)
-            self._write(result, step)
+            self._write(self._explainer._explain(self._batch), step)
         except Exception as error:
             self._fail(error, f"at epoch {step}")
 
@@ -229,22 +258,31 @@ class CAMCallback(keras.callbacks.Callback):
         if self.strict:
             raise error
         warnings.warn(
-            f"keras_cam: skipped the {self.method} event {when}: {type(error).__name__}: "
+            f"keras_cam: skipped the {', '.join(m.name for m in self.methods)} event {when}: {type(error).__name__}: "
             f"{error}. Training goes on; pass strict=True to raise instead.",
             RuntimeWarning,
             stacklevel=2,
         )
 
-    def _write(self, result: CAMResult, step: int) -> None:
-        overlays = overlay(self._display, result.heatmaps, self.alpha, self.colormap)
-        grid = captioned_grid(
-            [(image, blended) for image, blended in zip(self._display, overlays, strict=True)],
-            [self._caption(result, i) for i in range(len(overlays))],
-        )
-        tag = f"cam/{self.method}"
-        self._writer.images(tag, overlays, step)
-        self._writer.images(f"{tag}/grid", grid[None], step)
-        self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
+    def _write(self, results: dict[str, CAMResult], step: int) -> None:
+        all_overlays = []
+        for name, result in results.items():
+            overlays = overlay(self._display, result.heatmaps, self.alpha, self.colormap)
+            all_overlays.append(overlays)
+            captions = [self._caption(result, i) for i in range(len(overlays))]
+            grid = captioned_grid(list(zip(self._display, overlays, strict=True)), captions)
+            tag = f"cam/{name}"
+            self._writer.images(tag, overlays, step)
+            self._writer.images(f"{tag}/grid", grid[None], step)
+            self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
+        if len(results) > 1:
+            first = next(iter(results.values()))
+            table = captioned_grid(
+                [(image, *row) for image, *row in zip(self._display, *all_overlays, strict=True)],
+                [self._caption(first, i) for i in range(len(self._display))],
+                headers=["image", *results],
+            )
+            self._writer.images("cam/compare", table[None], step)
         self._writer.flush()
 
     def _name(self, class_id: int) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +13,13 @@ import numpy as np
 from keras import ops
 
 from keras_cam import scores as _scores
+from keras_cam import smoothing
 from keras_cam.compute import backend_module
-from keras_cam.layers import LayerSplit, model_input_shape, split_model
+from keras_cam.layers import LayerSplit, model_input_shape, split_after_pooling, split_model
 from keras_cam.methods import CAMMethod, get_method
+from keras_cam.methods.base import Forward
+from keras_cam.methods.perturbation import PerturbationMethod
+from keras_cam.methods.principal import first_component_map
 from keras_cam.targets import PREDICTED, Targets, resolve_class_ids
 
 logger = logging.getLogger("keras_cam")
@@ -119,6 +123,13 @@ def _float32_channels_last(tensor: Any, channels_first: bool) -> Any:
     return ops.transpose(tensor, (0, 2, 3, 1)) if channels_first else tensor
 
 
+def _resize(maps: Any, size: tuple[int, int]) -> Any:
+    resized = ops.image.resize(
+        maps[..., None], size, interpolation="bilinear", data_format="channels_last"
+    )
+    return resized[..., 0]
+
+
 def _normalise(maps: Any) -> Any:
     low = ops.min(maps, axis=(1, 2), keepdims=True)
     span = ops.max(maps, axis=(1, 2), keepdims=True) - low
@@ -127,27 +138,50 @@ def _normalise(maps: Any) -> Any:
     return ops.where(span > 0, scaled, ops.zeros_like(maps))
 
 
+MethodSpec = str | CAMMethod
+
+
+def resolve_methods(method: MethodSpec | Sequence[MethodSpec]) -> tuple[CAMMethod, ...]:
+    specs = [method] if isinstance(method, (str, CAMMethod)) else list(method)
+    if not specs:
+        raise ValueError("method is an empty list; name at least one CAM method.")
+    methods = tuple(m if isinstance(m, CAMMethod) else get_method(m) for m in specs)
+    names = [m.name for m in methods]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"Methods {repeated} are listed twice; list each method once.")
+    return methods
+
+
 class CAMExplainer:
     """Computes class activation maps of a Keras model, compiled once.
 
     The target layer is found and the model is split there when the
     explainer is built; the first call traces one compiled function (forward,
-    gradient down to the target layer, method, ReLU, upsampling,
+    gradient down to the target layer, every method, ReLU, upsampling,
     normalisation) that every later call with the same batch shape reuses.
-    The split shares the model's layers, so each call sees the current
-    weights. The model runs with `training=False`.
+    Several methods share that one forward and backward pass. The split
+    shares the model's layers, so each call sees the current weights. The
+    model runs with `training=False`.
 
     Args:
         model: a Keras functional or Sequential image classifier (nested
             models such as a frozen `keras.applications` base are fine).
-        method: a name from `keras_cam.available_methods()` or a
-            `CAMMethod` instance. Defaults to `"gradcam"`.
+        method: a name from `keras_cam.available_methods()`, a `CAMMethod`
+            instance (e.g. `keras_cam.methods.ScoreCAM(max_channels=64)`),
+            or a list of them. Defaults to `"gradcam"`.
         layer: the target layer's name or `/`-path into nested models
             (`"resnet50/conv5_block3_out"`). Defaults to `None`: the last
             layer with a 4-D output before the head.
         score: `"logit"` differentiates the pre-softmax/sigmoid value (its
             gradient does not vanish when the model is confident);
             `"probability"` the probability. Defaults to `"logit"`.
+        aug_smooth: average the maps of horizontally flipped and zoomed
+            copies of each image, each mapped back to the original frame
+            (6 copies: 6 times the cost). Defaults to `False`.
+        eigen_smooth: replace the channel sum of each method's weighted
+            activations by their first principal component, which removes
+            noise spread over many channels. Defaults to `False`.
 
     Example:
 
@@ -155,20 +189,28 @@ class CAMExplainer:
     >>> result = explainer(images, targets="predicted")          # doctest: +SKIP
     >>> result.heatmaps.shape, result.layer                      # doctest: +SKIP
     ((8, 224, 224), 'resnet50/conv5_block3_out')
+    >>> several = keras_cam.CAMExplainer(model, ["gradcam", "layercam"])  # doctest: +SKIP
+    >>> several(images)["layercam"].heatmaps.shape               # doctest: +SKIP
+    (8, 224, 224)
     """
 
     def __init__(
         self,
         model: keras.Model,
-        method: str | CAMMethod = "gradcam",
+        method: MethodSpec | Sequence[MethodSpec] = "gradcam",
         layer: str | None = None,
         score: str = "logit",
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> None:
         if score not in _scores.SCORES:
             raise ValueError(f"score must be one of {_scores.SCORES}, got {score!r}.")
         self.model = model
-        self.method = method if isinstance(method, CAMMethod) else get_method(method)
+        self.methods = resolve_methods(method)
+        self._single = isinstance(method, (str, CAMMethod))
         self.score = score
+        self.aug_smooth = bool(aug_smooth)
+        self.eigen_smooth = bool(eigen_smooth)
         self.trace_count = 0
         self._layer = layer
         self._compute = backend_module()
@@ -176,6 +218,11 @@ class CAMExplainer:
         self._compiled: dict[Any, Callable[..., Any]] = {}
         if model.built:
             self._resolve()
+
+    @property
+    def method(self) -> CAMMethod:
+        """The (first) method."""
+        return self.methods[0]
 
     @property
     def layer(self) -> str:
@@ -194,7 +241,7 @@ class CAMExplainer:
         targets: Targets = "predicted",
         preprocess: Preprocess | None = None,
         labels: Any = None,
-    ) -> CAMResult:
+    ) -> CAMResult | dict[str, CAMResult]:
         """Explains a batch.
 
         Args:
@@ -210,16 +257,20 @@ class CAMExplainer:
             labels: sparse or one-hot labels, for `targets="label"`.
 
         Returns:
-            A `CAMResult`.
+            A `CAMResult`; a dict from method name to `CAMResult` when the
+            explainer was given a list of methods.
         """
-        return self._explain(self._prepare(images, targets, preprocess, labels))
+        results = self._explain(self._prepare(images, targets, preprocess, labels))
+        return results[self.method.name] if self._single else results
 
     def _resolve(self) -> LayerSplit:
         if self._split is None:
             split = split_model(self.model, self._layer)
-            self.method.prepare(split)
+            for method in self.methods:
+                method.prepare(split)
             self._activation = _scores.output_activation(split.output_layer)
             self._outputs_are_logits = self.score == "logit" or self._activation is None
+            self._pooled_head = split_after_pooling(self.model, split)
             self._split = split
             logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
         return self._split
@@ -247,74 +298,151 @@ class CAMExplainer:
             size=size,
         )
 
-    def _explain(self, batch: _Batch) -> CAMResult:
+    def _explain(self, batch: _Batch) -> dict[str, CAMResult]:
         key = (batch.score_fn, batch.size)
         if key not in self._compiled:
             self._compiled[key] = self._compute.compile_function(self._cam_function(*key))
-        raw, heatmaps, classes, scores, predicted, confidence, finite = (
-            ops.convert_to_numpy(t) for t in self._compiled[key](batch.inputs, batch.class_ids)
-        )
-        if not finite:
-            raise FloatingPointError(
-                f"The {self.method.name} map of layer {self.layer!r} is not finite (NaN or "
-                f"inf in the activations, gradients or outputs); check the model's weights "
-                f"and inputs."
+        maps, *shared = self._compiled[key](batch.inputs, batch.class_ids)
+        classes, scores, predicted, confidence = (ops.convert_to_numpy(t) for t in shared)
+        results = {}
+        for method in self.methods:
+            raw, heatmaps, finite = (ops.convert_to_numpy(t) for t in maps[method.name])
+            if not finite:
+                raise FloatingPointError(
+                    f"The {method.name} map of layer {self.layer!r} is not finite (NaN or "
+                    f"inf in the activations, gradients or outputs); check the model's "
+                    f"weights and inputs."
+                )
+            results[method.name] = CAMResult(
+                heatmaps=heatmaps.astype(np.float32),
+                raw=raw.astype(np.float32),
+                classes=classes.astype(np.int64),
+                scores=scores.astype(np.float32),
+                layer=self.layer,
+                method=method.name,
+                predicted=predicted.astype(np.int64),
+                confidence=confidence.astype(np.float32),
             )
-        return CAMResult(
-            heatmaps=heatmaps.astype(np.float32),
-            raw=raw.astype(np.float32),
-            classes=classes.astype(np.int64),
-            scores=scores.astype(np.float32),
-            layer=self.layer,
-            method=self.method.name,
-            predicted=predicted.astype(np.int64),
-            confidence=confidence.astype(np.float32),
+        return results
+
+    def _map_chunks(self, fn: Callable[[Any], Any], count: int, batch_size: int) -> Any:
+        size = min(batch_size, count)
+
+        def chunk(i):
+            # The last chunk repeats the last index: every chunk has one shape.
+            indices = ops.minimum(i * size + ops.arange(size, dtype="int32"), count - 1)
+            return ops.cast(fn(indices), "float32")
+
+        chunks = self._compute.map_sequential(chunk, -(-count // size))
+        return ops.reshape(chunks, (-1,))[:count]
+
+    def _forward(self, inputs, activations, outputs, classes, score_of) -> Forward:
+        split, dtype = self._split, activations.dtype
+
+        def score_inputs(chunk, chunk_classes):
+            outputs = split.head(split.features(chunk, training=False), training=False)
+            return score_of(outputs, chunk_classes)
+
+        def score_activations(chunk, chunk_classes):
+            if split.channels_first:
+                chunk = ops.transpose(chunk, (0, 3, 1, 2))
+            return score_of(split.head(ops.cast(chunk, dtype), training=False), chunk_classes)
+
+        pooled = score_pooled = None
+        if self._pooled_head is not None:
+            pooling, after = self._pooled_head
+            pooled = ops.cast(pooling(activations), "float32")
+
+            def score_pooled(chunk, chunk_classes):
+                return score_of(after(ops.cast(chunk, dtype), training=False), chunk_classes)
+
+        return Forward(
+            inputs=inputs,
+            input_channels_first=split.channels_first,
+            scores=score_of(outputs, classes),
+            score_inputs=score_inputs,
+            score_activations=score_activations,
+            pooled=pooled,
+            score_pooled=score_pooled,
+            map_chunks=self._map_chunks,
         )
+
+    def _signed_map(self, method: CAMMethod, activations, gradients, classes, forward) -> Any:
+        if not self.eigen_smooth:
+            return method.cam(activations, gradients, classes, forward)
+        weighted = method.weighted_activations(activations, gradients, classes, forward)
+        return first_component_map(weighted, ops.sum(weighted, axis=-1))
 
     def _cam_function(
         self, score_fn: Callable[[Any], Any] | None, size: tuple[int, int]
     ) -> Callable[[Any, Any], tuple[Any, ...]]:
-        split, method = self._resolve(), self.method
+        split, methods = self._resolve(), self.methods
         are_logits, activation = self._outputs_are_logits, self._activation
-
-        def classes_of(outputs, class_ids):
-            predicted = _scores.predicted_classes(outputs, are_logits)
-            return ops.where(class_ids < 0, predicted, class_ids)
+        needs_gradients = any(method.uses_gradients for method in methods)
+        needs_forward = any(isinstance(method, PerturbationMethod) for method in methods)
 
         def cam_function(inputs, class_ids):
             # Python runs this body only while tracing: the count is the number of traces.
             self.trace_count += 1
-            logger.debug("keras_cam: tracing the %s function (%d)", method.name, self.trace_count)
+            logger.debug("keras_cam: tracing the CAM function (%d)", self.trace_count)
+            count = inputs.shape[0]
+            x = smoothing.augment(inputs, split.channels_first) if self.aug_smooth else inputs
+            copies = x.shape[0] // count
 
-            def score_of(outputs):
+            def classes_of(outputs):
+                # Every augmented copy explains its original's class.
+                predicted = _scores.predicted_classes(outputs[:count], are_logits)
+                return ops.tile(ops.where(class_ids < 0, predicted, class_ids), (copies,))
+
+            def score_of(outputs, classes=None):
                 outputs = ops.cast(outputs, "float32")
                 if score_fn is not None:
                     return ops.cast(score_fn(outputs), "float32")
-                return _scores.class_scores(outputs, classes_of(outputs, class_ids))
+                return _scores.class_scores(
+                    outputs, classes_of(outputs) if classes is None else classes
+                )
 
             logits = self.score == "logit"
             with _scores.linear_output(split.output_layer) if logits else nullcontext():
                 activations, gradients, outputs = self._compute.activations_and_gradients(
-                    split.features, split.head, inputs, score_of, method.uses_gradients
+                    split.features, split.head, x, score_of, needs_gradients
                 )
-            outputs = ops.cast(outputs, "float32")
+                outputs = ops.cast(outputs, "float32")
+                item_classes = classes_of(outputs)
+                forward = (
+                    self._forward(x, activations, outputs, item_classes, score_of)
+                    if needs_forward
+                    else None
+                )
+                activations = _float32_channels_last(activations, split.channels_first)
+                gradients = _float32_channels_last(gradients, split.channels_first)
+                signed = {
+                    method.name: self._signed_map(
+                        method, activations, gradients, item_classes, forward
+                    )
+                    for method in methods
+                }
+            outputs = outputs[:count]
+            classes = item_classes[:count]
             predicted = _scores.predicted_classes(outputs, are_logits)
-            classes = ops.where(class_ids < 0, predicted, class_ids)
             if score_fn is not None:
                 scores = score_of(outputs)
             else:
                 scores = _scores.reported_scores(outputs, classes, activation, are_logits)
             confidence = _scores.reported_scores(outputs, predicted, activation, are_logits)
-            activations = _float32_channels_last(activations, split.channels_first)
-            gradients = _float32_channels_last(gradients, split.channels_first)
-            signed = method.cam(activations, gradients, classes)
-            # ReLU would turn NaN into 0 on some kernels: check before it.
-            finite = ops.logical_and(ops.all(ops.isfinite(signed)), ops.all(ops.isfinite(scores)))
-            raw = ops.relu(signed)
-            upsampled = ops.image.resize(
-                raw[..., None], size, interpolation="bilinear", data_format="channels_last"
-            )[..., 0]
-            return raw, _normalise(upsampled), classes, scores, predicted, confidence, finite
+            maps = {}
+            for name, signed_map in signed.items():
+                # ReLU would turn NaN into 0 on some kernels: check before it.
+                finite = ops.logical_and(
+                    ops.all(ops.isfinite(signed_map)), ops.all(ops.isfinite(scores))
+                )
+                raw = ops.relu(signed_map)
+                upsampled = _resize(raw, size)
+                if self.aug_smooth:
+                    upsampled = smoothing.merge(upsampled, count)
+                    raw = _resize(upsampled, raw.shape[1:3])
+                maps[name] = (raw, _normalise(upsampled), finite)
+            return maps, classes, scores, predicted, confidence
 
         return cam_function
 
@@ -323,16 +451,19 @@ def explain(
     model: keras.Model,
     images: Any,
     *,
-    method: str | CAMMethod = "gradcam",
+    method: MethodSpec | Sequence[MethodSpec] = "gradcam",
     layer: str | None = None,
     score: str = "logit",
     targets: Targets = "predicted",
     preprocess: Preprocess | None = None,
     labels: Any = None,
-) -> CAMResult:
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> CAMResult | dict[str, CAMResult]:
     """Explains a batch in one call: builds a `CAMExplainer` and applies it.
 
-    For repeated calls keep a `CAMExplainer`, which compiles once.
+    For repeated calls keep a `CAMExplainer`, which compiles once. The
+    arguments are those of `CAMExplainer` and its call.
 
     Example:
 
@@ -342,5 +473,12 @@ def explain(
     ... )                                                            # doctest: +SKIP
     >>> overlays = keras_cam.overlay(images, result.heatmaps)         # doctest: +SKIP
     """
-    explainer = CAMExplainer(model, method=method, layer=layer, score=score)
+    explainer = CAMExplainer(
+        model,
+        method=method,
+        layer=layer,
+        score=score,
+        aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
+    )
     return explainer(images, targets=targets, preprocess=preprocess, labels=labels)

@@ -277,3 +277,26 @@ def _make_split(model: keras.Model, path: str) -> LayerSplit:
 def model_input_shape(model: keras.Model) -> tuple[int | None, ...]:
     """The model's input shape including the batch axis."""
     return tuple(model.inputs[0].shape)
+
+
+_GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+
+
+def split_after_pooling(
+    model: keras.Model, split: LayerSplit
+) -> tuple[keras.layers.Layer, Callable[..., Any]] | None:
+    """`(pooling, rest)` when the head starts with global pooling and can be cut after it.
+
+    Zeroing a channel commutes with global average and max pooling, so
+    Ablation-CAM can zero channels of the pooled (N, C) vector and run only
+    `rest`, the layers after the pooling.
+    """
+    first = split.head_layers[0] if split.head_layers else None
+    if not isinstance(first, _GLOBAL_POOLING) or first.keepdims:
+        return None
+    path = next(path for path, layer in iter_layers(model) if layer is first)
+    try:
+        _, rest = _split(model, path.split("/"), path)
+    except ValueError:
+        return None
+    return first, rest

@@ -114,6 +114,7 @@ def captioned_grid(
     captions: Sequence[str],
     min_cell: int = 112,
     columns: int | None = None,
+    headers: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Lays out image groups (e.g. original | overlay) with a caption under each group.
 
@@ -123,7 +124,9 @@ def captioned_grid(
         min_cell: small images are enlarged (nearest neighbour) to at least this
             many pixels, so they and their captions are readable in TensorBoard.
         columns: groups per grid row. Defaults to about the square root of the
-            group count.
+            group count, and to 1 with `headers`.
+        headers: column titles drawn above the first row, one per image of a
+            group (a comparison table). Defaults to `None`: no header.
 
     Returns:
         uint8 (H', W', 3): the whole grid as one image.
@@ -134,21 +137,29 @@ def captioned_grid(
     scale = max(1, math.ceil(min_cell / max(height, width)))
     cell_h, cell_w = height * scale, width * scale
     per_group = max(len(group) for group in rows)
+    if headers is not None:
+        if len(headers) != per_group:
+            raise ValueError(f"{len(headers)} headers for groups of {per_group} images.")
+        columns = 1
     columns = columns or max(1, math.ceil(math.sqrt(len(rows) / per_group)))
     grid_rows = math.ceil(len(rows) / columns)
     font_size = max(10, min(16, cell_w // 9))
     font = _font(font_size)
     caption_h = font_size + 8
+    header_h = caption_h if headers is not None else 0
     pad = 4
     group_w = per_group * cell_w + (per_group - 1) * pad
     canvas = Image.new(
         "RGB",
-        (columns * (group_w + 2 * pad), grid_rows * (cell_h + caption_h + 2 * pad)),
+        (columns * (group_w + 2 * pad), header_h + grid_rows * (cell_h + caption_h + 2 * pad)),
         (255, 255, 255),
     )
     draw = ImageDraw.Draw(canvas)
+    for k, header in enumerate(headers or ()):
+        left = pad + k * (cell_w + pad)
+        draw.text((left, 4), _fit_text(draw, header, font, cell_w), fill=(0, 0, 0), font=font)
     for index, (group, caption) in enumerate(zip(rows, captions, strict=True)):
-        top = (index // columns) * (cell_h + caption_h + 2 * pad) + pad
+        top = header_h + (index // columns) * (cell_h + caption_h + 2 * pad) + pad
         left = (index % columns) * (group_w + 2 * pad) + pad
         for k, image in enumerate(group):
             tile = Image.fromarray(image).resize((cell_w, cell_h), Image.Resampling.NEAREST)

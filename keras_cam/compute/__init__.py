@@ -6,7 +6,9 @@ Each backend module provides:
 - `activations_and_gradients(features, head, x, score_fn, need_gradients)`:
   returns `(activations, gradients or None, outputs)` where gradients are
   d sum(score_fn(outputs)) / d activations, and nothing is differentiated
-  with respect to the model's weights.
+  with respect to the model's weights;
+- `map_sequential(fn, count)`: inside a compiled function, stacks `fn(i)`
+  (float32) for `i` in `range(count)`, one iteration at a time.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 
 def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Traces `fn` into a graph once per input signature."""
-    return tf.function(fn, reduce_retracing=True)
+    """Traces `fn` into a graph once per input shape."""
+    return tf.function(fn)
 
 
 def activations_and_gradients(
@@ -31,3 +31,12 @@ def activations_and_gradients(
         outputs = head(activations, training=False)
         total = tf.reduce_sum(score_fn(outputs))
     return activations, tape.gradient(total, activations), outputs
+
+
+def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
+    """Stacks `fn(i)` for `i` in `range(count)`, one iteration at a time.
+
+    One iteration at a time (not the while loop's default 10) keeps the
+    memory of a large perturbation batch bounded.
+    """
+    return tf.map_fn(fn, tf.range(count), parallel_iterations=1, fn_output_signature=tf.float32)

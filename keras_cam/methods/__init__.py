@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from keras_cam.methods.base import CAMMethod
+from keras_cam.methods.ablation_cam import AblationCAM
+from keras_cam.methods.base import CAMMethod, Forward
 from keras_cam.methods.cam import CAM
+from keras_cam.methods.eigen_cam import EigenCAM
 from keras_cam.methods.grad_cam import GradCAM
+from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
+from keras_cam.methods.hires_cam import HiResCAM
+from keras_cam.methods.layer_cam import LayerCAM
+from keras_cam.methods.score_cam import ScoreCAM
+from keras_cam.methods.xgrad_cam import XGradCAM
 
 _REGISTRY: dict[str, type[CAMMethod]] = {}
 
@@ -17,7 +24,17 @@ def register(method: type[CAMMethod]) -> type[CAMMethod]:
     return method
 
 
-for _method in (GradCAM, CAM):
+for _method in (
+    GradCAM,
+    CAM,
+    GradCAMPlusPlus,
+    XGradCAM,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    EigenCAM,
+    AblationCAM,
+):
     register(_method)
 
 
@@ -42,4 +59,19 @@ def get_method(name: str) -> CAMMethod:
     return _REGISTRY[key]()
 
 
-__all__ = ["CAMMethod", "available_methods", "get_method", "register"]
+__all__ = [
+    "CAM",
+    "AblationCAM",
+    "CAMMethod",
+    "EigenCAM",
+    "Forward",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "XGradCAM",
+    "available_methods",
+    "get_method",
+    "register",
+]

@@ -3,15 +3,29 @@
 A method turns the target layer's activations `A` (N, h, w, C), the gradients
 `dS/dA` of the explained score `S` and the explained class ids into a map
 (N, h, w). It is written only with `keras.ops`, so one file serves every
-backend and runs inside the explainer's compiled function. ReLU, upsampling
-and normalisation are shared by the explainer, never repeated in a method.
+backend and runs inside the explainer's compiled function. ReLU, upsampling,
+smoothing and normalisation are shared by the explainer, never repeated in a
+method.
 
-Most methods only weight channels (`channel_weights`); those that weight
-each location (HiResCAM, Layer-CAM, ...) override `cam` instead.
+A method defines one of:
+
+- `channel_weights` -> (N, 1, 1, C): the map is `Σ_c w_c A_c` (Grad-CAM, CAM, ...);
+- `weighted_activations` -> (N, h, w, C): the map is their channel sum
+  (HiResCAM, Layer-CAM);
+- `cam` -> (N, h, w) directly (Eigen-CAM).
+
+`eigen_smooth` replaces the channel sum of `weighted_activations` by their
+first principal component, so every method gets it for free.
+
+Perturbation methods (Score-CAM, Ablation-CAM) score extra forward passes
+through the `Forward` they receive; the explainer builds it inside the same
+compiled function.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from keras import ops
@@ -20,11 +34,48 @@ if TYPE_CHECKING:
     from keras_cam.layers import LayerSplit
 
 
+@dataclass(frozen=True)
+class Forward:
+    """Extra forward passes for perturbation methods, inside the compiled function.
+
+    Each `score_*` callable takes a chunk of B items and the class id to score
+    for each, and returns the explained score per item, float32 (B,).
+
+    Attributes:
+        inputs: the batch's model input, in the model's layout and dtype.
+        input_channels_first: whether `inputs` is (N, C, H, W).
+        scores: float32 (N,) the explained score of each unperturbed item.
+        score_inputs: model input chunk -> scores (the whole model).
+        score_activations: float32 (B, h, w, C) activations -> scores
+            (only the layers after the target).
+        pooled: float32 (N, C) the activations after the head's first layer
+            when that layer is global average or max pooling (which commutes
+            with zeroing a channel), else None.
+        score_pooled: float32 (B, C) pooled activations -> scores (the layers
+            after the pooling), or None.
+        map_chunks: `map_chunks(fn, count, batch_size)` evaluates
+            `fn(indices)` on index chunks of `batch_size` covering
+            `range(count)`, one chunk after another (bounded memory, one
+            trace), and returns the (count,) concatenation. The last chunk is
+            padded by repeating the last index.
+    """
+
+    inputs: Any
+    input_channels_first: bool
+    scores: Any
+    score_inputs: Callable[[Any, Any], Any]
+    score_activations: Callable[[Any, Any], Any]
+    pooled: Any
+    score_pooled: Callable[[Any, Any], Any] | None
+    map_chunks: Callable[[Callable[[Any], Any], int, int], Any]
+
+
 class CAMMethod:
     """Base class of a CAM method.
 
     Subclasses set `name` (the registry key), `description` (one line for
-    `available_methods()`) and override `channel_weights` or `cam`.
+    `available_methods()`) and override `channel_weights`,
+    `weighted_activations` or `cam`.
     """
 
     name: ClassVar[str]
@@ -38,11 +89,28 @@ class CAMMethod:
         the model (e.g. CAM on a head that is not GAP→Dense).
         """
 
-    def channel_weights(self, activations: Any, gradients: Any, classes: Any) -> Any:
+    def channel_weights(
+        self, activations: Any, gradients: Any, classes: Any, forward: Forward | None = None
+    ) -> Any:
         """Returns one weight per channel and image, shape (N, 1, 1, C)."""
-        raise NotImplementedError(f"{type(self).__name__} defines neither channel_weights nor cam")
+        raise NotImplementedError(
+            f"{type(self).__name__} defines none of channel_weights, weighted_activations, cam"
+        )
 
-    def cam(self, activations: Any, gradients: Any, classes: Any) -> Any:
+    def weighted_activations(
+        self, activations: Any, gradients: Any, classes: Any, forward: Forward | None = None
+    ) -> Any:
+        """Returns the per-channel contributions (N, h, w, C) whose sum is the map."""
+        return self.channel_weights(activations, gradients, classes, forward) * activations
+
+    def cam(
+        self, activations: Any, gradients: Any, classes: Any, forward: Forward | None = None
+    ) -> Any:
         """Returns the map before ReLU, shape (N, h, w)."""
-        weights = self.channel_weights(activations, gradients, classes)
-        return ops.sum(weights * activations, axis=-1)
+        return ops.sum(self.weighted_activations(activations, gradients, classes, forward), -1)
+
+
+def safe_divide(numerator: Any, denominator: Any) -> Any:
+    """`numerator / denominator`, and 0 where the denominator is 0 (not NaN or inf)."""
+    nonzero = denominator != 0
+    return ops.where(nonzero, numerator / ops.where(nonzero, denominator, 1.0), 0.0)

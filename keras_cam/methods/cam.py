@@ -41,7 +41,7 @@ class CAM(CAMMethod):
             )
         self._dense = head[1]
 
-    def channel_weights(self, activations, gradients, classes):
+    def channel_weights(self, activations, gradients, classes, forward=None):
         kernel = ops.cast(self._dense.kernel, activations.dtype)
         if kernel.shape[-1] == 1:
             sign = ops.cast(ops.where(classes == 1, 1.0, -1.0), activations.dtype)

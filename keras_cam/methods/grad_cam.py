@@ -17,5 +17,5 @@ class GradCAM(CAMMethod):
     name = "gradcam"
     description = "Grad-CAM (Selvaraju et al. 2017): channels weighted by mean gradient."
 
-    def channel_weights(self, activations, gradients, classes):
+    def channel_weights(self, activations, gradients, classes, forward=None):
         return ops.mean(gradients, axis=(1, 2), keepdims=True)
