@@ -257,9 +257,10 @@ class CAMCallback(keras.callbacks.Callback):
     def _fail(self, error: Exception, when: str) -> None:
         if self.strict:
             raise error
+        names = ", ".join(method.name for method in self.methods)
         warnings.warn(
-            f"keras_cam: skipped the {', '.join(m.name for m in self.methods)} event {when}: {type(error).__name__}: "
-            f"{error}. Training goes on; pass strict=True to raise instead.",
+            f"keras_cam: skipped the {names} event {when}: {type(error).__name__}: {error}. "
+            f" Training goes on; pass strict=True to raise instead.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -202,3 +202,34 @@ def test_probe_from_tf_data_and_py_dataset(tmp_path):
         callback = keras_cam.CAMCallback(probe, tmp_path / name, max_images=5, targets="label")
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback])
         assert len(read_events(str(tmp_path / name))["cam/gradcam"][0]) == 5
+
+
+def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
+    x, y = data()
+    model = compiled(conv_classifier())
+    methods = ["gradcam", "layercam", keras_cam.methods.ScoreCAM(batch_size=8)]
+    callback = keras_cam.CAMCallback(x[:4], tmp_path, method=methods)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    assert callback.explainer.trace_count == 1
+    events = read_events(str(tmp_path))
+    names = ["gradcam", "layercam", "scorecam"]
+    expected = {"cam/compare"}
+    for name in names:
+        expected |= {f"cam/{name}", f"cam/{name}/grid", f"cam/{name}/mean_score"}
+    assert set(events) == expected
+    assert all(sorted(steps) == [0, 1] for steps in events.values())
+    (table,) = events["cam/compare"][1]
+    # Four 16-pixel columns (image + three methods), each enlarged to 112 with 4-pixel gaps.
+    assert table.shape[1] == 4 * 112 + 3 * 4 + 2 * 4
+    results = keras_cam.CAMExplainer(model, names[:2])(x[:4])
+    # Height: a header band, then four rows of a cell, a caption band as high as the header
+    # band, and padding.
+    header = (table.shape[0] - 4 * (112 + 8)) // 5
+    assert table.shape[0] == 5 * header + 4 * (112 + 8)
+    assert (table[:header, :116] != 255).any()  # the "image" header text
+    for column, name in enumerate(names[:2], start=1):
+        left = 4 + column * (112 + 4)
+        top = header + 4
+        cell = table[top : top + 112 : 7, left : left + 112 : 7]  # undo the ×7 enlargement
+        np.testing.assert_array_equal(cell, keras_cam.overlay(x[:1], results[name].heatmaps[:1])[0])
+    np.testing.assert_array_equal(table[header + 4 : header + 116 : 7, 4:116:7], x[0])

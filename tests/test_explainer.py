@@ -86,11 +86,14 @@ def test_logit_and_probability_gradients_differ_when_confident():
     assert probability.raw.max() < 1e-6 * logit.raw.max()
 
 
-def test_gradcam_on_a_linear_gap_dense_head_equals_cam(model, images):
-    gradcam = keras_cam.explain(model, images, method="gradcam")
+@pytest.mark.parametrize("method", ["gradcam", "xgradcam", "hirescam"])
+def test_gradient_methods_on_a_linear_gap_dense_head_equal_cam(model, images, method):
+    gradcam = keras_cam.explain(model, images, method=method)
     cam = keras_cam.explain(model, images, method="cam")
     assert gradcam.layer == cam.layer == "conv2"
-    # d logit_k / dA_ijc = W[c, k] / (h·w): Grad-CAM is CAM scaled by 1/(h·w).
+    # d logit_k / dA_ijc = W[c, k] / (h·w) everywhere: Grad-CAM's mean gradient, XGrad-CAM's
+    # activation-weighted mean and HiResCAM's per-location gradient all equal W[c, k] / (h·w),
+    # so each map is CAM scaled by the positive factor 1/(h·w).
     h, w = cam.raw.shape[1:]
     np.testing.assert_allclose(gradcam.raw, cam.raw / (h * w), atol=1e-6 * cam.raw.max())
     np.testing.assert_allclose(gradcam.heatmaps, cam.heatmaps, atol=1e-4)
@@ -107,19 +110,23 @@ def test_the_user_model_is_left_unchanged(model, images):
         np.testing.assert_array_equal(old, new)
 
 
-def test_compiled_once_and_sees_current_weights(model, images):
-    explainer = keras_cam.CAMExplainer(model)
+@pytest.mark.parametrize("method", sorted(keras_cam.available_methods()))
+def test_compiled_once_and_sees_current_weights(model, images, method):
+    explainer = keras_cam.CAMExplainer(model, method)
     first = explainer(images, targets=1)
     again = explainer(images, targets=[0, 1, 2, 0])
     assert explainer.trace_count == 1
     kernel, bias = model.get_layer("dense").get_weights()
     model.get_layer("dense").set_weights([-kernel, bias])
+    conv_kernel, conv_bias = model.get_layer("conv2").get_weights()
+    scale = np.random.default_rng(5).uniform(0.5, 1.5, conv_kernel.shape).astype("float32")
+    model.get_layer("conv2").set_weights([conv_kernel * scale, conv_bias])
     flipped = explainer(images, targets=1)
     assert explainer.trace_count == 1
     assert not np.allclose(first.raw, flipped.raw)
     np.testing.assert_array_equal(again.classes, [0, 1, 2, 0])
-    expected = keras_cam.explain(model, images, targets=1)
-    np.testing.assert_allclose(flipped.raw, expected.raw, rtol=1e-6)
+    expected = keras_cam.explain(model, images, method=method, targets=1)
+    np.testing.assert_allclose(flipped.raw, expected.raw, rtol=1e-5, atol=1e-7)
 
 
 def linear_head_reference(base_features, dense, x, classes):
@@ -244,13 +251,14 @@ def test_preprocess_maps_display_images_to_model_input(model):
     assert result.heatmaps.shape == (2, 8, 8)
 
 
-def test_all_zero_activations_give_finite_zero_maps(images):
+@pytest.mark.parametrize("method", sorted(keras_cam.available_methods()))
+def test_all_zero_activations_give_finite_zero_maps(images, method):
     model = conv_classifier()
     for layer_name in ("conv1", "conv2"):
         layer = model.get_layer(layer_name)
         layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
-    for method in ("gradcam", "cam"):
-        result = keras_cam.explain(model, images, method=method)
+    for smoothing in ({}, {"eigen_smooth": True}, {"aug_smooth": True}):
+        result = keras_cam.explain(model, images, method=method, **smoothing)
         assert np.isfinite(result.heatmaps).all()
         assert (result.heatmaps == 0).all()
         assert (result.raw == 0).all()
@@ -312,3 +320,49 @@ def test_logits_are_read_through_separate_softmax_layers(images, final):
     np.testing.assert_allclose(result.scores, expected.scores, rtol=1e-5)
     # The softmax is back in place for the user.
     np.testing.assert_allclose(separate.predict(images, verbose=0).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_several_methods_share_one_forward_and_backward_pass(model, images, monkeypatch):
+    from keras_cam.compute import tensorflow as compute
+
+    passes = []
+    original = compute.activations_and_gradients
+
+    def counted(*args):
+        passes.append(args[-1])  # need_gradients
+        return original(*args)
+
+    monkeypatch.setattr(compute, "activations_and_gradients", counted)
+    names = ["gradcam", "layercam", "gradcam++", "eigencam", "ablationcam"]
+    explainer = keras_cam.CAMExplainer(model, names)
+    results = explainer(images)
+    explainer(images)
+    assert list(results) == names
+    assert passes == [True]  # one traced pass, with gradients, for all five methods
+    assert explainer.trace_count == 1
+    for name in names:
+        single = keras_cam.explain(model, images, method=name)
+        np.testing.assert_allclose(results[name].raw, single.raw, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(results[name].classes, single.classes)
+
+
+def test_gradient_free_methods_skip_the_backward_pass(model, images, monkeypatch):
+    def no_tape(*args, **kwargs):
+        raise AssertionError("a gradient was computed")
+
+    monkeypatch.setattr(tf, "GradientTape", no_tape)
+    results = keras_cam.CAMExplainer(model, ["eigencam", "scorecam", "ablationcam", "cam"])(images)
+    assert all(np.isfinite(result.heatmaps).all() for result in results.values())
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        (["gradcam", "GradCAM"], "listed twice"),
+        ([], "empty"),
+        ("gradcampp", "Available methods: .*'gradcam\\+\\+'"),
+    ],
+)
+def test_bad_method_lists_name_the_problem(model, method, message):
+    with pytest.raises(ValueError, match=message):
+        keras_cam.CAMExplainer(model, method)

@@ -1,12 +1,14 @@
-"""Each method against weights computed by hand on 2×2×C activations."""
+"""Each method against weights computed by hand, and the methods' defining properties."""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers, ops
 
 from keras_cam.layers import split_model
-from keras_cam.methods import available_methods, get_method
+from keras_cam.methods import AblationCAM, Forward, ScoreCAM, available_methods, get_method
+from keras_cam.methods.principal import first_component_map
 
 ACTIVATIONS = np.array(
     [[[[1.0, 0.0], [2.0, 1.0]], [[0.0, 3.0], [1.0, 1.0]]]], dtype="float32"
@@ -69,8 +71,124 @@ def test_unknown_method_lists_available_ones():
         get_method("gradcan")
 
 
-def test_available_methods_describe_each_method():
+def hand_forward(scores, score_inputs=None, pooled=None, score_pooled=None, inputs=None):
+    """A Forward whose passes are plain functions and whose chunk loop is a Python loop."""
+
+    def map_chunks(fn, count, batch_size):
+        chunks = [
+            ops.convert_to_numpy(fn(np.minimum(np.arange(start, start + batch_size), count - 1)))
+            for start in range(0, count, batch_size)
+        ]
+        return np.concatenate(chunks)[:count]
+
+    return Forward(
+        inputs=inputs,
+        input_channels_first=False,
+        scores=scores,
+        score_inputs=score_inputs,
+        score_activations=None,
+        pooled=pooled,
+        score_pooled=score_pooled,
+        map_chunks=map_chunks,
+    )
+
+
+RNG = np.random.default_rng(11)
+MANY_CHANNELS = RNG.uniform(0, 1, size=(2, 3, 3, 6)).astype("float32")
+
+
+@pytest.mark.parametrize("max_channels", [None, 4])
+def test_scorecam_weights_are_a_softmax_over_the_kept_channels(max_channels):
+    x = RNG.uniform(0, 1, size=(2, 3, 3, 2)).astype("float32")
+    forward = hand_forward(
+        None, score_inputs=lambda masked, classes: ops.sum(masked, axis=(1, 2, 3)), inputs=x
+    )
+    method = ScoreCAM(batch_size=5, max_channels=max_channels)
+    weights = ops.convert_to_numpy(
+        method.channel_weights(MANY_CHANNELS, None, np.array([0, 1]), forward)
+    )[:, 0, 0, :]
+    np.testing.assert_allclose(weights.sum(axis=-1), [1.0, 1.0], rtol=1e-6)
+    assert (weights > 0).sum(axis=-1).tolist() == [max_channels or 6] * 2
+    if max_channels:
+        kept = np.argsort(-MANY_CHANNELS.mean(axis=(1, 2)), axis=-1)[:, :max_channels]
+        assert set(np.flatnonzero(weights[0])) == set(kept[0])
+
+
+def test_ablationcam_gives_a_channel_the_head_ignores_zero_weight():
+    kernel = RNG.normal(size=(6, 3)).astype("float32")
+    kernel[2] = 0.0  # the head never reads channel 2
+
+    def score_pooled(pooled, classes):
+        return ops.take_along_axis(ops.matmul(pooled, kernel), classes[:, None], axis=1)[:, 0]
+
+    pooled = MANY_CHANNELS.mean(axis=(1, 2))
+    classes = np.array([1, 2])
+    forward = hand_forward(score_pooled(pooled, classes), pooled=pooled, score_pooled=score_pooled)
+    weights = ops.convert_to_numpy(
+        AblationCAM(batch_size=4).channel_weights(MANY_CHANNELS, None, classes, forward)
+    )[:, 0, 0, :]
+    assert (weights[:, 2] == 0).all()
+    # Linear head: removing channel c lowers the logit by W[c, k]·mean(A_c).
+    base = np.abs(forward.scores)[:, None]
+    expected = kernel[:, classes].T * pooled / base
+    np.testing.assert_allclose(weights, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_eigencam_needs_no_gradients_and_ignores_the_target(monkeypatch):
+    from conftest import conv_classifier
+
+    import keras_cam
+
+    model = conv_classifier()
+    x = RNG.uniform(0, 1, size=(3, 16, 16, 3)).astype("float32")
+
+    def no_tape(*args, **kwargs):
+        raise AssertionError("Eigen-CAM asked for a gradient")
+
+    monkeypatch.setattr(tf, "GradientTape", no_tape)
+    first = keras_cam.explain(model, x, method="eigencam", targets=0)
+    second = keras_cam.explain(model, x, method="eigencam", targets=2)
+    np.testing.assert_array_equal(first.raw, second.raw)
+    assert (first.classes == 0).all()
+    assert (second.classes == 2).all()
+
+
+def test_principal_component_uses_the_cheaper_gram_matrix_either_way():
+    """Few locations (h·w ≤ C) and few channels (h·w > C) give the same projection as an SVD."""
+    for shape in [(2, 2, 2, 9), (2, 4, 4, 3)]:
+        features = RNG.normal(size=shape).astype("float32")
+        reference = features.mean(-1)
+        projection = ops.convert_to_numpy(first_component_map(features, reference))
+        for image, proj, ref in zip(features, projection, reference, strict=True):
+            flat = image.reshape(-1, shape[-1]).astype(np.float64)
+            centred = flat - flat.mean(axis=0)
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            expected = centred @ vt[0]
+            expected *= np.sign(expected @ ref.reshape(-1))
+            np.testing.assert_allclose(proj.reshape(-1), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("method_class", [ScoreCAM, AblationCAM])
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"max_channels": 0}, {"batch_size": 2.5}])
+def test_perturbation_arguments_are_checked(method_class, kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        method_class(**kwargs)
+
+
+def test_all_nine_methods_are_listed_with_their_papers():
     methods = available_methods()
-    assert set(methods) >= {"gradcam", "cam"}
-    assert "Selvaraju" in methods["gradcam"]
-    assert "Zhou" in methods["cam"]
+    papers = {
+        "gradcam": "Selvaraju",
+        "cam": "Zhou",
+        "gradcam++": "Chattopadhay",
+        "xgradcam": "Fu",
+        "hirescam": "Draelos",
+        "layercam": "Jiang",
+        "scorecam": "Wang",
+        "eigencam": "Muhammad",
+        "ablationcam": "Desai",
+    }
+    assert set(methods) == set(papers)
+    for name, author in papers.items():
+        assert author in methods[name]
+        assert get_method(name.upper()).name == name
