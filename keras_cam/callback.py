@@ -260,7 +260,7 @@ class CAMCallback(keras.callbacks.Callback):
         names = ", ".join(method.name for method in self.methods)
         warnings.warn(
             f"keras_cam: skipped the {names} event {when}: {type(error).__name__}: {error}. "
-            f" Training goes on; pass strict=True to raise instead.",
+            f"Training goes on; pass strict=True to raise instead.",
             RuntimeWarning,
             stacklevel=2,
         )
