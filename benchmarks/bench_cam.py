@@ -4,8 +4,10 @@ Run: `make bench` (or `.venv/bin/python benchmarks/bench_cam.py`). Every figure 
 ratio of two timings taken in the same run on the same machine.
 
 1. ResNet50 (random weights; no download), batch 8 at 224×224: median time of one
-   `CAMExplainer` call divided by the median time of one compiled forward pass of
-   the same batch, after warm-up.
+   `CAMExplainer` call per method divided by the median time of one compiled forward
+   pass of the same batch, after warm-up. Score-CAM runs with `max_channels=K`; its
+   inherent cost is K masked forward passes of the batch, so its ratio is also
+   given divided by K.
 2. The demo's model and data: time spent in `CAMCallback` events (16 probe images,
    every epoch) in % of the epoch time.
 """
@@ -28,6 +30,7 @@ import numpy as np
 import keras_cam
 from keras_cam.compute import backend_module
 from keras_cam.data import make_shapes
+from keras_cam.methods import ScoreCAM
 
 
 def interleaved_medians(fns: dict, runs: int) -> dict[str, float]:
@@ -43,13 +46,24 @@ def interleaved_medians(fns: dict, runs: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def cam_over_forward(batch: int, size: int, runs: int, methods: list[str]) -> None:
+def _method(name: str, score_cam_channels: int):
+    if name == "scorecam":
+        return ScoreCAM(max_channels=score_cam_channels)
+    return name
+
+
+def cam_over_forward(
+    batch: int, size: int, runs: int, methods: list[str], score_cam_channels: int
+) -> None:
     model = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
     images = np.random.default_rng(0).uniform(0, 255, size=(batch, size, size, 3))
     images = images.astype("float32")
     inputs = keras.ops.convert_to_tensor(images)
     forward = backend_module().compile_function(lambda x: model(x, training=False))
-    explainers = {method: keras_cam.CAMExplainer(model, method=method) for method in methods}
+    explainers = {
+        method: keras_cam.CAMExplainer(model, method=_method(method, score_cam_channels))
+        for method in methods
+    }
     timed = {"forward": lambda: keras.ops.convert_to_numpy(forward(inputs))}
     timed.update({method: (lambda e=e: e(images)) for method, e in explainers.items()})
     medians = interleaved_medians(timed, runs)
@@ -57,11 +71,15 @@ def cam_over_forward(batch: int, size: int, runs: int, methods: list[str]) -> No
     print(f"ResNet50, batch {batch} at {size}×{size}, median of {runs} interleaved runs")
     print(f"  compiled forward pass: {forward_s * 1000:.0f} ms")
     for method, explainer in explainers.items():
-        cam_s = medians[method]
+        ratio = medians[method] / forward_s
+        note = ""
+        if method == "scorecam":
+            note = f"   = {ratio / score_cam_channels:.3f} × K (K = max_channels = {score_cam_channels})"
         print(
-            f"  {method:<10} {cam_s * 1000:6.0f} ms   CAM / forward = {cam_s / forward_s:.3f}"
-            f"   (layer {explainer.layer}, traced {explainer.trace_count}×)"
+            f"  {method:<12} {medians[method] * 1000:7.0f} ms   CAM / forward = {ratio:6.3f}"
+            f"   traced {explainer.trace_count}×{note}"
         )
+    print(f"  layer: {explainers[methods[0]].layer}")
 
 
 class _EpochClock(keras.callbacks.Callback):
@@ -115,8 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--methods", nargs="+", default=["gradcam", "cam"])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--methods", nargs="+", default=list(keras_cam.available_methods()))
+    parser.add_argument("--score-cam-channels", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--log-dir", default="runs/bench")
     args = parser.parse_args()
@@ -124,7 +143,7 @@ def main() -> None:
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     )
-    cam_over_forward(args.batch, args.size, args.runs, args.methods)
+    cam_over_forward(args.batch, args.size, args.runs, args.methods, args.score_cam_channels)
     callback_overhead(args.epochs, args.log_dir)
 
 

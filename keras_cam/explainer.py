@@ -15,7 +15,7 @@ from keras import ops
 from keras_cam import scores as _scores
 from keras_cam import smoothing
 from keras_cam.compute import backend_module
-from keras_cam.layers import LayerSplit, model_input_shape, split_after_pooling, split_model
+from keras_cam.layers import LayerSplit, model_input_shape, pooled_head, split_model
 from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
@@ -270,7 +270,7 @@ class CAMExplainer:
                 method.prepare(split)
             self._activation = _scores.output_activation(split.output_layer)
             self._outputs_are_logits = self.score == "logit" or self._activation is None
-            self._pooled_head = split_after_pooling(self.model, split)
+            self._pooled_head = pooled_head(self.model, split)
             self._split = split
             logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
         return self._split
@@ -337,35 +337,60 @@ class CAMExplainer:
         return ops.reshape(chunks, (-1,))[:count]
 
     def _forward(self, inputs, activations, outputs, classes, score_of) -> Forward:
-        split, dtype = self._split, activations.dtype
+        split = self._split
 
         def score_inputs(chunk, chunk_classes):
             outputs = split.head(split.features(chunk, training=False), training=False)
             return score_of(outputs, chunk_classes)
-
-        def score_activations(chunk, chunk_classes):
-            if split.channels_first:
-                chunk = ops.transpose(chunk, (0, 3, 1, 2))
-            return score_of(split.head(ops.cast(chunk, dtype), training=False), chunk_classes)
-
-        pooled = score_pooled = None
-        if self._pooled_head is not None:
-            pooling, after = self._pooled_head
-            pooled = ops.cast(pooling(activations), "float32")
-
-            def score_pooled(chunk, chunk_classes):
-                return score_of(after(ops.cast(chunk, dtype), training=False), chunk_classes)
 
         return Forward(
             inputs=inputs,
             input_channels_first=split.channels_first,
             scores=score_of(outputs, classes),
             score_inputs=score_inputs,
-            score_activations=score_activations,
-            pooled=pooled,
-            score_pooled=score_pooled,
+            score_ablated=self._ablation_scorer(activations, score_of),
             map_chunks=self._map_chunks,
         )
+
+    def _ablation_scorer(self, activations, score_of) -> Callable[[Any, Any, Any], Any]:
+        """`(images, channels, classes)` -> scores with those channels zeroed, computed cheaply."""
+        split, head, dtype = self._split, self._pooled_head, activations.dtype
+        count = activations.shape[1 if split.channels_first else -1]
+        if head is None:
+
+            def rerun_head(images, channels, classes):
+                keep = 1.0 - ops.one_hot(channels, count, axis=-1, dtype=dtype)
+                keep = ops.expand_dims(keep, [2, 3] if split.channels_first else [1, 2])
+                ablated = ops.take(activations, images, axis=0) * keep
+                return score_of(split.head(ablated, training=False), classes)
+
+            return rerun_head
+        pooled = ops.cast(head.pooling(activations), "float32")
+        if head.dense is None:
+
+            def rerun_after_pooling(images, channels, classes):
+                keep = 1.0 - ops.one_hot(channels, count)
+                ablated = ops.cast(ops.take(pooled, images, axis=0) * keep, dtype)
+                return score_of(head.rest(ablated, training=False), classes)
+
+            return rerun_after_pooling
+        kernel = ops.cast(head.dense.kernel, "float32")
+        dense_outputs = ops.matmul(pooled, kernel)
+        if head.dense.use_bias:
+            dense_outputs = dense_outputs + ops.cast(head.dense.bias, "float32")
+
+        def rerun_after_dense(images, channels, classes):
+            removed = ops.take_along_axis(
+                ops.take(pooled, images, axis=0), channels[:, None], axis=1
+            )
+            ablated = ops.take(dense_outputs, images, axis=0) - removed * ops.take(
+                kernel, channels, axis=0
+            )
+            # Inside linear_output the Dense's softmax is already swapped for a linear one.
+            hidden = head.dense.activation(ops.cast(ablated, head.dense.compute_dtype))
+            return score_of(head.rest(ops.cast(hidden, dtype), training=False), classes)
+
+        return rerun_after_dense
 
     def _signed_map(self, method: CAMMethod, activations, gradients, classes, forward) -> Any:
         if not self.eigen_smooth:

@@ -282,21 +282,43 @@ def model_input_shape(model: keras.Model) -> tuple[int | None, ...]:
 _GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
 
 
-def split_after_pooling(
-    model: keras.Model, split: LayerSplit
-) -> tuple[keras.layers.Layer, Callable[..., Any]] | None:
-    """`(pooling, rest)` when the head starts with global pooling and can be cut after it.
+@dataclass(frozen=True)
+class PooledHead:
+    """A head that starts with global pooling, optionally followed by a Dense layer.
 
-    Zeroing a channel commutes with global average and max pooling, so
-    Ablation-CAM can zero channels of the pooled (N, C) vector and run only
-    `rest`, the layers after the pooling.
+    Attributes:
+        pooling: the global average or max pooling layer right after the target.
+        dense: the Dense layer right after the pooling, or None.
+        rest: callable, the layers after `dense` (after `pooling` when there
+            is no `dense`) -> model output.
     """
-    first = split.head_layers[0] if split.head_layers else None
-    if not isinstance(first, _GLOBAL_POOLING) or first.keepdims:
-        return None
-    path = next(path for path, layer in iter_layers(model) if layer is first)
+
+    pooling: keras.layers.Layer
+    dense: keras.layers.Dense | None
+    rest: Callable[..., Any]
+
+
+def _split_after(model: keras.Model, layer: keras.layers.Layer) -> Callable[..., Any] | None:
+    path = next(path for path, candidate in iter_layers(model) if candidate is layer)
     try:
-        _, rest = _split(model, path.split("/"), path)
+        return _split(model, path.split("/"), path)[1]
     except ValueError:
         return None
-    return first, rest
+
+
+def pooled_head(model: keras.Model, split: LayerSplit) -> PooledHead | None:
+    """The head's global pooling (and Dense) prefix, when the model can be cut after it.
+
+    Zeroing a channel commutes with global average and max pooling, and
+    through a Dense layer it is a rank-1 update of the Dense output, so
+    Ablation-CAM can ablate channels without re-running either.
+    """
+    layers = split.head_layers
+    if not layers or not isinstance(layers[0], _GLOBAL_POOLING) or layers[0].keepdims:
+        return None
+    if len(layers) > 1 and isinstance(layers[1], keras.layers.Dense):
+        rest = _split_after(model, layers[1])
+        if rest is not None:
+            return PooledHead(layers[0], layers[1], rest)
+    rest = _split_after(model, layers[0])
+    return PooledHead(layers[0], None, rest) if rest is not None else None

@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import layers
 
 import keras_cam
+from keras_cam.layers import pooled_head, split_model
 from keras_cam.methods import AblationCAM, ScoreCAM
 
 CLASSES = np.array([0, 2, 1])
@@ -180,3 +181,61 @@ def test_eigen_smooth_is_the_principal_component_of_the_weighted_activations(cas
     weighted = g.mean(axis=(1, 2), keepdims=True) * a
     # Signed like the unsmoothed map, the channel sum (∝ the channel mean ref_eigencam uses).
     assert_maps_equal(result.raw, ref_eigencam(model, x, weighted, None))
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(lambda: [layers.GlobalAveragePooling2D(), layers.Dense(3)], id="gap-dense"),
+        pytest.param(
+            lambda: [layers.GlobalAveragePooling2D(), layers.Dropout(0.5), layers.Dense(3)],
+            id="gap-dropout-dense",
+        ),
+        pytest.param(
+            lambda: [
+                layers.GlobalMaxPooling2D(),
+                layers.Dense(6, activation="relu"),
+                layers.Dense(3),
+            ],
+            id="gmp-dense-dense",
+        ),
+        pytest.param(
+            lambda: [layers.Conv2D(3, 1, activation="relu"), layers.GlobalAveragePooling2D()],
+            id="conv-gap",
+        ),
+    ],
+)
+def test_ablationcam_shortcuts_equal_rerunning_the_head(head):
+    """Ablating after the pooling, or through the Dense layer, equals re-running the whole head."""
+    keras.utils.set_random_seed(2)
+    head_layers = head()
+    inputs = keras.Input((6, 6, 3))
+    hidden = layers.Conv2D(4, 3, padding="same", activation="relu", name="target")(inputs)
+    outputs = hidden
+    for layer in head_layers:
+        outputs = layer(outputs)
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(4).uniform(0, 1, size=(3, 6, 6, 3)).astype("float32")
+    a = features(model, x).numpy()
+
+    def logits(activations):
+        for layer in head_layers:
+            activations = layer(activations, training=False)
+        return activations.numpy()[np.arange(len(activations)), CLASSES[: len(activations)]]
+
+    base = logits(a)
+    weights = np.zeros((3, 4))
+    for channel in range(4):
+        ablated = a.copy()
+        ablated[..., channel] = 0
+        weights[:, channel] = (base - logits(ablated)) / np.abs(base)
+    shortcut = pooled_head(model, split_model(model, "target"))
+    kinds = [type(layer).__name__ for layer in head_layers]
+    if kinds[0].startswith("Global"):
+        assert shortcut.pooling is head_layers[0]
+        assert (shortcut.dense is head_layers[1]) == (kinds[1] == "Dense")
+    else:
+        assert shortcut is None
+    method = AblationCAM(batch_size=5)
+    result = keras_cam.explain(model, x, method=method, layer="target", targets=CLASSES)
+    assert_maps_equal(result.raw, channel_sum(weights, a.astype(np.float64)))

@@ -71,7 +71,7 @@ def test_unknown_method_lists_available_ones():
         get_method("gradcan")
 
 
-def hand_forward(scores, score_inputs=None, pooled=None, score_pooled=None, inputs=None):
+def hand_forward(scores=None, score_inputs=None, score_ablated=None, inputs=None):
     """A Forward whose passes are plain functions and whose chunk loop is a Python loop."""
 
     def map_chunks(fn, count, batch_size):
@@ -86,9 +86,7 @@ def hand_forward(scores, score_inputs=None, pooled=None, score_pooled=None, inpu
         input_channels_first=False,
         scores=scores,
         score_inputs=score_inputs,
-        score_activations=None,
-        pooled=pooled,
-        score_pooled=score_pooled,
+        score_ablated=score_ablated,
         map_chunks=map_chunks,
     )
 
@@ -101,7 +99,7 @@ MANY_CHANNELS = RNG.uniform(0, 1, size=(2, 3, 3, 6)).astype("float32")
 def test_scorecam_weights_are_a_softmax_over_the_kept_channels(max_channels):
     x = RNG.uniform(0, 1, size=(2, 3, 3, 2)).astype("float32")
     forward = hand_forward(
-        None, score_inputs=lambda masked, classes: ops.sum(masked, axis=(1, 2, 3)), inputs=x
+        score_inputs=lambda masked, classes: ops.sum(masked, axis=(1, 2, 3)), inputs=x
     )
     method = ScoreCAM(batch_size=5, max_channels=max_channels)
     weights = ops.convert_to_numpy(
@@ -118,12 +116,19 @@ def test_ablationcam_gives_a_channel_the_head_ignores_zero_weight():
     kernel = RNG.normal(size=(6, 3)).astype("float32")
     kernel[2] = 0.0  # the head never reads channel 2
 
-    def score_pooled(pooled, classes):
-        return ops.take_along_axis(ops.matmul(pooled, kernel), classes[:, None], axis=1)[:, 0]
-
     pooled = MANY_CHANNELS.mean(axis=(1, 2))
+
+    def logits(features, classes):
+        return np.take_along_axis(features @ kernel, classes[:, None], axis=1)[:, 0]
+
+    def score_ablated(images, channels, classes):
+        images, channels, classes = (ops.convert_to_numpy(t) for t in (images, channels, classes))
+        features = pooled[images].copy()
+        features[np.arange(len(images)), channels] = 0.0
+        return logits(features, classes)
+
     classes = np.array([1, 2])
-    forward = hand_forward(score_pooled(pooled, classes), pooled=pooled, score_pooled=score_pooled)
+    forward = hand_forward(scores=logits(pooled, classes), score_ablated=score_ablated)
     weights = ops.convert_to_numpy(
         AblationCAM(batch_size=4).channel_weights(MANY_CHANNELS, None, classes, forward)
     )[:, 0, 0, :]

@@ -16,9 +16,10 @@ class AblationCAM(PerturbationMethod):
 
     where `S_c` is the score with channel `c` of the target layer set to 0
     (`S − S_c` where `S` is 0). Only the layers after the target layer are
-    re-run; when they start with global average or max pooling, which
-    commutes with zeroing a channel, only the layers after the pooling. See
-    `batch_size` and `max_channels`.
+    re-run, and where the head starts with global pooling and a Dense layer,
+    only the layers after those (zeroing a channel commutes with the pooling
+    and is a rank-1 change of the Dense output). See `batch_size` and
+    `max_channels`.
 
     Example:
 
@@ -30,23 +31,19 @@ class AblationCAM(PerturbationMethod):
     description = "Ablation-CAM (Desai & Ramaswamy 2020): score drop when a channel is zeroed."
 
     def channel_weights(self, activations, gradients, classes, forward=None):
-        images, channels = activations.shape[0], activations.shape[-1]
+        images = activations.shape[0]
         kept = self.kept_channels(activations)
         count = kept.shape[-1]
         flat_kept = ops.reshape(kept, (-1,))
 
         def ablated_scores(index):
             image = index // count
-            keep = 1.0 - ops.one_hot(ops.take(flat_kept, index), channels)
-            image_classes = ops.take(classes, image)
-            if forward.pooled is not None:
-                pooled = ops.take(forward.pooled, image, axis=0)
-                return forward.score_pooled(pooled * keep, image_classes)
-            ablated = ops.take(activations, image, axis=0) * keep[:, None, None, :]
-            return forward.score_activations(ablated, image_classes)
+            return forward.score_ablated(
+                image, ops.take(flat_kept, index), ops.take(classes, image)
+            )
 
         ablated = forward.map_chunks(ablated_scores, images * count, self.batch_size)
         scores = forward.scores[:, None]
         drops = scores - ops.reshape(ablated, (images, count))
         weights = ops.where(scores != 0, safe_divide(drops, ops.abs(scores)), drops)
-        return self.spread(weights, kept, channels)
+        return self.spread(weights, kept, activations.shape[-1])

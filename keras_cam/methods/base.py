@@ -45,14 +45,11 @@ class Forward:
         inputs: the batch's model input, in the model's layout and dtype.
         input_channels_first: whether `inputs` is (N, C, H, W).
         scores: float32 (N,) the explained score of each unperturbed item.
-        score_inputs: model input chunk -> scores (the whole model).
-        score_activations: float32 (B, h, w, C) activations -> scores
-            (only the layers after the target).
-        pooled: float32 (N, C) the activations after the head's first layer
-            when that layer is global average or max pooling (which commutes
-            with zeroing a channel), else None.
-        score_pooled: float32 (B, C) pooled activations -> scores (the layers
-            after the pooling), or None.
+        score_inputs: `(model input chunk, classes)` -> scores (the whole model).
+        score_ablated: `(images, channels, classes)` -> the score of each
+            image with one channel of the target layer set to 0 (the layers
+            after the target only, and less where the head allows: see
+            `keras_cam.layers.pooled_head`).
         map_chunks: `map_chunks(fn, count, batch_size)` evaluates
             `fn(indices)` on index chunks of `batch_size` covering
             `range(count)`, one chunk after another (bounded memory, one
@@ -64,9 +61,7 @@ class Forward:
     input_channels_first: bool
     scores: Any
     score_inputs: Callable[[Any, Any], Any]
-    score_activations: Callable[[Any, Any], Any]
-    pooled: Any
-    score_pooled: Callable[[Any, Any], Any] | None
+    score_ablated: Callable[[Any, Any, Any], Any]
     map_chunks: Callable[[Callable[[Any], Any], int, int], Any]
 
 
