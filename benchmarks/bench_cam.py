@@ -74,7 +74,9 @@ def cam_over_forward(
         ratio = medians[method] / forward_s
         note = ""
         if method == "scorecam":
-            note = f"   = {ratio / score_cam_channels:.3f} × K (K = max_channels = {score_cam_channels})"
+            note = (
+                f"   = {ratio / score_cam_channels:.3f} K, K = max_channels = {score_cam_channels}"
+            )
         print(
             f"  {method:<12} {medians[method] * 1000:7.0f} ms   CAM / forward = {ratio:6.3f}"
             f"   traced {explainer.trace_count}×{note}"
