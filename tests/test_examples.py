@@ -9,6 +9,8 @@ import pytest
 from conftest import read_events
 from PIL import Image
 
+import keras_cam
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +39,9 @@ def test_demo_trains_logs_and_scores(tmp_path):
     events = read_events(str(tmp_path / "demo" / "cam"))
     assert sorted(events["cam/gradcam"]) == [0, 1]
     assert len(events["cam/gradcam"][1]) == 16
+    assert sorted(events["cam/compare"]) == [0, 1]
+    for name in keras_cam.available_methods():
+        assert f"  {name} " in out
 
 
 def test_explain_image_saves_the_overlay(tmp_path):
