@@ -1,21 +1,68 @@
-"""Localisation metrics: numpy arrays in, numbers out."""
+"""Localisation, drift, focus and faithfulness metrics: numpy arrays in, numbers out.
+
+Every metric returns the mean over the batch, or one value per image with
+`per_image=True`. Maps are read as non-negative evidence: NaN counts as 0
+and negative values are clipped to 0. The faithfulness metrics
+(`deletion_auc`, `insertion_auc`, `average_drop`, `increase_in_confidence`)
+run the model on perturbed copies of the images, batched through one
+compiled forward function per model, the last batch padded so it never
+retraces.
+"""
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import keras
 import numpy as np
+from keras import ops
+
+from keras_cam.compute import backend_module
+
+Preprocess = Callable[[np.ndarray], Any]
+
+_FORWARD: weakref.WeakKeyDictionary[keras.Model, Callable[[Any], Any]] = weakref.WeakKeyDictionary()
 
 
-def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
+def _maps(heatmaps: Any, name: str = "heatmaps") -> np.ndarray:
+    maps = np.asarray(heatmaps, dtype=np.float64)
+    if maps.ndim != 3 or len(maps) == 0:
+        raise ValueError(f"{name} must be a non-empty (N, H, W) array, got shape {maps.shape}.")
+    return np.clip(np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
+
+
+def _maps_and_masks(heatmaps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+    maps, masks = _maps(heatmaps), np.asarray(masks, dtype=bool)
+    if maps.shape != masks.shape:
+        raise ValueError(
+            f"heatmaps and masks must both be (N, H, W) of the same shape, got "
+            f"{maps.shape} and {masks.shape}. Resize the masks to the heatmaps' size "
+            f"(the explainer returns heatmaps at the images' size)."
+        )
+    return maps, masks
+
+
+def _reduce(values: np.ndarray, per_image: bool) -> float | np.ndarray:
+    return values.astype(np.float64) if per_image else float(values.mean())
+
+
+def pointing_game(
+    heatmaps: np.ndarray, masks: np.ndarray, per_image: bool = False
+) -> float | np.ndarray:
     """Share of images whose heatmap maximum falls inside the object mask.
 
     Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV
     2016 (without their 15-pixel tolerance). A map whose maximum is shared by
     several pixels counts as a hit when the first of them, in row-major order,
-    lies in the mask; an all-zero map therefore points at pixel (0, 0).
+    lies in the mask; an all-zero map therefore points at pixel (0, 0). An
+    empty mask is always a miss.
 
     Args:
         heatmaps: (N, H, W) maps.
         masks: (N, H, W) boolean object masks of the same size.
+        per_image: return the (N,) hits instead of their mean.
 
     Returns:
         The hit rate in [0, 1].
@@ -26,16 +73,370 @@ def pointing_game(heatmaps: np.ndarray, masks: np.ndarray) -> float:
     >>> pointing_game(maps, np.eye(2, dtype=bool)[None])
     1.0
     """
-    heatmaps = np.asarray(heatmaps)
-    masks = np.asarray(masks, dtype=bool)
-    if heatmaps.shape != masks.shape or heatmaps.ndim != 3:
-        raise ValueError(
-            f"heatmaps and masks must both be (N, H, W) of the same shape, got "
-            f"{heatmaps.shape} and {masks.shape}."
-        )
-    if len(heatmaps) == 0:
-        raise ValueError("pointing_game needs at least one image.")
-    flat = np.nan_to_num(heatmaps.reshape(len(heatmaps), -1), nan=-np.inf)
+    raw = np.asarray(heatmaps, dtype=np.float64)
+    maps, masks = _maps_and_masks(heatmaps, masks)
+    flat = np.where(np.isnan(raw), -np.inf, raw).reshape(len(maps), -1)
     peaks = flat.argmax(axis=1)
-    hits = masks.reshape(len(masks), -1)[np.arange(len(masks)), peaks]
-    return float(hits.mean())
+    return _reduce(masks.reshape(len(masks), -1)[np.arange(len(masks)), peaks], per_image)
+
+
+def energy_in_mask(
+    heatmaps: np.ndarray, masks: np.ndarray, per_image: bool = False
+) -> float | np.ndarray:
+    """Share of the map's mass that lies inside the object mask.
+
+    The energy-based pointing game of Wang et al., "Score-CAM: Score-Weighted
+    Visual Explanations for Convolutional Neural Networks", CVPR Workshops
+    2020: `Σ_{mask} L / Σ L`. An all-zero map has no energy anywhere and
+    scores 0, as does an empty mask.
+
+    Args:
+        heatmaps: (N, H, W) non-negative maps.
+        masks: (N, H, W) boolean object masks of the same size.
+        per_image: return the (N,) shares instead of their mean.
+
+    Returns:
+        The share in [0, 1].
+
+    Example:
+
+    >>> maps = np.array([[[3.0, 1.0], [0.0, 0.0]]])
+    >>> energy_in_mask(maps, np.array([[[True, False], [False, False]]]))
+    0.75
+    """
+    maps, masks = _maps_and_masks(heatmaps, masks)
+    total = maps.sum(axis=(1, 2))
+    inside = (maps * masks).sum(axis=(1, 2))
+    return _reduce(np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0), per_image)
+
+
+def drift(previous: np.ndarray, current: np.ndarray, per_image: bool = False) -> float | np.ndarray:
+    """How much each image's map changed: 1 − Pearson correlation of the two maps.
+
+    0 means the same pattern (up to scale), 1 uncorrelated, 2 inverted. When
+    a map is constant (e.g. all zero) the correlation is undefined: two
+    constant maps count as unchanged (0), a constant and a varying map as
+    uncorrelated (1).
+
+    Args:
+        previous: (N, H, W) maps of an earlier event.
+        current: (N, H, W) maps of the same images now.
+        per_image: return the (N,) drifts instead of their mean.
+
+    Returns:
+        The drift in [0, 2].
+
+    Example:
+
+    >>> before = np.array([[[0.0, 1.0], [2.0, 3.0]]])
+    >>> drift(before, 2 * before), drift(before, -before)
+    (0.0, 2.0)
+    """
+    before, after = _maps(previous, "previous"), _maps(current, "current")
+    if before.shape != after.shape:
+        raise ValueError(f"previous {before.shape} and current {after.shape} maps differ in shape.")
+    a = before.reshape(len(before), -1)
+    b = after.reshape(len(after), -1)
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    norms = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    both_constant = ((a == 0).all(axis=1)) & ((b == 0).all(axis=1))
+    correlation = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 0.0)
+    correlation = np.where(both_constant, 1.0, np.clip(correlation, -1.0, 1.0))
+    return _reduce(1.0 - correlation, per_image)
+
+
+def focus(heatmaps: np.ndarray, per_image: bool = False) -> float | np.ndarray:
+    """Normalised entropy of each map: 1 = spread evenly, 0 = all on one pixel.
+
+    The map is read as a distribution `p = L / Σ L` over its H·W pixels;
+    `focus = −Σ p log p / log(H·W)`. An all-zero map singles nothing out and
+    scores 1, like a constant one.
+
+    Args:
+        heatmaps: (N, H, W) non-negative maps, at least 2 pixels each.
+        per_image: return the (N,) values instead of their mean.
+
+    Returns:
+        The normalised entropy in [0, 1].
+
+    Example:
+
+    >>> spike = np.zeros((1, 4, 4)); spike[0, 2, 1] = 5.0
+    >>> focus(spike), focus(np.ones((1, 4, 4)))
+    (0.0, 1.0)
+    """
+    maps = _maps(heatmaps)
+    pixels = maps.shape[1] * maps.shape[2]
+    if pixels < 2:
+        raise ValueError("focus needs maps of at least 2 pixels.")
+    flat = maps.reshape(len(maps), -1)
+    total = flat.sum(axis=1, keepdims=True)
+    p = np.where(total > 0, flat / np.where(total > 0, total, 1.0), 1.0 / pixels)
+    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
+    return _reduce(np.clip(entropy / np.log(pixels), 0.0, 1.0), per_image)
+
+
+def _forward(model: keras.Model) -> Callable[[Any], Any]:
+    if model not in _FORWARD:
+        _FORWARD[model] = backend_module().compile_function(lambda x: model(x, training=False))
+    return _FORWARD[model]
+
+
+def _outputs(
+    model: keras.Model,
+    count: int,
+    make_batch: Callable[[np.ndarray], np.ndarray],
+    preprocess: Preprocess | None,
+    batch_size: int,
+) -> np.ndarray:
+    """Model outputs for `count` images built `batch_size` at a time by `make_batch(indices)`.
+
+    Every batch has the same shape (the last one repeats its last item), so
+    the compiled forward traces once.
+    """
+    forward, size = _forward(model), min(batch_size, count)
+    outputs = []
+    for start in range(0, count, size):
+        x = make_batch(np.minimum(np.arange(start, start + size), count - 1))
+        x = preprocess(x.copy()) if preprocess is not None else x
+        y = forward(ops.convert_to_tensor(np.asarray(ops.convert_to_numpy(x), np.float32)))
+        outputs.append(ops.convert_to_numpy(ops.cast(y, "float32")))
+    return np.concatenate(outputs)[:count].astype(np.float64)
+
+
+def _class_outputs(outputs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The output for each item's class; a single sigmoid unit scores class 0 as 1 − p."""
+    if outputs.shape[-1] == 1:
+        return np.where(classes == 1, outputs[:, 0], 1.0 - outputs[:, 0])
+    return outputs[np.arange(len(outputs)), classes]
+
+
+def _faithfulness_inputs(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any,
+    preprocess: Preprocess | None,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Float images (N, H, W, C), maps, class ids and the unperturbed scores."""
+    images = np.asarray(ops.convert_to_numpy(images), dtype=np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    maps = _maps(heatmaps)
+    if images.ndim != 4 or images.shape[:3] != maps.shape:
+        raise ValueError(
+            f"heatmaps {maps.shape} must match the images' (N, H, W) {images.shape[:3]}; "
+            f"pass result.heatmaps, which the explainer returns at the images' size."
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+    outputs = _outputs(model, len(images), lambda i: images[i], preprocess, batch_size)
+    if classes is None:
+        predicted = outputs[:, 0] > 0.5 if outputs.shape[-1] == 1 else outputs.argmax(axis=1)
+        classes = predicted
+    classes = np.broadcast_to(np.asarray(classes), (len(images),)).astype(np.int64)
+    return images, maps, classes, _class_outputs(outputs, classes)
+
+
+def _baseline(images: np.ndarray, baseline: str | float) -> np.ndarray:
+    if baseline == "blur":
+        sigma = max(images.shape[1:3]) / 16
+        kernel = 2 * round(2 * sigma) + 1
+        blurred = ops.image.gaussian_blur(
+            images, (kernel, kernel), (sigma, sigma), data_format="channels_last"
+        )
+        return np.asarray(ops.convert_to_numpy(blurred), dtype=np.float32)
+    if baseline == "mean":
+        return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+    if isinstance(baseline, (int, float)):
+        return np.full_like(images, float(baseline))
+    raise ValueError(f"baseline must be 'blur', 'mean' or a number, got {baseline!r}.")
+
+
+def _auc_curve(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any,
+    steps: int,
+    baseline: str | float,
+    preprocess: Preprocess | None,
+    batch_size: int,
+    insert: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, steps + 1) score curves of deletion (or insertion) and their areas (N,)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
+    images, maps, classes, _ = _faithfulness_inputs(
+        model, images, heatmaps, classes, preprocess, batch_size
+    )
+    background = _baseline(images, baseline)
+    count, height, width = maps.shape
+    pixels = height * width
+    # Rank 0 = most salient pixel; ties keep row-major order.
+    order = np.argsort(-maps.reshape(count, -1), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(pixels)[None], axis=1)
+    rank = rank.reshape(count, height, width, 1)
+    shown = np.round(np.arange(steps + 1) / steps * pixels).astype(np.int64)
+
+    def make_batch(indices):
+        image, step = indices // (steps + 1), indices % (steps + 1)
+        changed = rank[image] < shown[step][:, None, None, None]
+        if insert:
+            return np.where(changed, images[image], background[image])
+        return np.where(changed, background[image], images[image])
+
+    outputs = _outputs(model, count * (steps + 1), make_batch, preprocess, batch_size)
+    curves = _class_outputs(outputs, np.repeat(classes, steps + 1)).reshape(count, steps + 1)
+    areas = (curves[:, 1:] + curves[:, :-1]).sum(axis=1) / (2 * steps)
+    return curves, areas
+
+
+def deletion_auc(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any = None,
+    *,
+    steps: int = 16,
+    baseline: str | float = "mean",
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """Area under the class score while the most salient pixels are removed (lower is better).
+
+    Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of
+    Black-box Models", BMVC 2018. Pixels are replaced by the baseline in
+    order of decreasing heatmap value, `1/steps` of them per step; the score
+    (the model's output for the class, a probability for a softmax head) is
+    read after each step and the area under the curve over [0, 1] is taken
+    by the trapezoid rule. A faithful map makes the score collapse early. All
+    N·(steps + 1) images go through one compiled forward, in batches.
+
+    Args:
+        model: the classifier.
+        images: (N, H, W, C) or (N, H, W) images, as `preprocess` expects them.
+        heatmaps: (N, H, W) maps at the images' size.
+        classes: class per image (or one for all). Defaults to `None`: the
+            predicted class.
+        steps: number of deletion steps. Defaults to `16`.
+        baseline: `"mean"` (each image's mean colour), `"blur"` (a Gaussian
+            blur of the image, σ = size/16) or a constant. Defaults to `"mean"`.
+        preprocess: maps images to model input. Defaults to `None`.
+        batch_size: images per forward pass. Defaults to `64`.
+        per_image: return the (N,) areas instead of their mean.
+
+    Returns:
+        The area, in the units of the score (in [0, 1] for probabilities).
+
+    Example:
+
+    >>> result = keras_cam.explain(model, images)                         # doctest: +SKIP
+    >>> deletion_auc(model, images, result.heatmaps, result.classes)     # doctest: +SKIP
+    0.12
+    """
+    _, areas = _auc_curve(
+        model, images, heatmaps, classes, steps, baseline, preprocess, batch_size, insert=False
+    )
+    return _reduce(areas, per_image)
+
+
+def insertion_auc(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any = None,
+    *,
+    steps: int = 16,
+    baseline: str | float = "blur",
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """Area under the class score while the most salient pixels are revealed (higher is better).
+
+    Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of
+    Black-box Models", BMVC 2018. The mirror of `deletion_auc`: the image
+    starts as the baseline (by default a blurred copy) and its pixels are
+    restored in order of decreasing heatmap value. Arguments as for
+    `deletion_auc`, except `baseline` defaults to `"blur"`.
+
+    Example:
+
+    >>> insertion_auc(model, images, result.heatmaps, result.classes)    # doctest: +SKIP
+    0.81
+    """
+    _, areas = _auc_curve(
+        model, images, heatmaps, classes, steps, baseline, preprocess, batch_size, insert=True
+    )
+    return _reduce(areas, per_image)
+
+
+def _masked_scores(model, images, heatmaps, classes, preprocess, batch_size):
+    images, maps, classes, full = _faithfulness_inputs(
+        model, images, heatmaps, classes, preprocess, batch_size
+    )
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    weights = np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0)[..., None]
+    masked = (images * weights).astype(np.float32)
+    outputs = _outputs(model, len(images), lambda i: masked[i], preprocess, batch_size)
+    return full, _class_outputs(outputs, classes)
+
+
+def average_drop(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any = None,
+    *,
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """Relative score lost when the image is multiplied by its map (lower is better).
+
+    Chattopadhay et al., "Grad-CAM++", WACV 2018: `max(0, Y − O) / Y`, with
+    `Y` the class score of the image and `O` that of the image multiplied
+    pixel-wise by its map (scaled to a maximum of 1). Returned as a fraction
+    (the paper reports percent). An image whose score `Y` is 0 counts 0.
+
+    Args:
+        model, images, heatmaps, classes, preprocess, batch_size, per_image:
+            as for `deletion_auc`.
+
+    Example:
+
+    >>> average_drop(model, images, result.heatmaps)                      # doctest: +SKIP
+    0.35
+    """
+    full, masked = _masked_scores(model, images, heatmaps, classes, preprocess, batch_size)
+    drop = np.maximum(full - masked, 0.0)
+    return _reduce(np.where(full > 0, drop / np.where(full > 0, full, 1.0), 0.0), per_image)
+
+
+def increase_in_confidence(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any = None,
+    *,
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """Share of images whose class score rises when the image is multiplied by its map.
+
+    Chattopadhay et al., "Grad-CAM++", WACV 2018 (higher is better). Same
+    masked images as `average_drop`; returned as a fraction.
+
+    Example:
+
+    >>> increase_in_confidence(model, images, result.heatmaps)            # doctest: +SKIP
+    0.25
+    """
+    full, masked = _masked_scores(model, images, heatmaps, classes, preprocess, batch_size)
+    return _reduce((masked > full).astype(np.float64), per_image)
