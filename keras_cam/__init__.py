@@ -11,10 +11,12 @@ Example:
     overlays = keras_cam.overlay(images, result.heatmaps)
 """
 
+from keras_cam import methods, metrics
 from keras_cam.callback import CAMCallback
 from keras_cam.explainer import CAMExplainer, CAMResult, explain
 from keras_cam.methods import available_methods
 from keras_cam.overlay import overlay
+from keras_cam.sanity import sanity_check
 
 __version__ = "0.1.0"
 
@@ -25,5 +27,8 @@ __all__ = [
     "__version__",
     "available_methods",
     "explain",
+    "methods",
+    "metrics",
     "overlay",
+    "sanity_check",
 ]

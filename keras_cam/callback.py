@@ -11,6 +11,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_cam import sanity as _sanity
+from keras_cam.diagnostics import ProbeMetrics, Timeline, check_masks, check_metrics
 from keras_cam.explainer import (
     CAMExplainer,
     CAMResult,
@@ -18,6 +20,8 @@ from keras_cam.explainer import (
     Preprocess,
     _Batch,
     resolve_methods,
+    take_images,
+    with_ranks,
 )
 from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
 from keras_cam.targets import Targets, labels_to_class_ids
@@ -98,6 +102,22 @@ class CAMCallback(keras.callbacks.Callback):
     All methods of an event share one compiled function, and one forward and
     backward pass where they need only activations and gradients.
 
+    Diagnostics, per method, so that attention drifting or latching onto a
+    shortcut shows up next to the loss:
+
+    - `cam/<method>/<metric>`: the probe mean of each of `metrics` (see
+      `keras_cam.metrics`; `drift` from the second event on), plus
+      `pointing_game` and `energy_in_mask` when `probe_masks` is given;
+    - `cam/<method>/per_image`: a histogram of the per-image drift;
+    - `cam_metrics.csv` in `log_dir`: one row per event, method and probe
+      image with every metric, to analyse without TensorBoard;
+    - `cam/<method>/timeline`: the first 4 probe images, each with its
+      overlay at every event so far (most recent right);
+    - `cam/<method>/topk` with `top_k=k`: each probe image with the maps of
+      its k highest-scoring classes, titled with class and probability;
+    - `cam/<method>/sanity` once at the end of training with
+      `sanity_check=True` (see `keras_cam.sanity_check`).
+
     The TensorBoard step is the epoch index, so it continues across `fit`
     calls with `initial_epoch` and lines up with the Keras TensorBoard
     callback's epoch scalars. The target layer, the gradient sub-model and the
@@ -131,6 +151,17 @@ class CAMCallback(keras.callbacks.Callback):
             `CAMExplainer`). Defaults to `False`.
         eigen_smooth: first principal component smoothing (see
             `CAMExplainer`). Defaults to `False`.
+        probe_masks: (N, H, W) boolean object masks of the probe images, for
+            the localisation metrics. Defaults to `None`.
+        metrics: names from `"drift"`, `"focus"`, `"pointing_game"`,
+            `"energy_in_mask"` (these two need `probe_masks`), and the
+            faithfulness metrics `"deletion"`, `"insertion"`,
+            `"average_drop"`, `"increase_in_confidence"`, which cost extra
+            forward passes. Defaults to `("drift", "focus")`.
+        top_k: also log the maps of each probe image's k highest-scoring
+            classes. Defaults to `None`.
+        sanity_check: log the model-randomisation rank correlation once,
+            at the end of training. Defaults to `False`.
 
     Example:
 
@@ -160,6 +191,10 @@ class CAMCallback(keras.callbacks.Callback):
         colormap: str = "jet",
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
+        probe_masks: Any = None,
+        metrics: Sequence[str] = ("drift", "focus"),
+        top_k: int | None = None,
+        sanity_check: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
@@ -172,8 +207,12 @@ class CAMCallback(keras.callbacks.Callback):
         if isinstance(targets, str) and targets not in ("predicted", "label"):
             raise ValueError(
                 f"Unknown targets {targets!r}: use 'predicted', 'label', a class index, "
-                f"a list of class indices, or a callable."
+                f"a list of class indices, or a callable (and top_k= for top-k maps)."
             )
+        if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+            raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}.")
+        if top_k is not None and callable(targets) and not isinstance(targets, str):
+            raise ValueError("top_k needs class targets; a callable target has no class ranks.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
         self.methods = resolve_methods(method)
@@ -192,6 +231,14 @@ class CAMCallback(keras.callbacks.Callback):
         self.colormap = colormap
         self.aug_smooth = aug_smooth
         self.eigen_smooth = eigen_smooth
+        self.probe_masks = probe_masks
+        self.metrics = check_metrics(metrics, probe_masks is not None)
+        self.top_k = None if top_k is None else int(top_k)
+        self.sanity_check = sanity_check
+        self._images: np.ndarray | None = None
+        self._diagnostics: ProbeMetrics | None = None
+        self._timelines: dict[str, Timeline] = {}
+        self._last_step: int | None = None
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None
         self._display: np.ndarray | None = None
@@ -217,10 +264,25 @@ class CAMCallback(keras.callbacks.Callback):
             self._batch = None
         if self._batch is None:
             images, labels = take_probe(self.probe, self.max_images)
-            self._batch = self._explainer._prepare(images, self.targets, self.preprocess, labels)
+            batch = self._explainer._prepare(images, self.targets, self.preprocess, labels)
+            self._images = images
             self._display = to_rgb_uint8(images)
             self._labels = labels_to_class_ids(labels, len(images)) if labels is not None else None
             self._check_class_names()
+            if self.top_k is not None and self.top_k > self._explainer.num_classes:
+                raise ValueError(
+                    f"top_k={self.top_k} but the model scores {self._explainer.num_classes} "
+                    f"classes."
+                )
+            masks = None
+            if self.probe_masks is not None:
+                masks = check_masks(self.probe_masks, self._display)
+            self._diagnostics = ProbeMetrics(
+                self.metrics, masks, os.path.join(self.log_dir, "cam_metrics.csv")
+            )
+            self._timelines = {method.name: Timeline() for method in self.methods}
+            # The top-k maps ride in the same batch, so one compiled function does everything.
+            self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
         self._writer = create_writer(self.log_dir)
         # Tracing now surfaces any problem before the first epoch's work, and
         # keeps the compile time out of the epoch timings.
@@ -234,12 +296,27 @@ class CAMCallback(keras.callbacks.Callback):
             self._event(epoch)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._writer is not None:
+        if self._writer is None:
+            return
+        if self.sanity_check and self._last_step is not None:
             try:
-                self._writer.close()
+                self._write_sanity(self._last_step)
             except Exception as error:
-                self._fail(error, "at the end of training")
-            self._writer = None
+                self._fail(error, "in the sanity check")
+        try:
+            self._writer.close()
+        except Exception as error:
+            self._fail(error, "at the end of training")
+        self._writer = None
+
+    def _write_sanity(self, step: int) -> None:
+        for method in self.methods:
+            explainer = CAMExplainer(self.model, method, layer=self._explainer.layer)
+            value = _sanity.sanity_check(
+                self.model, self._images, preprocess=self.preprocess, explainer=explainer
+            )
+            self._writer.scalar(f"cam/{method.name}/sanity", value, step)
+        self._writer.flush()
 
     def _check_class_names(self) -> None:
         if self.class_names is not None and len(self.class_names) < self._explainer.num_classes:
@@ -266,25 +343,64 @@ class CAMCallback(keras.callbacks.Callback):
         )
 
     def _write(self, results: dict[str, CAMResult], step: int) -> None:
+        count = len(self._display)
         all_overlays = []
-        for name, result in results.items():
+        for name, combined in results.items():
+            result = take_images(combined, 0, count)
             overlays = overlay(self._display, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
-            captions = [self._caption(result, i) for i in range(len(overlays))]
+            captions = [self._caption(result, i) for i in range(count)]
             grid = captioned_grid(list(zip(self._display, overlays, strict=True)), captions)
             tag = f"cam/{name}"
             self._writer.images(tag, overlays, step)
             self._writer.images(f"{tag}/grid", grid[None], step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
+            self._write_metrics(name, result, step)
+            timeline = self._timelines[name]
+            timeline.add(step, overlays)
+            titles = [self._title(i) for i in range(count)]
+            self._writer.images(
+                f"{tag}/timeline", timeline.image(self._display, titles)[None], step
+            )
+            if self.top_k is not None:
+                self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
         if len(results) > 1:
-            first = next(iter(results.values()))
+            first = take_images(next(iter(results.values())), 0, count)
             table = captioned_grid(
                 [(image, *row) for image, *row in zip(self._display, *all_overlays, strict=True)],
-                [self._caption(first, i) for i in range(len(self._display))],
+                [self._caption(first, i) for i in range(count)],
                 headers=["image", *results],
             )
             self._writer.images("cam/compare", table[None], step)
         self._writer.flush()
+        self._last_step = step
+
+    def _write_metrics(self, name: str, result: CAMResult, step: int) -> None:
+        values = self._diagnostics.values(name, result, self.model, self._images, self.preprocess)
+        for metric, per_image in values.items():
+            self._writer.scalar(f"cam/{name}/{metric}", float(np.mean(per_image)), step)
+        if "drift" in values:
+            self._writer.histogram(f"cam/{name}/per_image", values["drift"], step)
+        self._diagnostics.append_csv(step, name, values, len(result.heatmaps))
+
+    def _top_k_grid(self, combined: CAMResult) -> np.ndarray:
+        count, k = len(self._display), self.top_k
+        ranks = [take_images(combined, count * (r + 1), count * (r + 2)) for r in range(k)]
+        groups, captions = [], []
+        for i, image in enumerate(self._display):
+            groups.append([image])
+            captions.append(self._title(i))
+            for ranked in ranks:
+                groups.append(
+                    [overlay(image[None], ranked.heatmaps[i : i + 1], self.alpha, self.colormap)[0]]
+                )
+                captions.append(f"{self._name(int(ranked.classes[i]))} {ranked.scores[i]:.2f}")
+        return captioned_grid(groups, captions, columns=k + 1)
+
+    def _title(self, i: int) -> str:
+        if self._labels is not None:
+            return f"true {self._name(int(self._labels[i]))}"
+        return f"probe {i}"
 
     def _name(self, class_id: int) -> str:
         if self.class_names is not None and 0 <= class_id < len(self.class_names):

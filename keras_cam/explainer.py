@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -20,7 +20,7 @@ from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
-from keras_cam.targets import PREDICTED, Targets, resolve_class_ids
+from keras_cam.targets import PREDICTED, Targets, rank_id, resolve_class_ids, top_k
 
 logger = logging.getLogger("keras_cam")
 
@@ -138,6 +138,52 @@ def _normalise(maps: Any) -> Any:
     return ops.where(span > 0, scaled, ops.zeros_like(maps))
 
 
+def with_ranks(batch: _Batch, ranks: range, keep: bool = True) -> _Batch:
+    """The batch followed (or, with `keep=False`, replaced) by one copy per class rank.
+
+    Copy `r` explains each image's class of rank `r` (0 = predicted), so the
+    whole top-k view runs through the same compiled function as the batch.
+    """
+    count = int(batch.inputs.shape[0])
+    inputs = [batch.inputs] if keep else []
+    ids = [batch.class_ids] if keep else []
+    for rank in ranks:
+        inputs.append(batch.inputs)
+        ids.append(ops.convert_to_tensor(np.full(count, rank_id(rank), dtype=np.int32)))
+    return replace(batch, inputs=ops.concatenate(inputs), class_ids=ops.concatenate(ids))
+
+
+def take_images(result: CAMResult, start: int, stop: int) -> CAMResult:
+    """The part of a result that belongs to images `start:stop` of the batch."""
+    return replace(
+        result,
+        heatmaps=result.heatmaps[start:stop],
+        raw=result.raw[start:stop],
+        classes=result.classes[start:stop],
+        scores=result.scores[start:stop],
+        predicted=result.predicted[start:stop],
+        confidence=result.confidence[start:stop],
+    )
+
+
+def _by_rank(result: CAMResult, k: int) -> CAMResult:
+    """A rank-major result of k copies of N images -> per-map fields of shape (N, k, ...)."""
+    count = len(result.classes) // k
+
+    def per_image(values: np.ndarray) -> np.ndarray:
+        return np.swapaxes(values.reshape(k, count, *values.shape[1:]), 0, 1)
+
+    return replace(
+        result,
+        heatmaps=per_image(result.heatmaps),
+        raw=per_image(result.raw),
+        classes=per_image(result.classes),
+        scores=per_image(result.scores),
+        predicted=result.predicted[:count],
+        confidence=result.confidence[:count],
+    )
+
+
 MethodSpec = str | CAMMethod
 
 
@@ -247,10 +293,11 @@ class CAMExplainer:
         Args:
             images: display images, (N, H, W, C) or (N, H, W), uint8 0–255 or
                 float. Heatmaps come back at this size.
-            targets: `"predicted"`, `"label"` (needs `labels`), a class index,
-                one class index per image, or a callable mapping the model's
-                outputs (logits with `score="logit"`) to a score per image.
-                Defaults to `"predicted"`.
+            targets: `"predicted"`, `"label"` (needs `labels`), `"top<k>"`
+                (e.g. `"top3"`: the maps of each image's k highest-scoring
+                classes), a class index, one class index per image, or a
+                callable mapping the model's outputs (logits with
+                `score="logit"`) to a score per image. Defaults to `"predicted"`.
             preprocess: maps `images` to model input (e.g.
                 `keras.applications.resnet50.preprocess_input`). Defaults to
                 `None`: the images are fed as they are.
@@ -258,9 +305,22 @@ class CAMExplainer:
 
         Returns:
             A `CAMResult`; a dict from method name to `CAMResult` when the
-            explainer was given a list of methods.
+            explainer was given a list of methods. With `"top<k>"` targets
+            the per-map fields gain a rank axis: `heatmaps` (N, k, H, W),
+            `raw` (N, k, h, w), `classes` and `scores` (N, k), best first.
         """
-        results = self._explain(self._prepare(images, targets, preprocess, labels))
+        k = top_k(targets)
+        if k is None:
+            results = self._explain(self._prepare(images, targets, preprocess, labels))
+        else:
+            batch = self._prepare(images, "predicted", preprocess)
+            if k > self.num_classes:
+                raise ValueError(
+                    f"targets='top{k}' asks for more classes than the model scores "
+                    f"({self.num_classes})."
+                )
+            ranked = self._explain(with_ranks(batch, range(k), keep=False))
+            results = {name: _by_rank(result, k) for name, result in ranked.items()}
         return results[self.method.name] if self._single else results
 
     def _resolve(self) -> LayerSplit:
@@ -415,9 +475,11 @@ class CAMExplainer:
             copies = x.shape[0] // count
 
             def classes_of(outputs):
-                # Every augmented copy explains its original's class.
-                predicted = _scores.predicted_classes(outputs[:count], are_logits)
-                return ops.tile(ops.where(class_ids < 0, predicted, class_ids), (copies,))
+                # Negative ids ask for a class by rank; every augmented copy explains its
+                # original's class.
+                ranks = ops.maximum(PREDICTED - class_ids, 0)
+                ranked = _scores.ranked_classes(outputs[:count], ranks, are_logits)
+                return ops.tile(ops.where(class_ids < 0, ranked, class_ids), (copies,))
 
             def score_of(outputs, classes=None):
                 outputs = ops.cast(outputs, "float32")

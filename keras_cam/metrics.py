@@ -440,3 +440,44 @@ def increase_in_confidence(
     """
     full, masked = _masked_scores(model, images, heatmaps, classes, preprocess, batch_size)
     return _reduce((masked > full).astype(np.float64), per_image)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 0..n-1 of a 1-D array, tied values sharing their mean rank."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    _, groups, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.bincount(groups, weights=ranks) / counts)[groups]
+
+
+def rank_correlation(
+    first: np.ndarray, second: np.ndarray, per_image: bool = False
+) -> float | np.ndarray:
+    """Spearman rank correlation of two maps of each image (ties share their mean rank).
+
+    The Pearson correlation of the pixels' ranks, as used by Adebayo et al.,
+    "Sanity Checks for Saliency Maps", NeurIPS 2018. Constant maps are
+    handled as in `drift`: two constant maps correlate 1, a constant and a
+    varying map 0.
+
+    Args:
+        first: (N, H, W) maps.
+        second: (N, H, W) maps of the same images.
+        per_image: return the (N,) correlations instead of their mean.
+
+    Returns:
+        The correlation in [-1, 1].
+
+    Example:
+
+    >>> rank_correlation(np.array([[[0.0, 1.0], [2.0, 9.0]]]), np.array([[[0.0, 1.0], [3.0, 4.0]]]))
+    1.0
+    """
+    a, b = _maps(first, "first"), _maps(second, "second")
+    if a.shape != b.shape:
+        raise ValueError(f"first {a.shape} and second {b.shape} maps differ in shape.")
+    ranks_a = np.stack([_average_ranks(m) for m in a.reshape(len(a), -1)])
+    ranks_b = np.stack([_average_ranks(m) for m in b.reshape(len(b), -1)])
+    shape = (len(a), 1, ranks_a.shape[1])
+    return _reduce(1.0 - drift(ranks_a.reshape(shape), ranks_b.reshape(shape), True), per_image)

@@ -57,6 +57,17 @@ def predicted_classes(outputs: Any, outputs_are_logits: bool) -> Any:
     return ops.cast(ops.argmax(outputs, axis=-1), "int32")
 
 
+def ranked_classes(outputs: Any, ranks: Any, outputs_are_logits: bool) -> Any:
+    """The class of rank `ranks[i]` for each image: 0 the predicted class, 1 the runner-up, ..."""
+    predicted = predicted_classes(outputs, outputs_are_logits)
+    if outputs.shape[-1] == 1:
+        return ops.where(ranks == 0, predicted, 1 - predicted)
+    order = ops.cast(ops.top_k(outputs, outputs.shape[-1], sorted=True)[1], "int32")
+    ranks = ops.minimum(ranks, outputs.shape[-1] - 1)
+    runner_up = ops.take_along_axis(order, ranks[:, None], axis=-1)[:, 0]
+    return ops.where(ranks == 0, predicted, runner_up)
+
+
 def class_scores(outputs: Any, classes: Any) -> Any:
     """The output for each image's class (N,); a single unit scores class 0 as its negation."""
     if outputs.shape[-1] == 1:

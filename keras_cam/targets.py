@@ -1,8 +1,9 @@
 """Turning a `targets=` argument into one class id per image.
 
 Class ids travel into the compiled CAM function as a fixed-shape int32
-array, never as Python ints (a new Python value would retrace). The id
-`PREDICTED` (-1) asks the compiled function to use the model's argmax.
+array, never as Python ints (a new Python value would retrace). A negative
+id asks the compiled function for a class by rank: `PREDICTED` (-1) is the
+model's argmax, `rank_id(1)` (-2) the runner-up, and so on.
 """
 
 from __future__ import annotations
@@ -14,9 +15,27 @@ import numpy as np
 
 PREDICTED = -1
 
+
+def rank_id(rank: int) -> int:
+    """The class id that stands for the class of `rank` (0 = predicted) in the compiled function."""
+    return PREDICTED - rank
+
+
+def top_k(targets: Any) -> int | None:
+    """k for `targets="top<k>"` (e.g. `"top3"`), None for any other targets."""
+    if not (isinstance(targets, str) and targets.startswith("top")):
+        return None
+    if not targets[3:].isdigit() or int(targets[3:]) < 1:
+        raise ValueError(
+            f"targets={targets!r}: write top-k targets as 'top' and a count >= 1, e.g. 'top3'."
+        )
+    return int(targets[3:])
+
+
 Targets = str | int | Sequence[int] | np.ndarray | Callable[[Any], Any]
-"""What can be explained: `"predicted"`, `"label"`, a class id, one id per
-image, or a callable mapping the model's outputs (N, K) to a score per image."""
+"""What can be explained: `"predicted"`, `"label"`, `"top<k>"` (the k
+highest-scoring classes), a class id, one id per image, or a callable
+mapping the model's outputs (N, K) to a score per image."""
 
 
 def labels_to_class_ids(labels: Any, num_images: int) -> np.ndarray:
@@ -60,8 +79,8 @@ def resolve_class_ids(
             ids = labels_to_class_ids(labels, num_images)
         else:
             raise ValueError(
-                f"Unknown targets {targets!r}: use 'predicted', 'label', a class index, "
-                f"a list of class indices, or a callable."
+                f"Unknown targets {targets!r}: use 'predicted', 'label', 'top<k>' (e.g. "
+                f"'top3'), a class index, a list of class indices, or a callable."
             )
     elif isinstance(targets, (int, np.integer)):
         ids = np.full(num_images, int(targets), dtype=np.int32)

@@ -26,6 +26,9 @@ class EventWriter(Protocol):
     def scalar(self, tag: str, value: float, step: int) -> None:
         """Writes one scalar."""
 
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        """Writes the distribution of `values` (finite floats)."""
+
     def flush(self) -> None:
         """Makes everything written so far readable."""
 
@@ -74,6 +77,11 @@ class TensorFlowWriter:
         tf = self._tf
         with self._writer.as_default(), tf.summary.record_if(True):
             tf.summary.scalar(tag, float(value), step=step)
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        tf = self._tf
+        with self._writer.as_default(), tf.summary.record_if(True):
+            tf.summary.histogram(tag, np.asarray(values, dtype=np.float64), step=step, buckets=20)
 
     def flush(self) -> None:
         self._writer.flush()

@@ -46,7 +46,8 @@ def images() -> np.ndarray:
 def read_events(log_dir: str) -> dict[str, dict[int, object]]:
     """Reads every tag of the event files under `log_dir`: {tag: {step: value}}.
 
-    Images come back as lists of decoded uint8 arrays, scalars as floats.
+    Images come back as lists of decoded uint8 arrays, scalars as floats,
+    histograms as (buckets, 3) arrays of [left edge, right edge, count].
     """
     import io
 
@@ -69,6 +70,7 @@ def read_events(log_dir: str) -> dict[str, dict[int, object]]:
             else:
                 from tensorboard.util import tensor_util
 
-                value = float(tensor_util.make_ndarray(proto))
+                array = tensor_util.make_ndarray(proto)
+                value = float(array) if array.size == 1 else array  # histogram: (buckets, 3)
             found.setdefault(tag, {})[event.step] = value
     return found

@@ -40,9 +40,15 @@ def test_fit_writes_overlays_grid_and_mean_score_at_each_epoch(tmp_path):
     )
     model.fit(x / 255.0, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
     events = read_events(str(tmp_path))
-    assert set(events) == {"cam/gradcam", "cam/gradcam/grid", "cam/gradcam/mean_score"}
-    for tag in events:
-        assert sorted(events[tag]) == [0, 1, 2]
+    every_event = {"grid", "mean_score", "focus", "timeline"}
+    drift_from_the_second = {"drift", "per_image"}
+    assert set(events) == {"cam/gradcam"} | {
+        f"cam/gradcam/{tag}" for tag in every_event | drift_from_the_second
+    }
+    for tag in ["", *(f"/{t}" for t in every_event)]:
+        assert sorted(events[f"cam/gradcam{tag}"]) == [0, 1, 2]
+    for tag in drift_from_the_second:
+        assert sorted(events[f"cam/gradcam/{tag}"]) == [1, 2]
     last = events["cam/gradcam"][2]
     assert len(last) == 6
     assert last[0].shape == (16, 16, 3)
@@ -213,11 +219,11 @@ def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
     assert callback.explainer.trace_count == 1
     events = read_events(str(tmp_path))
     names = ["gradcam", "layercam", "scorecam"]
-    expected = {"cam/compare"}
+    assert sorted(events["cam/compare"]) == [0, 1]
     for name in names:
-        expected |= {f"cam/{name}", f"cam/{name}/grid", f"cam/{name}/mean_score"}
-    assert set(events) == expected
-    assert all(sorted(steps) == [0, 1] for steps in events.values())
+        for tag in ("", "/grid", "/mean_score", "/timeline", "/focus"):
+            assert sorted(events[f"cam/{name}{tag}"]) == [0, 1]
+        assert sorted(events[f"cam/{name}/drift"]) == [1]
     (table,) = events["cam/compare"][1]
     # Four 16-pixel columns (image + three methods), each enlarged to 112 with 4-pixel gaps.
     assert table.shape[1] == 4 * 112 + 3 * 4 + 2 * 4

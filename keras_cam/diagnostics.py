@@ -1,0 +1,164 @@
+"""What the callback tracks across events: per-image metrics, their CSV, and the timeline."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from PIL import Image
+
+from keras_cam import metrics as _metrics
+from keras_cam.explainer import CAMResult, Preprocess
+from keras_cam.overlay import captioned_grid
+
+MASK_METRICS = ("pointing_game", "energy_in_mask")
+FORWARD_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
+METRICS = ("drift", "focus", *MASK_METRICS, *FORWARD_METRICS)
+
+_FORWARD_FUNCTIONS = {
+    "deletion": _metrics.deletion_auc,
+    "insertion": _metrics.insertion_auc,
+    "average_drop": _metrics.average_drop,
+    "increase_in_confidence": _metrics.increase_in_confidence,
+}
+
+
+def check_metrics(names: Sequence[str], has_masks: bool) -> tuple[str, ...]:
+    """The metric names to log, in order; the mask metrics are added when masks are given."""
+    if isinstance(names, str):
+        names = (names,)
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(f"Unknown metrics {unknown}; available: {', '.join(METRICS)}.")
+    needing_masks = [name for name in names if name in MASK_METRICS]
+    if needing_masks and not has_masks:
+        raise ValueError(
+            f"Metrics {needing_masks} need the objects' masks: pass probe_masks=, one "
+            f"(H, W) boolean mask per probe image."
+        )
+    chosen = list(dict.fromkeys(names))
+    if has_masks:
+        chosen += [name for name in MASK_METRICS if name not in chosen]
+    return tuple(chosen)
+
+
+def check_masks(masks: Any, images: np.ndarray) -> np.ndarray:
+    """The probe masks for the `images` taken from the probe, as (N, H, W) booleans."""
+    masks = np.asarray(keras.ops.convert_to_numpy(masks))
+    if masks.ndim == 4 and masks.shape[-1] == 1:
+        masks = masks[..., 0]
+    count, height, width = images.shape[:3]
+    if masks.ndim != 3 or len(masks) < count or masks.shape[1:] != (height, width):
+        raise ValueError(
+            f"probe_masks must be (N, H, W) with one mask per probe image of size "
+            f"{height}×{width} (at least {count}), got shape {masks.shape}."
+        )
+    return masks[:count].astype(bool)
+
+
+class ProbeMetrics:
+    """Per-image metric values of each event, the maps they compare with, and the CSV file.
+
+    `drift` compares each method's maps with the same method's previous
+    event, so it has no value at the first event (an empty CSV cell, no
+    scalar).
+    """
+
+    def __init__(self, names: tuple[str, ...], masks: np.ndarray | None, csv_path: str) -> None:
+        self.names = names
+        self.masks = masks
+        self.csv_path = csv_path
+        self._previous: dict[str, np.ndarray] = {}
+
+    def values(
+        self,
+        method: str,
+        result: CAMResult,
+        model: keras.Model,
+        images: np.ndarray,
+        preprocess: Preprocess | None,
+    ) -> dict[str, np.ndarray]:
+        """Per-image values (N,) of every metric that has one at this event."""
+        maps = result.heatmaps
+        found: dict[str, np.ndarray] = {}
+        for name in self.names:
+            if name == "drift":
+                if method in self._previous:
+                    found[name] = _metrics.drift(self._previous[method], maps, per_image=True)
+            elif name == "focus":
+                found[name] = _metrics.focus(maps, per_image=True)
+            elif name == "pointing_game":
+                found[name] = _metrics.pointing_game(maps, self.masks, per_image=True)
+            elif name == "energy_in_mask":
+                found[name] = _metrics.energy_in_mask(maps, self.masks, per_image=True)
+            else:
+                found[name] = _FORWARD_FUNCTIONS[name](
+                    model, images, maps, result.classes, preprocess=preprocess, per_image=True
+                )
+        self._previous[method] = maps.copy()
+        return found
+
+    def append_csv(self, step: int, method: str, values: dict[str, np.ndarray], count: int) -> None:
+        """One row per image: step, method, image index, then each metric (empty if none)."""
+        new = not os.path.exists(self.csv_path) or os.path.getsize(self.csv_path) == 0
+        with open(self.csv_path, "a", newline="") as file:
+            writer = csv.writer(file)
+            if new:
+                writer.writerow(["step", "method", "image", *self.names])
+            for image in range(count):
+                cells = [
+                    f"{values[name][image]:.6g}" if name in values else "" for name in self.names
+                ]
+                writer.writerow([step, method, image, *cells])
+
+
+class Timeline:
+    """Thumbnails of the first probe images' overlays at each event, oldest first.
+
+    Memory stays bounded over long runs: at most `max_events` columns of
+    thumbnails no larger than `thumbnail` pixels; when full, every other
+    older column is dropped (the first and the latest stay).
+    """
+
+    def __init__(self, images: int = 4, max_events: int = 24, thumbnail: int = 112) -> None:
+        self.images = images
+        self.max_events = max_events
+        self.thumbnail = thumbnail
+        self.steps: list[int] = []
+        self._columns: list[np.ndarray] = []
+
+    def _shrink(self, overlays: np.ndarray) -> np.ndarray:
+        height, width = overlays.shape[1:3]
+        scale = self.thumbnail / max(height, width)
+        if scale >= 1:
+            return overlays.copy()
+        size = (max(1, math.floor(width * scale)), max(1, math.floor(height * scale)))
+        return np.stack(
+            [
+                np.asarray(Image.fromarray(o).resize(size, Image.Resampling.BILINEAR))
+                for o in overlays
+            ]
+        )
+
+    def add(self, step: int, overlays: np.ndarray) -> None:
+        self.steps.append(step)
+        self._columns.append(self._shrink(overlays[: self.images]))
+        if len(self.steps) > self.max_events:
+            keep = [0, *range(2, len(self.steps) - 1, 2), len(self.steps) - 1]
+            self.steps = [self.steps[i] for i in keep]
+            self._columns = [self._columns[i] for i in keep]
+
+    def image(self, display: np.ndarray, captions: Sequence[str]) -> np.ndarray:
+        """One row per image: the image, then its overlay at each event, steps as headers."""
+        originals = self._shrink(display[: self.images])
+        rows = [
+            (original, *(column[i] for column in self._columns))
+            for i, original in enumerate(originals)
+        ]
+        headers = ["image", *(f"step {step}" for step in self.steps)]
+        return captioned_grid(rows, list(captions[: len(rows)]), headers=headers)
