@@ -110,3 +110,44 @@ def make_shapes(n: int, size: int = 64, seed: int = 0, distractor: bool = True) 
         images[i] = np.asarray(image)
         masks[i] = np.asarray(mask) > 0
     return ShapesData(images=images, labels=labels.astype(np.int64), masks=masks)
+
+
+WATERMARK_COLOURS = ((230, 30, 30), (30, 200, 30), (40, 60, 240))
+
+
+def add_watermark(images: np.ndarray, marks: np.ndarray, fraction: float = 0.22) -> np.ndarray:
+    """Stamps a coloured square into the top-left corner of each image: a shortcut to learn.
+
+    The stamp of image `i` has colour `WATERMARK_COLOURS[marks[i]]`; a
+    negative mark leaves the image unstamped. With `marks = labels` the
+    watermark predicts the class perfectly (the shortcut); with random marks
+    it carries no information.
+
+    Args:
+        images: uint8 (N, S, S, 3).
+        marks: int (N,) colour index per image, or -1 for none.
+        fraction: stamp side as a share of the image side. Defaults to `0.22`.
+
+    Returns:
+        A stamped copy of `images`.
+
+    Example:
+
+    >>> data = make_shapes(2, size=32)
+    >>> add_watermark(data.images, data.labels)[:, 0, 0].tolist() != data.images[:, 0, 0].tolist()
+    True
+    """
+    stamped = images.copy()
+    side = max(2, round(images.shape[1] * fraction))
+    for image, mark in zip(stamped, np.asarray(marks), strict=True):
+        if mark >= 0:
+            image[1 : side + 1, 1 : side + 1] = WATERMARK_COLOURS[int(mark)]
+    return stamped
+
+
+def watermark_masks(count: int, size: int, fraction: float = 0.22) -> np.ndarray:
+    """Boolean (count, size, size) masks of the watermark's square, as `add_watermark` draws it."""
+    side = max(2, round(size * fraction))
+    masks = np.zeros((count, size, size), dtype=bool)
+    masks[:, 1 : side + 1, 1 : side + 1] = True
+    return masks
