@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench shortcut clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cam.py
+
+# The fine-tuning diagnostics story and its TensorBoard screenshot (needs: apt install chromium).
+shortcut: $(VENV)/.installed
+	$(BIN)/python examples/shortcut_learning.py --log-dir runs/shortcut
+	$(BIN)/python examples/tensorboard_screenshot.py runs/shortcut docs/shortcut_tensorboard.png \
+		--image cam/gradcam/timeline docs/shortcut_timeline.png
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -58,3 +58,24 @@ def test_explain_image_saves_the_overlay(tmp_path):
     assert "conv5_block3_out" in out
     with Image.open(tmp_path / "cam.png") as saved:
         assert saved.size == (448, 224)
+
+
+def test_shortcut_learning_runs_its_three_phases(tmp_path):
+    out = run(
+        str(ROOT / "examples" / "shortcut_learning.py"),
+        "--epochs",
+        "1",
+        "1",
+        "1",
+        "--train-size",
+        "96",
+        "--log-dir",
+        str(tmp_path / "shortcut"),
+        cwd=tmp_path,
+    )
+    for phase in ("1 pretrain", "2 fine-tune a new head", "3 fix"):
+        assert phase in out
+    events = read_events(str(tmp_path / "shortcut" / "cam"))
+    assert sorted(events["cam/gradcam/energy_in_mask"]) == [0, 1, 2]
+    assert sorted(events["cam/gradcam/drift"]) == [1, 2]  # steps continue across the fits
+    assert len(events["cam/gradcam/timeline"][2][0]) > 0
