@@ -10,6 +10,9 @@ ratio of two timings taken in the same run on the same machine.
    given divided by K.
 2. The demo's model and data: time spent in `CAMCallback` events (16 probe images,
    every epoch) in % of the epoch time.
+3. The cost of each diagnostic metric for one event of that callback (16 probe images),
+   in ms and in % of the same epoch time; the faithfulness metrics cost extra forward
+   passes (deletion/insertion: 16 × 17 images at the default 16 steps).
 """
 
 from __future__ import annotations
@@ -107,7 +110,29 @@ class _TimedCAMCallback(keras_cam.CAMCallback):
         self.events.append(time.perf_counter() - start)
 
 
-def callback_overhead(epochs: int, log_dir: str) -> None:
+def metric_costs(model, probe, epoch_s: float, runs: int) -> None:
+    from keras_cam import metrics
+
+    images = probe.images
+    result = keras_cam.explain(model, images)
+    maps, masks, classes = result.heatmaps, probe.masks, result.classes
+    previous = np.roll(maps, 1, axis=0)
+    timed = {
+        "drift": lambda: metrics.drift(previous, maps),
+        "focus": lambda: metrics.focus(maps),
+        "pointing_game": lambda: metrics.pointing_game(maps, masks),
+        "energy_in_mask": lambda: metrics.energy_in_mask(maps, masks),
+        "deletion": lambda: metrics.deletion_auc(model, images, maps, classes),
+        "insertion": lambda: metrics.insertion_auc(model, images, maps, classes),
+        "average_drop": lambda: metrics.average_drop(model, images, maps, classes),
+    }
+    medians = interleaved_medians(timed, runs)
+    print("Diagnostic metrics per event (16 probe images), median of interleaved runs")
+    for name, seconds in medians.items():
+        print(f"  {name:<16} {seconds * 1000:8.2f} ms   {100 * seconds / epoch_s:6.3f} % of epoch")
+
+
+def callback_overhead(epochs: int, log_dir: str, runs: int) -> None:
     from demo import build_model
 
     keras.utils.set_random_seed(0)
@@ -129,6 +154,7 @@ def callback_overhead(epochs: int, log_dir: str) -> None:
         f"(overlays, grid, PNG, write)"
     )
     print(f"  callback overhead: {100 * event_s / epoch_s:.2f} % of epoch time")
+    metric_costs(model, probe, epoch_s, runs)
 
 
 def main() -> None:
@@ -146,7 +172,7 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     )
     cam_over_forward(args.batch, args.size, args.runs, args.methods, args.score_cam_channels)
-    callback_overhead(args.epochs, args.log_dir)
+    callback_overhead(args.epochs, args.log_dir, args.runs)
 
 
 if __name__ == "__main__":
