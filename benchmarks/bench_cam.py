@@ -62,7 +62,7 @@ def cam_over_forward(
     images = np.random.default_rng(0).uniform(0, 255, size=(batch, size, size, 3))
     images = images.astype("float32")
     inputs = keras.ops.convert_to_tensor(images)
-    forward = backend_module().compile_function(lambda x: model(x, training=False))
+    forward = backend_module().compile_function(lambda x: model(x, training=False), model)
     explainers = {
         method: keras_cam.CAMExplainer(model, method=_method(method, score_cam_channels))
         for method in methods

@@ -361,7 +361,9 @@ class CAMExplainer:
     def _explain(self, batch: _Batch) -> dict[str, CAMResult]:
         key = (batch.score_fn, batch.size)
         if key not in self._compiled:
-            self._compiled[key] = self._compute.compile_function(self._cam_function(*key))
+            self._compiled[key] = self._compute.compile_function(
+                self._cam_function(*key), self.model
+            )
         maps, *shared = self._compiled[key](batch.inputs, batch.class_ids)
         classes, scores, predicted, confidence = (ops.convert_to_numpy(t) for t in shared)
         results = {}
@@ -468,7 +470,8 @@ class CAMExplainer:
 
         def cam_function(inputs, class_ids):
             # Python runs this body only while tracing: the count is the number of traces.
-            self.trace_count += 1
+            if self._compute.is_tracing():
+                self.trace_count += 1
             logger.debug("keras_cam: tracing the CAM function (%d)", self.trace_count)
             count = inputs.shape[0]
             x = smoothing.augment(inputs, split.channels_first) if self.aug_smooth else inputs

@@ -179,7 +179,9 @@ def focus(heatmaps: np.ndarray, per_image: bool = False) -> float | np.ndarray:
 
 def _forward(model: keras.Model) -> Callable[[Any], Any]:
     if model not in _FORWARD:
-        _FORWARD[model] = backend_module().compile_function(lambda x: model(x, training=False))
+        _FORWARD[model] = backend_module().compile_function(
+            lambda x: model(x, training=False), model
+        )
     return _FORWARD[model]
 
 

@@ -2,7 +2,10 @@
 
 Each backend module provides:
 
-- `compile_function(fn)`: compiles a function of fixed-shape tensors, traced once;
+- `compile_function(fn, model)`: compiles a function of fixed-shape tensors,
+  traced once, that reads `model`'s current weights at every call;
+- `is_tracing()`: whether a compiled function's body now runs as its trace
+  (the explainer counts traces with it);
 - `activations_and_gradients(features, head, x, score_fn, need_gradients)`:
   returns `(activations, gradients or None, outputs)` where gradients are
   d sum(score_fn(outputs)) / d activations, and nothing is differentiated
@@ -13,21 +16,20 @@ Each backend module provides:
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 import keras
 
-_SUPPORTED = ("tensorflow",)
+_SUPPORTED = ("tensorflow", "jax", "torch")
 
 
 def backend_module() -> ModuleType:
     """Returns the compute module of the active Keras backend."""
     backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from keras_cam.compute import tensorflow
-
-        return tensorflow
-    raise NotImplementedError(
-        f"keras_cam does not support the {backend!r} Keras backend yet (supported: "
-        f"{', '.join(_SUPPORTED)}). Set KERAS_BACKEND=tensorflow before importing keras."
-    )
+    if backend not in _SUPPORTED:
+        raise NotImplementedError(
+            f"keras_cam does not support the {backend!r} Keras backend (supported: "
+            f"{', '.join(_SUPPORTED)}). Set KERAS_BACKEND to one of them before importing keras."
+        )
+    return importlib.import_module(f"keras_cam.compute.{backend}")

@@ -8,8 +8,13 @@ from typing import Any
 import tensorflow as tf
 
 
-def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Traces `fn` into a graph once per input shape."""
+def is_tracing() -> bool:
+    """The explainer's function body runs only while `tf.function` traces it."""
+    return True
+
+
+def compile_function(fn: Callable[..., Any], model: Any = None) -> Callable[..., Any]:
+    """Traces `fn` into a graph once per input shape; variables are read at each call."""
     return tf.function(fn)
 
 

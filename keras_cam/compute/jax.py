@@ -1,0 +1,63 @@
+"""Activations and gradients under the JAX backend.
+
+A jitted function that closed over the model would keep the weights it saw
+when traced. The compiled function therefore takes the current values of the
+model's variables as an argument and reads them through a
+`keras.StatelessScope`, so one compilation serves a whole training run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import keras
+
+
+def is_tracing() -> bool:
+    """The explainer's function body runs only while JAX traces it."""
+    return True
+
+
+def compile_function(fn: Callable[..., Any], model: keras.Model) -> Callable[..., Any]:
+    """`jax.jit` of `fn`, with the model's variables passed in at every call."""
+    variables = list(model.variables)
+
+    def stateless(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+            return fn(*args)
+
+    jitted = jax.jit(stateless)
+
+    def call(*args):
+        return jitted([variable.value for variable in variables], *args)
+
+    return call
+
+
+def activations_and_gradients(
+    features: Callable[..., Any],
+    head: Callable[..., Any],
+    x: Any,
+    score_fn: Callable[[Any], Any],
+    need_gradients: bool,
+) -> tuple[Any, Any, Any]:
+    activations = features(x, training=False)
+    if not need_gradients:
+        return activations, None, head(activations, training=False)
+
+    def total(a):
+        outputs = head(a, training=False)
+        return jnp.sum(score_fn(outputs)), outputs
+
+    # The variables are constants here: the gradient is taken with respect to the
+    # activations only.
+    (_, outputs), gradients = jax.value_and_grad(total, has_aux=True)(activations)
+    return activations, gradients, outputs
+
+
+def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
+    """Stacks `fn(i)` for `i` in `range(count)`, one iteration at a time (`lax.map`)."""
+    return jax.lax.map(fn, jnp.arange(count))
