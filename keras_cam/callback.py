@@ -25,7 +25,7 @@ from keras_cam.explainer import (
 )
 from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
 from keras_cam.targets import Targets, labels_to_class_ids
-from keras_cam.writer import EventWriter, create_writer
+from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
 
@@ -162,6 +162,9 @@ class CAMCallback(keras.callbacks.Callback):
             classes. Defaults to `None`.
         sanity_check: log the model-randomisation rank correlation once,
             at the end of training. Defaults to `False`.
+        writer: `"tensorflow"`, `"tensorboard"` (no TensorFlow needed) or
+            `"auto"` (TensorFlow's under the TensorFlow backend, else the
+            `tensorboard` package's). Defaults to `"auto"`.
 
     Example:
 
@@ -195,6 +198,7 @@ class CAMCallback(keras.callbacks.Callback):
         metrics: Sequence[str] = ("drift", "focus"),
         top_k: int | None = None,
         sanity_check: bool = False,
+        writer: str = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
@@ -235,6 +239,9 @@ class CAMCallback(keras.callbacks.Callback):
         self.metrics = check_metrics(metrics, probe_masks is not None)
         self.top_k = None if top_k is None else int(top_k)
         self.sanity_check = sanity_check
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be one of {WRITERS}, got {writer!r}.")
+        self.writer = writer
         self._images: np.ndarray | None = None
         self._diagnostics: ProbeMetrics | None = None
         self._timelines: dict[str, Timeline] = {}
@@ -283,7 +290,7 @@ class CAMCallback(keras.callbacks.Callback):
             self._timelines = {method.name: Timeline() for method in self.methods}
             # The top-k maps ride in the same batch, so one compiled function does everything.
             self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
-        self._writer = create_writer(self.log_dir)
+        self._writer = create_writer(self.log_dir, self.writer)
         # Tracing now surfaces any problem before the first epoch's work, and
         # keeps the compile time out of the epoch timings.
         try:
@@ -327,7 +334,9 @@ class CAMCallback(keras.callbacks.Callback):
 
     def _event(self, step: int) -> None:
         try:
-            self._write(self._explainer._explain(self._batch), step)
+            # Reading `self.model` syncs the JAX trainer's live state into the variables.
+            model = self.model
+            self._write(self._explainer._explain(self._batch), step, model)
         except Exception as error:
             self._fail(error, f"at epoch {step}")
 
@@ -342,7 +351,7 @@ class CAMCallback(keras.callbacks.Callback):
             stacklevel=2,
         )
 
-    def _write(self, results: dict[str, CAMResult], step: int) -> None:
+    def _write(self, results: dict[str, CAMResult], step: int, model: keras.Model) -> None:
         count = len(self._display)
         all_overlays = []
         for name, combined in results.items():
@@ -355,7 +364,7 @@ class CAMCallback(keras.callbacks.Callback):
             self._writer.images(tag, overlays, step)
             self._writer.images(f"{tag}/grid", grid[None], step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
-            self._write_metrics(name, result, step)
+            self._write_metrics(name, result, step, model)
             timeline = self._timelines[name]
             timeline.add(step, overlays)
             titles = [self._title(i) for i in range(count)]
@@ -375,8 +384,8 @@ class CAMCallback(keras.callbacks.Callback):
         self._writer.flush()
         self._last_step = step
 
-    def _write_metrics(self, name: str, result: CAMResult, step: int) -> None:
-        values = self._diagnostics.values(name, result, self.model, self._images, self.preprocess)
+    def _write_metrics(self, name: str, result: CAMResult, step: int, model: keras.Model) -> None:
+        values = self._diagnostics.values(name, result, model, self._images, self.preprocess)
         for metric, per_image in values.items():
             self._writer.scalar(f"cam/{name}/{metric}", float(np.mean(per_image)), step)
         if "drift" in values:

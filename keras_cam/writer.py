@@ -1,4 +1,12 @@
-"""Writing TensorBoard events: one small interface, behind which the implementation may change.
+"""Writing TensorBoard events: one small interface, two implementations.
+
+`TensorFlowWriter` goes through `tf.summary`; `TensorBoardWriter` needs only
+the `tensorboard` package (its event-file writer and summary protos, as
+`torch.utils.tensorboard` does), so JAX and PyTorch users need no
+TensorFlow. Both write the same tensors with the same plugin metadata: the
+image plugin's [width, height, png, ...] strings (PNG by Pillow), float32
+scalars, and histograms as [left, right, count] rows computed here. Nothing
+else in the package knows which one is used.
 
 The writer is the callback's own, and every write names its step, so nothing
 depends on another callback's default writer, step or record gating (the
@@ -8,13 +16,23 @@ Keras TensorBoard callback's `update_freq` gates summaries through a global
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
+import time
 from typing import Protocol
 
+import keras
 import numpy as np
 from PIL import Image
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.util import tensor_util
+
+WRITERS = ("auto", "tensorflow", "tensorboard")
 
 
 class EventWriter(Protocol):
@@ -53,9 +71,24 @@ def image_summary_tensor(images: np.ndarray) -> list[bytes]:
     return [str(width).encode(), str(height).encode(), *(encode_png(im) for im in images)]
 
 
-_IMAGE_METADATA = image_metadata.create_summary_metadata(
+def histogram_tensor(values: np.ndarray, buckets: int = 20) -> np.ndarray:
+    """The histogram plugin's layout: float64 (buckets, 3) rows of [left, right, count]."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return np.zeros((0, 3))
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        return np.array([[low, high, float(values.size)]])
+    counts, edges = np.histogram(values, bins=buckets, range=(low, high))
+    return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
+
+
+_IMAGE_METADATA = image_metadata.create_summary_metadata(display_name=None, description=None)
+_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
+_HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(
     display_name=None, description=None
-).SerializeToString()
+)
 
 
 class TensorFlowWriter:
@@ -71,7 +104,7 @@ class TensorFlowWriter:
         tf = self._tf
         tensor = tf.constant(image_summary_tensor(images), dtype=tf.string)
         with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.write(tag, tensor, step=step, metadata=_IMAGE_METADATA)
+            tf.summary.write(tag, tensor, step=step, metadata=_IMAGE_METADATA.SerializeToString())
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         tf = self._tf
@@ -80,8 +113,11 @@ class TensorFlowWriter:
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         tf = self._tf
+        tensor = tf.constant(histogram_tensor(values), dtype=tf.float64)
         with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.histogram(tag, np.asarray(values, dtype=np.float64), step=step, buckets=20)
+            tf.summary.write(
+                tag, tensor, step=step, metadata=_HISTOGRAM_METADATA.SerializeToString()
+            )
 
     def flush(self) -> None:
         self._writer.flush()
@@ -90,14 +126,64 @@ class TensorFlowWriter:
         self._writer.close()
 
 
-def create_writer(log_dir: str | os.PathLike[str]) -> EventWriter:
+class TensorBoardWriter:
+    """`EventWriter` over the `tensorboard` package alone: no TensorFlow needed."""
+
+    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
+        self._writer = EventFileWriter(os.fspath(log_dir), filename_suffix=".v2")
+
+    def _write(self, tag: str, tensor: np.ndarray | list[bytes], metadata, step: int) -> None:
+        value = summary_pb2.Summary.Value(
+            tag=tag, tensor=tensor_util.make_tensor_proto(tensor), metadata=metadata
+        )
+        event = event_pb2.Event(
+            wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=[value])
+        )
+        self._writer.add_event(event)
+
+    def images(self, tag: str, images: np.ndarray, step: int) -> None:
+        self._write(tag, image_summary_tensor(images), _IMAGE_METADATA, step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._write(tag, np.float32(value), _SCALAR_METADATA, step)
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        self._write(tag, histogram_tensor(values), _HISTOGRAM_METADATA, step)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def create_writer(log_dir: str | os.PathLike[str], writer: str = "auto") -> EventWriter:
     """Creates `log_dir` if needed and returns a writer for it.
+
+    Args:
+        log_dir: the directory of the event files.
+        writer: `"tensorflow"` (`tf.summary`), `"tensorboard"` (the
+            `tensorboard` package alone) or `"auto"`: TensorFlow under the
+            TensorFlow backend, the `tensorboard` package otherwise, so JAX and
+            PyTorch runs never import TensorFlow. Defaults to `"auto"`.
 
     Raises:
         OSError: the directory cannot be created or written.
+        ValueError: unknown `writer`, or `"tensorflow"` without TensorFlow.
     """
+    if writer not in WRITERS:
+        raise ValueError(f"writer must be one of {WRITERS}, got {writer!r}.")
+    has_tensorflow = importlib.util.find_spec("tensorflow") is not None
+    if writer == "tensorflow" and not has_tensorflow:
+        raise ValueError(
+            "writer='tensorflow' but TensorFlow is not installed; use writer='tensorboard' "
+            "(or 'auto'), which needs only the tensorboard package."
+        )
     log_dir = os.fspath(log_dir)
     os.makedirs(log_dir, exist_ok=True)
     if not os.access(log_dir, os.W_OK):
         raise PermissionError(f"Cannot write TensorBoard logs to {log_dir!r}: not writable.")
-    return TensorFlowWriter(log_dir)
+    if writer == "auto":
+        use_tensorflow = has_tensorflow and keras.backend.backend() == "tensorflow"
+        writer = "tensorflow" if use_tensorflow else "tensorboard"
+    return TensorFlowWriter(log_dir) if writer == "tensorflow" else TensorBoardWriter(log_dir)

@@ -43,6 +43,34 @@ def images() -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 1, size=(4, 16, 16, 3)).astype("float32")
 
 
+def to_numpy(tensor) -> np.ndarray:
+    """A backend tensor as numpy, also one that PyTorch tracks for autograd."""
+    return keras.ops.convert_to_numpy(keras.ops.stop_gradient(tensor))
+
+
+def gradient(fn, x: np.ndarray) -> np.ndarray:
+    """d sum(fn(x)) / dx by the active backend's own autodiff, independently of keras_cam."""
+    backend = keras.backend.backend()
+    x = np.asarray(x, dtype="float32")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            total = tf.reduce_sum(fn(x))
+        return tape.gradient(total, x).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: jax.numpy.sum(fn(v)))(jax.numpy.asarray(x)))
+    import torch
+
+    tensor = torch.tensor(x, requires_grad=True)
+    (grad,) = torch.autograd.grad(fn(tensor).sum(), tensor)
+    return grad.detach().cpu().numpy()
+
+
 def read_events(log_dir: str) -> dict[str, dict[int, object]]:
     """Reads every tag of the event files under `log_dir`: {tag: {step: value}}.
 

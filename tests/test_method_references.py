@@ -8,8 +8,8 @@ are then computed in float64 numpy from each paper's formula.
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-from keras import layers
+from conftest import gradient
+from keras import layers, ops
 
 import keras_cam
 from keras_cam.layers import pooled_head, split_model
@@ -32,24 +32,23 @@ def reference_model() -> keras.Model:
 def head_logits(model, activations):
     """The head written out from the weights: 1×1 conv, ReLU, spatial mean, Dense."""
     mix, out = model.get_layer("mix"), model.get_layer("out")
-    hidden = tf.nn.relu(tf.einsum("nhwc,cd->nhwd", activations, mix.kernel[0, 0]) + mix.bias)
-    return tf.matmul(tf.reduce_mean(hidden, axis=(1, 2)), out.kernel) + out.bias
+    hidden = ops.relu(ops.einsum("nhwc,cd->nhwd", activations, mix.kernel[0, 0]) + mix.bias)
+    return ops.matmul(ops.mean(hidden, axis=(1, 2)), out.kernel) + out.bias
 
 
 def features(model, x):
-    return keras.Model(model.input, model.get_layer("target").output)(x)
+    return ops.convert_to_numpy(keras.Model(model.input, model.get_layer("target").output)(x))
 
 
 def tape(model, x, classes):
-    with tf.GradientTape() as gradient_tape:
-        a = features(model, x)
-        gradient_tape.watch(a)
-        score = tf.gather(head_logits(model, a), classes, axis=1, batch_dims=1)
-    return a.numpy().astype(np.float64), gradient_tape.gradient(score, a).numpy()
+    a = features(model, x)
+    picked = ops.convert_to_tensor(classes[:, None])
+    g = gradient(lambda v: ops.take_along_axis(head_logits(model, v), picked, axis=1), a)
+    return a.astype(np.float64), g
 
 
 def logit_of(model, activations, classes):
-    logits = head_logits(model, tf.constant(activations, tf.float32)).numpy()
+    logits = ops.convert_to_numpy(head_logits(model, ops.convert_to_tensor(activations, "float32")))
     return logits[np.arange(len(classes)), classes].astype(np.float64)
 
 
@@ -216,12 +215,13 @@ def test_ablationcam_shortcuts_equal_rerunning_the_head(head):
         outputs = layer(outputs)
     model = keras.Model(inputs, outputs)
     x = np.random.default_rng(4).uniform(0, 1, size=(3, 6, 6, 3)).astype("float32")
-    a = features(model, x).numpy()
+    a = features(model, x)
 
     def logits(activations):
         for layer in head_layers:
             activations = layer(activations, training=False)
-        return activations.numpy()[np.arange(len(activations)), CLASSES[: len(activations)]]
+        values = ops.convert_to_numpy(activations)
+        return values[np.arange(len(values)), CLASSES[: len(values)]]
 
     base = logits(a)
     weights = np.zeros((3, 4))

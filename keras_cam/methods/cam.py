@@ -42,7 +42,7 @@ class CAM(CAMMethod):
         self._dense = head[1]
 
     def channel_weights(self, activations, gradients, classes, forward=None):
-        kernel = ops.cast(self._dense.kernel, activations.dtype)
+        kernel = ops.cast(ops.stop_gradient(self._dense.kernel), activations.dtype)
         if kernel.shape[-1] == 1:
             sign = ops.cast(ops.where(classes == 1, 1.0, -1.0), activations.dtype)
             weights = kernel[:, 0][None, :] * sign[:, None]
