@@ -1,5 +1,6 @@
-# Two entry points: `make demo` (the main job) and `make test` (the whole suite).
-# Both create .venv on first use and reinstall only when pyproject.toml changes.
+# Two entry points: `make demo` (the main job) and `make test` (the whole suite, run under
+# each Keras backend: TensorFlow, JAX, PyTorch). Both create .venv on first use and
+# reinstall only when pyproject.toml changes.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,tensorflow,jax,torch]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -20,8 +21,11 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check keras_cam tests examples benchmarks
 	$(BIN)/ruff check keras_cam tests examples benchmarks
 
+# The slow tests (real servers, examples, cross-backend parity) run once, under TensorFlow.
 test: lint
-	$(BIN)/python -m pytest
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "not slow"
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -m "not slow"
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cam.py

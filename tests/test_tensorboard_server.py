@@ -31,8 +31,9 @@ def get(base: str, path: str, **params) -> bytes:
         return response.read()
 
 
-@pytest.fixture
-def served_logs(tmp_path):
+@pytest.fixture(params=["tensorflow", "tensorboard"])
+def served_logs(tmp_path, request):
+    """Logs written through each writer implementation, served by a real tensorboard."""
     x = np.random.default_rng(0).integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
     y = np.arange(8) % 3
     model = conv_classifier()
@@ -42,7 +43,11 @@ def served_logs(tmp_path):
         y,
         epochs=2,
         verbose=0,
-        callbacks=[keras_cam.CAMCallback((x[:4], y[:4]), tmp_path / "cam", max_images=4)],
+        callbacks=[
+            keras_cam.CAMCallback(
+                (x[:4], y[:4]), tmp_path / "cam", max_images=4, writer=request.param
+            )
+        ],
     )
     port = free_port()
     server = subprocess.Popen(
@@ -102,3 +107,8 @@ def test_tensorboard_serves_the_images_and_scalars(served_logs):
     )
     assert [step for _, step, _ in scalars] == [0, 1]
     assert all(0.0 < value <= 1.0 for _, _, value in scalars)
+    histograms = json.loads(
+        get(base, "/data/plugin/histograms/histograms", run="cam", tag="cam/gradcam/per_image")
+    )
+    assert [entry[1] for entry in histograms] == [1]  # drift: from the second event
+    assert sum(bucket[2] for bucket in histograms[0][2]) == pytest.approx(4)

@@ -1,0 +1,68 @@
+"""The two writers: the same events read back identically, through the tensorboard package."""
+
+import numpy as np
+import pytest
+from conftest import read_events
+
+from keras_cam import writer as writer_module
+from keras_cam.writer import TensorBoardWriter, TensorFlowWriter, create_writer, histogram_tensor
+
+
+def write_the_same_events(writer):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 10, 14, 3), dtype=np.uint8)
+    for step in (0, 2, 5):
+        writer.images("cam/x", images + step, step)
+        writer.scalar("cam/x/score", 0.25 * step, step)
+        writer.histogram("cam/x/per_image", rng.uniform(size=7) + step, step)
+    writer.flush()
+    writer.close()
+    return images
+
+
+def test_both_writers_read_back_identically(tmp_path):
+    pytest.importorskip("tensorflow")
+    written = {}
+    for implementation in (TensorFlowWriter, TensorBoardWriter):
+        directory = tmp_path / implementation.__name__
+        images = write_the_same_events(implementation(directory))
+        written[implementation] = read_events(str(directory))
+    tf_events, tb_events = written[TensorFlowWriter], written[TensorBoardWriter]
+    assert set(tf_events) == set(tb_events) == {"cam/x", "cam/x/score", "cam/x/per_image"}
+    for tag in tf_events:
+        assert sorted(tf_events[tag]) == sorted(tb_events[tag]) == [0, 2, 5]
+    for step in (0, 2, 5):
+        for decoded, other, original in zip(
+            tf_events["cam/x"][step], tb_events["cam/x"][step], images + step, strict=True
+        ):
+            np.testing.assert_array_equal(decoded, original)
+            np.testing.assert_array_equal(other, original)
+        assert tf_events["cam/x/score"][step] == tb_events["cam/x/score"][step] == 0.25 * step
+        np.testing.assert_array_equal(
+            tf_events["cam/x/per_image"][step], tb_events["cam/x/per_image"][step]
+        )
+
+
+def test_histogram_buckets_by_hand():
+    rows = histogram_tensor(np.array([0.0, 1.0, 1.0, 4.0, np.nan]), buckets=4)
+    np.testing.assert_array_equal(rows[:, :2], [[0, 1], [1, 2], [2, 3], [3, 4]])
+    np.testing.assert_array_equal(rows[:, 2], [1, 2, 0, 1])  # NaN dropped
+    np.testing.assert_array_equal(histogram_tensor(np.full(3, 2.0)), [[2.0, 2.0, 3.0]])
+    assert histogram_tensor(np.array([])).shape == (0, 3)
+
+
+def test_auto_writer_follows_the_backend(tmp_path, monkeypatch):
+    import keras
+
+    expected = TensorFlowWriter if keras.backend.backend() == "tensorflow" else TensorBoardWriter
+    created = create_writer(tmp_path)
+    assert isinstance(created, expected)
+    created.close()
+    monkeypatch.setattr(writer_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="TensorFlow is not installed; use writer='tensorboard'"):
+        create_writer(tmp_path, "tensorflow")
+    created = create_writer(tmp_path)  # no TensorFlow: the tensorboard package alone
+    assert isinstance(created, TensorBoardWriter)
+    created.close()
+    with pytest.raises(ValueError, match="writer must be one of"):
+        create_writer(tmp_path, "tf")
