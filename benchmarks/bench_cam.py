@@ -157,6 +157,21 @@ def callback_overhead(epochs: int, log_dir: str, runs: int) -> None:
     metric_costs(model, probe, epoch_s, runs)
 
 
+def _accelerator() -> str:
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return ", ".join(str(device.device_kind) for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    return ", ".join(device.name for device in tf.config.list_logical_devices("GPU")) or "cpu"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -166,13 +181,18 @@ def main() -> None:
     parser.add_argument("--score-cam-channels", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--log-dir", default="runs/bench")
+    parser.add_argument(
+        "--cam-only", action="store_true", help="skip the callback and metric figures"
+    )
     args = parser.parse_args()
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"accelerator: {_accelerator()}"
     )
     cam_over_forward(args.batch, args.size, args.runs, args.methods, args.score_cam_channels)
-    callback_overhead(args.epochs, args.log_dir, args.runs)
+    if not args.cam_only:
+        callback_overhead(args.epochs, args.log_dir, args.runs)
 
 
 if __name__ == "__main__":
