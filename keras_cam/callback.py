@@ -162,6 +162,9 @@ class CAMCallback(keras.callbacks.Callback):
             classes. Defaults to `None`.
         sanity_check: log the model-randomisation rank correlation once,
             at the end of training. Defaults to `False`.
+        batch_size: probe images explained per pass of the compiled function;
+            a larger probe runs in chunks (the last one padded: no retrace).
+            Defaults to `32`.
         writer: `"tensorflow"`, `"tensorboard"` (no TensorFlow needed) or
             `"auto"` (TensorFlow's under the TensorFlow backend, else the
             `tensorboard` package's). Defaults to `"auto"`.
@@ -198,6 +201,7 @@ class CAMCallback(keras.callbacks.Callback):
         metrics: Sequence[str] = ("drift", "focus"),
         top_k: int | None = None,
         sanity_check: bool = False,
+        batch_size: int = 32,
         writer: str = "auto",
     ) -> None:
         super().__init__()
@@ -242,6 +246,9 @@ class CAMCallback(keras.callbacks.Callback):
         if writer not in WRITERS:
             raise ValueError(f"writer must be one of {WRITERS}, got {writer!r}.")
         self.writer = writer
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        self.batch_size = int(batch_size)
         self._images: np.ndarray | None = None
         self._diagnostics: ProbeMetrics | None = None
         self._timelines: dict[str, Timeline] = {}
@@ -267,6 +274,7 @@ class CAMCallback(keras.callbacks.Callback):
                 score=self.score,
                 aug_smooth=self.aug_smooth,
                 eigen_smooth=self.eigen_smooth,
+                batch_size=self.batch_size,
             )
             self._batch = None
         if self._batch is None:

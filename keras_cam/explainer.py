@@ -228,6 +228,10 @@ class CAMExplainer:
         eigen_smooth: replace the channel sum of each method's weighted
             activations by their first principal component, which removes
             noise spread over many channels. Defaults to `False`.
+        batch_size: explain at most this many images per pass of the compiled
+            function; larger batches run in chunks of this size (the last one
+            padded, so nothing retraces). Defaults to `None`: the whole batch
+            in one pass.
 
     Example:
 
@@ -248,6 +252,7 @@ class CAMExplainer:
         score: str = "logit",
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
+        batch_size: int | None = None,
     ) -> None:
         if score not in _scores.SCORES:
             raise ValueError(f"score must be one of {_scores.SCORES}, got {score!r}.")
@@ -257,6 +262,9 @@ class CAMExplainer:
         self.score = score
         self.aug_smooth = bool(aug_smooth)
         self.eigen_smooth = bool(eigen_smooth)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}.")
+        self.batch_size = batch_size
         self.trace_count = 0
         self._layer = layer
         self._compute = backend_module()
@@ -364,12 +372,13 @@ class CAMExplainer:
             self._compiled[key] = self._compute.compile_function(
                 self._cam_function(*key), self.model
             )
-        maps, *shared = self._compiled[key](batch.inputs, batch.class_ids)
-        classes, scores, predicted, confidence = (ops.convert_to_numpy(t) for t in shared)
+        maps, classes, scores, predicted, confidence = self._run_in_chunks(
+            self._compiled[key], batch
+        )
         results = {}
         for method in self.methods:
-            raw, heatmaps, finite = (ops.convert_to_numpy(t) for t in maps[method.name])
-            if not finite:
+            raw, heatmaps, finite = maps[method.name]
+            if not finite.all():
                 raise FloatingPointError(
                     f"The {method.name} map of layer {self.layer!r} is not finite (NaN or "
                     f"inf in the activations, gradients or outputs); check the model's "
@@ -386,6 +395,42 @@ class CAMExplainer:
                 confidence=confidence.astype(np.float32),
             )
         return results
+
+    def _run_in_chunks(self, function: Callable[..., Any], batch: _Batch) -> tuple[Any, ...]:
+        """Runs the compiled function on chunks of `batch_size` images, as numpy.
+
+        Every chunk has the same shape (the last one repeats its last image),
+        so a large probe never retraces; memory is bounded by the chunk.
+        """
+        count = int(batch.inputs.shape[0])
+        size = min(self.batch_size or count, count)
+        parts = []
+        for start in range(0, count, size):
+            if size == count:
+                inputs, class_ids = batch.inputs, batch.class_ids
+            else:
+                indices = ops.convert_to_tensor(
+                    np.minimum(np.arange(start, start + size), count - 1)
+                )
+                inputs = ops.take(batch.inputs, indices, axis=0)
+                class_ids = ops.take(batch.class_ids, indices, axis=0)
+            maps, *shared = function(inputs, class_ids)
+            numpy = {
+                name: [ops.convert_to_numpy(t) for t in values] for name, values in maps.items()
+            }
+            parts.append((numpy, [ops.convert_to_numpy(t) for t in shared]))
+
+        def joined(pieces):
+            if pieces[0].ndim == 0:  # the finite flag of each chunk
+                return np.array([bool(piece) for piece in pieces])
+            return np.concatenate(pieces)[:count]
+
+        maps = {
+            name: [joined([part[0][name][i] for part in parts]) for i in range(3)]
+            for name in parts[0][0]
+        }
+        shared = [joined([part[1][i] for part in parts]) for i in range(4)]
+        return (maps, *shared)
 
     def _map_chunks(self, fn: Callable[[Any], Any], count: int, batch_size: int) -> Any:
         size = min(batch_size, count)
