@@ -124,7 +124,9 @@ class CAMCallback(keras.callbacks.Callback):
     compiled CAM function are built once, at the first `on_train_begin`,
     where every configuration error is raised, before any training work. A
     failure inside a later CAM event (non-finite maps, a write error) warns
-    and skips that event; training goes on unless `strict=True`.
+    and skips that event; training goes on unless `strict=True`. A run of
+    failures warns once; after a write error the event file is reopened at
+    the next event, so writing resumes as soon as the disk allows.
 
     The model runs with `training=False`: weights, BatchNorm statistics,
     optimizer state and the training's random stream are untouched.
@@ -162,6 +164,8 @@ class CAMCallback(keras.callbacks.Callback):
             classes. Defaults to `None`.
         sanity_check: log the model-randomisation rank correlation once,
             at the end of training. Defaults to `False`.
+        log_on_train_end: also explain after the last epoch when it is not a
+            multiple of `every_n_epochs`. Defaults to `False`.
         batch_size: probe images explained per pass of the compiled function;
             a larger probe runs in chunks (the last one padded: no retrace).
             Defaults to `32`.
@@ -203,6 +207,7 @@ class CAMCallback(keras.callbacks.Callback):
         sanity_check: bool = False,
         batch_size: int = 32,
         writer: str = "auto",
+        log_on_train_end: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
@@ -253,6 +258,9 @@ class CAMCallback(keras.callbacks.Callback):
         self._diagnostics: ProbeMetrics | None = None
         self._timelines: dict[str, Timeline] = {}
         self._last_step: int | None = None
+        self._last_epoch: int | None = None
+        self._failing = False
+        self.log_on_train_end = bool(log_on_train_end)
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None
         self._display: np.ndarray | None = None
@@ -298,6 +306,7 @@ class CAMCallback(keras.callbacks.Callback):
             self._timelines = {method.name: Timeline() for method in self.methods}
             # The top-k maps ride in the same batch, so one compiled function does everything.
             self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
+        self._close_writer()  # left open by an interrupted fit
         self._writer = create_writer(self.log_dir, self.writer)
         # Tracing now surfaces any problem before the first epoch's work, and
         # keeps the compile time out of the epoch timings.
@@ -307,22 +316,34 @@ class CAMCallback(keras.callbacks.Callback):
             self._fail(error, "before training")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._last_epoch = epoch
         if (epoch + 1) % self.every_n_epochs == 0:
             self._event(epoch)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._writer is None:
+        if self._explainer is None:
             return
-        if self.sanity_check and self._last_step is not None:
+        last = self._last_epoch
+        if self.log_on_train_end and last is not None and self._last_step != last:
+            self._event(last)
+        if self.sanity_check and self._last_step is not None and self._writer is not None:
             try:
                 self._write_sanity(self._last_step)
             except Exception as error:
                 self._fail(error, "in the sanity check")
+        self._close_writer()
+
+    def _close_writer(self, after_error: bool = False) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
         try:
-            self._writer.close()
+            writer.close()
         except Exception as error:
-            self._fail(error, "at the end of training")
-        self._writer = None
+            if after_error:  # already failing: the warning names the first error
+                logger.debug("keras_cam: closing a failed event writer failed too: %s", error)
+            else:
+                self._fail(error, "while closing the event file")
 
     def _write_sanity(self, step: int) -> None:
         for method in self.methods:
@@ -344,17 +365,32 @@ class CAMCallback(keras.callbacks.Callback):
         try:
             # Reading `self.model` syncs the JAX trainer's live state into the variables.
             model = self.model
-            self._write(self._explainer._explain(self._batch), step, model)
+            results = self._explainer._explain(self._batch)
+            if self._writer is None:  # dropped after a write error: try a fresh file
+                self._writer = create_writer(self.log_dir, self.writer)
+            self._write(results, step, model)
         except Exception as error:
+            if isinstance(error, OSError):
+                self._close_writer(after_error=True)
             self._fail(error, f"at epoch {step}")
+            return
+        if self._failing:
+            logger.warning("keras_cam: CAM events written again from epoch %d on", step)
+            self._failing = False
 
     def _fail(self, error: Exception, when: str) -> None:
+        """Warns once per run of consecutive failures (raises with `strict=True`)."""
         if self.strict:
             raise error
+        if self._failing:
+            logger.info("keras_cam: skipped the event %s too: %s", when, error)
+            return
+        self._failing = True
         names = ", ".join(method.name for method in self.methods)
         warnings.warn(
             f"keras_cam: skipped the {names} event {when}: {type(error).__name__}: {error}. "
-            f"Training goes on; pass strict=True to raise instead.",
+            f"Training goes on, and events resume once writing works again (this warning "
+            f"is not repeated until then); pass strict=True to raise instead.",
             RuntimeWarning,
             stacklevel=2,
         )

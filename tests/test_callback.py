@@ -167,11 +167,8 @@ def test_a_failing_event_warns_and_training_goes_on(tmp_path, monkeypatch):
         history = model.fit(X, Y, epochs=3, verbose=0, callbacks=[callback])
     assert len(history.history["loss"]) == 3
     ours = [w for w in seen if str(w.message).startswith("keras_cam")]
-    assert [str(w.message).split(":")[1] for w in ours] == [
-        " skipped the gradcam event at epoch 0",
-        " skipped the gradcam event at epoch 1",
-        " skipped the gradcam event at epoch 2",
-    ]
+    # One warning for the whole run of failures.
+    assert [str(w.message).split(":")[1] for w in ours] == [" skipped the gradcam event at epoch 0"]
 
     strict = keras_cam.CAMCallback(X, tmp_path, strict=True)
     counter = BatchCounter()

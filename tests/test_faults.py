@@ -1,0 +1,135 @@
+"""Faults: a disk that fills up and recovers, an interrupted fit, a killed process, short runs."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import conv_classifier, read_events
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+import keras_cam
+from keras_cam import writer as writer_module
+
+HERE = Path(__file__).resolve().parent
+X = np.random.default_rng(0).integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
+Y = np.arange(16) % 3
+
+
+def compiled():
+    model = conv_classifier()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def event_counts(log_dir) -> Counter:
+    """(tag, step) -> how many times it was written, over every event file in `log_dir`."""
+    counts = Counter()
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                counts[value.tag, event.step] += 1
+    return counts
+
+
+def test_a_full_disk_warns_once_and_writing_resumes(tmp_path, monkeypatch):
+    full = {"now": False}
+    for implementation in (writer_module.TensorFlowWriter, writer_module.TensorBoardWriter):
+        original = implementation.images
+
+        def images(self, tag, images, step, original=original):
+            if full["now"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return original(self, tag, images, step)
+
+        monkeypatch.setattr(implementation, "images", images)
+    disk = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: full.update(now=epoch in (1, 2, 3))
+    )
+    callback = keras_cam.CAMCallback(X[:4], tmp_path)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        history = compiled().fit(X, Y, epochs=6, verbose=0, callbacks=[disk, callback])
+    assert len(history.history["loss"]) == 6
+    ours = [w for w in seen if str(w.message).startswith("keras_cam")]
+    assert len(ours) == 1
+    assert "No space left on device" in str(ours[0].message)
+    events = read_events(str(tmp_path))
+    assert sorted(events["cam/gradcam"]) == [0, 4, 5]
+    assert sorted(events["cam/gradcam/focus"]) == [0, 4, 5]
+
+
+def test_an_interrupted_fit_resumes_without_duplicate_steps(tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    model, callback = compiled(), keras_cam.CAMCallback(X[:4], tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, Y, epochs=5, verbose=0, callbacks=[callback, Interrupt()])
+    model.fit(X, Y, initial_epoch=2, epochs=4, verbose=0, callbacks=[callback])
+    counts = event_counts(tmp_path)
+    steps = sorted(step for tag, step in counts if tag == "cam/gradcam")
+    assert steps == [0, 1, 2, 3]
+    assert set(counts.values()) == {1}  # no step written twice, nothing overwritten
+    assert callback.explainer.trace_count == 1
+
+
+@pytest.mark.parametrize(
+    ("every", "on_end", "expected"),
+    [(10, False, []), (10, True, [2]), (2, True, [1, 2]), (3, True, [2])],
+)
+def test_every_n_epochs_longer_than_the_run(tmp_path, every, on_end, expected):
+    callback = keras_cam.CAMCallback(X[:4], tmp_path, every_n_epochs=every, log_on_train_end=on_end)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        compiled().fit(X, Y, epochs=3, verbose=0, callbacks=[callback])
+    steps = sorted(read_events(str(tmp_path)).get("cam/gradcam", {}))
+    assert steps == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("writer", ["tensorflow", "tensorboard"])
+def test_a_killed_process_leaves_readable_event_files(tmp_path, writer):
+    script = f"""
+import sys, numpy as np
+sys.path.insert(0, {str(HERE)!r})
+from conftest import conv_classifier
+import keras_cam
+x = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
+model = conv_classifier()
+model.compile("adam", "sparse_categorical_crossentropy")
+callback = keras_cam.CAMCallback(x, {str(tmp_path)!r}, writer={writer!r})
+callback.set_model(model)
+callback.on_train_begin()
+step = 0
+while True:
+    callback._event(step)
+    print(step, flush=True)
+    step += 1
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while process.stdout.readline().strip() != "5":
+            assert time.monotonic() < deadline
+            assert process.poll() is None
+    finally:
+        os.kill(process.pid, signal.SIGKILL)  # mid-write, or close to it
+        process.wait()
+    events = read_events(str(tmp_path))
+    steps = sorted(events["cam/gradcam"])
+    assert steps[:6] == list(range(6))  # everything flushed before the kill is readable
+    for step in steps:
+        assert len(events["cam/gradcam"][step]) == 4
