@@ -131,11 +131,14 @@ def _resize(maps: Any, size: tuple[int, int]) -> Any:
 
 
 def _normalise(maps: Any) -> Any:
+    # Dividing by the peak first keeps max − min from overflowing near float32's limit.
+    peak = ops.max(ops.abs(maps), axis=(1, 2), keepdims=True)
+    maps = maps / ops.where(peak > 0, peak, 1.0)
     low = ops.min(maps, axis=(1, 2), keepdims=True)
     span = ops.max(maps, axis=(1, 2), keepdims=True) - low
     # A constant map has nothing to show: it becomes zero rather than 0/0.
     scaled = (maps - low) / ops.maximum(span, 1e-30)
-    return ops.where(span > 0, scaled, ops.zeros_like(maps))
+    return ops.clip(ops.where(span > 0, scaled, ops.zeros_like(maps)), 0.0, 1.0)
 
 
 def with_ranks(batch: _Batch, ranks: range, keep: bool = True) -> _Batch:

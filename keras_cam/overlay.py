@@ -40,7 +40,7 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
             f"Images must be (N, H, W) or (N, H, W, C) with C in 1, 3, 4, got {images.shape}."
         )
     if images.dtype != np.uint8:
-        values = np.nan_to_num(images.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        values = np.nan_to_num(images.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
         if values.max(initial=0.0) <= 1.0:
             values = values * 255.0
         images = (np.clip(values, 0.0, 255.0) + 0.5).astype(np.uint8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from keras import ops
 
 
@@ -27,6 +28,14 @@ def first_component_map(features: Any, reference: Any) -> Any:
     _, height, width, channels = features.shape
     locations = height * width
     flat = ops.reshape(features, (-1, locations, channels))
+    # The eigensolver fails on NaN or inf, and the Gram matrix overflows for huge
+    # activations: decompose finite values scaled to at most 1, and give an item with a
+    # non-finite input a NaN map, which the explainer reports.
+    finite = ops.all(ops.isfinite(flat), axis=(1, 2))
+    flat = ops.where(ops.isfinite(flat), flat, 0.0)
+    scale = ops.max(ops.abs(flat), axis=(1, 2), keepdims=True)
+    scale = ops.where(scale > 0, scale, 1.0)
+    flat = flat / scale
     centred = flat - ops.mean(flat, axis=1, keepdims=True)
     if locations <= channels:
         gram = ops.matmul(centred, ops.transpose(centred, (0, 2, 1)))
@@ -38,4 +47,5 @@ def first_component_map(features: Any, reference: Any) -> Any:
         projection = ops.matmul(centred, vectors[..., -1:])[..., 0]
     agreement = ops.sum(projection * ops.reshape(reference, (-1, locations)), axis=1)
     sign = ops.where(agreement < 0, -1.0, 1.0)
-    return ops.reshape(projection * sign[:, None], (-1, height, width))
+    projection = ops.where(finite[:, None], projection * sign[:, None] * scale[:, 0], np.nan)
+    return ops.reshape(projection, (-1, height, width))
