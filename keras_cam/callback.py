@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_cam import sanity as _sanity
 from keras_cam.diagnostics import ProbeMetrics, Timeline, check_masks, check_metrics
+from keras_cam.distributed import is_chief
 from keras_cam.explainer import (
     CAMExplainer,
     CAMResult,
@@ -130,6 +131,15 @@ class CAMCallback(keras.callbacks.Callback):
 
     The model runs with `training=False`: weights, BatchNorm statistics,
     optimizer state and the training's random stream are untouched.
+
+    Distributed training: under a single-process strategy
+    (`tf.distribute.MirroredStrategy`, Keras' `DataParallel` on one host) the
+    callback reads the mirrored weights; in a multi-process run
+    (`MultiWorkerMirroredStrategy`, multi-process JAX, `torch.distributed`)
+    only the chief explains and writes, and the other processes skip every
+    event. The CAM event uses no collective operation, so it cannot
+    deadlock with the workers: they simply wait at the next gradient
+    all-reduce until the chief's event is done.
 
     Args:
         probe: display images (uint8 0–255 or float 0–1, RGB or 1-channel),
@@ -260,6 +270,7 @@ class CAMCallback(keras.callbacks.Callback):
         self._last_step: int | None = None
         self._last_epoch: int | None = None
         self._failing = False
+        self._chief = True
         self.log_on_train_end = bool(log_on_train_end)
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None
@@ -274,6 +285,11 @@ class CAMCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
+        # In a multi-process run only the chief explains and writes; the other
+        # processes skip every event, so none of them waits on the CAM work.
+        self._chief = is_chief(model)
+        if not self._chief:
+            return
         if self._explainer is None or self._explainer.model is not model:
             self._explainer = CAMExplainer(
                 model,
@@ -316,12 +332,14 @@ class CAMCallback(keras.callbacks.Callback):
             self._fail(error, "before training")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._chief:
+            return
         self._last_epoch = epoch
         if (epoch + 1) % self.every_n_epochs == 0:
             self._event(epoch)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._explainer is None:
+        if self._explainer is None or not self._chief:
             return
         last = self._last_epoch
         if self.log_on_train_end and last is not None and self._last_step != last:
