@@ -13,6 +13,9 @@ ratio of two timings taken in the same run on the same machine.
 3. The cost of each diagnostic metric for one event of that callback (16 probe images),
    in ms and in % of the same epoch time; the faithfulness metrics cost extra forward
    passes (deletion/insertion: 16 × 17 images at the default 16 steps).
+4. A long run: 200 CAM events of the demo model's callback (default settings): growth of
+   the process's resident memory after warm-up, and bytes written per event, for 16 and
+   for 4 probe images (`max_images` caps the disk use).
 """
 
 from __future__ import annotations
@@ -132,6 +135,49 @@ def metric_costs(model, probe, epoch_s: float, runs: int) -> None:
         print(f"  {name:<16} {seconds * 1000:8.2f} ms   {100 * seconds / epoch_s:6.3f} % of epoch")
 
 
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _bytes_under(directory: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(directory)
+        for name in names
+    )
+
+
+def long_run(events: int, log_dir: str) -> None:
+    import shutil
+
+    from demo import build_model
+
+    model = build_model(64, 3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    probe = make_shapes(16, seed=2)
+    print(f"Long run: {events} CAM events of the demo model's callback")
+    for images in (16, 4):
+        directory = os.path.join(log_dir, f"long_{images}")
+        shutil.rmtree(directory, ignore_errors=True)
+        callback = keras_cam.CAMCallback((probe.images, probe.labels), directory, max_images=images)
+        callback.set_model(model)
+        callback.on_train_begin()
+        warm_up = 30  # fills the 24-column timeline
+        for step in range(warm_up):
+            callback._event(step)
+        start_mib, start_bytes = _resident_mib(), _bytes_under(directory)
+        for step in range(warm_up, events):
+            callback._event(step)
+        callback.on_train_end()
+        growth = _resident_mib() - start_mib
+        per_event = (_bytes_under(directory) - start_bytes) / (events - warm_up)
+        print(
+            f"  {images:2d} probe images: resident memory {growth:+.1f} MiB over events "
+            f"{warm_up}–{events}; {per_event / 1024:.0f} KiB written per event"
+        )
+
+
 def callback_overhead(epochs: int, log_dir: str, runs: int) -> None:
     from demo import build_model
 
@@ -184,6 +230,7 @@ def main() -> None:
     parser.add_argument(
         "--cam-only", action="store_true", help="skip the callback and metric figures"
     )
+    parser.add_argument("--long-run", type=int, default=200, help="events of the long run")
     args = parser.parse_args()
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
@@ -193,6 +240,8 @@ def main() -> None:
     cam_over_forward(args.batch, args.size, args.runs, args.methods, args.score_cam_channels)
     if not args.cam_only:
         callback_overhead(args.epochs, args.log_dir, args.runs)
+        if os.path.exists("/proc/self/statm"):
+            long_run(args.long_run, args.log_dir)
 
 
 if __name__ == "__main__":

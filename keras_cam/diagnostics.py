@@ -125,7 +125,7 @@ class Timeline:
     older column is dropped (the first and the latest stay).
     """
 
-    def __init__(self, images: int = 4, max_events: int = 24, thumbnail: int = 112) -> None:
+    def __init__(self, images: int = 4, max_events: int = 24, thumbnail: int = 64) -> None:
         self.images = images
         self.max_events = max_events
         self.thumbnail = thumbnail
@@ -161,4 +161,6 @@ class Timeline:
             for i, original in enumerate(originals)
         ]
         headers = ["image", *(f"step {step}" for step in self.steps)]
-        return captioned_grid(rows, list(captions[: len(rows)]), headers=headers)
+        return captioned_grid(
+            rows, list(captions[: len(rows)]), min_cell=self.thumbnail, headers=headers
+        )

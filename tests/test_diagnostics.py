@@ -10,6 +10,7 @@ from conftest import conv_classifier, read_events
 import keras_cam
 from keras_cam import metrics
 from keras_cam.data import make_shapes
+from keras_cam.diagnostics import Timeline
 
 
 def shapes_fit(tmp_path, epochs=3, **kwargs):
@@ -64,17 +65,15 @@ def test_metric_scalars_histogram_and_csv_per_event(tmp_path):
 def test_timeline_grows_by_one_column_per_event(tmp_path):
     events = shapes_fit(tmp_path, epochs=3)[3]
     widths = [events["cam/gradcam/timeline"][step][0].shape[1] for step in range(3)]
-    # Cells are enlarged to 112 pixels with 4-pixel gaps: image + one column per event.
-    column = 112 + 4
-    assert np.diff(widths).tolist() == [column, column]
-    assert widths[0] == 2 * 112 + 4 + 2 * 4
+    # 16-pixel images enlarged to thumbnail cells with 4-pixel gaps: image + one per event.
+    cell = Timeline().thumbnail
+    assert np.diff(widths).tolist() == [cell + 4, cell + 4]
+    assert widths[0] == 2 * cell + 4 + 2 * 4
     heights = {events["cam/gradcam/timeline"][step][0].shape[0] for step in range(3)}
     assert len(heights) == 1  # four rows (the first four probe images) every time
 
 
 def test_timeline_memory_is_bounded():
-    from keras_cam.diagnostics import Timeline
-
     timeline = Timeline(images=2, max_events=6, thumbnail=8)
     overlays = np.zeros((5, 32, 32, 3), np.uint8)
     for step in range(20):
