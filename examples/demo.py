@@ -36,7 +36,7 @@ def build_model(size: int, num_classes: int) -> keras.Model:
             x = layers.MaxPooling2D()(x)
     x = layers.Conv2D(64, 3, padding="same", activation="relu", name="last_conv")(x)
     x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="classifier")(x)
     return keras.Model(inputs, outputs, name="shapes_cnn")
 
 

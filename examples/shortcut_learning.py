@@ -27,28 +27,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
-from keras import layers
+from demo import build_model
 
 import keras_cam
 from keras_cam.data import WATERMARK_COLOURS, add_watermark, make_shapes
 
-HEAD = ("head_conv", "head_dense")
-
-
-def build_model(size: int, num_classes: int) -> keras.Model:
-    """Backbone (three conv blocks) and a head (conv, GAP, Dense) that can be re-initialised."""
-    inputs = keras.Input((size, size, 3))
-    x = layers.Rescaling(1 / 255)(inputs)
-    for filters, pool in ((32, True), (64, True), (64, False)):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.ReLU()(x)
-        if pool:
-            x = layers.MaxPooling2D()(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu", name=HEAD[0])(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name=HEAD[1])(x)
-    return keras.Model(inputs, outputs, name="shortcut_cnn")
+# The demo's model: three conv blocks (the backbone), then this head.
+HEAD = ("last_conv", "classifier")
 
 
 def new_head(model: keras.Model, seed: int) -> None:
@@ -171,6 +156,8 @@ def main() -> None:
     print(
         "  (energy in mask at the phase's last epoch; drift: 1 − correlation with the epoch before)"
     )
+    series = [phase_means(csv_path, "energy_in_mask", range(s, s + 1)) for s in range(e1 + e2 + e3)]
+    print("energy in mask by epoch: " + " ".join(f"{value:.2f}" for value in series))
     print(f"\nView:  tensorboard --logdir {args.log_dir}")
 
 

@@ -75,6 +75,7 @@ def test_shortcut_learning_runs_its_three_phases(tmp_path):
     )
     for phase in ("1 pretrain", "2 fine-tune a new head", "3 fix"):
         assert phase in out
+    assert len(out.split("energy in mask by epoch:")[1].split("\n")[0].split()) == 3
     events = read_events(str(tmp_path / "shortcut" / "cam"))
     assert sorted(events["cam/gradcam/energy_in_mask"]) == [0, 1, 2]
     assert sorted(events["cam/gradcam/drift"]) == [1, 2]  # steps continue across the fits
