@@ -227,7 +227,8 @@ class CAMExplainer:
             `"probability"` the probability. Defaults to `"logit"`.
         aug_smooth: average the maps of horizontally flipped and zoomed
             copies of each image, each mapped back to the original frame
-            (6 copies: 6 times the cost). Defaults to `False`.
+            (6 copies: 6 times the cost); `raw` is then the averaged map
+            resampled to the layer's resolution. Defaults to `False`.
         eigen_smooth: replace the channel sum of each method's weighted
             activations by their first principal component, which removes
             noise spread over many channels. Defaults to `False`.
