@@ -447,7 +447,16 @@ class CAMCallback(keras.callbacks.Callback):
         self._last_step = step
 
     def _write_metrics(self, name: str, result: CAMResult, step: int, model: keras.Model) -> None:
-        values = self._diagnostics.values(name, result, model, self._images, self.preprocess)
+        # The faithfulness metrics perturb the display images, then feed them as the
+        # explainer does (preprocess, channel axis, channels-first transpose).
+        explainer = self._explainer
+        values = self._diagnostics.values(
+            name,
+            result,
+            model,
+            self._images,
+            lambda images: explainer.model_input(images, self.preprocess),
+        )
         for metric, per_image in values.items():
             self._writer.scalar(f"cam/{name}/{metric}", float(np.mean(per_image)), step)
         if "drift" in values:

@@ -347,16 +347,25 @@ class CAMExplainer:
             logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
         return self._split
 
+    def model_input(self, images: Any, preprocess: Preprocess | None = None) -> np.ndarray:
+        """What the model is fed for these display images: `preprocess`, then checked.
+
+        Grayscale gains a channel axis and channels-last images are transposed
+        for a channels-first model when there is no `preprocess`.
+        """
+        images = np.asarray(ops.convert_to_numpy(images))
+        x = _preprocessed(images, preprocess)
+        if not self.model.built:
+            self.model.build((None, *x.shape[1:]))
+        self._resolve()
+        return _to_model_input(images, x, preprocess is not None, model_input_shape(self.model))
+
     def _prepare(
         self, images: Any, targets: Targets, preprocess: Preprocess | None, labels: Any = None
     ) -> _Batch:
         images = np.asarray(ops.convert_to_numpy(images))
         size = _display_size(images)
-        x = _preprocessed(images, preprocess)
-        if not self.model.built:
-            self.model.build((None, *x.shape[1:]))
-        self._resolve()
-        inputs = _to_model_input(images, x, preprocess is not None, model_input_shape(self.model))
+        inputs = self.model_input(images, preprocess)
         if callable(targets) and not isinstance(targets, str):
             class_ids = np.full(len(images), PREDICTED, dtype=np.int32)
             score_fn = targets

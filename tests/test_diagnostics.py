@@ -169,3 +169,30 @@ def test_bad_diagnostics_inputs_fail_before_training(tmp_path, kwargs, message):
             verbose=0,
             callbacks=[callback, counter],
         )
+
+
+def test_faithfulness_metrics_of_a_channels_first_model(tmp_path):
+    """The perturbed display images reach the model as the explainer feeds it: transposed."""
+    from keras import layers
+
+    inputs = keras.Input((3, 16, 16))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", data_format="channels_first")(inputs)
+    x = layers.GlobalAveragePooling2D(data_format="channels_first")(x)
+    model = keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    probe = make_shapes(4, size=16, seed=1)
+    callback = keras_cam.CAMCallback(
+        probe.images, tmp_path, metrics=("deletion", "average_drop"), strict=True
+    )
+    channels_first = probe.images.transpose(0, 3, 1, 2).astype("float32")
+    model.fit(channels_first, probe.labels, epochs=1, verbose=0, callbacks=[callback])
+    events = read_events(str(tmp_path))
+    result = keras_cam.explain(model, probe.images)
+    expected = metrics.deletion_auc(
+        model,
+        probe.images,
+        result.heatmaps,
+        result.classes,
+        preprocess=lambda images: images.transpose(0, 3, 1, 2),
+    )
+    assert events["cam/gradcam/deletion"][0] == pytest.approx(expected, rel=1e-5)
