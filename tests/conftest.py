@@ -34,6 +34,21 @@ def conv_classifier(
 
 
 @pytest.fixture
+def no_gradients(monkeypatch):
+    """Fails the test if the explainer asks the backend for a gradient."""
+    from keras_cam.compute import backend_module
+
+    compute = backend_module()
+    original = compute.activations_and_gradients
+
+    def without_gradients(*args):
+        assert args[-1] is False, "a gradient was asked for"
+        return original(*args)
+
+    monkeypatch.setattr(compute, "activations_and_gradients", without_gradients)
+
+
+@pytest.fixture
 def model() -> keras.Model:
     return conv_classifier()
 
