@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_cam import sanity as _sanity
+from keras_cam.background import BackgroundJobs
 from keras_cam.diagnostics import ProbeMetrics, Timeline, check_masks, check_metrics
 from keras_cam.distributed import is_chief
 from keras_cam.explainer import (
@@ -24,11 +25,23 @@ from keras_cam.explainer import (
     take_images,
     with_ranks,
 )
-from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
+from keras_cam.overlay import _colormap_table, captioned_grid, overlay, table_pages, to_rgb_uint8
 from keras_cam.targets import Targets, labels_to_class_ids
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
+
+IMAGES = ("grid", "timeline", "compare", "overlays")
+DEFAULT_IMAGES = ("grid", "timeline", "compare")
+
+
+def _check_images(images: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(images, str):
+        images = (images,)
+    unknown = [name for name in images if name not in IMAGES]
+    if unknown:
+        raise ValueError(f"Unknown images {unknown}; choose from {', '.join(IMAGES)}.")
+    return tuple(images)
 
 
 def _split_batch(batch: Any) -> tuple[Any, Any]:
@@ -218,6 +231,7 @@ class CAMCallback(keras.callbacks.Callback):
         batch_size: int = 32,
         writer: str = "auto",
         log_on_train_end: bool = False,
+        images: Sequence[str] = DEFAULT_IMAGES,
     ) -> None:
         super().__init__()
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
@@ -238,6 +252,7 @@ class CAMCallback(keras.callbacks.Callback):
             raise ValueError("top_k needs class targets; a callable target has no class ranks.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+        self.images = _check_images(images)
         self.methods = resolve_methods(method)
         _colormap_table(colormap)
         self.probe = probe
@@ -276,7 +291,8 @@ class CAMCallback(keras.callbacks.Callback):
         self._batch: _Batch | None = None
         self._display: np.ndarray | None = None
         self._labels: np.ndarray | None = None
-        self._writer: EventWriter | None = None
+        self._writer: EventWriter | None = None  # used by the worker thread only
+        self._jobs = BackgroundJobs()
 
     @property
     def explainer(self) -> CAMExplainer | None:
@@ -322,7 +338,8 @@ class CAMCallback(keras.callbacks.Callback):
             self._timelines = {method.name: Timeline() for method in self.methods}
             # The top-k maps ride in the same batch, so one compiled function does everything.
             self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
-        self._close_writer()  # left open by an interrupted fit
+        # An interrupted fit may have left events queued and its file open.
+        self._finish_writing()
         self._writer = create_writer(self.log_dir, self.writer)
         # Tracing now surfaces any problem before the first epoch's work, and
         # keeps the compile time out of the epoch timings.
@@ -344,12 +361,20 @@ class CAMCallback(keras.callbacks.Callback):
         last = self._last_epoch
         if self.log_on_train_end and last is not None and self._last_step != last:
             self._event(last)
-        if self.sanity_check and self._last_step is not None and self._writer is not None:
+        if self.sanity_check and self._last_step is not None:
             try:
-                self._write_sanity(self._last_step)
+                self._sanity_event(self._last_step)
             except Exception as error:
                 self._fail(error, "in the sanity check")
-        self._close_writer()
+        self._finish_writing()
+
+    def _finish_writing(self) -> None:
+        """Waits for every queued event, closes the file, and reports the worker's errors."""
+        self._jobs.join()
+        try:
+            self._report_outcomes()
+        finally:
+            self._close_writer()
 
     def _close_writer(self, after_error: bool = False) -> None:
         writer, self._writer = self._writer, None
@@ -363,14 +388,22 @@ class CAMCallback(keras.callbacks.Callback):
             else:
                 self._fail(error, "while closing the event file")
 
-    def _write_sanity(self, step: int) -> None:
+    def _sanity_event(self, step: int) -> None:
+        values = {}
         for method in self.methods:
             explainer = CAMExplainer(self.model, method, layer=self._explainer.layer)
-            value = _sanity.sanity_check(
+            values[method.name] = _sanity.sanity_check(
                 self.model, self._images, preprocess=self.preprocess, explainer=explainer
             )
-            self._writer.scalar(f"cam/{method.name}/sanity", value, step)
-        self._writer.flush()
+
+        def write() -> None:
+            if self._writer is None:
+                self._writer = create_writer(self.log_dir, self.writer)
+            for name, value in values.items():
+                self._writer.scalar(f"cam/{name}/sanity", value, step)
+            self._writer.flush()
+
+        self._jobs.submit(write, "in the sanity check")
 
     def _check_class_names(self) -> None:
         if self.class_names is not None and len(self.class_names) < self._explainer.num_classes:
@@ -380,21 +413,33 @@ class CAMCallback(keras.callbacks.Callback):
             )
 
     def _event(self, step: int) -> None:
+        self._report_outcomes()
         try:
             # Reading `self.model` syncs the JAX trainer's live state into the variables.
             model = self.model
             results = self._explainer._explain(self._batch)
-            if self._writer is None:  # dropped after a write error: try a fresh file
-                self._writer = create_writer(self.log_dir, self.writer)
-            self._write(results, step, model)
+            values = {
+                name: self._metric_values(name, result, model)
+                for name, result in (
+                    (name, take_images(combined, 0, len(self._display)))
+                    for name, combined in results.items()
+                )
+            }
         except Exception as error:
-            if isinstance(error, OSError):
-                self._close_writer(after_error=True)
             self._fail(error, f"at epoch {step}")
             return
-        if self._failing:
-            logger.warning("keras_cam: CAM events written again from epoch %d on", step)
-            self._failing = False
+        # Drawing, encoding and writing happen on the worker while the next epoch trains.
+        self._jobs.submit(lambda: self._write(results, values, step), f"at epoch {step}")
+        self._last_step = step
+
+    def _report_outcomes(self) -> None:
+        """Warns (or raises, with `strict=True`) for the worker's failed jobs, in order."""
+        for when, error in self._jobs.outcomes():
+            if error is not None:
+                self._fail(error, when)
+            elif self._failing:
+                logger.warning("keras_cam: CAM events written again from %s on", when)
+                self._failing = False
 
     def _fail(self, error: Exception, when: str) -> None:
         """Warns once per run of consecutive failures (raises with `strict=True`)."""
@@ -413,55 +458,76 @@ class CAMCallback(keras.callbacks.Callback):
             stacklevel=2,
         )
 
-    def _write(self, results: dict[str, CAMResult], step: int, model: keras.Model) -> None:
+    def _write(
+        self, results: dict[str, CAMResult], values: dict[str, dict[str, np.ndarray]], step: int
+    ) -> None:
+        """Draws and writes one event (on the worker thread)."""
+        if self._writer is None:  # dropped after a write error: try a fresh file
+            self._writer = create_writer(self.log_dir, self.writer)
+        try:
+            self._draw_event(results, values, step)
+        except Exception:
+            self._close_writer(after_error=True)
+            raise
+
+    def _draw_event(
+        self, results: dict[str, CAMResult], values: dict[str, dict[str, np.ndarray]], step: int
+    ) -> None:
         count = len(self._display)
+        shown = set(self.images)
         all_overlays = []
         for name, combined in results.items():
             result = take_images(combined, 0, count)
             overlays = overlay(self._display, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
-            captions = [self._caption(result, i) for i in range(count)]
-            grid = captioned_grid(list(zip(self._display, overlays, strict=True)), captions)
             tag = f"cam/{name}"
-            self._writer.images(tag, overlays, step)
-            self._writer.images(f"{tag}/grid", grid[None], step)
+            if "overlays" in shown:
+                self._writer.images(tag, overlays, step)
+            if "grid" in shown:
+                captions = [self._caption(result, i) for i in range(count)]
+                grid = captioned_grid(list(zip(self._display, overlays, strict=True)), captions)
+                self._writer.images(f"{tag}/grid", grid[None], step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
-            self._write_metrics(name, result, step, model)
+            self._write_metrics(name, values[name], count, step)
             timeline = self._timelines[name]
             timeline.add(step, overlays)
-            titles = [self._title(i) for i in range(count)]
-            self._writer.images(
-                f"{tag}/timeline", timeline.image(self._display, titles)[None], step
-            )
+            if "timeline" in shown:
+                titles = [self._title(i) for i in range(count)]
+                self._writer.images(
+                    f"{tag}/timeline", timeline.image(self._display, titles)[None], step
+                )
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
-        if len(results) > 1:
+        if len(results) > 1 and "compare" in shown:
             first = take_images(next(iter(results.values())), 0, count)
-            table = captioned_grid(
+            pages = table_pages(
                 [(image, *row) for image, *row in zip(self._display, *all_overlays, strict=True)],
                 [self._caption(first, i) for i in range(count)],
                 headers=["image", *results],
             )
-            self._writer.images("cam/compare", table[None], step)
+            self._writer.images("cam/compare", pages, step)
         self._writer.flush()
-        self._last_step = step
 
-    def _write_metrics(self, name: str, result: CAMResult, step: int, model: keras.Model) -> None:
+    def _metric_values(self, name: str, result: CAMResult, model: keras.Model) -> dict:
         # The faithfulness metrics perturb the display images, then feed them as the
         # explainer does (preprocess, channel axis, channels-first transpose).
         explainer = self._explainer
-        values = self._diagnostics.values(
+        return self._diagnostics.values(
             name,
             result,
             model,
             self._images,
             lambda images: explainer.model_input(images, self.preprocess),
         )
+
+    def _write_metrics(
+        self, name: str, values: dict[str, np.ndarray], count: int, step: int
+    ) -> None:
         for metric, per_image in values.items():
             self._writer.scalar(f"cam/{name}/{metric}", float(np.mean(per_image)), step)
         if "drift" in values:
             self._writer.histogram(f"cam/{name}/per_image", values["drift"], step)
-        self._diagnostics.append_csv(step, name, values, len(result.heatmaps))
+        self._diagnostics.append_csv(step, name, values, count)
 
     def _top_k_grid(self, combined: CAMResult) -> np.ndarray:
         count, k = len(self._display), self.top_k
