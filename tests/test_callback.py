@@ -36,7 +36,11 @@ def test_fit_writes_overlays_grid_and_mean_score_at_each_epoch(tmp_path):
     x, y = data()
     model = compiled(conv_classifier())
     callback = keras_cam.CAMCallback(
-        (x[:6], y[:6]), tmp_path, class_names=["a", "b", "c"], preprocess=lambda im: im / 255.0
+        (x[:6], y[:6]),
+        tmp_path,
+        class_names=["a", "b", "c"],
+        preprocess=lambda im: im / 255.0,
+        images=("grid", "timeline", "overlays"),
     )
     model.fit(x / 255.0, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
     events = read_events(str(tmp_path))
@@ -70,7 +74,7 @@ def test_compiled_once_over_five_epochs_and_steps_continue_across_fits(tmp_path)
     assert callback.explainer.trace_count == 1
     model.fit(x, y, initial_epoch=5, epochs=8, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1
-    assert sorted(read_events(str(tmp_path))["cam/gradcam"]) == [1, 3, 5, 7]
+    assert sorted(read_events(str(tmp_path))["cam/gradcam/grid"]) == [1, 3, 5, 7]
 
 
 def training_run(with_callback, log_dir):
@@ -146,6 +150,7 @@ def test_bad_input_is_raised_before_any_training_work(tmp_path, make_model, prob
         ({"targets": "best"}, r"Unknown targets 'best'"),
         ({"max_images": 0}, r"max_images must be an integer >= 1"),
         ({"colormap": "jett"}, r"Unknown colormap 'jett'"),
+        ({"images": ("grid", "overlay")}, r"Unknown images \['overlay'\]; choose from grid"),
     ],
 )
 def test_bad_arguments_fail_at_construction(tmp_path, kwargs, message):
@@ -174,7 +179,8 @@ def test_a_failing_event_warns_and_training_goes_on(tmp_path, monkeypatch):
     counter = BatchCounter()
     with pytest.raises(OSError, match="disk full"):
         model.fit(X, Y, epochs=3, verbose=0, callbacks=[strict, counter])
-    assert counter.batches == 1  # one epoch of one batch, then the event raised
+    # The worker's error is raised on the training thread at the next event or at train end.
+    assert counter.batches in (2, 3)
 
 
 @pytest.mark.parametrize("update_freq", ["epoch", "batch", 2])
@@ -186,7 +192,6 @@ def test_works_beside_the_keras_tensorboard_callback(tmp_path, update_freq):
     ]
     model.fit(X, Y, epochs=3, batch_size=2, verbose=0, callbacks=callbacks)
     events = read_events(str(tmp_path / "cam"))
-    assert sorted(events["cam/gradcam"]) == [0, 1, 2]
     assert sorted(events["cam/gradcam/grid"]) == [0, 1, 2]
     assert "epoch_loss" in read_events(str(tmp_path / "train"))
 
@@ -204,7 +209,9 @@ def test_probe_from_tf_data_and_py_dataset(tmp_path):
     dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(3)
     model = compiled(conv_classifier())
     for probe, name in ((dataset, "tfdata"), (Batches(), "pydataset")):
-        callback = keras_cam.CAMCallback(probe, tmp_path / name, max_images=5, targets="label")
+        callback = keras_cam.CAMCallback(
+            probe, tmp_path / name, max_images=5, targets="label", images="overlays"
+        )
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback])
         assert len(read_events(str(tmp_path / name))["cam/gradcam"][0]) == 5
 
@@ -220,21 +227,19 @@ def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
     names = ["gradcam", "layercam", "scorecam"]
     assert sorted(events["cam/compare"]) == [0, 1]
     for name in names:
-        for tag in ("", "/grid", "/mean_score", "/timeline", "/focus"):
+        assert f"cam/{name}" not in events  # per-image overlays are opt-in
+        for tag in ("/grid", "/mean_score", "/timeline", "/focus"):
             assert sorted(events[f"cam/{name}{tag}"]) == [0, 1]
         assert sorted(events[f"cam/{name}/drift"]) == [1]
     (table,) = events["cam/compare"][1]
     # Four 16-pixel columns (image + three methods), each enlarged to 112 with 4-pixel gaps.
     assert table.shape[1] == 4 * 112 + 3 * 4 + 2 * 4
     results = keras_cam.CAMExplainer(model, names[:2])(x[:4])
-    # Height: a header band, then four rows of a cell, a caption band as high as the header
-    # band, and padding.
-    header = (table.shape[0] - 4 * (112 + 8)) // 5
-    assert table.shape[0] == 5 * header + 4 * (112 + 8)
-    assert (table[:header, :116] != 255).any()  # the "image" header text
+    assert table.shape[0] <= 2 * table.shape[1]  # readable at TensorBoard's card width
+    # The first image's cell lies under a header band (its text is not white).
+    top = next(t for t in range(60) if np.array_equal(table[t : t + 112 : 7, 4:116:7], x[0]))
+    assert (table[: top - 4, :116] != 255).any()  # the "image" header text
     for column, name in enumerate(names[:2], start=1):
         left = 4 + column * (112 + 4)
-        top = header + 4
         cell = table[top : top + 112 : 7, left : left + 112 : 7]  # undo the ×7 enlargement
         np.testing.assert_array_equal(cell, keras_cam.overlay(x[:1], results[name].heatmaps[:1])[0])
-    np.testing.assert_array_equal(table[header + 4 : header + 116 : 7, 4:116:7], x[0])
