@@ -25,7 +25,13 @@ from keras_cam.explainer import (
     take_images,
     with_ranks,
 )
-from keras_cam.overlay import _colormap_table, captioned_grid, overlay, table_pages, to_rgb_uint8
+from keras_cam.overlay import (
+    _colormap_table,
+    captioned_grid,
+    card_pages,
+    overlay,
+    to_rgb_uint8,
+)
 from keras_cam.targets import Targets, labels_to_class_ids
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
@@ -485,25 +491,24 @@ class CAMCallback(keras.callbacks.Callback):
                 self._writer.images(tag, overlays, step)
             if "grid" in shown:
                 captions = [self._caption(result, i) for i in range(count)]
-                grid = captioned_grid(list(zip(self._display, overlays, strict=True)), captions)
-                self._writer.images(f"{tag}/grid", grid[None], step)
+                pages = card_pages(list(zip(self._display, overlays, strict=True)), captions)
+                self._writer.images(f"{tag}/grid", pages, step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
             self._write_metrics(name, values[name], count, step)
             timeline = self._timelines[name]
             timeline.add(step, overlays)
             if "timeline" in shown:
                 titles = [self._title(i) for i in range(count)]
-                self._writer.images(
-                    f"{tag}/timeline", timeline.image(self._display, titles)[None], step
-                )
+                self._writer.images(f"{tag}/timeline", timeline.image(self._display, titles), step)
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
         if len(results) > 1 and "compare" in shown:
             first = take_images(next(iter(results.values())), 0, count)
-            pages = table_pages(
+            pages = card_pages(
                 [(image, *row) for image, *row in zip(self._display, *all_overlays, strict=True)],
                 [self._caption(first, i) for i in range(count)],
                 headers=["image", *results],
+                lines=1,
             )
             self._writer.images("cam/compare", pages, step)
         self._writer.flush()

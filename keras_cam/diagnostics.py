@@ -14,7 +14,7 @@ from PIL import Image
 
 from keras_cam import metrics as _metrics
 from keras_cam.explainer import CAMResult, Preprocess
-from keras_cam.overlay import captioned_grid
+from keras_cam.overlay import card_pages
 
 MASK_METRICS = ("pointing_game", "energy_in_mask")
 FORWARD_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
@@ -125,7 +125,7 @@ class Timeline:
     older column is dropped (the first and the latest stay).
     """
 
-    def __init__(self, images: int = 4, max_events: int = 24, thumbnail: int = 64) -> None:
+    def __init__(self, images: int = 4, max_events: int = 8, thumbnail: int = 64) -> None:
         self.images = images
         self.max_events = max_events
         self.thumbnail = thumbnail
@@ -154,13 +154,21 @@ class Timeline:
             self._columns = [self._columns[i] for i in keep]
 
     def image(self, display: np.ndarray, captions: Sequence[str]) -> np.ndarray:
-        """One row per image: the image, then its overlay at each event, steps as headers."""
+        """Pages (P, H, W, 3) of one row per image: the image, then its overlay at each event.
+
+        Columns are headed with the epoch as Keras prints it (1-based).
+        """
         originals = self._shrink(display[: self.images])
         rows = [
             (original, *(column[i] for column in self._columns))
             for i, original in enumerate(originals)
         ]
-        headers = ["image", *(f"step {step}" for step in self.steps)]
-        return captioned_grid(
-            rows, list(captions[: len(rows)]), min_cell=self.thumbnail, headers=headers
+        headers = ["image", *(f"ep {step + 1}" for step in self.steps)]
+        return card_pages(
+            rows,
+            list(captions[: len(rows)]),
+            headers,
+            min_cell=self.thumbnail,
+            lines=1,
+            min_image_px=40,
         )
