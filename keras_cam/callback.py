@@ -538,6 +538,8 @@ class CAMCallback(keras.callbacks.Callback):
         count, k = len(self._display), self.top_k
         ranks = [take_images(combined, count * (r + 1), count * (r + 2)) for r in range(k)]
         groups, captions = [], []
+        # Scores are the head's probabilities where it has a softmax/sigmoid, else logits.
+        label = "logit " if self._explainer._activation is None else "p="
         for i, image in enumerate(self._display):
             groups.append([image])
             captions.append(self._title(i))
@@ -545,7 +547,9 @@ class CAMCallback(keras.callbacks.Callback):
                 groups.append(
                     [overlay(image[None], ranked.heatmaps[i : i + 1], self.alpha, self.colormap)[0]]
                 )
-                captions.append(f"{self._name(int(ranked.classes[i]))} {ranked.scores[i]:.2f}")
+                captions.append(
+                    f"{self._name(int(ranked.classes[i]))} {label}{ranked.scores[i]:.2f}"
+                )
         return captioned_grid(groups, captions, columns=k + 1)
 
     def _title(self, i: int) -> str:
@@ -562,7 +566,10 @@ class CAMCallback(keras.callbacks.Callback):
         parts = []
         if self._labels is not None:
             parts.append(f"true {self._name(int(self._labels[i]))}")
-        parts.append(f"pred {self._name(int(result.predicted[i]))} {result.confidence[i]:.2f}")
+        confidence = f"{result.confidence[i]:.2f}"
+        if self._explainer._confidence_activation is not None:
+            confidence = f"p={confidence}"
+        parts.append(f"pred {self._name(int(result.predicted[i]))} {confidence}")
         if result.classes[i] != result.predicted[i] and result.classes[i] >= 0:
             parts.append(f"map of {self._name(int(result.classes[i]))}")
         return " · ".join(parts)

@@ -44,8 +44,10 @@ class CAMResult:
         layer: `/`-path of the explained layer, e.g. `"resnet50/conv5_block3_out"`.
         method: name of the CAM method.
         predicted: int (N,) the model's predicted class per image.
-        confidence: float (N,) the model's output for the predicted class
-            (a probability where the head has one).
+        confidence: float (N,) the probability of the predicted class: the
+            head's own softmax/sigmoid, or softmax over a linear head's logits
+            (sigmoid for a single unit); the raw output only when the output
+            layer is neither (e.g. a custom layer).
     """
 
     heatmaps: np.ndarray
@@ -342,6 +344,7 @@ class CAMExplainer:
                 method.prepare(split)
             self._activation = _scores.output_activation(split.output_layer)
             self._outputs_are_logits = self.score == "logit" or self._activation is None
+            self._confidence_activation = _scores.confidence_activation(split.output_layer)
             self._pooled_head = pooled_head(self.model, split)
             self._split = split
             logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
@@ -523,6 +526,7 @@ class CAMExplainer:
     ) -> Callable[[Any, Any], tuple[Any, ...]]:
         split, methods = self._resolve(), self.methods
         are_logits, activation = self._outputs_are_logits, self._activation
+        confidence_activation = self._confidence_activation
         needs_gradients = any(method.uses_gradients for method in methods)
         needs_forward = any(isinstance(method, PerturbationMethod) for method in methods)
 
@@ -577,7 +581,9 @@ class CAMExplainer:
                 scores = score_of(outputs)
             else:
                 scores = _scores.reported_scores(outputs, classes, activation, are_logits)
-            confidence = _scores.reported_scores(outputs, predicted, activation, are_logits)
+            confidence = _scores.reported_scores(
+                outputs, predicted, confidence_activation, are_logits
+            )
             maps = {}
             for name, signed_map in signed.items():
                 # ReLU would turn NaN into 0 on some kernels: check before it.
