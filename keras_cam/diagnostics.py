@@ -61,6 +61,23 @@ def check_masks(masks: Any, images: np.ndarray) -> np.ndarray:
     return masks[:count].astype(bool)
 
 
+def csv_file_for(path: str, header: list[str]) -> str:
+    """`path`, or `stem_2.csv`, `stem_3.csv`, ...: the first that is new or has this header.
+
+    A log directory reused with other metrics keeps every file valid: rows are
+    only ever appended under their own header.
+    """
+    stem, extension = os.path.splitext(path)
+    candidate, number = path, 1
+    while os.path.exists(candidate) and os.path.getsize(candidate) > 0:
+        with open(candidate, newline="") as file:
+            if next(csv.reader(file), None) == header:
+                return candidate
+        number += 1
+        candidate = f"{stem}_{number}{extension}"
+    return candidate
+
+
 class ProbeMetrics:
     """Per-image metric values of each event, the maps they compare with, and the CSV file.
 
@@ -72,7 +89,8 @@ class ProbeMetrics:
     def __init__(self, names: tuple[str, ...], masks: np.ndarray | None, csv_path: str) -> None:
         self.names = names
         self.masks = masks
-        self.csv_path = csv_path
+        self.header = ["step", "method", "image", *names]
+        self.csv_path = csv_file_for(csv_path, self.header)
         self._previous: dict[str, np.ndarray] = {}
 
     def values(
@@ -109,7 +127,7 @@ class ProbeMetrics:
         with open(self.csv_path, "a", newline="") as file:
             writer = csv.writer(file)
             if new:
-                writer.writerow(["step", "method", "image", *self.names])
+                writer.writerow(self.header)
             for image in range(count):
                 cells = [
                     f"{values[name][image]:.6g}" if name in values else "" for name in self.names

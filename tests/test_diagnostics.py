@@ -199,3 +199,25 @@ def test_faithfulness_metrics_of_a_channels_first_model(tmp_path):
         preprocess=lambda images: images.transpose(0, 3, 1, 2),
     )
     assert events["cam/gradcam/deletion"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_reused_log_dir_with_other_metrics_keeps_every_csv_valid(tmp_path):
+    runs = [("drift", "focus"), ("focus", "pointing_game", "energy_in_mask"), ("drift", "focus")]
+    for names in runs:
+        shapes_fit(tmp_path, epochs=2, metrics=names)
+    files = sorted(tmp_path.glob("cam_metrics*.csv"))
+    assert [path.name for path in files] == ["cam_metrics.csv", "cam_metrics_2.csv"]
+    for path, header, runs_in_file in zip(
+        files,
+        (
+            ["drift", "focus", "pointing_game", "energy_in_mask"],
+            ["focus", "pointing_game", "energy_in_mask"],
+        ),
+        (2, 1),
+        strict=True,
+    ):
+        with open(path, newline="") as file:
+            rows = list(csv.reader(file))
+        assert rows[0] == ["step", "method", "image", *header]
+        assert {len(row) for row in rows} == {len(rows[0])}
+        assert len(rows) == 1 + runs_in_file * 2 * 5  # 2 events of 5 probe images per run
