@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
+# TensorBoard from the project's venv (not on the PATH after `make demo`), every image step.
+LOGDIR ?= runs
+tensorboard: $(VENV)/.installed
+	$(BIN)/tensorboard --logdir $(LOGDIR) --samples_per_plugin images=1000
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check keras_cam tests examples benchmarks
 	$(BIN)/ruff check keras_cam tests examples benchmarks

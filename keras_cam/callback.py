@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -103,6 +104,17 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
         raise ValueError("Some probe batches have labels and some do not.")
     stacked = np.concatenate(labels)[:max_images] if labels else None
     return np.concatenate(images)[:max_images], stacked
+
+
+def tensorboard_command(log_dir: str, events: int) -> str:
+    """The command that shows every image step of a run with `events` events.
+
+    TensorBoard keeps a sample of 10 image steps per tag unless told otherwise.
+    """
+    command = f"tensorboard --logdir {shlex.quote(log_dir)}"
+    if events > 10:
+        command += f" --samples_per_plugin images={events}"
+    return command
 
 
 class CAMCallback(keras.callbacks.Callback):
@@ -347,6 +359,11 @@ class CAMCallback(keras.callbacks.Callback):
         # An interrupted fit may have left events queued and its file open.
         self._finish_writing()
         self._writer = create_writer(self.log_dir, self.writer)
+        logger.info(
+            "keras_cam: CAM images in %s; view them with: %s",
+            self.log_dir,
+            tensorboard_command(self.log_dir, self._events_in_run()),
+        )
         # Tracing now surfaces any problem before the first epoch's work, and
         # keeps the compile time out of the epoch timings.
         try:
@@ -437,6 +454,10 @@ class CAMCallback(keras.callbacks.Callback):
         # Drawing, encoding and writing happen on the worker while the next epoch trains.
         self._jobs.submit(lambda: self._write(results, values, step), f"at epoch {step}")
         self._last_step = step
+
+    def _events_in_run(self) -> int:
+        epochs = int((self.params or {}).get("epochs") or 0)
+        return epochs // self.every_n_epochs + int(self.log_on_train_end)
 
     def _report_outcomes(self) -> None:
         """Warns (or raises, with `strict=True`) for the worker's failed jobs, in order."""

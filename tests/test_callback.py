@@ -243,3 +243,15 @@ def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
         left = 4 + column * (112 + 4)
         cell = table[top : top + 112 : 7, left : left + 112 : 7]  # undo the ×7 enlargement
         np.testing.assert_array_equal(cell, keras_cam.overlay(x[:1], results[name].heatmaps[:1])[0])
+
+
+def test_train_begin_logs_where_the_images_are_and_how_to_view_every_step(tmp_path, caplog):
+    model = compiled(conv_classifier())
+    callback = keras_cam.CAMCallback(X, tmp_path / "cam", every_n_epochs=1)
+    callback.set_model(model)
+    callback.set_params({"epochs": 12, "verbose": 0, "steps": 1})
+    with caplog.at_level("INFO", logger="keras_cam"):
+        callback.on_train_begin()
+    callback.on_train_end()
+    expected = f"tensorboard --logdir {tmp_path / 'cam'} --samples_per_plugin images=12"
+    assert any(expected in record.getMessage() for record in caplog.records)

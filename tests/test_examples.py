@@ -35,7 +35,8 @@ def test_demo_trains_logs_and_scores(tmp_path):
         cwd=tmp_path,
     )
     assert "pointing game" in out
-    assert f"tensorboard --logdir {tmp_path}" in out
+    assert f"make tensorboard LOGDIR={tmp_path}" in out
+    assert f"/tensorboard --logdir {tmp_path} --samples_per_plugin images=2" in out
     events = read_events(str(tmp_path / "demo" / "cam"))
     assert "cam/gradcam" not in events  # per-image overlays are opt-in
     assert sorted(events["cam/gradcam/grid"]) == [0, 1]
