@@ -177,3 +177,32 @@ model.fit(x, np.arange(4) % 3, epochs=1000, verbose=0, callbacks=[callback, anno
     assert "KeyboardInterrupt" in errors
     steps = sorted(read_events(str(tmp_path))["cam/gradcam/grid"])
     assert steps[: returned + 1] == list(range(returned + 1))
+
+
+@pytest.mark.slow
+def test_a_slow_writer_blocks_no_epoch_and_loses_no_event(tmp_path, monkeypatch):
+    delay = 0.4
+    for implementation in (writer_module.TensorFlowWriter, writer_module.TensorBoardWriter):
+        original = implementation.images
+
+        def images(self, tag, images, step, original=original):
+            time.sleep(delay)
+            return original(self, tag, images, step)
+
+        monkeypatch.setattr(implementation, "images", images)
+    callback, model = keras_cam.CAMCallback(X[:4], tmp_path), compiled()
+    model.fit(X, Y, epochs=1, verbose=0)  # build the model
+    callback.set_model(model)
+    callback.on_train_begin()
+    blocked = []
+    for epoch in range(5):
+        started = time.perf_counter()
+        callback.on_epoch_end(epoch)
+        blocked.append(time.perf_counter() - started)
+    callback.on_train_end()
+    # Two images tags per event (grid, timeline) take 2 · delay on the worker; the first
+    # events go straight to the queue, then back-pressure paces the training thread.
+    assert blocked[0] < delay
+    events = read_events(str(tmp_path))
+    for tag in ("cam/gradcam/grid", "cam/gradcam/timeline", "cam/gradcam/focus"):
+        assert sorted(events[tag]) == list(range(5))
