@@ -106,6 +106,22 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
     return np.concatenate(images)[:max_images], stacked
 
 
+def _warn_if_preprocessed(images: np.ndarray) -> None:
+    """Display images are uint8 0–255 or float 0–1 / 0–255; anything else was preprocessed."""
+    if images.dtype == np.uint8 or not np.issubdtype(images.dtype, np.number):
+        return
+    low, high = float(np.nanmin(images)), float(np.nanmax(images))
+    if low < 0.0 or high > 255.0:
+        warnings.warn(
+            f"keras_cam: the probe images range over [{low:.3g}, {high:.3g}]: they look "
+            f"preprocessed (e.g. [-1, 1] or mean-subtracted), so the overlays will be drawn "
+            f"on distorted colours. Pass the display images (uint8 0-255 or float 0-1) as the "
+            f"probe and the model's preprocessing as preprocess=.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def tensorboard_command(log_dir: str, events: int) -> str:
     """The command that shows every image step of a run with `events` events.
 
@@ -339,6 +355,7 @@ class CAMCallback(keras.callbacks.Callback):
             images, labels = take_probe(self.probe, self.max_images)
             batch = self._explainer._prepare(images, self.targets, self.preprocess, labels)
             self._images = images
+            _warn_if_preprocessed(images)
             self._display = to_rgb_uint8(images)
             self._labels = labels_to_class_ids(labels, len(images)) if labels is not None else None
             self._check_class_names()

@@ -1,5 +1,7 @@
 """CAMCallback in real `fit` runs, read back from the event files it wrote."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -255,3 +257,21 @@ def test_train_begin_logs_where_the_images_are_and_how_to_view_every_step(tmp_pa
     callback.on_train_end()
     expected = f"tensorboard --logdir {tmp_path / 'cam'} --samples_per_plugin images=12"
     assert any(expected in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "warns"), [(-1.0, 1.0, True), (0.0, 300.0, True), (0, 1, False)]
+)
+def test_preprocessed_probe_images_warn_once_and_point_to_preprocess(tmp_path, low, high, warns):
+    probe = np.random.default_rng(0).uniform(low, high, size=(4, 16, 16, 3)).astype("float32")
+    callback = keras_cam.CAMCallback(probe, tmp_path)
+    callback.set_model(compiled(conv_classifier()))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        callback.on_train_begin()
+        callback.on_train_begin()  # a second fit reuses the probe: no second warning
+    callback.on_train_end()
+    ours = [w for w in seen if "look preprocessed" in str(w.message)]
+    assert len(ours) == (1 if warns else 0)
+    if warns:
+        assert "preprocess=" in str(ours[0].message)
