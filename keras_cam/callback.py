@@ -6,7 +6,7 @@ import logging
 import os
 import shlex
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -139,13 +139,20 @@ class CAMCallback(keras.callbacks.Callback):
     Every `every_n_epochs` epochs it explains the probe images with the
     current weights and writes, under `log_dir`:
 
-    - `cam/<method>`: the heatmap overlays (up to `max_images`);
-    - `cam/<method>/grid`: one image, original | overlay per probe image,
-      captioned with the true and predicted classes and the confidence;
+    - `cam/<method>/grid`: original | overlay per probe image, captioned
+      with the true and predicted classes and the probability (`p=`);
     - `cam/<method>/mean_score`: the mean explained score;
     - `cam/compare`, when several methods are given: one row per probe
       image, the original then one overlay per method, methods as column
-      headers.
+      headers;
+    - `cam/<method>` with `"overlays"` in `images`: one overlay per probe
+      image (opt-in: one TensorBoard card each).
+
+    Grids, tables and timelines are split into pages (the samples of one
+    tag) that read well on a default TensorBoard card. The CAM runs on the
+    training thread; drawing, PNG encoding and writing run on one
+    background thread with a queue of two events, flushed at
+    `on_train_end`.
 
     All methods of an event share one compiled function, and one forward and
     backward pass where they need only activations and gradients.
@@ -226,6 +233,9 @@ class CAMCallback(keras.callbacks.Callback):
         batch_size: probe images explained per pass of the compiled function;
             a larger probe runs in chunks (the last one padded: no retrace).
             Defaults to `32`.
+        images: which images to write: `"grid"`, `"timeline"`, `"compare"`
+            (several methods), `"overlays"` (per image). Defaults to
+            `("grid", "timeline", "compare")`.
         writer: `"tensorflow"`, `"tensorboard"` (no TensorFlow needed) or
             `"auto"` (TensorFlow's under the TensorFlow backend, else the
             `tensorboard` package's). Defaults to `"auto"`.
@@ -437,13 +447,11 @@ class CAMCallback(keras.callbacks.Callback):
             )
 
         def write() -> None:
-            if self._writer is None:
-                self._writer = create_writer(self.log_dir, self.writer)
             for name, value in values.items():
                 self._writer.scalar(f"cam/{name}/sanity", value, step)
             self._writer.flush()
 
-        self._jobs.submit(write, "in the sanity check")
+        self._submit(write, "in the sanity check")
 
     def _check_class_names(self) -> None:
         if self.class_names is not None and len(self.class_names) < self._explainer.num_classes:
@@ -458,18 +466,16 @@ class CAMCallback(keras.callbacks.Callback):
             # Reading `self.model` syncs the JAX trainer's live state into the variables.
             model = self.model
             results = self._explainer._explain(self._batch)
+            count = len(self._display)
             values = {
-                name: self._metric_values(name, result, model)
-                for name, result in (
-                    (name, take_images(combined, 0, len(self._display)))
-                    for name, combined in results.items()
-                )
+                name: self._metric_values(name, take_images(combined, 0, count), model)
+                for name, combined in results.items()
             }
         except Exception as error:
             self._fail(error, f"at epoch {step}")
             return
         # Drawing, encoding and writing happen on the worker while the next epoch trains.
-        self._jobs.submit(lambda: self._write(results, values, step), f"at epoch {step}")
+        self._submit(lambda: self._draw_event(results, values, step), f"at epoch {step}")
         self._last_step = step
 
     def _events_in_run(self) -> int:
@@ -502,17 +508,19 @@ class CAMCallback(keras.callbacks.Callback):
             stacklevel=2,
         )
 
-    def _write(
-        self, results: dict[str, CAMResult], values: dict[str, dict[str, np.ndarray]], step: int
-    ) -> None:
-        """Draws and writes one event (on the worker thread)."""
-        if self._writer is None:  # dropped after a write error: try a fresh file
-            self._writer = create_writer(self.log_dir, self.writer)
-        try:
-            self._draw_event(results, values, step)
-        except Exception:
-            self._close_writer(after_error=True)
-            raise
+    def _submit(self, write: Callable[[], None], when: str) -> None:
+        """Queues `write` for the worker thread, which owns the writer from here on."""
+
+        def job() -> None:
+            if self._writer is None:  # dropped after a write error: try a fresh file
+                self._writer = create_writer(self.log_dir, self.writer)
+            try:
+                write()
+            except Exception:
+                self._close_writer(after_error=True)
+                raise
+
+        self._jobs.submit(job, when)
 
     def _draw_event(
         self, results: dict[str, CAMResult], values: dict[str, dict[str, np.ndarray]], step: int
