@@ -63,9 +63,11 @@ def test_fit_writes_overlays_grid_and_mean_score_at_each_epoch(tmp_path):
     np.testing.assert_array_equal(np.stack(last), keras_cam.overlay(x[:6], result.heatmaps))
     assert events["cam/gradcam/mean_score"][2] == pytest.approx(result.scores.mean(), rel=1e-5)
     grid = events["cam/gradcam/grid"][2]
-    assert len(grid) == 1
-    assert grid[0].shape[0] > 112
-    assert grid[0].shape[1] > 2 * 112
+    # Pages of (original | overlay) groups, the 16-pixel images enlarged ×7 to 112 px cells.
+    assert len({page.shape for page in grid}) == 1
+    assert sum(page.shape[0] for page in grid) > 112
+    np.testing.assert_array_equal(grid[0][4:116:7, 4:116:7], x[0])
+    np.testing.assert_array_equal(grid[0][4:116:7, 120:232:7], np.stack(last)[0])
 
 
 def test_compiled_once_over_five_epochs_and_steps_continue_across_fits(tmp_path):
