@@ -74,5 +74,6 @@ def test_rows_images_and_sort_keys_round_trip():
     sortable = {h["data-key"] for h in sheet.headers if "sortable" in h.get("class", "")}
     assert {"file", "name", "probability"} <= sortable
     # Inline script only: the page works from file:// with no server or network.
-    assert sheet.scripts == 1 and sheet.external == []
+    assert sheet.scripts == 1
+    assert sheet.external == []
     assert "<cat>" not in page  # escaped

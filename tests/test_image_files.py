@@ -79,10 +79,12 @@ def test_fit_keeps_the_geometry_and_maps_pixels_back(tmp_path, fit):
         "pad": (12 * 0.25 + 5 - 0.5, 42 * 0.25 - 0.5),  # scale 0.25, 5 px bars top and bottom
         "stretch": (12 * 0.5 - 0.5, 42 * 0.25 - 0.5),
     }[fit]
-    assert abs(y - expected[0]) <= 1.0 and abs(x - expected[1]) <= 1.0
+    assert abs(y - expected[0]) <= 1.0
+    assert abs(x - expected[1]) <= 1.0
     ox, oy = loaded.placement.to_original(round(x), round(y))
     scale = {"crop": 2, "pad": 4, "stretch": 4}[fit]
-    assert abs(ox - 41.5) <= scale and abs(oy - 11.5) <= scale
+    assert abs(ox - 41.5) <= scale
+    assert abs(oy - 11.5) <= scale
     # Points outside the original (the letterbox bars) map to its border.
     assert loaded.placement.to_original(0, 0)[1] >= 0
     assert loaded.placement.to_original(19, 19) <= (79, 39)
