@@ -577,7 +577,7 @@ class _Explainer:
                     if self.ranks == 1
                     else (f"#{rank + 1} {name} p={score:.2f}")
                 )
-                picture = captioned_grid([[blended]], [f"{method}: {caption}"])
+                picture = captioned_grid([[blended]], [caption])
                 suffix = "" if self.ranks == 1 else f"_top{rank + 1}"
                 relative = os.path.join("overlays", f"{stem}_{method}{suffix}.png")
                 Image.fromarray(picture).save(

@@ -7,6 +7,7 @@ relative paths and the sorting is a few lines of inline JavaScript.
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -48,7 +49,8 @@ th[aria-sort=ascending]::after { content: " ▲"; }
 th[aria-sort=descending]::after { content: " ▼"; }
 td { padding: .3em .6em; border-bottom: 1px solid #eee; vertical-align: middle; }
 td img { width: var(--thumb); height: auto; display: block; image-rendering: auto; }
-td.file { max-width: 16em; overflow-wrap: anywhere; font-size: .85em; color: #555; }
+td.file { min-width: 8em; max-width: 16em; overflow-wrap: anywhere; font-size: .85em;
+          color: #555; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
@@ -86,7 +88,7 @@ def _url(path: str) -> str:
     return html.escape(quote(path.replace("\\", "/")), quote=True)
 
 
-def _row(index: int, row: SheetRow, methods: Sequence[str]) -> str:
+def _row(index: int, row: SheetRow, methods: Sequence[str], shown: str) -> str:
     attributes = (
         f'data-order="{index}" data-file="{html.escape(row.file, quote=True)}" '
         f'data-name="{html.escape(row.name, quote=True)}" data-class="{row.class_id}" '
@@ -97,7 +99,7 @@ def _row(index: int, row: SheetRow, methods: Sequence[str]) -> str:
     alt = html.escape(row.file, quote=True)
     cells = [
         f'<td class="num">{index + 1}</td>',
-        f'<td class="file">{html.escape(row.file)}</td>',
+        f'<td class="file" title="{alt}">{html.escape(shown)}</td>',
         f'<td title="class {row.class_id}">{label}</td>',
         f'<td class="num">{row.probability:.3f}</td>',
         f'<td><img src="{_url(row.image)}" alt="{alt}" loading="lazy"></td>',
@@ -133,7 +135,13 @@ def contact_sheet_html(
     ]
     headers.append("<th>image</th>")
     headers.extend(f"<th>{html.escape(method)}</th>" for method in methods)
-    body = "\n".join(_row(index, row, methods) for index, row in enumerate(rows))
+    # Files are shown relative to the folder they share (the full path is the tooltip).
+    folders = [os.path.dirname(os.path.abspath(row.file)) for row in rows]
+    common = os.path.commonpath(folders) if folders else ""
+    body = "\n".join(
+        _row(index, row, methods, os.path.relpath(os.path.abspath(row.file), common))
+        for index, row in enumerate(rows)
+    )
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'

@@ -362,3 +362,24 @@ def test_overwrite_replaces_only_the_commands_outputs(saved_model, tmp_path):
     assert [row["file"] for row in read_rows(out)] == [images[0]]
     assert os.listdir(out / "overlays") == [read_rows(out)[0]["overlay"].split("/")[1]]
     assert (out / "mine.txt").read_text() == "the user's file"
+
+
+def test_linear_head_reports_softmax_probabilities(tmp_path):
+    keras.utils.set_random_seed(2)
+    model = conv_classifier(size=SIZE, classes=3, activation=None)
+    model.save(tmp_path / "logits.keras")
+    image = tmp_path / "a.png"
+    pixels = np.random.default_rng(1).integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
+    Image.fromarray(pixels[0]).save(image)
+    out = tmp_path / "out"
+    command = ["explain", str(tmp_path / "logits.keras"), str(image), "--out", str(out)]
+    assert cli.main([*command, "--quiet", "--metrics", "none"]) == 0
+    logits = np.asarray(model.predict(pixels.astype("float32"), verbose=0), np.float64)[0]
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    (row,) = read_rows(out)
+    assert int(row["class"]) == int(np.argmax(logits))
+    assert float(row["probability"]) == pytest.approx(softmax.max(), abs=1e-5)
+    # The map is the logit's: the same as explaining the unwrapped model.
+    reference = keras_cam.explain(model, pixels)
+    peak_row, peak_col = np.unravel_index(np.argmax(reference.heatmaps[0]), (SIZE, SIZE))
+    assert (int(row["peak_x"]), int(row["peak_y"])) == (peak_col, peak_row)
