@@ -2,8 +2,8 @@
 
     python examples/cli_contact_sheet.py --work runs/cli --screenshot docs/cli_contact_sheet.png
 
-Trains the demo's small CNN briefly on the synthetic shapes, saves it as
-`WORK/shapes_cnn.keras`, writes held-out images of several sizes (PNG and
+Trains the demo's small CNN on the synthetic shapes and saves it as
+`WORK/shapes_cnn.keras` (or reuses that file), writes held-out images of several sizes (PNG and
 JPEG, one grayscale) to `WORK/photos/` with `WORK/classes.txt`, runs
 
     keras-cam explain WORK/shapes_cnn.keras WORK/photos --out WORK/cams \\
@@ -31,31 +31,34 @@ def make_inputs(work: str, epochs: int, count: int) -> list[str]:
     from demo import build_model
     from PIL import Image
 
-    from keras_cam.data import make_shapes
+    from keras_cam.data import CLASS_NAMES, make_shapes
 
-    keras.utils.set_random_seed(0)
-    train = make_shapes(1500, size=64, seed=1)
-    model = build_model(64, len(train.class_names))
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
-    model.fit(train.images, train.labels, epochs=epochs, batch_size=32, verbose=2)
     model_path = os.path.join(work, "shapes_cnn.keras")
-    model.save(model_path)
+    if os.path.exists(model_path):
+        print(f"reusing {model_path} (delete it to train again)")
+    else:
+        keras.utils.set_random_seed(0)
+        train = make_shapes(3000, size=64, seed=1)  # as in the demo
+        model = build_model(64, len(CLASS_NAMES))
+        model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+        model.fit(train.images, train.labels, epochs=epochs, batch_size=32, verbose=2)
+        model.save(model_path)
 
     photos = os.path.join(work, "photos")
     os.makedirs(photos, exist_ok=True)
-    # Larger than the model's 64×64 input and not all square: the command fits them.
-    shapes = make_shapes(count, size=96, seed=5)
+    # Most at the model's 64×64, every fourth enlarged and widened: the command fits it back.
+    shapes = make_shapes(count, size=64, seed=5)
     for index, image in enumerate(shapes.images):
         picture = Image.fromarray(image)
         if index % 4 == 1:
-            picture = picture.resize((128, 96))
+            picture = picture.resize((160, 128), Image.Resampling.BICUBIC)
         if index % 5 == 2:
             picture = picture.convert("L")
         extension = "jpg" if index % 3 == 0 else "png"
         picture.save(os.path.join(photos, f"shape_{index:02d}.{extension}"))
     names = os.path.join(work, "classes.txt")
     with open(names, "w") as file:
-        file.write("\n".join(train.class_names) + "\n")
+        file.write("\n".join(CLASS_NAMES) + "\n")
     return [
         "explain",
         model_path,
@@ -95,11 +98,11 @@ def screenshot(page: str, png: str, width: int, height: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="runs/cli", help="working folder (default: runs/cli)")
-    parser.add_argument("--epochs", type=int, default=4, help="training epochs (default: 4)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
     parser.add_argument("--count", type=int, default=12, help="images to write (default: 12)")
     parser.add_argument("--screenshot", help="render the contact sheet to this PNG")
     parser.add_argument(
-        "--window", default="1000x900", help="screenshot WIDTHxHEIGHT (default: 1000x900)"
+        "--window", default="1180x940", help="screenshot WIDTHxHEIGHT (default: 1180x940)"
     )
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)

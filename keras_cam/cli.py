@@ -360,8 +360,7 @@ def _input_size(model: Any, requested: tuple[int, int] | None, channels_first: b
         raise UsageError(f"The model takes input of shape {shape}, not images (N, H, W, C).")
     size = shape[2:4] if channels_first else shape[1:3]
     if requested is not None:
-        fixed = [s for s in size if s is not None]
-        if fixed and tuple(size) != tuple(requested):
+        if any(s is not None and s != r for s, r in zip(size, requested, strict=True)):
             raise UsageError(
                 f"--size {requested[0]}x{requested[1]} does not match the model's input "
                 f"size {size[0]}x{size[1]}; leave --size out."
@@ -466,6 +465,16 @@ def _per_image_metrics(
     return values
 
 
+@dataclass(frozen=True)
+class _MethodMaps:
+    """One method's output for a batch, per image and class rank: (N, ranks, ...)."""
+
+    heatmaps: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+
 class _Explainer:
     """Runs the batches: one `CAMExplainer`, fixed batch shape, outputs written per batch.
 
@@ -550,12 +559,19 @@ class _Explainer:
                 self.preprocess,
             )
             values = {k: v.reshape(self.ranks, -1).T for k, v in values.items()}
-            per_method[method] = (heatmaps, classes, scores, values)
+            per_method[method] = _MethodMaps(heatmaps, classes, scores, values)
         for offset, (path, image) in enumerate(loaded):
             self._write_image(first_index + offset, path, image, offset, per_method)
         self.run.explained += count
 
-    def _write_image(self, index, path, image, offset, per_method) -> None:
+    def _write_image(
+        self,
+        index: int,
+        path: str,
+        image: LoadedImage,
+        offset: int,
+        per_method: dict[str, _MethodMaps],
+    ) -> None:
         from PIL import Image
 
         from keras_cam.overlay import captioned_grid, overlay
@@ -565,10 +581,11 @@ class _Explainer:
         Image.fromarray(image.pixels).save(os.path.join(self.run.out, thumbnail), quality=90)
         for rank in range(self.ranks):
             overlays = {}
-            for method, (heatmaps, classes, scores, values) in per_method.items():
-                class_id, score = int(classes[offset, rank]), float(scores[offset, rank])
+            for method, maps in per_method.items():
+                class_id = int(maps.classes[offset, rank])
+                score = float(maps.scores[offset, rank])
                 name = self.names[class_id]
-                heatmap = heatmaps[offset, rank]
+                heatmap = maps.heatmaps[offset, rank]
                 blended = overlay(
                     image.pixels[None], heatmap[None], self.args.alpha, self.args.colormap
                 )[0]
@@ -596,19 +613,19 @@ class _Explainer:
                         "layer": self.layer,
                         "peak_x": peak_x,
                         "peak_y": peak_y,
-                        **{k: f"{v[offset, rank]:.6f}" for k, v in values.items()},
+                        **{k: f"{v[offset, rank]:.6f}" for k, v in maps.metrics.items()},
                         "overlay": relative.replace(os.sep, "/"),
                     }
                 )
-            first = next(iter(per_method.values()))
+            # Every method explains the same class (same targets, same forward pass).
             self.run.rows.append(
                 SheetRow(
                     file=path,
                     image=thumbnail,
                     overlays=overlays,
-                    class_id=int(first[1][offset, rank]),
-                    name=self.names[int(first[1][offset, rank])],
-                    probability=float(first[2][offset, rank]),
+                    class_id=class_id,
+                    name=name,
+                    probability=score,
                     rank=rank + 1,
                 )
             )
@@ -681,7 +698,7 @@ def _explain(args: argparse.Namespace) -> int:
     )
     _write_sheet(run, os.path.basename(args.model), summary)
     _write_skipped(run)
-    print(f"keras-cam: {summary}.")
+    print(f"keras-cam: {'interrupted; ' if interrupted else ''}{summary}.")
     for path, why in run.skipped + run.failed:
         print(f"  not explained: {path} ({why})")
     print(f"keras-cam: wrote {os.path.join(args.out, 'index.html')} and results.csv")
