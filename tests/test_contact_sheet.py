@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from html.parser import HTMLParser
+
+import pytest
 
 from keras_cam.contact_sheet import SheetRow, contact_sheet_html
 
@@ -77,3 +81,41 @@ def test_rows_images_and_sort_keys_round_trip():
     assert sheet.scripts == 1
     assert sheet.external == []
     assert "<cat>" not in page  # escaped
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Chromium (apt install chromium)"
+)
+def test_headers_sort_the_rows_in_a_real_browser(tmp_path):
+    rows = [
+        SheetRow(f"{name}.png", f"images/{name}.jpg", {"gradcam": "o.png"}, i, name, p, 1)
+        for i, (name, p) in enumerate([("b", 0.5), ("c", 0.9), ("a", 0.1)])
+    ]
+    page = contact_sheet_html(rows, ["gradcam"], "sheet")
+    # Click "probability" twice (descending), then "class" once (ascending), from file://.
+    clicks = (
+        "<script>const q = (k) => document.querySelector(`th[data-key=${k}]`);"
+        "q('probability').click(); q('probability').click();"
+        "document.title = Array.from(document.querySelectorAll('tbody tr'))"
+        ".map((r) => r.dataset.probability).join(' ');"
+        "q('name').click();</script></body>"
+    )
+    (tmp_path / "index.html").write_text(page.replace("</body>", clicks))
+    done = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            f"file://{tmp_path / 'index.html'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    sheet = parse_sheet(done.stdout)
+    assert [row["data-name"] for row in sheet.rows] == ["a", "b", "c"]
+    title = done.stdout.split("<title>")[1].split("</title>")[0]
+    assert [float(p) for p in title.split()] == [0.9, 0.5, 0.1]
