@@ -482,7 +482,7 @@ class _Explainer:
     names, targets, colormap) is checked here, before anything is written.
     """
 
-    def __init__(self, args: argparse.Namespace, run: _Run) -> None:
+    def __init__(self, args: argparse.Namespace, run: _Run, count: int) -> None:
         from keras_cam import CAMExplainer
         from keras_cam.methods import get_method
         from keras_cam.overlay import colorize
@@ -498,10 +498,12 @@ class _Explainer:
         except ValueError as error:
             raise UsageError(str(error)) from None
         self.args, self.run, self.writer = args, run, None
+        # A run of fewer files than --batch-size is not padded up to it.
+        self.batch_size = min(args.batch_size, count)
         self.model = _with_probabilities(_load_model(args.model))
         try:
             self.explainer = CAMExplainer(
-                self.model, method=run.methods, layer=args.layer, batch_size=args.batch_size
+                self.model, method=run.methods, layer=args.layer, batch_size=self.batch_size
             )
             self.layer = self.explainer.layer
         except ValueError as error:
@@ -540,9 +542,9 @@ class _Explainer:
     def explain(self, first_index: int, loaded: list[tuple[str, LoadedImage]]) -> None:
         count = len(loaded)
         pixels = np.stack([image.pixels for _, image in loaded])
-        # Every batch has --batch-size images (the last one repeats its last image), so
-        # the compiled CAM function and the metrics' forward trace once for the run.
-        padded = pixels[np.minimum(np.arange(self.args.batch_size), count - 1)]
+        # Every batch has the same size (the last one repeats its last image), so the
+        # compiled CAM function and the metrics' forward trace once for the run.
+        padded = pixels[np.minimum(np.arange(self.batch_size), count - 1)]
         results = self.explainer(padded, targets=self.targets, preprocess=self.preprocess)
         per_method = {}
         for method, result in results.items():
@@ -663,7 +665,7 @@ def _explain(args: argparse.Namespace) -> int:
     import keras
 
     run = _Run(out=args.out, methods=methods)
-    explainer = _Explainer(args, run)
+    explainer = _Explainer(args, run, len(files))
     _prepare_out(args.out)
     fields = ["file", "method", "rank", "class", "name", "probability", "layer"]
     fields += ["peak_x", "peak_y", *explainer.metrics, "overlay"]
@@ -676,8 +678,8 @@ def _explain(args: argparse.Namespace) -> int:
             len(files), unit_name="image", verbose=0 if args.quiet else 1
         )
         try:
-            for first in range(0, len(files), args.batch_size):
-                paths = files[first : first + args.batch_size]
+            for first in range(0, len(files), explainer.batch_size):
+                paths = files[first : first + explainer.batch_size]
                 loaded = explainer.load(paths)
                 if loaded:
                     try:
