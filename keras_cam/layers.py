@@ -73,7 +73,7 @@ def _children(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
-def _check_splittable(model: keras.Model) -> None:
+def _check_splittable(model: keras.Model, nested: bool = False) -> None:
     if isinstance(model, keras.Sequential):
         return
     if not hasattr(model, "_nodes_by_depth"):
@@ -82,11 +82,18 @@ def _check_splittable(model: keras.Model) -> None:
             f"read, so it cannot be cut at an inner layer. Build it as a functional or "
             f"Sequential model (a subclassed layer inside one is fine)."
         )
-    if len(model.outputs) != 1 or len(model.inputs) != 1:
+    if len(model.inputs) != 1:
         raise ValueError(
-            f"Model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
-            f"outputs; keras_cam explains models with one image input and one "
-            f"classification output."
+            f"Model {model.name!r} has {len(model.inputs)} inputs; keras_cam explains "
+            f"models with one image input."
+        )
+    # The model's own outputs may be several (`output=` picks one); a nested model's
+    # several outputs would each need their own path to the head.
+    if nested and len(model.outputs) != 1:
+        raise ValueError(
+            f"The target layer lies inside the nested model {model.name!r}, which has "
+            f"{len(model.outputs)} outputs; pick a layer outside it, or one in a nested "
+            f"model with one output."
         )
 
 
@@ -151,9 +158,11 @@ def _flat_layers(piece: Any) -> list[keras.layers.Layer]:
     return [piece]
 
 
-def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, Any]:
+def _split(
+    model: keras.Model, names: Sequence[str], path: str, nested: bool = False
+) -> tuple[Any, Any]:
     """Returns (features, head) for the layer at `names` inside `model`."""
-    _check_splittable(model)
+    _check_splittable(model, nested)
     try:
         child = model.get_layer(names[0])
     except ValueError:
@@ -163,7 +172,7 @@ def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, An
     if len(names) > 1:
         if not _is_model(child):
             raise ValueError(f"{names[0]!r} in {path!r} is a layer, not a nested model.")
-        inner_features, inner_head = _split(child, names[1:], path)
+        inner_features, inner_head = _split(child, names[1:], path, nested=True)
     else:
         inner_features, inner_head = child, _Chain()
 
@@ -181,7 +190,7 @@ def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, An
     cut_in = cut_out if leaf else node.input_tensors[0]
     try:
         before = _functional_piece(model, model.inputs[0], cut_in)
-        after = _functional_piece(model, cut_out, model.outputs[0])
+        after = _functional_piece(model, cut_out, model.output if not nested else model.outputs[0])
     except ValueError as error:
         raise ValueError(
             f"The model's output does not depend on {path!r} alone (Keras says: {error}). "
