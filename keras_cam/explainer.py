@@ -372,7 +372,7 @@ class CAMExplainer:
     def _explain_positive(self, images: Any, preprocess: Preprocess | None) -> dict[str, CAMResult]:
         """One map per label of a multi-label head, zero where the label is not predicted."""
         batch = self._prepare(images, "predicted", preprocess)
-        labels = self.num_classes
+        labels = int(_outputs.symbolic(self.model, self._output_key()).shape[-1])
         if labels < 2:
             raise ValueError(
                 "targets='positive' explains a multi-label head of K sigmoid units; this "

@@ -453,8 +453,9 @@ class DetectionTarget(TaskTarget):
         anchors = self.anchors.shape[0]
         if deltas[1:] != (anchors, 4) or len(logits) != 3 or logits[1] != anchors:
             raise ValueError(
-                f"detection: the outputs have shapes {deltas} and {logits}; expected "
-                f"(N, {anchors}, 4) and (N, {anchors}, K) for {anchors} anchors."
+                f"detection: {anchors} anchors were given but the outputs have shapes "
+                f"{deltas} and {logits}; pass the model's (A, 4) anchors in the order of "
+                f"its anchor axis."
             )
         return self._boxes(num_images), self.class_ids(num_images)
 

@@ -1,0 +1,285 @@
+"""Task targets and output=: each explained score checked against the backend's own autodiff.
+
+For every target the test rebuilds the same scalar by hand (its own formula,
+its own anchor decoding via `keras.utils.bounding_boxes`), differentiates it
+with respect to the target layer's activations with GradientTape / jax.grad /
+torch.autograd (`conftest.gradient`), forms Grad-CAM from those in numpy, and
+compares with the explainer's raw map.
+"""
+
+import keras
+import numpy as np
+import pytest
+from conftest import conv_classifier, gradient, to_numpy
+from keras import layers, ops
+
+import keras_cam
+from keras_cam import targets as T
+
+SIZE = 16
+
+
+def images(n=3, seed=0):
+    return np.random.default_rng(seed).uniform(0, 1, (n, SIZE, SIZE, 3)).astype("float32")
+
+
+def backbone():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="features")(x)
+    return inputs, x
+
+
+def segmenter(classes=3):
+    inputs, x = backbone()
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv3")(x)
+    return keras.Model(inputs, layers.Conv2D(classes, 1, activation="softmax", name="seg")(x))
+
+
+def pooled(units, activation=None):
+    inputs, x = backbone()
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dense(8, activation="tanh", name="hidden")(x)
+    return keras.Model(inputs, layers.Dense(units, activation=activation, name="out")(x))
+
+
+def split(model, layer="features"):
+    """Activations of `layer` and the head as a function of them, rebuilt from the layers."""
+    activations = to_numpy(keras.Model(model.input, model.get_layer(layer).output)(images()))
+    after = [
+        lay
+        for lay in model.layers[model.layers.index(model.get_layer(layer)) + 1 :]
+        if not isinstance(lay, keras.layers.InputLayer)
+    ]
+
+    def head(a, logits=True):
+        for lay in after:
+            if logits and lay is after[-1] and getattr(lay, "activation", None) is not None:
+                saved, lay.activation = lay.activation, keras.activations.linear
+                try:
+                    a = lay(a)
+                finally:
+                    lay.activation = saved
+            else:
+                a = lay(a)
+        return a
+
+    return activations, head
+
+
+def grad_cam(activations, gradients):
+    weights = gradients.mean(axis=(1, 2), keepdims=True)
+    return np.maximum((weights * activations).sum(-1), 0)
+
+
+def assert_same_map(raw, expected):
+    """Correlation >= 0.999 per image; a map with nothing positive must stay (near) zero."""
+    assert raw.shape == expected.shape
+    assert np.std(expected) > 0
+    for got, want in zip(raw, expected, strict=True):
+        if np.std(want) > 0:
+            assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.999
+        else:
+            assert np.abs(got).max() <= 1e-5 * np.abs(expected).max()
+
+
+def test_segmentation_of_the_predicted_pixels_matches_autodiff():
+    model = segmenter()
+    activations, head = split(model)
+    labels = to_numpy(head(ops.convert_to_tensor(activations))).argmax(-1)
+    c = int(np.bincount(labels.ravel()).argmax())  # a class every image predicts somewhere
+    predicted = labels == c
+    assert predicted.any(axis=(1, 2)).all()
+
+    def score(a):
+        return ops.sum(head(a)[..., c] * ops.convert_to_tensor(predicted, "float32"), axis=(1, 2))
+
+    result = keras_cam.explain(model, images(), layer="features", targets=T.segmentation(c))
+    assert_same_map(result.raw, grad_cam(activations, gradient(score, activations)))
+    np.testing.assert_allclose(result.scores, to_numpy(score(activations)), rtol=1e-4)
+    np.testing.assert_array_equal(result.predicted, labels)
+    np.testing.assert_array_equal(result.classes, [c, c, c])
+
+
+def test_segmentation_of_a_region_matches_autodiff_and_never_retraces():
+    model = segmenter()
+    activations, head = split(model)
+    rng = np.random.default_rng(1)
+    explainer = keras_cam.CAMExplainer(model, layer="features")
+    for _ in range(3):
+        region = rng.uniform(size=(3, SIZE // 2, SIZE // 2)) > 0.6
+
+        def score(a, region=region):
+            return ops.sum(head(a)[..., 2] * ops.convert_to_tensor(region, "float32"), (1, 2))
+
+        # Given at display size: resampled (nearest) to the output's 8×8.
+        display_region = region.repeat(2, axis=1).repeat(2, axis=2)
+        result = explainer(images(), targets=T.segmentation(2, region=display_region))
+        assert_same_map(result.raw, grad_cam(activations, gradient(score, activations)))
+    assert explainer.trace_count == 1
+
+
+def test_regression_output_matches_autodiff_in_both_directions():
+    model = pooled(2)
+    activations, head = split(model)
+    for sign in (1, -1):
+        result = keras_cam.explain(model, images(), layer="features", targets=T.output(1, sign))
+        expected = grad_cam(activations, gradient(lambda a, s=sign: s * head(a)[:, 1], activations))
+        assert_same_map(result.raw, expected)
+        np.testing.assert_allclose(result.predicted, to_numpy(head(activations))[:, 1], rtol=1e-5)
+
+
+def test_similarity_matches_autodiff_and_new_references_do_not_retrace():
+    model = pooled(6)
+    activations, head = split(model)
+    explainer = keras_cam.CAMExplainer(model, layer="features")
+    rng = np.random.default_rng(2)
+    for reference in (rng.normal(size=6), rng.normal(size=(3, 6))):
+        wanted = np.broadcast_to(reference, (3, 6)).astype("float32")
+
+        def score(a, wanted=wanted):
+            e = head(a)
+            r = ops.convert_to_tensor(wanted)
+            return ops.sum(e * r, 1) / (ops.norm(e, axis=1) * ops.norm(r, axis=1))
+
+        result = explainer(images(), targets=T.similarity(reference))
+        assert_same_map(result.raw, grad_cam(activations, gradient(score, activations)))
+        np.testing.assert_allclose(result.scores, to_numpy(score(activations)), rtol=1e-4)
+        assert np.all(np.abs(result.scores) <= 1)
+    assert explainer.trace_count == 1
+
+
+def test_positive_labels_of_a_multi_label_head_match_autodiff():
+    model = pooled(4, "sigmoid")
+    activations, head = split(model)
+    probabilities = to_numpy(model(images()))
+    result = keras_cam.explain(model, images(), layer="features", targets="positive")
+    assert result.heatmaps.shape == (3, 4, SIZE, SIZE)
+    np.testing.assert_array_equal(result.predicted, probabilities > 0.5)
+    assert result.predicted.any() and not result.predicted.all()
+    for label in range(4):
+        expected = grad_cam(activations, gradient(lambda a, k=label: head(a)[:, k], activations))
+        for i in range(3):
+            if result.predicted[i, label]:
+                assert np.corrcoef(result.raw[i, label].ravel(), expected[i].ravel())[0, 1] > 0.999
+            else:
+                assert not result.heatmaps[i, label].any()
+    single = keras_cam.explain(model, images(), layer="features", targets=2)
+    np.testing.assert_allclose(single.scores, probabilities[:, 2], rtol=1e-5)
+
+
+# --- detection ------------------------------------------------------------------
+
+CELLS = SIZE // 2  # one anchor per cell of the 8×8 feature map, 2×2 pixels each
+
+
+def grid_anchors():
+    y, x = np.mgrid[0:CELLS, 0:CELLS].reshape(2, -1) * 2.0
+    return np.stack([x, y, x + 2, y + 2], axis=1).astype("float32")
+
+
+def toy_detector(classes=2, regress=True):
+    """Per-cell class logits and box deltas: RetinaNet's raw dict, one anchor per cell."""
+    inputs, x = backbone()
+    class_conv = layers.Conv2D(classes, 1, name="class_conv")
+    logits = layers.Reshape((-1, classes), name="cls_logits")(class_conv(x))
+    deltas = layers.Conv2D(4, 1, kernel_initializer="zeros" if not regress else "glorot_uniform")
+    boxes = layers.Reshape((-1, 4), name="bbox_regression")(
+        layers.Lambda(lambda t: 0.1 * t)(deltas(x))
+    )
+    return keras.Model(inputs, {"bbox_regression": boxes, "cls_logits": logits})
+
+
+def test_detection_matches_autodiff_with_an_independent_anchor_decoding():
+    model = toy_detector()
+    activations = to_numpy(keras.Model(model.input, model.get_layer("features").output)(images()))
+    head = keras.Model(model.get_layer("features").output, model.output)
+    box, variance = np.array([4.0, 4.0, 8.0, 8.0], "float32"), [1.0, 1.0, 0.5, 0.5]
+    outputs = head(ops.convert_to_tensor(activations))
+    decoded = to_numpy(
+        keras.utils.bounding_boxes.decode_deltas_to_boxes(
+            anchors=grid_anchors(),
+            boxes_delta=outputs["bbox_regression"],
+            anchor_format="xyxy",
+            box_format="xyxy",
+            encoded_format="center_xywh",
+            variance=variance,
+        )
+    )
+    low, high = np.maximum(decoded[..., :2], box[:2]), np.minimum(decoded[..., 2:], box[2:])
+    overlap = np.prod(np.clip(high - low, 0, None), -1)
+    union = np.prod(decoded[..., 2:] - decoded[..., :2], -1) + 16.0 - overlap
+    matched = (overlap / union >= 0.2).astype("float32")
+    assert 0 < matched.sum(1).min() and matched.sum(1).max() < 10
+
+    def score(a):
+        return ops.sum(head(a)["cls_logits"][..., 1] * ops.convert_to_tensor(matched), axis=1)
+
+    target = T.detection(box, 1, grid_anchors(), iou=0.2, box_variance=variance)
+    result = keras_cam.explain(model, images(), layer="features", targets=target)
+    assert_same_map(result.raw, grad_cam(activations, gradient(score, activations)))
+    np.testing.assert_allclose(result.scores, to_numpy(score(activations)), rtol=1e-4)
+    assert result.predicted.shape == (3, 5)
+
+
+def test_toy_detector_explains_exactly_the_cells_of_the_box():
+    """With no regression, the anchors that find a 2-by-2-cell box are its 4 cells.
+
+    HiResCAM is gradient ⊙ activations summed over channels; the score is the
+    sum of the 4 cells' logits of a 1×1 conv, so the map is the conv's
+    channel-weighted activations on those cells and exactly zero elsewhere.
+    """
+    model = toy_detector(regress=False)
+    box = np.array([4.0, 6.0, 8.0, 10.0])  # cells x 2..3, y 3..4
+    target = T.detection(box, 0, grid_anchors(), iou=0.25)
+    result = keras_cam.explain(model, images(), layer="features", targets=target, method="hirescam")
+    activations = to_numpy(keras.Model(model.input, model.get_layer("features").output)(images()))
+    kernel = to_numpy(model.get_layer("class_conv").kernel)[0, 0, :, 0]  # the class conv, class 0
+    expected = np.zeros((3, CELLS, CELLS))
+    expected[:, 3:5, 2:4] = np.maximum((activations[:, 3:5, 2:4] * kernel).sum(-1), 0)
+    np.testing.assert_allclose(result.raw, expected, rtol=1e-4, atol=1e-6)
+    masks = target.region_masks(3, (SIZE, SIZE))
+    assert masks.sum() == 3 * 16 and masks[0, 6:10, 4:8].all()
+
+
+# --- output= -------------------------------------------------------------------
+
+
+def two_heads(as_dict):
+    inputs, x = backbone()
+    g = layers.GlobalAveragePooling2D()(x)
+    cls = layers.Dense(3, activation="softmax", name="cls_head")(g)
+    reg = layers.Dense(1, name="size_head")(g)
+    return keras.Model(inputs, {"kind": cls, "size": reg} if as_dict else [cls, reg])
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+def test_output_picks_one_output_of_a_multi_output_model(as_dict):
+    model = two_heads(as_dict)
+    outputs = model(images())
+    kind, size = (outputs["kind"], outputs["size"]) if as_dict else outputs
+    with pytest.raises(ValueError, match="has 2 outputs: .*size_head|'size'.*output="):
+        keras_cam.explain(model, images())
+    for name in ("kind", "cls_head") if as_dict else (0, "cls_head"):
+        result = keras_cam.CAMExplainer(model, output=name)(images())
+        np.testing.assert_array_equal(result.predicted, to_numpy(kind).argmax(1))
+        np.testing.assert_allclose(result.confidence, to_numpy(kind).max(1), rtol=1e-5)
+    reg = keras_cam.CAMExplainer(model, output="size" if as_dict else 1)
+    np.testing.assert_allclose(reg(images(), targets=T.output()).scores, to_numpy(size)[:, 0], rtol=1e-5)
+    with pytest.raises(ValueError, match="output='age' is not an output"):
+        keras_cam.CAMExplainer(model, output="age")(images())
+
+
+def test_task_targets_reject_bad_input_with_the_fix():
+    with pytest.raises(ValueError, match="pick a segmentation output"):
+        keras_cam.explain(pooled(3), images(), targets=T.segmentation(1))
+    with pytest.raises(ValueError, match="scores 3 classes"):
+        keras_cam.explain(segmenter(), images(), targets=T.segmentation(3))
+    with pytest.raises(ValueError, match="reference has 4 values but the embedding has 6"):
+        keras_cam.explain(pooled(6), images(), targets=T.similarity(np.ones(4)))
+    with pytest.raises(ValueError, match="cannot explain output"):
+        keras_cam.explain(conv_classifier(SIZE), images(), targets=T.output(), method="cam")
+    with pytest.raises(ValueError, match="9 anchors were given but the outputs have shapes .*64, 4"):
+        keras_cam.explain(toy_detector(), images(), targets=T.detection([0, 0, 2, 2], 0, grid_anchors()[:9]))
+    with pytest.raises(ValueError, match="one output has one unit|has one unit"):
+        keras_cam.explain(pooled(1, "sigmoid"), images(), targets="positive")
