@@ -72,15 +72,15 @@ def grad_cam(activations, gradients):
     return np.maximum((weights * activations).sum(-1), 0)
 
 
-def assert_same_map(raw, expected):
-    """Correlation >= 0.999 per image; a map with nothing positive must stay (near) zero."""
+def assert_same_map(raw, expected, somewhere=True):
+    """Correlation >= 0.999 per image; a map with nothing positive must stay zero."""
     assert raw.shape == expected.shape
-    assert np.std(expected) > 0
+    assert np.std(expected) > 0 or not somewhere
     for got, want in zip(raw, expected, strict=True):
         if np.std(want) > 0:
             assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.999
         else:
-            assert np.abs(got).max() <= 1e-5 * np.abs(expected).max()
+            assert np.abs(got).max() <= 1e-6
 
 
 def test_segmentation_of_the_predicted_pixels_matches_autodiff():
@@ -122,11 +122,15 @@ def test_segmentation_of_a_region_matches_autodiff_and_never_retraces():
 def test_regression_output_matches_autodiff_in_both_directions():
     model = pooled(2)
     activations, head = split(model)
+    positive = 0
     for sign in (1, -1):
         result = keras_cam.explain(model, images(), layer="features", targets=T.output(1, sign))
         expected = grad_cam(activations, gradient(lambda a, s=sign: s * head(a)[:, 1], activations))
-        assert_same_map(result.raw, expected)
+        # A pooled head's map may be negative everywhere in one direction.
+        assert_same_map(result.raw, expected, somewhere=False)
+        positive += np.count_nonzero(expected)
         np.testing.assert_allclose(result.predicted, to_numpy(head(activations))[:, 1], rtol=1e-5)
+    assert positive > 0
 
 
 def test_similarity_matches_autodiff_and_new_references_do_not_retrace():
