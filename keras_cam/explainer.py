@@ -371,33 +371,41 @@ class CAMExplainer:
 
     def _explain_positive(self, images: Any, preprocess: Preprocess | None) -> dict[str, CAMResult]:
         """One map per label of a multi-label head, zero where the label is not predicted."""
+        return self._positive_results(self._explain(self._positive_batch(images, preprocess)))
+
+    def _positive_batch(self, images: Any, preprocess: Preprocess | None) -> _Batch:
+        """K copies of the batch, copy k explaining label k."""
         batch = self._prepare(images, "predicted", preprocess)
-        labels = int(_outputs.symbolic(self.model, self._output_key()).shape[-1])
+        labels = self._label_count()
         if labels < 2:
             raise ValueError(
                 "targets='positive' explains a multi-label head of K sigmoid units; this "
                 "output has one unit: use targets='predicted' or a class index."
             )
         count = int(batch.inputs.shape[0])
-        ids = np.repeat(np.arange(labels, dtype=np.int32), count)
-        copies = replace(
+        return replace(
             batch,
             inputs=ops.concatenate([batch.inputs] * labels),
-            class_ids=ops.convert_to_tensor(ids),
+            class_ids=ops.convert_to_tensor(np.repeat(np.arange(labels, dtype=np.int32), count)),
         )
-        results = {}
-        for name, result in self._explain(copies).items():
+
+    def _label_count(self) -> int:
+        return int(_outputs.symbolic(self.model, self._output_key()).shape[-1])
+
+    def _positive_results(self, results: dict[str, CAMResult]) -> dict[str, CAMResult]:
+        """Results of `_positive_batch` -> per-label fields (N, K, ...), negatives zeroed."""
+        labels, found = self._label_count(), {}
+        for name, result in results.items():
             per_label = _by_rank(result, labels)
-            # Each copy's score is the label's probability (or logit without a sigmoid).
-            threshold = 0.5 if self._activation is not None else 0.0
-            positive = per_label.scores > threshold
-            results[name] = replace(
+            # Each copy's score is the label's probability (or its logit without a sigmoid).
+            positive = per_label.scores > (0.5 if self._activation is not None else 0.0)
+            found[name] = replace(
                 per_label,
                 heatmaps=per_label.heatmaps * positive[..., None, None],
                 raw=per_label.raw * positive[..., None, None],
                 predicted=positive,
             )
-        return results
+        return found
 
     def _resolve(self) -> LayerSplit:
         if self._split is None:

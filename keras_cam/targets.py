@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from keras_cam.overlay import draw_box, draw_outline
+
 PREDICTED = -1
 
 
@@ -164,12 +166,23 @@ class TaskTarget:
         return (type(self),)
 
     def region_masks(self, num_images: int, size: tuple[int, int]) -> np.ndarray | None:
-        """(N, H, W) masks of the explained region at display `size`, for the localisation metrics."""
+        """(N, H, W) masks of the explained region at display `size` (localisation metrics)."""
         return None
 
+    @property
+    def has_region(self) -> bool:
+        """Whether `region_masks` gives masks (for the localisation metrics)."""
+        return False
+
     def caption(self, prediction: Any, score: float, label: Any, name: str) -> str:
-        """A short caption of image i: its prediction for this task (and label, if any)."""
+        """A short caption of one image: its prediction for this task (and label, if any)."""
         return f"{self!r} {score:.2f}"
+
+    def draw(
+        self, index: int, image: np.ndarray, overlaid: np.ndarray, prediction: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The image and its overlay as the callback's grid shows them (marks drawn on)."""
+        return image, overlaid
 
 
 class SegmentationTarget(TaskTarget):
@@ -231,6 +244,14 @@ class SegmentationTarget(TaskTarget):
         if self.region is None:
             return None
         return _nearest(self._regions(num_images), size)
+
+    @property
+    def has_region(self) -> bool:
+        return self.region is not None
+
+    def draw(self, index, image, overlaid, prediction):
+        """The outline of the pixels predicted as the class, on the image."""
+        return draw_outline(image, prediction == self.class_id), overlaid
 
     def _class_mask(self, outputs: Any, class_ids: Any, are_logits: bool) -> Any:
         if outputs.shape[-1] == 1:
@@ -467,7 +488,9 @@ class DetectionTarget(TaskTarget):
 
     def _logits(self, outputs: Any, class_ids: Any) -> Any:
         logits = outputs[self.keys[1]]
-        index = ops.broadcast_to(ops.cast(class_ids, "int32")[:, None, None], (*logits.shape[:2], 1))
+        index = ops.broadcast_to(
+            ops.cast(class_ids, "int32")[:, None, None], (*logits.shape[:2], 1)
+        )
         return ops.take_along_axis(logits, index, axis=-1)[..., 0]
 
     def score(self, outputs: Any, boxes: Any, class_ids: Any, are_logits: bool = True) -> Any:
@@ -479,7 +502,9 @@ class DetectionTarget(TaskTarget):
         decoded, matched = self._matches(outputs, boxes)
         logits = self._logits(outputs, class_ids)
         best = ops.argmax(ops.where(matched > 0, logits, -1e30), axis=1)
-        box = ops.take_along_axis(decoded, ops.broadcast_to(best[:, None, None], (best.shape[0], 1, 4)), axis=1)[:, 0]
+        box = ops.take_along_axis(
+            decoded, ops.broadcast_to(best[:, None, None], (best.shape[0], 1, 4)), axis=1
+        )[:, 0]
         logit = ops.take_along_axis(logits, best[:, None], axis=1)
         probability = ops.sigmoid(logit) if are_logits else logit
         probability = ops.where(ops.max(matched, axis=1, keepdims=True) > 0, probability, 0.0)
@@ -491,6 +516,13 @@ class DetectionTarget(TaskTarget):
         return np.stack(
             [(cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1) for x0, y0, x1, y1 in boxes]
         )
+
+    has_region = True
+
+    def draw(self, index, image, overlaid, prediction):
+        """The explained box, on the overlay."""
+        box = self.boxes if self.boxes.ndim == 1 else self.boxes[index]
+        return image, draw_box(overlaid, box)
 
     def caption(self, prediction: Any, score: float, label: Any, name: str) -> str:
         x0, y0, x1, y1, probability = (float(v) for v in prediction)
@@ -565,7 +597,8 @@ def detection(
 
     Example:
 
-    >>> anchors = ops.concatenate(list(detector.anchor_generator(images).values()))  # doctest: +SKIP
+    >>> anchors = ops.concatenate(list(detector.anchor_generator(images).values()))
+    ... # doctest: +SKIP
     >>> target = detection([8, 8, 40, 40], class_ids=2, anchors=anchors)          # doctest: +SKIP
     >>> result = keras_cam.explain(detector, images, targets=target, layer="...")   # doctest: +SKIP
     """

@@ -160,7 +160,8 @@ def test_positive_labels_of_a_multi_label_head_match_autodiff():
     result = keras_cam.explain(model, images(), layer="features", targets="positive")
     assert result.heatmaps.shape == (3, 4, SIZE, SIZE)
     np.testing.assert_array_equal(result.predicted, probabilities > 0.5)
-    assert result.predicted.any() and not result.predicted.all()
+    assert result.predicted.any()
+    assert not result.predicted.all()
     for label in range(4):
         expected = grad_cam(activations, gradient(lambda a, k=label: head(a)[:, k], activations))
         for i in range(3):
@@ -214,7 +215,8 @@ def test_detection_matches_autodiff_with_an_independent_anchor_decoding():
     overlap = np.prod(np.clip(high - low, 0, None), -1)
     union = np.prod(decoded[..., 2:] - decoded[..., :2], -1) + 16.0 - overlap
     matched = (overlap / union >= 0.2).astype("float32")
-    assert 0 < matched.sum(1).min() and matched.sum(1).max() < 10
+    assert matched.sum(1).min() > 0
+    assert matched.sum(1).max() < 10
 
     def score(a):
         return ops.sum(head(a)["cls_logits"][..., 1] * ops.convert_to_tensor(matched), axis=1)
@@ -243,7 +245,8 @@ def test_toy_detector_explains_exactly_the_cells_of_the_box():
     expected[:, 3:5, 2:4] = np.maximum((activations[:, 3:5, 2:4] * kernel).sum(-1), 0)
     np.testing.assert_allclose(result.raw, expected, rtol=1e-4, atol=1e-6)
     masks = target.region_masks(3, (SIZE, SIZE))
-    assert masks.sum() == 3 * 16 and masks[0, 6:10, 4:8].all()
+    assert masks.sum() == 3 * 16
+    assert masks[0, 6:10, 4:8].all()
 
 
 # --- output= -------------------------------------------------------------------
@@ -262,14 +265,16 @@ def test_output_picks_one_output_of_a_multi_output_model(as_dict):
     model = two_heads(as_dict)
     outputs = model(images())
     kind, size = (outputs["kind"], outputs["size"]) if as_dict else outputs
-    with pytest.raises(ValueError, match="has 2 outputs: .*size_head|'size'.*output="):
+    with pytest.raises(ValueError, match=r"has 2 outputs: .*('size'|size_head).*Pass output="):
         keras_cam.explain(model, images())
     for name in ("kind", "cls_head") if as_dict else (0, "cls_head"):
         result = keras_cam.CAMExplainer(model, output=name)(images())
         np.testing.assert_array_equal(result.predicted, to_numpy(kind).argmax(1))
         np.testing.assert_allclose(result.confidence, to_numpy(kind).max(1), rtol=1e-5)
     reg = keras_cam.CAMExplainer(model, output="size" if as_dict else 1)
-    np.testing.assert_allclose(reg(images(), targets=T.output()).scores, to_numpy(size)[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(
+        reg(images(), targets=T.output()).scores, to_numpy(size)[:, 0], rtol=1e-5
+    )
     with pytest.raises(ValueError, match="output='age' is not an output"):
         keras_cam.CAMExplainer(model, output="age")(images())
 
@@ -283,7 +288,11 @@ def test_task_targets_reject_bad_input_with_the_fix():
         keras_cam.explain(pooled(6), images(), targets=T.similarity(np.ones(4)))
     with pytest.raises(ValueError, match="cannot explain output"):
         keras_cam.explain(conv_classifier(SIZE), images(), targets=T.output(), method="cam")
-    with pytest.raises(ValueError, match="9 anchors were given but the outputs have shapes .*64, 4"):
-        keras_cam.explain(toy_detector(), images(), targets=T.detection([0, 0, 2, 2], 0, grid_anchors()[:9]))
-    with pytest.raises(ValueError, match="one output has one unit|has one unit"):
+    with pytest.raises(
+        ValueError, match=r"9 anchors were given but the outputs have shapes \(None, 64, 4\)"
+    ):
+        keras_cam.explain(
+            toy_detector(), images(), targets=T.detection([0, 0, 2, 2], 0, grid_anchors()[:9])
+        )
+    with pytest.raises(ValueError, match="this output has one unit"):
         keras_cam.explain(pooled(1, "sigmoid"), images(), targets="positive")
