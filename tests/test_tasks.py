@@ -296,3 +296,70 @@ def test_task_targets_reject_bad_input_with_the_fix():
         )
     with pytest.raises(ValueError, match="this output has one unit"):
         keras_cam.explain(pooled(1, "sigmoid"), images(), targets="positive")
+
+
+# --- in a real fit ----------------------------------------------------------------
+
+
+def fit_case(task):
+    """(model, loss, x, y, target, probe labels, output=) for a short fit of each task."""
+    x = images(12, seed=3)
+    rng = np.random.default_rng(4)
+    if task == "segmentation":
+        y = (x[:, ::2, ::2, 0] > 0.5).astype("int32") + (x[:, ::2, ::2, 1] > 0.7)
+        region = np.zeros((SIZE, SIZE), bool)
+        region[4:12, 4:12] = True
+        target = T.segmentation(1, region=region)
+        return segmenter(), "sparse_categorical_crossentropy", x, y, target, y[:4], None
+    if task == "regression":
+        y = x.mean(axis=(1, 2))[:, :2]
+        return pooled(2), "mse", x, y, T.output(1), y[:4], None
+    if task == "similarity":
+        y = rng.normal(size=(12, 6)).astype("float32")
+        return pooled(6), "mse", x, y, T.similarity(y[:4]), None, None
+    if task == "detection":
+        model = toy_detector()
+        y = {
+            "bbox_regression": np.zeros((12, CELLS * CELLS, 4), "float32"),
+            "cls_logits": rng.uniform(size=(12, CELLS * CELLS, 2)).astype("float32"),
+        }
+        target = T.detection([4.0, 4.0, 8.0, 8.0], 1, grid_anchors(), iou=0.2)
+        return model, "mse", x, y, target, None, None
+    if task == "multi_output":
+        model = two_heads(as_dict=True)
+        y = {"kind": rng.integers(0, 3, 12), "size": x.mean(axis=(1, 2, 3))}
+        loss = {"kind": "sparse_categorical_crossentropy", "size": "mse"}
+        return model, loss, x, y, T.output(), y["size"][:4], "size"
+    y = (x.mean(axis=(1, 2)) > 0.5).astype("float32")[:, :3]
+    return pooled(3, "sigmoid"), "binary_crossentropy", x, y, "positive", None, None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "task",
+    ["segmentation", "regression", "similarity", "detection", "multi_output", "multi_label"],
+)
+def test_task_targets_in_a_fit_with_the_callback(task, tmp_path):
+    from conftest import read_events
+
+    model, loss, x, y, target, labels, output = fit_case(task)
+    model.compile("adam", loss)
+    probe = (x[:4], labels) if labels is not None else x[:4]
+    callback = keras_cam.CAMCallback(
+        probe, tmp_path, targets=target, layer="features", output=output, strict=True
+    )
+    model.fit(x, y, epochs=2, batch_size=6, verbose=0, callbacks=[callback])
+    assert callback.explainer.trace_count == 1
+    events = read_events(str(tmp_path))
+    assert sorted(events["cam/gradcam/grid"]) == [0, 1]
+    explainer = keras_cam.CAMExplainer(model, layer="features", output=output)
+    final = explainer(x[:4], targets=target)
+    heatmaps = final.heatmaps.max(axis=1) if target == "positive" else final.heatmaps
+    np.testing.assert_array_equal(
+        np.stack(events["cam/gradcam"][1]), keras_cam.overlay(x[:4], heatmaps)
+    )
+    assert events["cam/gradcam/mean_score"][1] == pytest.approx(float(np.mean(final.scores)), rel=1e-4)
+    if task in ("segmentation", "detection"):
+        masks = target.region_masks(4, (SIZE, SIZE))
+        expected = keras_cam.metrics.energy_in_mask(final.heatmaps, masks)
+        assert events["cam/gradcam/energy_in_mask"][1] == pytest.approx(expected, rel=1e-4)
