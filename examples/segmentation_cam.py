@@ -5,8 +5,10 @@ from their textured background and the distractor cross (the object masks
 are the labels). The callback explains the segmentation target, class
 "object" summed over the pixels the model predicts as object, on 16 probe
 images after every epoch; the grid shows the predicted mask's outline and a
-caption with the probe's mean IoU. The script prints, per epoch, the energy
-in mask (share of the map on the true object) and the probe's mean IoU.
+caption with the image's mean IoU. The script prints the energy in mask
+(share of the map on the true object) per epoch, then the held-out mean IoU
+and energy in mask. While the model predicts no object pixel yet, the
+target is empty and so is the map (energy 0).
 
 Run `python examples/segmentation_cam.py`, then `tensorboard --logdir runs/segmentation`.
 """
@@ -79,14 +81,21 @@ def main() -> None:
     seconds = time.perf_counter() - started
 
     csv_path = os.path.join(args.log_dir, "cam", "cam_metrics.csv")
-    energies = [phase_means(csv_path, "energy_in_mask", range(e, e + 1)) for e in range(args.epochs)]
+    energies = [
+        phase_means(csv_path, "energy_in_mask", range(e, e + 1)) for e in range(args.epochs)
+    ]
     print(f"trained {args.epochs} epochs in {seconds:.0f} s")
-    print("energy in mask of the segmentation target, by epoch: " + " ".join(f"{e:.2f}" for e in energies))
+    print(
+        "energy in mask of the segmentation target, by epoch: "
+        + " ".join(f"{e:.2f}" for e in energies)
+    )
     result = keras_cam.explain(model, test.images, layer="features", targets=segmentation(OBJECT))
     ious = [mean_iou(p, m) for p, m in zip(result.predicted, test.masks, strict=True)]
     area = float(test.masks.mean())
     energy = keras_cam.metrics.energy_in_mask(result.heatmaps, test.masks)
-    print(f"held-out: mean IoU {np.mean(ious):.2f}; energy in mask {energy:.2f} (object area {area:.2f})")
+    print(
+        f"held-out: mean IoU {np.mean(ious):.2f}; energy in mask {energy:.2f} (object area {area:.2f})"
+    )
     print(f"tensorboard --logdir {os.path.abspath(args.log_dir)}")
 
 

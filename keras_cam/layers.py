@@ -73,7 +73,7 @@ def _children(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
-def _check_splittable(model: keras.Model, nested: bool = False) -> None:
+def _check_splittable(model: keras.Model) -> None:
     if isinstance(model, keras.Sequential):
         return
     if not hasattr(model, "_nodes_by_depth"):
@@ -86,14 +86,6 @@ def _check_splittable(model: keras.Model, nested: bool = False) -> None:
         raise ValueError(
             f"Model {model.name!r} has {len(model.inputs)} inputs; keras_cam explains "
             f"models with one image input."
-        )
-    # The model's own outputs may be several (`output=` picks one); a nested model's
-    # several outputs would each need their own path to the head.
-    if nested and len(model.outputs) != 1:
-        raise ValueError(
-            f"The target layer lies inside the nested model {model.name!r}, which has "
-            f"{len(model.outputs)} outputs; pick a layer outside it, or one in a nested "
-            f"model with one output."
         )
 
 
@@ -155,14 +147,23 @@ def _flat_layers(piece: Any) -> list[keras.layers.Layer]:
         return [leaf for step in piece.steps for leaf in _flat_layers(step)]
     if _is_model(piece):
         return [leaf for child in _children(piece) for leaf in _flat_layers(child)]
-    return [piece]
+    return [piece] if isinstance(piece, keras.layers.Layer) else []
 
 
-def _split(
-    model: keras.Model, names: Sequence[str], path: str, nested: bool = False
-) -> tuple[Any, Any]:
-    """Returns (features, head) for the layer at `names` inside `model`."""
-    _check_splittable(model, nested)
+def _flattened(outputs: Any, training: bool = False) -> list[Any]:
+    """A nested model's output structure as the flat list its node's output tensors follow."""
+    return keras.tree.flatten(outputs)
+
+
+def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, Any]:
+    """Returns (features, head) for the layer at `names` inside `model`.
+
+    The model may have several outputs (the head then returns the same
+    structure, and `output=` picks one); a nested model with several outputs
+    (a detector's feature pyramid) passes all of them on to the rest of the
+    graph, as a list.
+    """
+    _check_splittable(model)
     try:
         child = model.get_layer(names[0])
     except ValueError:
@@ -172,7 +173,7 @@ def _split(
     if len(names) > 1:
         if not _is_model(child):
             raise ValueError(f"{names[0]!r} in {path!r} is a layer, not a nested model.")
-        inner_features, inner_head = _split(child, names[1:], path, nested=True)
+        inner_features, inner_head = _split(child, names[1:], path)
     else:
         inner_features, inner_head = child, _Chain()
 
@@ -186,11 +187,12 @@ def _split(
     # A leaf layer is cut after its output; a nested model is replaced by its own split.
     leaf = len(names) == 1 and not _is_model(child)
     node = _node_in_graph(model, child)
-    cut_out = node.output_tensors[0]
+    several = not leaf and len(node.output_tensors) > 1
+    cut_out = list(node.output_tensors) if several else node.output_tensors[0]
     cut_in = cut_out if leaf else node.input_tensors[0]
     try:
         before = _functional_piece(model, model.inputs[0], cut_in)
-        after = _functional_piece(model, cut_out, model.output if not nested else model.outputs[0])
+        after = _functional_piece(model, cut_out, model.output)
     except ValueError as error:
         raise ValueError(
             f"The model's output does not depend on {path!r} alone (Keras says: {error}). "
@@ -199,6 +201,8 @@ def _split(
         ) from error
     if leaf:
         return before, after
+    if several:
+        return _Chain([before, inner_features]), _Chain([inner_head, _flattened, after])
     return _Chain([before, inner_features]), _Chain([inner_head, after])
 
 

@@ -8,6 +8,7 @@ model's argmax, `rank_id(1)` (-2) the runner-up, and so on.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -455,7 +456,9 @@ class DetectionTarget(TaskTarget):
         return f"detection(<{self.boxes.shape} boxes>, iou={self.iou})"
 
     def static_key(self) -> tuple[Any, ...]:
-        return (type(self), id(self.anchors), self.iou, self.box_variance, self.keys)
+        # The anchors are constants of the trace, fixed per model: keyed by content.
+        anchors = hashlib.sha1(self.anchors.tobytes()).hexdigest()
+        return (type(self), anchors, self.anchors.shape, self.iou, self.box_variance, self.keys)
 
     def class_ids(self, num_images: int) -> np.ndarray:
         return _per_image(self.classes, num_images, 0, "detection class_ids", "int32")

@@ -358,8 +358,71 @@ def test_task_targets_in_a_fit_with_the_callback(task, tmp_path):
     np.testing.assert_array_equal(
         np.stack(events["cam/gradcam"][1]), keras_cam.overlay(x[:4], heatmaps)
     )
-    assert events["cam/gradcam/mean_score"][1] == pytest.approx(float(np.mean(final.scores)), rel=1e-4)
+    assert events["cam/gradcam/mean_score"][1] == pytest.approx(
+        float(np.mean(final.scores)), rel=1e-4
+    )
     if task in ("segmentation", "detection"):
         masks = target.region_masks(4, (SIZE, SIZE))
         expected = keras_cam.metrics.energy_in_mask(final.heatmaps, masks)
         assert events["cam/gradcam/energy_in_mask"][1] == pytest.approx(expected, rel=1e-4)
+
+
+def tiny_retinanet(size=64):
+    """KerasHub's RetinaNetObjectDetector from a config: a 3-stack ResNet, levels P3–P4."""
+    import keras_hub
+    from keras_hub.src.models.retinanet.retinanet_backbone import RetinaNetBackbone
+
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 8, 8],
+        stackwise_num_blocks=[1, 1, 1],
+        stackwise_num_strides=[1, 2, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(size, size, 3),
+    )
+    backbone = RetinaNetBackbone(
+        image_encoder=encoder, min_level=3, max_level=4, use_p5=False, image_shape=(size, size, 3)
+    )
+    return keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=2, bounding_box_format="xyxy", pre_logits_num_conv_layers=1
+    )
+
+
+@pytest.mark.slow
+def test_detection_on_a_kerashub_retinanet():
+    """The score is what KerasHub's own decoding says; new boxes do not retrace."""
+    model = tiny_retinanet()
+    x = np.random.default_rng(5).uniform(0, 1, (2, 64, 64, 3)).astype("float32")
+    anchors = ops.concatenate(list(model.anchor_generator(x).values()))
+    outputs = model(x)
+    decoded = to_numpy(
+        keras.utils.bounding_boxes.decode_deltas_to_boxes(
+            anchors=anchors,
+            boxes_delta=outputs["bbox_regression"],
+            anchor_format="xyxy",
+            box_format="xyxy",
+            encoded_format="center_xywh",
+            variance=model.label_encoder.box_variance,
+        )
+    )
+    logits = to_numpy(outputs["cls_logits"])
+    # The stack1 residual sum feeds both pyramid levels: every path to the heads crosses it.
+    explainer = keras_cam.CAMExplainer(
+        model, layer="retina_net_backbone/backbone/stack1_block0_add"
+    )
+    for anchor in (100, 500):
+        box = decoded[0, anchor]  # a box the model predicts: at least that anchor matches
+        low, high = np.maximum(decoded[..., :2], box[:2]), np.minimum(decoded[..., 2:], box[2:])
+        overlap = np.prod(np.clip(high - low, 0, None), -1)
+        area = np.prod(decoded[..., 2:] - decoded[..., :2], -1)
+        matched = overlap / (area + np.prod(box[2:] - box[:2]) - overlap) >= 0.5
+        target = T.detection(box, 1, anchors, box_variance=model.label_encoder.box_variance)
+        result = explainer(x, targets=target)
+        np.testing.assert_allclose(result.scores, (logits[..., 1] * matched).sum(1), rtol=1e-4)
+        assert matched[0].any()
+        assert result.raw.shape == (2, 8, 8)
+        assert np.isfinite(result.raw).all()
+        assert result.raw[0].max() > 0
+    assert explainer.trace_count == 1
