@@ -94,7 +94,8 @@ def main() -> None:
     area = float(test.masks.mean())
     energy = keras_cam.metrics.energy_in_mask(result.heatmaps, test.masks)
     print(
-        f"held-out: mean IoU {np.mean(ious):.2f}; energy in mask {energy:.2f} (object area {area:.2f})"
+        f"held-out: mean IoU {np.mean(ious):.2f}; energy in mask {energy:.2f} "
+        f"(object area {area:.2f})"
     )
     print(f"tensorboard --logdir {os.path.abspath(args.log_dir)}")
 
