@@ -1,5 +1,9 @@
 """Task targets and output=: each explained score checked against the backend's own autodiff.
 
+The autodiff checks of every target run on all three backends; the fits, the
+KerasHub RetinaNet, the known-answer toy detector and the error messages
+(backend-neutral logic) only in the TensorFlow pass (`slow`).
+
 For every target the test rebuilds the same scalar by hand (its own formula,
 its own anchor decoding via `keras.utils.bounding_boxes`), differentiates it
 with respect to the target layer's activations with GradientTape / jax.grad /
@@ -228,6 +232,7 @@ def test_detection_matches_autodiff_with_an_independent_anchor_decoding():
     assert result.predicted.shape == (3, 5)
 
 
+@pytest.mark.slow
 def test_toy_detector_explains_exactly_the_cells_of_the_box():
     """With no regression, the anchors that find a 2-by-2-cell box are its 4 cells.
 
@@ -260,7 +265,7 @@ def two_heads(as_dict):
     return keras.Model(inputs, {"kind": cls, "size": reg} if as_dict else [cls, reg])
 
 
-@pytest.mark.parametrize("as_dict", [True, False])
+@pytest.mark.parametrize("as_dict", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_output_picks_one_output_of_a_multi_output_model(as_dict):
     model = two_heads(as_dict)
     outputs = model(images())
@@ -279,6 +284,7 @@ def test_output_picks_one_output_of_a_multi_output_model(as_dict):
         keras_cam.CAMExplainer(model, output="age")(images())
 
 
+@pytest.mark.slow
 def test_task_targets_reject_bad_input_with_the_fix():
     with pytest.raises(ValueError, match="pick a segmentation output"):
         keras_cam.explain(pooled(3), images(), targets=T.segmentation(1))
