@@ -26,7 +26,13 @@ from keras_cam.explainer import (
     with_ranks,
 )
 from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
-from keras_cam.targets import MULTI_LABEL, Targets, TaskTarget, labels_to_class_ids
+from keras_cam.targets import (
+    MULTI_LABEL,
+    Targets,
+    TaskTarget,
+    is_multi_label,
+    labels_to_class_ids,
+)
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
@@ -238,7 +244,7 @@ class CAMCallback(keras.callbacks.Callback):
         if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}.")
         if top_k is not None and (
-            (callable(targets) and not isinstance(targets, str)) or targets == MULTI_LABEL
+            (callable(targets) and not isinstance(targets, str)) or is_multi_label(targets)
         ):
             raise ValueError(f"top_k needs class targets; {targets!r} has no class ranks.")
         if not 0.0 <= alpha <= 1.0:
@@ -312,7 +318,7 @@ class CAMCallback(keras.callbacks.Callback):
         if self._batch is None:
             images, labels = take_probe(self.probe, self.max_images)
             explainer = self._explainer
-            if self.targets == MULTI_LABEL:
+            if is_multi_label(self.targets):
                 batch = explainer._positive_batch(images, self.preprocess)
             else:
                 batch = explainer._prepare(images, self.targets, self.preprocess, labels)
@@ -418,7 +424,7 @@ class CAMCallback(keras.callbacks.Callback):
 
     def _explained(self) -> dict[str, CAMResult]:
         results = self._explainer._explain(self._batch)
-        if self.targets == MULTI_LABEL:
+        if is_multi_label(self.targets):
             # The grid shows where all of an image's positive labels look: the
             # strongest of their maps at each pixel.
             results = {
@@ -531,7 +537,7 @@ class CAMCallback(keras.callbacks.Callback):
             label = None if self._task_labels is None else self._task_labels[i]
             name = self._name(int(result.classes[i]))
             return self.targets.caption(result.predicted[i], float(result.scores[i]), label, name)
-        if self.targets == MULTI_LABEL:
+        if is_multi_label(self.targets):
             positive = [self._name(k) for k in np.flatnonzero(result.predicted[i])]
             return "positive: " + (", ".join(positive) or "none")
         parts = []

@@ -22,10 +22,10 @@ from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
 from keras_cam.targets import (
-    MULTI_LABEL,
     PREDICTED,
     Targets,
     TaskTarget,
+    is_multi_label,
     rank_id,
     resolve_class_ids,
     top_k,
@@ -352,7 +352,7 @@ class CAMExplainer:
             maps of labels not predicted positive are zero, and `predicted`
             is the (N, K) mask of positive labels.
         """
-        if isinstance(targets, str) and targets == MULTI_LABEL:
+        if is_multi_label(targets):
             results = self._explain_positive(images, preprocess)
             return results[self.method.name] if self._single else results
         k = top_k(targets)

@@ -108,6 +108,11 @@ def resolve_class_ids(
 MULTI_LABEL = "positive"
 
 
+def is_multi_label(targets: Any) -> bool:
+    """Whether `targets` asks for every positive label of a multi-label head."""
+    return isinstance(targets, str) and targets == MULTI_LABEL
+
+
 def _per_image(values: Any, num_images: int, trailing: int, name: str, dtype: str) -> np.ndarray:
     """One value for all images, or one per image, as an (N, ...) array with `trailing` axes."""
     array = np.asarray(ops.convert_to_numpy(values), dtype=dtype)
