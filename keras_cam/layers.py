@@ -192,7 +192,9 @@ def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, An
     cut_in = cut_out if leaf else node.input_tensors[0]
     try:
         before = _functional_piece(model, model.inputs[0], cut_in)
-        after = _functional_piece(model, cut_out, model.output)
+        # One output as a tensor, even when given as a one-element list or dict.
+        outputs = model.output if len(model.outputs) > 1 else model.outputs[0]
+        after = _functional_piece(model, cut_out, outputs)
     except ValueError as error:
         raise ValueError(
             f"The model's output does not depend on {path!r} alone (Keras says: {error}). "

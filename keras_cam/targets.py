@@ -506,7 +506,10 @@ class DetectionTarget(TaskTarget):
         return ops.sum(matched * self._logits(outputs, class_ids), axis=1)
 
     def prediction(self, outputs: Any, boxes: Any, class_ids: Any, are_logits: bool = True):
-        """(N, 5): the best matching decoded box (xyxy) and its class probability."""
+        """(N, 5): the best matching decoded box (xyxy) and its class probability.
+
+        Where no anchor matches, the probability is 0 (and the box meaningless).
+        """
         decoded, matched = self._matches(outputs, boxes)
         logits = self._logits(outputs, class_ids)
         best = ops.argmax(ops.where(matched > 0, logits, -1e30), axis=1)
