@@ -432,3 +432,24 @@ def test_detection_on_a_kerashub_retinanet():
         assert np.isfinite(result.raw).all()
         assert result.raw[0].max() > 0
     assert explainer.trace_count == 1
+
+
+def test_marks_drawn_on_the_grid():
+    from keras_cam.overlay import draw_box, draw_outline
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True  # at 8×8: rows and columns 2..5, all of it boundary but the middle
+    outlined = draw_outline(image, mask)[..., 0] == 255
+    expected = np.zeros((8, 8), bool)
+    expected[2:6, 2:6] = True
+    expected[3:5, 3:5] = False
+    np.testing.assert_array_equal(outlined, expected)
+    boxed = draw_box(image, (1, 2, 5, 7))[..., 0] == 255
+    assert boxed[2, 1:5].all()
+    assert boxed[6, 1:5].all()
+    assert boxed[2:7, 1].all()
+    assert boxed[2:7, 4].all()
+    assert boxed.sum() == 2 * 4 + 2 * 3
+    iou = T.mean_iou(np.array([[0, 1], [1, 1]]), np.array([[0, 1], [0, 1]]))
+    assert iou == pytest.approx((1 / 2 + 2 / 3) / 2)
