@@ -72,7 +72,7 @@ def test_nested_paths_and_candidates():
         split_model(model, "base/conv1/x")
 
 
-def test_subclassed_and_multi_output_models_are_rejected():
+def test_subclassed_and_multi_input_models_are_rejected_multi_output_ones_need_output():
     class Subclassed(keras.Model):
         def __init__(self):
             super().__init__()
