@@ -1,8 +1,8 @@
 """Task targets and output=: each explained score checked against the backend's own autodiff.
 
 The autodiff checks of every target run on all three backends; the fits, the
-KerasHub RetinaNet, the known-answer toy detector and the error messages
-(backend-neutral logic) only in the TensorFlow pass (`slow`).
+KerasHub RetinaNet, the known-answer toy detector, output= and the error
+messages (backend-neutral logic) only in the TensorFlow pass (`slow`).
 
 For every target the test rebuilds the same scalar by hand (its own formula,
 its own anchor decoding via `keras.utils.bounding_boxes`), differentiates it
@@ -265,7 +265,8 @@ def two_heads(as_dict):
     return keras.Model(inputs, {"kind": cls, "size": reg} if as_dict else [cls, reg])
 
 
-@pytest.mark.parametrize("as_dict", [True, pytest.param(False, marks=pytest.mark.slow)])
+@pytest.mark.slow  # backend-neutral; the dict outputs also cross every backend in detection
+@pytest.mark.parametrize("as_dict", [True, False])
 def test_output_picks_one_output_of_a_multi_output_model(as_dict):
     model = two_heads(as_dict)
     outputs = model(images())
