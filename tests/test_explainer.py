@@ -198,6 +198,14 @@ def test_channels_first_model_gives_the_channels_last_maps(images):
 
     last, first = build("channels_last"), build("channels_first")
     first.set_weights(last.get_weights())
+    try:
+        first.predict(images.transpose(0, 3, 1, 2), verbose=0)
+    except Exception as error:  # TensorFlow without oneDNN (CPUs without AVX-512) has no NCHW conv
+        if keras.backend.backend() != "tensorflow":
+            raise
+        pytest.skip(
+            f"the channels-first model itself cannot run on this CPU: {type(error).__name__}"
+        )
     expected = keras_cam.explain(last, images, targets=1)
     result = keras_cam.explain(first, images, targets=1)
     assert result.layer == "t"
