@@ -108,6 +108,28 @@ def overlay(
     return (blended + 0.5).astype(np.uint8)
 
 
+def draw_outline(image: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np.ndarray:
+    """`image` (H, W, 3) uint8 with the boundary of `mask` (any size, nearest) drawn in `color`."""
+    height, width = image.shape[:2]
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.arange(height) * mask.shape[0] // height
+    cols = np.arange(width) * mask.shape[1] // width
+    mask = mask[rows][:, cols]
+    padded = np.pad(mask, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & mask
+    out = image.copy()
+    out[mask & ~inner] = color
+    return out
+
+
+def draw_box(image: np.ndarray, box: Sequence[float], color=(255, 255, 255)) -> np.ndarray:
+    """`image` (H, W, 3) uint8 with the box (x0, y0, x1, y1), in pixels, drawn in `color`."""
+    canvas = Image.fromarray(image)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ImageDraw.Draw(canvas).rectangle((x0, y0, x1 - 1, y1 - 1), outline=tuple(color))
+    return np.asarray(canvas)
+
+
 # TensorBoard's time-series view (its default dashboard) fits each image into a
 # box of about 407 × 215 px on a default card (measured in Chromium with
 # TensorBoard 2.x, tests/test_browser.py). Pages are laid out so that, fitted
