@@ -12,6 +12,7 @@ Example:
 """
 
 from keras_cam import methods, metrics
+from keras_cam.alarms import Alarm
 from keras_cam.callback import CAMCallback
 from keras_cam.explainer import CAMExplainer, CAMResult, explain
 from keras_cam.methods import available_methods
@@ -21,6 +22,7 @@ from keras_cam.sanity import sanity_check
 __version__ = "0.1.0"
 
 __all__ = [
+    "Alarm",
     "CAMCallback",
     "CAMExplainer",
     "CAMResult",
