@@ -15,6 +15,7 @@ from keras_cam import methods, metrics
 from keras_cam.alarms import Alarm
 from keras_cam.callback import CAMCallback
 from keras_cam.explainer import CAMExplainer, CAMResult, explain
+from keras_cam.guidance import CAMGuidedModel
 from keras_cam.methods import available_methods
 from keras_cam.overlay import overlay
 from keras_cam.sanity import sanity_check
@@ -25,6 +26,7 @@ __all__ = [
     "Alarm",
     "CAMCallback",
     "CAMExplainer",
+    "CAMGuidedModel",
     "CAMResult",
     "__version__",
     "available_methods",
