@@ -33,6 +33,7 @@ from keras_cam.explainer import (
     take_images,
     with_ranks,
 )
+from keras_cam.guidance import CAMGuidedModel
 from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
 from keras_cam.targets import Targets, labels_to_class_ids
 from keras_cam.writer import WRITERS, EventWriter, create_writer
@@ -329,8 +330,17 @@ class CAMCallback(keras.callbacks.Callback):
         """The explainer built at the first `on_train_begin` (None before)."""
         return self._explainer
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+    @property
+    def explained_model(self) -> keras.Model:
+        """The model explained: the one being fit, or the classifier a `CAMGuidedModel` wraps.
+
+        Reading it (through `self.model`) syncs the JAX trainer's live state.
+        """
         model = self.model
+        return model.model if isinstance(model, CAMGuidedModel) else model
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        model = self.explained_model
         # In a multi-process run only the chief explains and writes; the other
         # processes skip every event, so none of them waits on the CAM work.
         self._chief = is_chief(model)
@@ -413,9 +423,10 @@ class CAMCallback(keras.callbacks.Callback):
 
     def _write_sanity(self, step: int) -> None:
         for method in self.methods:
-            explainer = CAMExplainer(self.model, method, layer=self._explainer.layer)
+            model = self.explained_model
+            explainer = CAMExplainer(model, method, layer=self._explainer.layer)
             value = _sanity.sanity_check(
-                self.model, self._images, preprocess=self.preprocess, explainer=explainer
+                model, self._images, preprocess=self.preprocess, explainer=explainer
             )
             self._writer.scalar(f"cam/{method.name}/sanity", value, step)
         self._writer.flush()
@@ -448,8 +459,7 @@ class CAMCallback(keras.callbacks.Callback):
 
     def _event(self, step: int, logs: dict[str, Any] | None = None) -> None:
         try:
-            # Reading `self.model` syncs the JAX trainer's live state into the variables.
-            model = self.model
+            model = self.explained_model
             results = self._explainer._explain(self._batch)
             values = {name: self._measure(name, result, model) for name, result in results.items()}
             # Numbers for the other callbacks first: they must be in `logs` when this returns.
