@@ -530,15 +530,14 @@ class CAMCallback(keras.callbacks.Callback):
         shown = self._display[:count]
         all_overlays = []
         for name, combined in results.items():
-            every = take_images(combined, 0, measured)
+            every = take_images(combined, 0, measured)  # without the top-k ranks
             self._write_metrics(name, values[name], step, measured)
             if measured > count:
                 self._write_galleries(name, every, values[name], step)
             result = take_images(every, 0, count)
-            overlays = overlay(self._display[:count], result.heatmaps, self.alpha, self.colormap)
+            overlays = overlay(shown, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
             captions = [self._caption(result, i) for i in range(count)]
-            shown = self._display[:count]
             grid = captioned_grid(list(zip(shown, overlays, strict=True)), captions)
             tag = f"cam/{name}"
             self._writer.images(tag, overlays, step)
