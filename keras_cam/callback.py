@@ -531,9 +531,6 @@ class CAMCallback(keras.callbacks.Callback):
         all_overlays = []
         for name, combined in results.items():
             every = take_images(combined, 0, measured)  # without the top-k ranks
-            self._write_metrics(name, values[name], step, measured)
-            if measured > count:
-                self._write_galleries(name, every, values[name], step)
             result = take_images(every, 0, count)
             overlays = overlay(shown, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
@@ -543,6 +540,9 @@ class CAMCallback(keras.callbacks.Callback):
             self._writer.images(tag, overlays, step)
             self._writer.images(f"{tag}/grid", grid[None], step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
+            self._write_metrics(name, values[name], step, measured)
+            if measured > count:
+                self._write_galleries(name, every, values[name], step)
             timeline = self._timelines[name]
             timeline.add(step, overlays)
             titles = [self._title(i) for i in range(count)]
