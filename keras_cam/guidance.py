@@ -111,11 +111,12 @@ class CAMGuidedModel(keras.Model):
     The term is added in `compute_loss`, so it runs inside the compiled train
     step of every backend (TensorFlow's `tf.function`, JAX's jitted stateless
     step, PyTorch's autograd) with the user's optimizer, metrics,
-    distribution strategy and callbacks unchanged. Cost per step: one more
+    callbacks unchanged (distribution strategies are not tested). Cost per step: one more
     forward pass up to the target layer (in inference mode, so BatchNorm
     statistics are not updated twice) and through the head, the head's
-    backward pass kept as a graph, and the backward pass of all that; about
-    2–3× an unguided step (see the README's benchmark).
+    backward pass kept as a graph, and the backward pass of all that: about
+    2× an unguided step on the demo model, CPU (`benchmarks/bench_guidance.py`).
+    The penalty is computed whenever masks are fed, also with `weight=0`.
 
     Args:
         model: a built Keras classifier (functional or Sequential).
