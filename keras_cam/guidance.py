@@ -16,18 +16,22 @@ explanations", Nature Machine Intelligence 2020) apply the RRR penalty to
 Grad-CAM maps. This module does what the last does, with the explanation
 the callback monitors and in the same units as its `energy_in_mask`:
 
-    L = CE(y, f(x)) + λ · mean_{annotated i} Σ_{hw} M̄ᵢ · Cᵢ / (Σ_{hw} Cᵢ + ε)
+    L = CE(y, f(x)) + λ · mean_{annotated i} [1 − Σ_{hw} (1 − M̄ᵢ) · ReLU(Sᵢ) / (Σ_{hw} |Sᵢ| + ε)]
 
-where `Cᵢ = ReLU(Σ_c α_c A_c)` is the Grad-CAM map of image i's true class
-at the target layer (`α_c` the spatial mean of `∂y_c/∂A_c`, `y_c` the
-logit), `M̄ᵢ` the share of each map cell outside the object mask, and the
-mean runs over the images of the batch that have a mask. The term is the
-share of the map's energy outside the object, i.e. `1 − energy_in_mask` at
-the layer's resolution; it is scale-free, so λ weighs it against the
-cross-entropy directly. Because `α_c` is itself a gradient, the loss needs a
-second-order gradient (double backprop through the target layer's
-gradient); `keras_cam.compute` provides it per backend, inside the compiled
-train step.
+where `Sᵢ = Σ_c α_c A_c` is the signed Grad-CAM map of image i's true
+class at the target layer (`α_c` the spatial mean of `∂y_c/∂A_c`, `y_c` the
+logit; Grad-CAM is `ReLU(Sᵢ)`), `M̄ᵢ` the share of each map cell outside the
+object mask, and the mean runs over the images of the batch that have a
+mask. For a map without negative parts the term is the share of its energy
+outside the object, `1 − energy_in_mask` at the layer's resolution. Dividing
+by the signed map's whole mass matters: with `Σ ReLU(S)` instead, a model
+can lower the term by driving its map to zero everywhere (it did, in the
+shortcut example), which hides the evidence instead of moving it. The term
+is scale-free, so λ weighs it against the cross-entropy directly.
+
+Because `α_c` is itself a gradient, the loss needs a second-order gradient
+(double backprop through the target layer's gradient); `keras_cam.compute`
+provides it per backend, inside the compiled train step.
 """
 
 from __future__ import annotations
@@ -76,7 +80,9 @@ def energy_outside_mask(activations: Any, gradients: Any, masks: Any) -> Any:
         masks: (N, H, W) object masks (bool or float), H and W multiples of h, w.
 
     Returns:
-        `Σ M̄ · C / (Σ C + ε)` per image, in [0, 1]; 0 for an all-zero map.
+        `1 − Σ (1 − M̄) · ReLU(S) / (Σ |S| + ε)` per image, `S` the signed
+        Grad-CAM map: in [0, 1], 1 for a map that is zero or negative
+        everywhere; equal to `Σ M̄ · C / Σ C` when the map has no negative part.
 
     Example:
 
@@ -86,9 +92,13 @@ def energy_outside_mask(activations: Any, gradients: Any, masks: Any) -> Any:
     0.75
     """
     weights = ops.mean(gradients, axis=(1, 2), keepdims=True)
-    cam = ops.relu(ops.sum(weights * activations, axis=-1))
-    outside = _cell_share_outside(masks, cam.shape[1], cam.shape[2])
-    return ops.sum(cam * outside, axis=(1, 2)) / (ops.sum(cam, axis=(1, 2)) + _EPSILON)
+    signed = ops.sum(weights * activations, axis=-1)
+    inside = 1.0 - _cell_share_outside(masks, signed.shape[1], signed.shape[2])
+    # The denominator is the signed map's whole mass, not only its positive part: a map
+    # driven to zero or below everywhere then scores 1 (nothing on the object), so the
+    # model cannot lower the term by erasing its evidence instead of moving it.
+    evidence = ops.sum(ops.abs(signed), axis=(1, 2)) + _EPSILON
+    return 1.0 - ops.sum(ops.relu(signed) * inside, axis=(1, 2)) / evidence
 
 
 def _class_ids(y: Any, classes: int) -> Any:
