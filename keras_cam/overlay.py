@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
-from keras import ops
 from PIL import Image, ImageDraw, ImageFont
 
 
@@ -52,6 +51,9 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
 def _resize_maps(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if heatmaps.shape[1:3] == size:
         return heatmaps
+    # Imported here so that `keras_cam.overlay` (and the package) import without Keras.
+    from keras import ops
+
     resized = ops.image.resize(
         heatmaps[..., None], size, interpolation="bilinear", data_format="channels_last"
     )
