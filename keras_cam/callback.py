@@ -13,7 +13,16 @@ import keras
 import numpy as np
 
 from keras_cam import sanity as _sanity
-from keras_cam.diagnostics import ProbeMetrics, Timeline, check_masks, check_metrics
+from keras_cam.alarms import Alarm
+from keras_cam.diagnostics import (
+    WORSE_WHEN_HIGHER,
+    ProbeMetrics,
+    Timeline,
+    check_masks,
+    check_metrics,
+    log_key,
+    worst_images,
+)
 from keras_cam.distributed import is_chief
 from keras_cam.explainer import (
     CAMExplainer,
@@ -25,6 +34,7 @@ from keras_cam.explainer import (
     take_images,
     with_ranks,
 )
+from keras_cam.guidance import CAMGuidedModel
 from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
 from keras_cam.targets import (
     MULTI_LABEL,
@@ -126,6 +136,26 @@ class CAMCallback(keras.callbacks.Callback):
     - `cam/<method>/sanity` once at the end of training with
       `sanity_check=True` (see `keras_cam.sanity_check`).
 
+    Acting on the maps:
+
+    - the probe mean of every metric goes into the epoch's Keras `logs` as
+      `cam_<method>_<metric>` (`+` becomes `p`: `cam_gradcampp_focus`), so
+      callbacks listed *after* this one can use it:
+      `EarlyStopping(monitor="cam_gradcam_energy_in_mask", mode="max")`,
+      `ModelCheckpoint`, `ReduceLROnPlateau`, `CSVLogger`, `History`, and the
+      Keras `TensorBoard` callback (which plots it as `epoch_cam_...` in its
+      own `train` run). Epochs without an event add nothing: monitoring
+      callbacks then skip the epoch, so `EarlyStopping`'s patience counts
+      events, not epochs; use `every_n_epochs=1` to monitor;
+    - `alarms=`: rules such as `Alarm("energy_in_mask", below=0.2,
+      events=2, stop_training=True)` that warn, write `cam/alarms` (text)
+      and may stop `fit` (see `keras_cam.Alarm`);
+    - with `probe_size` larger than `max_images`, every probe image is
+      explained and measured (one CSV row each) and the worst are shown:
+      `cam/<method>/worst_<metric>` (the `max_images` images with the
+      lowest energy in mask, highest drift, highest deletion AUC, ...) and
+      `cam/<method>/misclassified` (with labels).
+
     The TensorBoard step is the epoch index, so it continues across `fit`
     calls with `initial_epoch` and lines up with the Keras TensorBoard
     callback's epoch scalars. The target layer, the gradient sub-model and the
@@ -151,7 +181,7 @@ class CAMCallback(keras.callbacks.Callback):
     Args:
         probe: display images (uint8 0–255 or float 0–1, RGB or 1-channel),
             `(images, labels)`, or a `tf.data.Dataset` / `keras.utils.PyDataset`
-            of such batches; read once, up to `max_images`.
+            of such batches; read once, up to `probe_size`.
         log_dir: directory for the event files (created if needed).
         every_n_epochs: explain after every n-th epoch. Defaults to `1`.
         method: a name from `keras_cam.available_methods()`, a `CAMMethod`
@@ -161,7 +191,13 @@ class CAMCallback(keras.callbacks.Callback):
             image, or a callable (see `CAMExplainer`). Defaults to `"predicted"`.
         preprocess: maps display images to model input. Defaults to `None`.
         class_names: names for captions, indexed by class. Defaults to `None`.
-        max_images: number of probe images used. Defaults to `16`.
+        max_images: number of probe images drawn (overlays, grid, timeline,
+            each gallery). Defaults to `16`.
+        probe_size: number of probe images read, explained and measured
+            (in chunks of `batch_size`); at least `max_images`. Defaults to
+            `None`: `max_images`.
+        alarms: `keras_cam.Alarm` rules checked at every event. Defaults to
+            `()`.
         strict: raise instead of warning when a CAM event fails. Defaults to `False`.
         score: `"logit"` or `"probability"` (see `CAMExplainer`). Defaults to `"logit"`.
         alpha: overlay opacity. Defaults to `0.4`.
@@ -226,6 +262,8 @@ class CAMCallback(keras.callbacks.Callback):
         writer: str = "auto",
         log_on_train_end: bool = False,
         output: str | int | None = None,
+        probe_size: int | None = None,
+        alarms: Sequence[Alarm] = (),
     ) -> None:
         super().__init__()
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
@@ -235,6 +273,13 @@ class CAMCallback(keras.callbacks.Callback):
             )
         if not isinstance(max_images, (int, np.integer)) or max_images < 1:
             raise ValueError(f"max_images must be an integer >= 1, got {max_images!r}.")
+        probe_size = max_images if probe_size is None else probe_size
+        if not isinstance(probe_size, (int, np.integer)) or probe_size < max_images:
+            raise ValueError(
+                f"probe_size must be an integer >= max_images ({max_images}), got "
+                f"{probe_size!r}: it is how many probe images are measured, of which "
+                f"max_images are drawn."
+            )
         if isinstance(targets, str) and targets not in ("predicted", "label", MULTI_LABEL):
             raise ValueError(
                 f"Unknown targets {targets!r}: use 'predicted', 'label', 'positive', a class "
@@ -246,7 +291,11 @@ class CAMCallback(keras.callbacks.Callback):
         if top_k is not None and (
             (callable(targets) and not isinstance(targets, str)) or is_multi_label(targets)
         ):
-            raise ValueError(f"top_k needs class targets; {targets!r} has no class ranks.")
+            kind = "targets='positive'" if is_multi_label(targets) else "a callable target"
+            raise ValueError(
+                f"top_k needs class targets; {kind} ({targets!r}) has no class ranks: "
+                f"drop top_k or explain classes ('predicted', 'label', an index)."
+            )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
         self.methods = resolve_methods(method)
@@ -259,6 +308,7 @@ class CAMCallback(keras.callbacks.Callback):
         self.preprocess = preprocess
         self.class_names = list(class_names) if class_names is not None else None
         self.max_images = int(max_images)
+        self.probe_size = int(probe_size)
         self.strict = strict
         self.score = score
         self.alpha = alpha
@@ -268,6 +318,7 @@ class CAMCallback(keras.callbacks.Callback):
         self.probe_masks = probe_masks
         task_regions = isinstance(targets, TaskTarget) and targets.has_region
         self.metrics = check_metrics(metrics, probe_masks is not None or task_regions)
+        self.alarms = self._check_alarms(alarms)
         self.top_k = None if top_k is None else int(top_k)
         self.sanity_check = sanity_check
         if writer not in WRITERS:
@@ -296,13 +347,24 @@ class CAMCallback(keras.callbacks.Callback):
         """The explainer built at the first `on_train_begin` (None before)."""
         return self._explainer
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+    @property
+    def explained_model(self) -> keras.Model:
+        """The model explained: the one being fit, or the classifier a `CAMGuidedModel` wraps.
+
+        Reading it (through `self.model`) syncs the JAX trainer's live state.
+        """
         model = self.model
+        return model.model if isinstance(model, CAMGuidedModel) else model
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        model = self.explained_model
         # In a multi-process run only the chief explains and writes; the other
         # processes skip every event, so none of them waits on the CAM work.
         self._chief = is_chief(model)
         if not self._chief:
             return
+        for alarm in self.alarms:  # breaches are counted within one `fit`
+            alarm.reset()
         if self._explainer is None or self._explainer.model is not model:
             self._explainer = CAMExplainer(
                 model,
@@ -316,7 +378,7 @@ class CAMCallback(keras.callbacks.Callback):
             )
             self._batch = None
         if self._batch is None:
-            images, labels = take_probe(self.probe, self.max_images)
+            images, labels = take_probe(self.probe, self.probe_size)
             explainer = self._explainer
             if is_multi_label(self.targets):
                 batch = explainer._positive_batch(images, self.preprocess)
@@ -360,7 +422,7 @@ class CAMCallback(keras.callbacks.Callback):
             return
         self._last_epoch = epoch
         if (epoch + 1) % self.every_n_epochs == 0:
-            self._event(epoch)
+            self._event(epoch, logs)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._explainer is None or not self._chief:
@@ -389,9 +451,10 @@ class CAMCallback(keras.callbacks.Callback):
 
     def _write_sanity(self, step: int) -> None:
         for method in self.methods:
-            explainer = CAMExplainer(self.model, method, layer=self._explainer.layer)
+            model = self.explained_model
+            explainer = CAMExplainer(model, method, layer=self._explainer.layer)
             value = _sanity.sanity_check(
-                self.model, self._images, preprocess=self.preprocess, explainer=explainer
+                model, self._images, preprocess=self.preprocess, explainer=explainer
             )
             self._writer.scalar(f"cam/{method.name}/sanity", value, step)
         self._writer.flush()
@@ -405,14 +468,43 @@ class CAMCallback(keras.callbacks.Callback):
                 f"{self._explainer.num_classes} classes; give one name per class."
             )
 
-    def _event(self, step: int) -> None:
+    def _check_alarms(self, alarms: Sequence[Alarm]) -> tuple[Alarm, ...]:
+        alarms = (alarms,) if isinstance(alarms, Alarm) else tuple(alarms)
+        names = [method.name for method in self.methods]
+        for alarm in alarms:
+            if not isinstance(alarm, Alarm):
+                raise TypeError(f"alarms must be keras_cam.Alarm rules, got {alarm!r}.")
+            if alarm.metric not in self.metrics:
+                raise ValueError(
+                    f"Alarm '{alarm}' watches {alarm.metric!r}, which this callback does not "
+                    f"compute ({', '.join(self.metrics)}); add it to metrics= (mask metrics "
+                    f"need probe_masks=)."
+                )
+            if alarm.method is not None and alarm.method not in names:
+                raise ValueError(
+                    f"Alarm '{alarm}' watches method {alarm.method!r}, which this callback "
+                    f"does not run ({', '.join(names)})."
+                )
+        return alarms
+
+    def _event(self, step: int, logs: dict[str, Any] | None = None) -> None:
         try:
-            # Reading `self.model` syncs the JAX trainer's live state into the variables.
-            model = self.model
+            model = self.explained_model
             results = self._explained()
+            values = {name: self._measure(name, result, model) for name, result in results.items()}
+            # Numbers for the other callbacks first: they must be in `logs` when this returns.
+            if logs is not None:
+                logs.update(
+                    {
+                        log_key(name, metric): float(np.mean(per_image))
+                        for name, found in values.items()
+                        for metric, per_image in found.items()
+                    }
+                )
             if self._writer is None:  # dropped after a write error: try a fresh file
                 self._writer = create_writer(self.log_dir, self.writer)
-            self._write(results, step, model)
+            self._sound_alarms(values, step)
+            self._write(results, values, step)
         except Exception as error:
             if isinstance(error, OSError):
                 self._close_writer(after_error=True)
@@ -452,15 +544,41 @@ class CAMCallback(keras.callbacks.Callback):
             stacklevel=2,
         )
 
-    def _write(self, results: dict[str, CAMResult], step: int, model: keras.Model) -> None:
-        count = len(self._display)
+    def _sound_alarms(self, values: dict[str, dict[str, np.ndarray]], step: int) -> None:
+        for alarm in self.alarms:
+            for name, found in values.items():
+                per_image = found.get(alarm.metric)
+                mean = None if per_image is None else float(np.mean(per_image))
+                if not (alarm.applies_to(name) and alarm.update(name, mean)):
+                    continue
+                worst = ", ".join(str(i) for i in alarm.worst_images(per_image))
+                message = (
+                    f"keras_cam alarm at epoch {step}: {name} {alarm.metric} = {mean:.3g} "
+                    f"({alarm}); worst probe images: {worst}."
+                )
+                if alarm.stop_training:
+                    message += " Stopping training."
+                    self.model.stop_training = True
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                self._writer.text("cam/alarms", message, step)
+
+    def _write(
+        self,
+        results: dict[str, CAMResult],
+        values: dict[str, dict[str, np.ndarray]],
+        step: int,
+    ) -> None:
+        measured = len(self._display)
+        count = min(self.max_images, measured)
+        shown = self._display[:count]
         all_overlays = []
         for name, combined in results.items():
-            result = take_images(combined, 0, count)
-            overlays = overlay(self._display, result.heatmaps, self.alpha, self.colormap)
+            every = take_images(combined, 0, measured)  # without the top-k ranks
+            result = take_images(every, 0, count)
+            overlays = overlay(shown, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
             captions = [self._caption(result, i) for i in range(count)]
-            pairs = list(zip(self._display, overlays, strict=True))
+            pairs = list(zip(shown, overlays, strict=True))
             if isinstance(self.targets, TaskTarget):
                 pairs = [
                     self.targets.draw(i, image, overlaid, result.predicted[i])
@@ -471,19 +589,19 @@ class CAMCallback(keras.callbacks.Callback):
             self._writer.images(tag, overlays, step)
             self._writer.images(f"{tag}/grid", grid[None], step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
-            self._write_metrics(name, result, step, model)
+            self._write_metrics(name, values[name], step, measured)
+            if measured > count:
+                self._write_galleries(name, every, values[name], step)
             timeline = self._timelines[name]
             timeline.add(step, overlays)
             titles = [self._title(i) for i in range(count)]
-            self._writer.images(
-                f"{tag}/timeline", timeline.image(self._display, titles)[None], step
-            )
+            self._writer.images(f"{tag}/timeline", timeline.image(shown, titles)[None], step)
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
         if len(results) > 1:
             first = take_images(next(iter(results.values())), 0, count)
             table = captioned_grid(
-                [(image, *row) for image, *row in zip(self._display, *all_overlays, strict=True)],
+                [(image, *row) for image, *row in zip(shown, *all_overlays, strict=True)],
                 [self._caption(first, i) for i in range(count)],
                 headers=["image", *results],
             )
@@ -491,28 +609,59 @@ class CAMCallback(keras.callbacks.Callback):
         self._writer.flush()
         self._last_step = step
 
-    def _write_metrics(self, name: str, result: CAMResult, step: int, model: keras.Model) -> None:
+    def _measure(self, name: str, combined: CAMResult, model: keras.Model) -> dict[str, Any]:
+        """Per-image values of every metric at this event, on all probe images."""
         # The faithfulness metrics perturb the display images, then feed them as the
         # explainer does (preprocess, channel axis, channels-first transpose).
         explainer = self._explainer
-        values = self._diagnostics.values(
+        return self._diagnostics.values(
             name,
-            result,
+            take_images(combined, 0, len(self._display)),
             model,
             self._images,
             lambda images: explainer.model_input(images, self.preprocess),
         )
+
+    def _write_metrics(
+        self, name: str, values: dict[str, np.ndarray], step: int, count: int
+    ) -> None:
         for metric, per_image in values.items():
             self._writer.scalar(f"cam/{name}/{metric}", float(np.mean(per_image)), step)
         if "drift" in values:
             self._writer.histogram(f"cam/{name}/per_image", values["drift"], step)
-        self._diagnostics.append_csv(step, name, values, len(result.heatmaps))
+        self._diagnostics.append_csv(step, name, values, count)
+
+    def _write_galleries(
+        self, name: str, result: CAMResult, values: dict[str, np.ndarray], step: int
+    ) -> None:
+        """The probe images where attention went worst, out of all those measured."""
+        galleries = {
+            f"worst_{metric}": (worst_images(per_image, metric, self.max_images), metric)
+            for metric, per_image in values.items()
+            if metric in WORSE_WHEN_HIGHER
+        }
+        if self._labels is not None:
+            wrong = np.flatnonzero(result.predicted != self._labels)[: self.max_images]
+            galleries["misclassified"] = (wrong, None)
+        for gallery, (indices, metric) in galleries.items():
+            if len(indices) == 0:
+                continue
+            images = self._display[indices]
+            overlays = overlay(images, result.heatmaps[indices], self.alpha, self.colormap)
+            captions = [
+                f"#{i} "
+                + (f"{metric} {values[metric][i]:.3g} · " if metric else "")
+                + self._caption(result, i)
+                for i in indices
+            ]
+            grid = captioned_grid(list(zip(images, overlays, strict=True)), captions)
+            self._writer.images(f"cam/{name}/{gallery}", grid[None], step)
 
     def _top_k_grid(self, combined: CAMResult) -> np.ndarray:
         count, k = len(self._display), self.top_k
         ranks = [take_images(combined, count * (r + 1), count * (r + 2)) for r in range(k)]
         groups, captions = [], []
-        for i, image in enumerate(self._display):
+        for i, image in enumerate(self._display[: self.max_images]):
             groups.append([image])
             captions.append(self._title(i))
             for ranked in ranks:

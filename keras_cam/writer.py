@@ -29,6 +29,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
@@ -46,6 +47,9 @@ class EventWriter(Protocol):
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         """Writes the distribution of `values` (finite floats)."""
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """Writes one Markdown text (TensorBoard's TEXT tab)."""
 
     def flush(self) -> None:
         """Makes everything written so far readable."""
@@ -89,6 +93,7 @@ _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, de
 _HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(
     display_name=None, description=None
 )
+_TEXT_METADATA = text_metadata.create_summary_metadata(display_name=None, description=None)
 
 
 class TensorFlowWriter:
@@ -118,6 +123,11 @@ class TensorFlowWriter:
             tf.summary.write(
                 tag, tensor, step=step, metadata=_HISTOGRAM_METADATA.SerializeToString()
             )
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        tf = self._tf
+        with self._writer.as_default(), tf.summary.record_if(True):
+            tf.summary.text(tag, text, step=step)
 
     def flush(self) -> None:
         self._writer.flush()
@@ -149,6 +159,9 @@ class TensorBoardWriter:
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         self._write(tag, histogram_tensor(values), _HISTOGRAM_METADATA, step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        self._write(tag, np.array(text.encode(), dtype=object), _TEXT_METADATA, step)
 
     def flush(self) -> None:
         self._writer.flush()

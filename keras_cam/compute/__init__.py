@@ -10,6 +10,9 @@ Each backend module provides:
   returns `(activations, gradients or None, outputs)` where gradients are
   d sum(score_fn(outputs)) / d activations, and nothing is differentiated
   with respect to the model's weights;
+- `differentiable_gradients(head, activations, score_fn)`: returns
+  `(outputs, gradients)` for use inside a training step, with the gradient
+  itself differentiable with respect to the weights (CAM guidance);
 - `map_sequential(fn, count)`: inside a compiled function, stacks `fn(i)`
   (float32) for `i` in `range(count)`, one iteration at a time.
 """

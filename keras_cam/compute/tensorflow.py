@@ -38,6 +38,22 @@ def activations_and_gradients(
     return activations, tape.gradient(total, activations), outputs
 
 
+def differentiable_gradients(
+    head: Callable[..., Any], activations: Any, score_fn: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """`(outputs, d sum(score_fn(outputs)) / d activations)`, itself differentiable.
+
+    The inner tape watches only the activations; the training step's outer
+    tape records its gradient computation, so the loss built from it
+    backpropagates into the weights (double backprop).
+    """
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(activations)
+        outputs = head(activations, training=False)
+        total = tf.reduce_sum(score_fn(outputs))
+    return outputs, tape.gradient(total, activations)
+
+
 def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     """Stacks `fn(i)` for `i` in `range(count)`, one iteration at a time.
 

@@ -62,6 +62,25 @@ def activations_and_gradients(
     return activations.detach(), gradients, outputs
 
 
+def differentiable_gradients(
+    head: Callable[..., Any], activations: Any, score_fn: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """`(outputs, d sum(score_fn(outputs)) / d activations)`, itself differentiable.
+
+    `create_graph=True` keeps the gradient's own graph, so the loss built from
+    it backpropagates into the weights (double backprop); `.grad` is untouched.
+    """
+    # Evaluation runs under no_grad, and a frozen backbone gives activations without
+    # a graph: the gradient is still wanted in both cases.
+    with torch.enable_grad():
+        if not activations.requires_grad:
+            activations = activations.detach().requires_grad_(True)
+        outputs = head(activations, training=False)
+        total = score_fn(outputs).sum()
+        (gradients,) = torch.autograd.grad(total, activations, create_graph=True)
+    return outputs, gradients
+
+
 def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     """Stacks `fn(i)` for `i` in `range(count)`, one at a time."""
     return torch.stack([fn(i) for i in range(count)])
