@@ -388,8 +388,7 @@ class CAMCallback(keras.callbacks.Callback):
                 self._writer = create_writer(self.log_dir, self.writer)
             self._write(results, step, model)
         except Exception as error:
-            if isinstance(error, OSError):
-                self._close_writer(after_error=True)
+            # The writer has dropped its event file if the error was a write error.
             self._fail(error, f"at epoch {step}")
             return
         if self._failing:
