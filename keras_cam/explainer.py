@@ -86,6 +86,15 @@ def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
     )
 
 
+def _takes_one_channel(expected: tuple[int | None, ...]) -> bool:
+    """Whether the model input has one channel (first or last axis), as grayscale images have.
+
+    Only then is a 3-D array a batch of grayscale images: for an RGB model
+    with a dynamic input size, (H, W, 3) is a single image missing its batch axis.
+    """
+    return 1 in (expected[1], expected[-1])
+
+
 def _preprocessed(images: np.ndarray, preprocess: Preprocess | None) -> np.ndarray:
     # A copy: keras.applications' preprocess_input edits float arrays in place.
     x = preprocess(images.copy()) if preprocess is not None else images
@@ -96,7 +105,7 @@ def _to_model_input(
     images: np.ndarray, x: np.ndarray, preprocessed: bool, expected: tuple[int | None, ...]
 ) -> np.ndarray:
     """Checks (and for display images, adapts) the model input `x` made from `images`."""
-    if not preprocessed and x.ndim == len(expected) - 1:
+    if not preprocessed and x.ndim == len(expected) - 1 and _takes_one_channel(expected):
         x = x[..., None]  # grayscale (N, H, W) display images
     if (
         not _matches(x.shape, expected)
@@ -130,15 +139,22 @@ def _resize(maps: Any, size: tuple[int, int]) -> Any:
     return resized[..., 0]
 
 
+_FLAT_MAP_TOLERANCE = 1e-5
+"""Largest (max − min) / peak of a map that counts as constant: float32 rounding is ~1e-7."""
+
+
 def _normalise(maps: Any) -> Any:
     # Dividing by the peak first keeps max − min from overflowing near float32's limit.
     peak = ops.max(ops.abs(maps), axis=(1, 2), keepdims=True)
     maps = maps / ops.where(peak > 0, peak, 1.0)
     low = ops.min(maps, axis=(1, 2), keepdims=True)
     span = ops.max(maps, axis=(1, 2), keepdims=True) - low
-    # A constant map has nothing to show: it becomes zero rather than 0/0.
-    scaled = (maps - low) / ops.maximum(span, 1e-30)
-    return ops.clip(ops.where(span > 0, scaled, ops.zeros_like(maps)), 0.0, 1.0)
+    # A map constant up to rounding (a few ulps after resizing) has nothing to show: it
+    # becomes zero, on every backend, rather than a pattern stretched out of rounding noise.
+    # After the division by the peak, the span is relative to the map's largest value.
+    flat = span <= _FLAT_MAP_TOLERANCE
+    scaled = (maps - low) / ops.where(flat, 1.0, span)
+    return ops.clip(ops.where(flat, ops.zeros_like(maps), scaled), 0.0, 1.0)
 
 
 def with_ranks(batch: _Batch, ranks: range, keep: bool = True) -> _Batch:

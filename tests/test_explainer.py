@@ -8,6 +8,7 @@ from keras import layers, ops
 
 import keras_cam
 from keras_cam.compute import backend_module
+from keras_cam.explainer import _normalise
 
 
 def numpy_gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
@@ -363,3 +364,50 @@ def test_gradient_free_methods_skip_the_backward_pass(model, images):
 def test_bad_method_lists_name_the_problem(model, method, message):
     with pytest.raises(ValueError, match=message):
         keras_cam.CAMExplainer(model, method)
+
+
+def test_a_single_image_on_a_model_of_dynamic_input_size_asks_for_a_batch_axis(images):
+    inputs = keras.Input((None, None, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    outputs = layers.Dense(3)(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match=r"batch axis: images\[None\]"):
+        keras_cam.explain(model, images[0])
+    callback = keras_cam.CAMCallback(images[0], "unused")
+    callback.set_model(model)
+    with pytest.raises(ValueError, match=r"batch axis: images\[None\]"):
+        callback.on_train_begin()
+    assert keras_cam.explain(model, images[:1]).heatmaps.shape == (1, 16, 16)
+
+
+def test_a_one_channel_model_of_dynamic_size_still_reads_3d_arrays_as_grayscale():
+    inputs = keras.Input((None, None, 1))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    gray = np.random.default_rng(0).uniform(size=(3, 10, 12)).astype("float32")
+    assert keras_cam.explain(model, gray).heatmaps.shape == (3, 10, 12)
+
+
+def test_maps_constant_up_to_rounding_have_nothing_to_show():
+    one_ulp = np.nextafter(np.float32(1), np.float32(2))
+    almost_constant = np.array([[[1.0, one_ulp], [one_ulp, 1.0]]], dtype="float32") * 3.7
+    normalised = ops.convert_to_numpy(_normalise(ops.convert_to_tensor(almost_constant)))
+    np.testing.assert_array_equal(normalised, np.zeros_like(almost_constant))
+    contrast = np.array([[[1.0, 1.001], [1.0, 1.0]]], dtype="float32")
+    normalised = ops.convert_to_numpy(_normalise(ops.convert_to_tensor(contrast)))
+    np.testing.assert_allclose(normalised, [[[0, 1], [0, 0]]], atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "layercam"])
+def test_a_constant_feature_map_gives_zero_heatmaps_on_every_backend(method):
+    """Constant activations upsampled to an odd size: rounding noise must not become a pattern."""
+    model = conv_classifier(size=7)
+    for name, bias in (("conv1", 0.3), ("conv2", 0.7)):
+        layer = model.get_layer(name)
+        kernel, _ = layer.get_weights()
+        layer.set_weights([np.zeros_like(kernel), np.full(kernel.shape[-1], bias, "float32")])
+    images = np.random.default_rng(0).uniform(size=(3, 13, 13, 3)).astype("float32")
+    result = keras_cam.CAMExplainer(model, method)(images, preprocess=lambda x: x[:, ::2, ::2])
+    raw = result.raw
+    assert raw.max() > 0 and np.ptp(raw, axis=(1, 2)).max() <= 1e-6 * raw.max()
+    np.testing.assert_array_equal(result.heatmaps, np.zeros_like(result.heatmaps))
