@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -290,6 +291,7 @@ class CAMExplainer:
         self._compute = backend_module()
         self._split: LayerSplit | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
+        self._probabilities_checked = False
         if model.built:
             self._resolve()
 
@@ -396,6 +398,9 @@ class CAMExplainer:
         )
 
     def _explain(self, batch: _Batch) -> dict[str, CAMResult]:
+        if not self._probabilities_checked:
+            self._probabilities_checked = True
+            self._warn_if_probabilities_pass_for_logits(batch.inputs)
         key = (batch.score_fn, batch.size)
         if key not in self._compiled:
             self._compiled[key] = self._compute.compile_function(
@@ -424,6 +429,36 @@ class CAMExplainer:
                 confidence=confidence.astype(np.float32),
             )
         return results
+
+    def _warn_if_probabilities_pass_for_logits(self, inputs: Any) -> None:
+        """Warns when `score="logit"` would differentiate probabilities it cannot see as such.
+
+        The softmax/sigmoid can be switched off only where it is the output
+        layer's activation or a `Softmax` layer; one inside a `Lambda` or a
+        custom layer is invisible, and its probabilities' gradients vanish as
+        soon as the model is confident.
+        """
+        split = self._resolve()
+        if self.score != "logit" or self._activation is not None:
+            return
+        outputs = ops.convert_to_numpy(
+            ops.cast(split.head(split.features(inputs[:8], training=False)), "float32")
+        )
+        if outputs.ndim != 2 or outputs.shape[-1] < 2:
+            return
+        if (outputs >= 0).all() and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
+            warnings.warn(
+                f"keras_cam: score='logit', but the outputs of model {self.model.name!r} look "
+                f"like probabilities (non-negative, each row sums to 1) and its output layer "
+                f"{split.output_layer.name!r} has no softmax/sigmoid activation that can be "
+                f"switched off (a softmax inside a Lambda or a custom layer?), so the maps "
+                f"differentiate probabilities, whose gradients vanish once the model is "
+                f"confident. Expose the logits: end the model with a Dense layer with "
+                f"activation='softmax' or a keras.layers.Softmax layer (or pass "
+                f"score='probability' to say that probabilities are meant).",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _run_in_chunks(self, function: Callable[..., Any], batch: _Batch) -> tuple[Any, ...]:
         """Runs the compiled function on chunks of `batch_size` images, as numpy.

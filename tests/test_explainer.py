@@ -1,5 +1,7 @@
 """CAMExplainer against independent computations: an explicit GradientTape and plain numpy."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -411,3 +413,26 @@ def test_a_constant_feature_map_gives_zero_heatmaps_on_every_backend(method):
     raw = result.raw
     assert raw.max() > 0 and np.ptp(raw, axis=(1, 2)).max() <= 1e-6 * raw.max()
     np.testing.assert_array_equal(result.heatmaps, np.zeros_like(result.heatmaps))
+
+
+def hidden_softmax_model(hidden: bool) -> keras.Model:
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = layers.Dense(3, name="dense")(layers.GlobalAveragePooling2D()(x))
+    if hidden:
+        outputs = layers.Lambda(lambda logits: ops.softmax(logits), name="probabilities")(x)
+    else:
+        outputs = layers.Softmax(name="probabilities")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_a_softmax_hidden_from_the_score_switch_warns_once(images):
+    explainer = keras_cam.CAMExplainer(hidden_softmax_model(hidden=True))
+    with pytest.warns(UserWarning, match=r"look like probabilities.*'probabilities'.*Lambda"):
+        explainer(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explainer(images)  # once per explainer
+        keras_cam.explain(hidden_softmax_model(hidden=False), images)  # switched off: logits
+        keras_cam.explain(hidden_softmax_model(hidden=True), images, score="probability")
+        keras_cam.explain(conv_classifier(activation=None), images)
