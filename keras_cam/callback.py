@@ -220,6 +220,17 @@ class CAMCallback(keras.callbacks.Callback):
         log_on_train_end: bool = False,
     ) -> None:
         super().__init__()
+        if isinstance(every_n_epochs, bool):
+            raise TypeError("every_n_epochs must be an integer >= 1, got a bool.")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {strict!r}.")
+        if class_names is not None and (
+            isinstance(class_names, str)
+            or not all(isinstance(name, str) for name in class_names)
+        ):
+            raise TypeError(
+                f"class_names must be a sequence of strings, one per class, got {class_names!r}."
+            )
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
             raise ValueError(
                 f"every_n_epochs must be an integer >= 1, got {every_n_epochs!r}; "

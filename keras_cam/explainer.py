@@ -208,6 +208,16 @@ MethodSpec = str | CAMMethod
 
 
 def resolve_methods(method: MethodSpec | Sequence[MethodSpec]) -> tuple[CAMMethod, ...]:
+    if isinstance(method, type) and issubclass(method, CAMMethod):
+        raise TypeError(
+            f"method={method.__name__} is a method class; pass an instance, "
+            f"{method.__name__}(), or its name."
+        )
+    if method is None or not isinstance(method, (str, CAMMethod, Sequence)):
+        raise TypeError(
+            f"method must be a method name, a CAMMethod instance or a list of them, got "
+            f"{method!r}; see keras_cam.available_methods()."
+        )
     specs = [method] if isinstance(method, (str, CAMMethod)) else list(method)
     if not specs:
         raise ValueError("method is an empty list; name at least one CAM method.")
@@ -373,6 +383,11 @@ class CAMExplainer:
         """
         images = np.asarray(ops.convert_to_numpy(images))
         x = _preprocessed(images, preprocess)
+        if x.ndim == 0 or len(x) != len(images):
+            raise ValueError(
+                f"preprocess turned {len(images)} images into a batch of shape {x.shape}; it "
+                f"must map each image to one model input and keep the batch size."
+            )
         if not self.model.built:
             self.model.build((None, *x.shape[1:]))
         self._resolve()

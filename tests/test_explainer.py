@@ -436,3 +436,17 @@ def test_a_softmax_hidden_from_the_score_switch_warns_once(images):
         keras_cam.explain(hidden_softmax_model(hidden=False), images)  # switched off: logits
         keras_cam.explain(hidden_softmax_model(hidden=True), images, score="probability")
         keras_cam.explain(conv_classifier(activation=None), images)
+
+
+def test_preprocess_that_changes_the_batch_size_is_an_error(model, images):
+    with pytest.raises(ValueError, match=r"preprocess turned 4 images into.*keep the batch size"):
+        keras_cam.explain(model, images, preprocess=lambda x: x[:2])
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [(None, r"method must be a method name"), (keras_cam.methods.GradCAM, r"a method class")],
+)
+def test_a_method_that_is_no_method_instance_is_a_type_error(model, images, method, message):
+    with pytest.raises(TypeError, match=message):
+        keras_cam.explain(model, images, method=method)

@@ -306,3 +306,40 @@ def test_a_one_epoch_fit_explains_with_every_method_and_gradcam_agrees_with_auto
             shown += 1
         np.testing.assert_allclose(got, want, atol=1e-3 * scale, rtol=1e-3)
     assert shown > 0, "every map is constant: the comparison would show nothing"
+
+
+@pytest.mark.slow
+def test_convnext_is_explained_at_the_output_of_its_last_stage():
+    """The cut is the `inputs + x` operation ending the last block, not a layer before the stage.
+
+    At initialisation LayerScale is 1e-6, so every block is nearly the identity
+    and a map from an earlier cut would look right: the scales are set to 1.
+    """
+    model = application(A.ConvNeXtTiny, 64)(include_top=True)
+    for layer in model.layers:
+        if layer.name.endswith("_layer_scale"):
+            layer.set_weights([np.ones_like(w) for w in layer.get_weights()])
+    explainer = keras_cam.CAMExplainer(model)
+    cut = explainer._resolve().layer
+    last_block = model.get_layer("convnext_tiny_stage_3_block_2_identity")
+    (node,) = cut._inbound_nodes
+    assert last_block.output in node.input_tensors  # inputs + x of the last block
+    assert [layer.name for layer in explainer._resolve().head_layers] == [
+        "convnext_tiny_head_gap",
+        "convnext_tiny_head_layernorm",
+        "convnext_tiny_head_dense",
+    ]
+    x = images(Built("ConvNeXtTiny", {}, 64, (2, 2)))
+    result = explainer(x)
+    expected = tape_gradcam(model, result.layer, x, result.classes)
+    for got, want in zip(result.raw, expected, strict=True):
+        assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.999
+    # Named explicitly, a last-stage block output is a cut point too.
+    earlier = keras_cam.CAMExplainer(model, layer=operation_before(model, cut))
+    assert earlier.layer != explainer.layer
+
+
+def operation_before(model: keras.Model, cut) -> str:
+    """The `inputs + x` of the block before the last one."""
+    adds = [op.name for op in model.operations if type(op) is type(cut)]
+    return adds[adds.index(cut.name) - 1]
