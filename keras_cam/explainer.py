@@ -158,6 +158,14 @@ def _normalise(maps: Any) -> Any:
     return ops.clip(ops.where(flat, ops.zeros_like(maps), scaled), 0.0, 1.0)
 
 
+def _looks_like_probabilities(outputs: Any, unswitched_logits: bool) -> Any:
+    """Per image: outputs read as logits that are non-negative and sum to 1, like probabilities."""
+    if not unswitched_logits or outputs.shape[-1] < 2:
+        return ops.zeros((outputs.shape[0],), dtype="bool")
+    sums_to_one = ops.abs(ops.sum(outputs, axis=-1) - 1.0) < 1e-3
+    return ops.logical_and(ops.all(outputs >= 0, axis=-1), sums_to_one)
+
+
 def with_ranks(batch: _Batch, ranks: range, keep: bool = True) -> _Batch:
     """The batch followed (or, with `keep=False`, replaced) by one copy per class rank.
 
@@ -301,7 +309,7 @@ class CAMExplainer:
         self._compute = backend_module()
         self._split: LayerSplit | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
-        self._probabilities_checked = False
+        self._probabilities_warned = False
         if model.built:
             self._resolve()
 
@@ -413,17 +421,15 @@ class CAMExplainer:
         )
 
     def _explain(self, batch: _Batch) -> dict[str, CAMResult]:
-        if not self._probabilities_checked:
-            self._probabilities_checked = True
-            self._warn_if_probabilities_pass_for_logits(batch.inputs)
         key = (batch.score_fn, batch.size)
         if key not in self._compiled:
             self._compiled[key] = self._compute.compile_function(
                 self._cam_function(*key), self.model
             )
-        maps, classes, scores, predicted, confidence = self._run_in_chunks(
+        maps, classes, scores, predicted, confidence, probability_rows = self._run_in_chunks(
             self._compiled[key], batch
         )
+        self._warn_if_probabilities_pass_for_logits(probability_rows)
         results = {}
         for method in self.methods:
             raw, heatmaps, finite = maps[method.name]
@@ -445,35 +451,29 @@ class CAMExplainer:
             )
         return results
 
-    def _warn_if_probabilities_pass_for_logits(self, inputs: Any) -> None:
-        """Warns when `score="logit"` would differentiate probabilities it cannot see as such.
+    def _warn_if_probabilities_pass_for_logits(self, probability_rows: np.ndarray) -> None:
+        """Warns once when `score="logit"` differentiates probabilities it cannot see as such.
 
         The softmax/sigmoid can be switched off only where it is the output
         layer's activation or a `Softmax` layer; one inside a `Lambda` or a
-        custom layer is invisible, and its probabilities' gradients vanish as
-        soon as the model is confident.
+        custom layer is invisible, and the gradients of its probabilities
+        vanish as soon as the model is confident.
         """
-        split = self._resolve()
-        if self.score != "logit" or self._activation is not None:
+        if self._probabilities_warned or not probability_rows.all():
             return
-        outputs = ops.convert_to_numpy(
-            ops.cast(split.head(split.features(inputs[:8], training=False)), "float32")
+        self._probabilities_warned = True
+        warnings.warn(
+            f"keras_cam: score='logit', but the outputs of model {self.model.name!r} look "
+            f"like probabilities (non-negative, each row sums to 1) and its output layer "
+            f"{self._split.output_layer.name!r} has no softmax/sigmoid activation that can be "
+            f"switched off (a softmax inside a Lambda or a custom layer?), so the maps "
+            f"differentiate probabilities, whose gradients vanish once the model is "
+            f"confident. Expose the logits: end the model with a Dense layer with "
+            f"activation='softmax' or a keras.layers.Softmax layer (or pass "
+            f"score='probability' to say that probabilities are meant).",
+            UserWarning,
+            stacklevel=4,
         )
-        if outputs.ndim != 2 or outputs.shape[-1] < 2:
-            return
-        if (outputs >= 0).all() and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-3):
-            warnings.warn(
-                f"keras_cam: score='logit', but the outputs of model {self.model.name!r} look "
-                f"like probabilities (non-negative, each row sums to 1) and its output layer "
-                f"{split.output_layer.name!r} has no softmax/sigmoid activation that can be "
-                f"switched off (a softmax inside a Lambda or a custom layer?), so the maps "
-                f"differentiate probabilities, whose gradients vanish once the model is "
-                f"confident. Expose the logits: end the model with a Dense layer with "
-                f"activation='softmax' or a keras.layers.Softmax layer (or pass "
-                f"score='probability' to say that probabilities are meant).",
-                UserWarning,
-                stacklevel=4,
-            )
 
     def _run_in_chunks(self, function: Callable[..., Any], batch: _Batch) -> tuple[Any, ...]:
         """Runs the compiled function on chunks of `batch_size` images, as numpy.
@@ -508,7 +508,7 @@ class CAMExplainer:
             name: [joined([part[0][name][i] for part in parts]) for i in range(3)]
             for name in parts[0][0]
         }
-        shared = [joined([part[1][i] for part in parts]) for i in range(4)]
+        shared = [joined([part[1][i] for part in parts]) for i in range(len(parts[0][1]))]
         return (maps, *shared)
 
     def _map_chunks(self, fn: Callable[[Any], Any], count: int, batch_size: int) -> Any:
@@ -656,7 +656,9 @@ class CAMExplainer:
                     upsampled = smoothing.merge(upsampled, count)
                     raw = _resize(upsampled, raw.shape[1:3])
                 maps[name] = (raw, _normalise(upsampled), finite)
-            return maps, classes, scores, predicted, confidence
+            return maps, classes, scores, predicted, confidence, _looks_like_probabilities(
+                outputs, self.score == "logit" and activation is None
+            )
 
         return cam_function
 
