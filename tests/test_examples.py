@@ -80,3 +80,28 @@ def test_shortcut_learning_runs_its_three_phases(tmp_path):
     assert sorted(events["cam/gradcam/energy_in_mask"]) == [0, 1, 2]
     assert sorted(events["cam/gradcam/drift"]) == [1, 2]  # steps continue across the fits
     assert len(events["cam/gradcam/timeline"][2][0]) > 0
+
+
+@pytest.mark.parametrize(
+    ("script", "printed"),
+    [
+        ("segmentation_cam.py", "energy in mask of the segmentation target, by epoch"),
+        ("regression_cam.py", "pointing game of the probe by epoch"),
+    ],
+)
+def test_task_examples_train_and_print_their_figures(script, printed, tmp_path):
+    out = run(
+        str(ROOT / "examples" / script),
+        "--epochs",
+        "2",
+        "--train-size",
+        "64",
+        "--log-dir",
+        str(tmp_path / "run"),
+        cwd=ROOT / "examples",
+    )
+    series = next(line for line in out.splitlines() if line.startswith(printed))
+    assert len(series.split(":")[1].split()) == 2
+    assert "held-out" in out
+    events = read_events(str(tmp_path / "run" / "cam"))
+    assert sorted(events["cam/gradcam/grid"]) == [0, 1]

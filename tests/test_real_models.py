@@ -216,7 +216,8 @@ def images(built: Built, count: int = 3) -> np.ndarray:
 
 
 def operation(model: keras.Model, name: str):
-    return next(op for op in getattr(model, "operations", model.layers) if op.name == name)
+    members = getattr(model, "operations", model.layers)
+    return next(op for op in members if op.name == name)
 
 
 def sub_models(model: keras.Model, path: str) -> tuple[Callable, Callable]:
@@ -293,7 +294,8 @@ def test_a_one_epoch_fit_explains_with_every_method_and_gradcam_agrees_with_auto
     assert callback.explainer.trace_count == 1
     for name, result in results.items():
         assert np.isfinite(result.heatmaps).all(), name
-        assert result.heatmaps.min() >= 0 and result.heatmaps.max() <= 1, name
+        assert result.heatmaps.min() >= 0, name
+        assert result.heatmaps.max() <= 1, name
 
     gradcam = results["gradcam"]
     expected = tape_gradcam(model, gradcam.layer, x, gradcam.classes)
