@@ -221,7 +221,7 @@ def operation(model: keras.Model, name: str):
 
 
 def sub_models(model: keras.Model, path: str) -> tuple[Callable, Callable]:
-    """(input -> activations, activations -> logits) cut at `path` with Keras' own functional API."""
+    """(input -> activations, activations -> logits) at `path`, by Keras' functional API."""
     names = path.split("/")
     if len(names) == 1:
         tensor = operation(model, names[0]).output
