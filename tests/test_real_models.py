@@ -212,7 +212,8 @@ def built(request) -> Built:
 
 def images(built: Built, count: int = 3) -> np.ndarray:
     rng = np.random.default_rng(0)
-    return rng.uniform(0, 255, size=(count, built.size, built.size, 3)).astype("float32")
+    # In [-1, 1], as keras.applications preprocessing gives: 0-255 saturates ReLU6 backbones.
+    return rng.uniform(-1, 1, size=(count, built.size, built.size, 3)).astype("float32")
 
 
 def operation(model: keras.Model, name: str):
