@@ -266,6 +266,16 @@ class CAMCallback(keras.callbacks.Callback):
         alarms: Sequence[Alarm] = (),
     ) -> None:
         super().__init__()
+        if isinstance(every_n_epochs, bool):
+            raise TypeError("every_n_epochs must be an integer >= 1, got a bool.")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {strict!r}.")
+        if class_names is not None and (
+            isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names)
+        ):
+            raise TypeError(
+                f"class_names must be a sequence of strings, one per class, got {class_names!r}."
+            )
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
             raise ValueError(
                 f"every_n_epochs must be an integer >= 1, got {every_n_epochs!r}; "
@@ -506,8 +516,7 @@ class CAMCallback(keras.callbacks.Callback):
             self._sound_alarms(values, step)
             self._write(results, values, step)
         except Exception as error:
-            if isinstance(error, OSError):
-                self._close_writer(after_error=True)
+            # The writer has dropped its event file if the error was a write error.
             self._fail(error, f"at epoch {step}")
             return
         if self._failing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -101,6 +102,15 @@ def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
     )
 
 
+def _takes_one_channel(expected: tuple[int | None, ...]) -> bool:
+    """Whether the model input has one channel (first or last axis), as grayscale images have.
+
+    Only then is a 3-D array a batch of grayscale images: for an RGB model
+    with a dynamic input size, (H, W, 3) is a single image missing its batch axis.
+    """
+    return 1 in (expected[1], expected[-1])
+
+
 def _preprocessed(images: np.ndarray, preprocess: Preprocess | None) -> np.ndarray:
     # A copy: keras.applications' preprocess_input edits float arrays in place.
     x = preprocess(images.copy()) if preprocess is not None else images
@@ -111,7 +121,7 @@ def _to_model_input(
     images: np.ndarray, x: np.ndarray, preprocessed: bool, expected: tuple[int | None, ...]
 ) -> np.ndarray:
     """Checks (and for display images, adapts) the model input `x` made from `images`."""
-    if not preprocessed and x.ndim == len(expected) - 1:
+    if not preprocessed and x.ndim == len(expected) - 1 and _takes_one_channel(expected):
         x = x[..., None]  # grayscale (N, H, W) display images
     if (
         not _matches(x.shape, expected)
@@ -145,15 +155,30 @@ def _resize(maps: Any, size: tuple[int, int]) -> Any:
     return resized[..., 0]
 
 
+_FLAT_MAP_TOLERANCE = 1e-5
+"""Largest (max − min) / peak of a map that counts as constant: float32 rounding is ~1e-7."""
+
+
 def _normalise(maps: Any) -> Any:
     # Dividing by the peak first keeps max − min from overflowing near float32's limit.
     peak = ops.max(ops.abs(maps), axis=(1, 2), keepdims=True)
     maps = maps / ops.where(peak > 0, peak, 1.0)
     low = ops.min(maps, axis=(1, 2), keepdims=True)
     span = ops.max(maps, axis=(1, 2), keepdims=True) - low
-    # A constant map has nothing to show: it becomes zero rather than 0/0.
-    scaled = (maps - low) / ops.maximum(span, 1e-30)
-    return ops.clip(ops.where(span > 0, scaled, ops.zeros_like(maps)), 0.0, 1.0)
+    # A map constant up to rounding (a few ulps after resizing) has nothing to show: it
+    # becomes zero, on every backend, rather than a pattern stretched out of rounding noise.
+    # After the division by the peak, the span is relative to the map's largest value.
+    flat = span <= _FLAT_MAP_TOLERANCE
+    scaled = (maps - low) / ops.where(flat, 1.0, span)
+    return ops.clip(ops.where(flat, ops.zeros_like(maps), scaled), 0.0, 1.0)
+
+
+def _looks_like_probabilities(outputs: Any, unswitched_logits: bool) -> Any:
+    """Per image: outputs read as logits that are non-negative and sum to 1, like probabilities."""
+    if not unswitched_logits or outputs.shape[-1] < 2:
+        return ops.zeros((outputs.shape[0],), dtype="bool")
+    sums_to_one = ops.abs(ops.sum(outputs, axis=-1) - 1.0) < 1e-3
+    return ops.logical_and(ops.all(outputs >= 0, axis=-1), sums_to_one)
 
 
 def with_ranks(batch: _Batch, ranks: range, keep: bool = True) -> _Batch:
@@ -206,6 +231,16 @@ MethodSpec = str | CAMMethod
 
 
 def resolve_methods(method: MethodSpec | Sequence[MethodSpec]) -> tuple[CAMMethod, ...]:
+    if isinstance(method, type) and issubclass(method, CAMMethod):
+        raise TypeError(
+            f"method={method.__name__} is a method class; pass an instance, "
+            f"{method.__name__}(), or its name."
+        )
+    if method is None or not isinstance(method, (str, CAMMethod, Sequence)):
+        raise TypeError(
+            f"method must be a method name, a CAMMethod instance or a list of them, got "
+            f"{method!r}; see keras_cam.available_methods()."
+        )
     specs = [method] if isinstance(method, (str, CAMMethod)) else list(method)
     if not specs:
         raise ValueError("method is an empty list; name at least one CAM method.")
@@ -296,6 +331,7 @@ class CAMExplainer:
         self._compute = backend_module()
         self._split: LayerSplit | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
+        self._probabilities_warned = False
         if model.built:
             self._resolve()
 
@@ -434,6 +470,11 @@ class CAMExplainer:
         """
         images = np.asarray(ops.convert_to_numpy(images))
         x = _preprocessed(images, preprocess)
+        if x.ndim == 0 or len(x) != len(images):
+            raise ValueError(
+                f"preprocess turned {len(images)} images into a batch of shape {x.shape}; it "
+                f"must map each image to one model input and keep the batch size."
+            )
         if not self.model.built:
             self.model.build((None, *x.shape[1:]))
         self._resolve()
@@ -479,9 +520,10 @@ class CAMExplainer:
             self._compiled[key] = self._compute.compile_function(
                 self._cam_function(batch.score_fn, batch.size), self.model
             )
-        maps, classes, scores, predicted, confidence = self._run_in_chunks(
+        maps, classes, scores, predicted, confidence, probability_rows = self._run_in_chunks(
             self._compiled[key], batch
         )
+        self._warn_if_probabilities_pass_for_logits(probability_rows)
         results = {}
         for method in self.methods:
             raw, heatmaps, finite = maps[method.name]
@@ -502,6 +544,30 @@ class CAMExplainer:
                 confidence=confidence.astype(np.float32),
             )
         return results
+
+    def _warn_if_probabilities_pass_for_logits(self, probability_rows: np.ndarray) -> None:
+        """Warns once when `score="logit"` differentiates probabilities it cannot see as such.
+
+        The softmax/sigmoid can be switched off only where it is the output
+        layer's activation or a `Softmax` layer; one inside a `Lambda` or a
+        custom layer is invisible, and the gradients of its probabilities
+        vanish as soon as the model is confident.
+        """
+        if self._probabilities_warned or not probability_rows.all():
+            return
+        self._probabilities_warned = True
+        warnings.warn(
+            f"keras_cam: score='logit', but the outputs of model {self.model.name!r} look "
+            f"like probabilities (non-negative, each row sums to 1) and its output layer "
+            f"{self._split.output_layer.name!r} has no softmax/sigmoid activation that can be "
+            f"switched off (a softmax inside a Lambda or a custom layer?), so the maps "
+            f"differentiate probabilities, whose gradients vanish once the model is "
+            f"confident. Expose the logits: end the model with a Dense layer with "
+            f"activation='softmax' or a keras.layers.Softmax layer (or pass "
+            f"score='probability' to say that probabilities are meant).",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def _run_in_chunks(self, function: Callable[..., Any], batch: _Batch) -> tuple[Any, ...]:
         """Runs the compiled function on chunks of `batch_size` images, as numpy.
@@ -534,7 +600,7 @@ class CAMExplainer:
             name: [joined([part[0][name][i] for part in parts]) for i in range(3)]
             for name in parts[0][0]
         }
-        shared = [joined([part[1][i] for part in parts]) for i in range(4)]
+        shared = [joined([part[1][i] for part in parts]) for i in range(len(parts[0][1]))]
         return (maps, *shared)
 
     def _map_chunks(self, fn: Callable[[Any], Any], count: int, batch_size: int) -> Any:
@@ -706,7 +772,14 @@ class CAMExplainer:
                     upsampled = smoothing.merge(upsampled, count)
                     raw = _resize(upsampled, raw.shape[1:3])
                 maps[name] = (raw, _normalise(upsampled), finite)
-            return maps, classes, scores, predicted, confidence
+            return (
+                maps,
+                classes,
+                scores,
+                predicted,
+                confidence,
+                _looks_like_probabilities(outputs, self.score == "logit" and activation is None),
+            )
 
         return cam_function
 

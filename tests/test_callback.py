@@ -238,3 +238,18 @@ def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
         cell = table[top : top + 112 : 7, left : left + 112 : 7]  # undo the ×7 enlargement
         np.testing.assert_array_equal(cell, keras_cam.overlay(x[:1], results[name].heatmaps[:1])[0])
     np.testing.assert_array_equal(table[header + 4 : header + 116 : 7, 4:116:7], x[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every_n_epochs": True}, r"every_n_epochs must be an integer >= 1, got a bool"),
+        ({"strict": "no"}, r"strict must be True or False"),
+        ({"class_names": "abc"}, r"class_names must be a sequence of strings"),
+        ({"method": None}, r"method must be a method name"),
+        ({"method": keras_cam.methods.GradCAM}, r"method=GradCAM is a method class.*GradCAM\(\)"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_type_errors(tmp_path, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        keras_cam.CAMCallback(X, tmp_path, **kwargs)
