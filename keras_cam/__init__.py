@@ -17,6 +17,7 @@ from keras_cam.explainer import CAMExplainer, CAMResult, explain
 from keras_cam.methods import available_methods
 from keras_cam.overlay import overlay
 from keras_cam.sanity import sanity_check
+from keras_cam.tokens import TokenGrid
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "CAMCallback",
     "CAMExplainer",
     "CAMResult",
+    "TokenGrid",
     "__version__",
     "available_methods",
     "explain",

@@ -26,6 +26,7 @@ from keras_cam.explainer import (
 )
 from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
 from keras_cam.targets import Targets, labels_to_class_ids
+from keras_cam.tokens import TokenGrid
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
@@ -182,6 +183,9 @@ class CAMCallback(keras.callbacks.Callback):
         writer: `"tensorflow"`, `"tensorboard"` (no TensorFlow needed) or
             `"auto"` (TensorFlow's under the TensorFlow backend, else the
             `tensorboard` package's). Defaults to `"auto"`.
+        tokens: how a token layer's output lies on the image, a
+            `keras_cam.TokenGrid`; see `CAMExplainer`. Defaults to `None`:
+            detected from the model.
 
     Example:
 
@@ -218,6 +222,7 @@ class CAMCallback(keras.callbacks.Callback):
         batch_size: int = 32,
         writer: str = "auto",
         log_on_train_end: bool = False,
+        tokens: TokenGrid | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
@@ -272,6 +277,7 @@ class CAMCallback(keras.callbacks.Callback):
         self._failing = False
         self._chief = True
         self.log_on_train_end = bool(log_on_train_end)
+        self.tokens = tokens
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None
         self._display: np.ndarray | None = None
@@ -299,6 +305,7 @@ class CAMCallback(keras.callbacks.Callback):
                 aug_smooth=self.aug_smooth,
                 eigen_smooth=self.eigen_smooth,
                 batch_size=self.batch_size,
+                tokens=self.tokens,
             )
             self._batch = None
         if self._batch is None:
@@ -365,7 +372,9 @@ class CAMCallback(keras.callbacks.Callback):
 
     def _write_sanity(self, step: int) -> None:
         for method in self.methods:
-            explainer = CAMExplainer(self.model, method, layer=self._explainer.layer)
+            explainer = CAMExplainer(
+                self.model, method, layer=self._explainer.layer, tokens=self.tokens
+            )
             value = _sanity.sanity_check(
                 self.model, self._images, preprocess=self.preprocess, explainer=explainer
             )

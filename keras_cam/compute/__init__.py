@@ -10,6 +10,10 @@ Each backend module provides:
   returns `(activations, gradients or None, outputs)` where gradients are
   d sum(score_fn(outputs)) / d activations, and nothing is differentiated
   with respect to the model's weights;
+- `probe_gradients(run, x, score_fn, zeros)`: with `run(x, zeros) ->
+  (captured, outputs)` adding each zero tensor to a captured layer output,
+  returns `(captured, gradients, outputs)`, the gradients of
+  sum(score_fn(outputs)) with respect to each of `zeros`;
 - `map_sequential(fn, count)`: inside a compiled function, stacks `fn(i)`
   (float32) for `i` in `range(count)`, one iteration at a time.
 """
