@@ -293,16 +293,24 @@ def capture_layer(
     return _captured(model, path, layers[path], probed[path][0], tokens)
 
 
+def _first_output_shape(layer: keras.layers.Layer) -> tuple[int | None, ...] | None:
+    """The output shape, or the first output's for a layer with several (DeiT's encoder)."""
+    shape = output_shape(layer)
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if shape is None and nodes and nodes[-1].output_tensors:
+        shape = tuple(nodes[-1].output_tensors[0].shape)
+    return shape
+
+
 def default_candidates(model: keras.Model) -> list[str]:
-    """Graph layers with token outputs and the blocks they call, containers excluded."""
+    """Graph layers with token outputs, an encoder replaced by the blocks it calls."""
     paths = []
     for path, layer in graph_layers(model):
-        shape = output_shape(layer)
+        shape = _first_output_shape(layer)
         if shape is None or len(shape) != 3 or isinstance(layer, _NOT_BLOCKS):
             continue
-        blocks = [
-            f"{path}/{sub.name}" for sub in _sublayers(layer) if not isinstance(sub, _NOT_BLOCKS)
-        ]
+        # A layer that calls several composite layers (an encoder) stands for its blocks.
+        blocks = [f"{path}/{sub.name}" for sub in _sublayers(layer) if _sublayers(sub)]
         paths.extend(blocks if len(blocks) > 1 else [path])
     return paths
 
@@ -331,6 +339,13 @@ def default_token_layer(
         patches = gradient[:, captured.grid.prefix :] if captured.grid else gradient
         if np.abs(patches).max() > 1e-7 * max(np.abs(gradient).max(), 1e-30):
             return captured
+    if tokens is not None:
+        counts = sorted({probed[p][0].shape[1] for p in probed if probed[p][0].ndim == 3})
+        raise ValueError(
+            f"tokens={tokens} describes {tokens.tokens} tokens but the token layers of model "
+            f"{model.name!r} output {counts}; pass the grid of the layer to explain "
+            f"(and layer= to name it)."
+        )
     raise ValueError(
         f"No token layer of model {model.name!r} has a gradient on its patch tokens "
         f"(candidates: {', '.join(candidates) or 'none'}). Pass layer= and, if the grid "
@@ -379,7 +394,7 @@ def token_split(
         return captured_split(model, default_token_layer(model, compute, tokens))
     graph = dict(iter_layers(model))
     by_name = [path for path in graph if path == layer or path.rsplit("/", 1)[-1] == layer]
-    if len(by_name) == 1 and len(output_shape(graph[by_name[0]]) or ()) != 3:
+    if len(by_name) == 1 and len(_first_output_shape(graph[by_name[0]]) or ()) != 3:
         return None  # a graph layer with a spatial (or no) map: the CNN split handles it
     inner = [path for path in all_layers(model) if path == layer or path.endswith(f"/{layer}")]
     if not by_name and not inner and not is_token_model(model):
