@@ -214,9 +214,14 @@ def _sample_input(model: keras.Model) -> Any:
 def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: Any):
     """Runs one random image; returns path -> (output, gradient of the summed outputs)."""
     x = _sample_input(model)
-    with hooked(dict.fromkeys(layers.values())) as recorded:
-        call_model(model, x)
-    once = {path: rec[0] for path, layer in layers.items() if len(rec := recorded[layer]) == 1}
+
+    def record(x):
+        with hooked(dict.fromkeys(layers.values())) as recorded:
+            call_model(model, x)
+        return [recorded[layer] for layer in layers.values()]
+
+    recorded = compute.call_once(record, model, x)
+    once = {path: rec[0] for path, rec in zip(layers, recorded, strict=True) if len(rec) == 1}
     paths = [path for path, output in once.items() if hasattr(output, "shape")]
     zeros = [ops.zeros_like(once[path]) for path in paths]
 
@@ -231,7 +236,11 @@ def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: A
     def score(outputs):
         return ops.sum(ops.cast(outputs, "float32"), axis=-1)
 
-    captured, gradients, _ = compute.probe_gradients(run, x, score, zeros)
+    def probe(x, zeros):
+        captured, gradients, _ = compute.probe_gradients(run, x, score, zeros)
+        return captured, gradients
+
+    captured, gradients = compute.call_once(probe, model, x, zeros)
     return {
         path: (ops.convert_to_numpy(c), ops.convert_to_numpy(g))
         for path, c, g in zip(paths, captured, gradients, strict=True)

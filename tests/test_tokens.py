@@ -17,6 +17,7 @@ from conftest import gradient, read_events, to_numpy
 from keras import layers, ops
 
 import keras_cam
+from keras_cam.methods import AblationCAM, ScoreCAM
 from keras_cam.tokens import TokenGrid, detect_grid
 
 keras_hub = pytest.importorskip("keras_hub")
@@ -90,6 +91,7 @@ def graph_reference(model, path, x):
     return before, after
 
 
+@pytest.mark.slow
 def test_hand_built_vit_with_mean_pooling_explains_its_last_block_non_square():
     model = hand_vit()
     x = images((16, 24))
@@ -97,7 +99,8 @@ def test_hand_built_vit_with_mean_pooling_explains_its_last_block_non_square():
     result = explainer(x, targets=CLASSES)
     assert result.layer == "block1_out"
     assert explainer._split.capture.grid == TokenGrid(4, 6, prefix=0)
-    assert result.raw.shape == (3, 4, 6) and result.heatmaps.shape == (3, 16, 24)
+    assert result.raw.shape == (3, 4, 6)
+    assert result.heatmaps.shape == (3, 16, 24)
     expected, _ = reference_gradcam(*graph_reference(model, "block1_out", x), x, TokenGrid(4, 6))
     assert_agrees(result, expected)
     explainer(x, targets=[1, 1, 0])
@@ -111,8 +114,6 @@ def test_class_token_head_defaults_to_the_input_of_the_last_block():
     # At the last block's output only the class token carries gradient: the map is empty.
     _, last_gradients = reference_gradcam(*graph_reference(model, "block1_out", x), x, grid)
     assert np.all(last_gradients == 0)
-    empty = keras_cam.explain(model, x, layer="block1_out", targets=CLASSES)
-    assert np.all(empty.raw == 0)
 
     result = keras_cam.explain(model, x, targets=CLASSES)
     assert result.layer == "block0_out"
@@ -279,67 +280,79 @@ def test_swin_last_stage_on_its_downsampled_grid():
     assert_agrees(result, expected)
 
 
-def test_token_grid_detection_and_override():
-    model = hand_vit(size=(16, 24), patch=4)
-    # The patch size on no layer: the aspect rule finds 4×6 with no prefix, 2×3 after 1.
-    assert detect_grid(model, 24, (16, 24)) == TokenGrid(4, 6, 0)
-    assert detect_grid(model, 7, (16, 24)) == TokenGrid(2, 3, 1)
-    assert detect_grid(model, 29, (16, 24)) == TokenGrid(4, 6, 5)
-    assert detect_grid(model, 200, (16, 24)) is None
-    # A declared patch size wins over the aspect rule (2×2 + 5 is also 3×3 + 0).
-    backbone = keras_hub.models.DINOV2Backbone(
-        patch_size=14,
-        num_layers=1,
-        hidden_dim=8,
-        num_heads=2,
-        intermediate_dim=8,
-        num_register_tokens=4,
-        image_shape=(28, 28, 3),
-        position_embedding_shape=(28, 28, 3),
-    )
-    assert detect_grid(backbone, 9, (28, 28)) == TokenGrid(2, 2, 5)
+class Patches(layers.Layer):
+    """A layer that declares its patch size, as KerasHub's patch embeddings do."""
 
+    patch_size = 14
+
+
+def test_token_grid_detection():
+    plain = keras.Sequential([layers.Identity()])
+    # No patch size declared: the aspect rule finds 4×6 with no prefix, 2×3 after 1.
+    assert detect_grid(plain, 24, (16, 24)) == TokenGrid(4, 6, 0)
+    assert detect_grid(plain, 7, (16, 24)) == TokenGrid(2, 3, 1)
+    assert detect_grid(plain, 29, (16, 24)) == TokenGrid(4, 6, 5)
+    assert detect_grid(plain, 200, (16, 24)) is None
+    # A declared patch size wins over the aspect rule: 5 + 2×2 (DINOv2's class token and
+    # 4 registers), not 3×3.
+    assert detect_grid(plain, 9, (28, 28)) == TokenGrid(3, 3, 0)
+    assert detect_grid(keras.Sequential([Patches()]), 9, (28, 28)) == TokenGrid(2, 2, 5)
+    grid = TokenGrid(2, 3, prefix=1)
+    tokens = np.arange(2 * 7 * 4, dtype="float32").reshape(2, 7, 4)
+    np.testing.assert_array_equal(
+        to_numpy(grid.to_map(ops.convert_to_tensor(tokens))), tokens[:, 1:].reshape(2, 2, 3, 4)
+    )
+    with pytest.raises(ValueError, match="height must be an integer >= 1"):
+        TokenGrid(0, 6)
+
+
+@pytest.mark.slow
+def test_token_grid_override_and_errors():
+    model = hand_vit(size=(16, 24), patch=4)
     x = images((16, 24))
     forced = keras_cam.explain(model, x, tokens=TokenGrid(4, 6), targets=CLASSES)
     assert forced.raw.shape == (3, 4, 6)
     with pytest.raises(ValueError, match="describes 25 tokens but layer 'block1_out' outputs 24"):
         keras_cam.explain(model, x, layer="block1_out", tokens=TokenGrid(4, 6, prefix=1))
-    with pytest.raises(ValueError, match="describes 25 tokens but the token layers .* output"):
+    with pytest.raises(ValueError, match=r"describes 25 tokens but the token layers .* output"):
         keras_cam.CAMExplainer(model, tokens=TokenGrid(5, 5))
-    with pytest.raises(ValueError, match="height must be an integer >= 1"):
-        TokenGrid(0, 6)
-    with pytest.raises(ValueError, match="tokens must be None or a keras_cam.TokenGrid"):
+    with pytest.raises(ValueError, match=r"tokens must be None or a keras_cam\.TokenGrid"):
         keras_cam.CAMExplainer(model, tokens=(4, 6))
-    with pytest.raises(ValueError, match="No layer 'block9_out'.*Token layers you can pass"):
+    with pytest.raises(ValueError, match=r"No layer 'block9_out'.*Token layers you can pass"):
         keras_cam.explain(model, x, layer="block9_out")
+    # A class-token head: the last block's output gives an empty map (hence the default).
+    class_token_model = hand_vit(class_token=True)
+    empty = keras_cam.explain(class_token_model, x, layer="block1_out", targets=CLASSES)
+    assert np.all(empty.raw == 0)
 
 
 @pytest.mark.slow
 def test_every_method_on_a_token_map():
     model = vit_classifier(pooling="gap")
     x = images((32, 48), seed=7)
-    methods = [m for m in keras_cam.available_methods() if m != "cam"]
+    methods = [m for m in keras_cam.available_methods() if m not in ("cam", "scorecam")]
+    methods += [ScoreCAM(max_channels=4), AblationCAM(max_channels=4)]
+    methods.remove("ablationcam")
     results = keras_cam.explain(model, x, method=methods, targets=CLASSES)
     for name, result in results.items():
         assert result.raw.shape == (3, 4, 6), name
-        assert np.isfinite(result.heatmaps).all() and result.heatmaps.max() > 0, name
+        assert np.isfinite(result.heatmaps).all(), name
+        assert result.heatmaps.max() > 0, name
     with pytest.raises(ValueError, match="method='cam' needs a head of GlobalAveragePooling2D"):
         keras_cam.explain(model, x, method="cam")
 
 
 @pytest.mark.slow
-def test_callback_in_fit_on_a_vit_and_on_dinov2_with_a_dict_input(tmp_path):
-    for name, (model, size) in {
-        "vit": (vit_classifier(), (32, 48)),
-        "dinov2": (dinov2_with_head()[0], (42, 42)),
-    }.items():
-        x = images(size, count=8, seed=8)
-        y = np.arange(8) % 3
-        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
-        callback = keras_cam.CAMCallback((x[:4], y[:4]), tmp_path / name, max_images=4)
-        model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
-        assert callback.explainer.trace_count == 1
-        events = read_events(str(tmp_path / name))
-        assert sorted(events["cam/gradcam"]) == [0, 1]
-        overlays = events["cam/gradcam"][1]
-        assert len(overlays) == 4 and overlays[0].shape == (*size, 3)
+def test_callback_in_fit_on_dinov2_with_a_dict_input(tmp_path):
+    model = dinov2_with_head()[0]
+    x = images((42, 42), count=8, seed=8)
+    y = np.arange(8) % 3
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    callback = keras_cam.CAMCallback((x[:4], y[:4]), tmp_path, max_images=4)
+    model.fit({"images": x}, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
+    assert callback.explainer.trace_count == 1
+    events = read_events(str(tmp_path))
+    assert sorted(events["cam/gradcam"]) == [0, 1]
+    overlays = events["cam/gradcam"][1]
+    assert len(overlays) == 4
+    assert overlays[0].shape == (42, 42, 3)

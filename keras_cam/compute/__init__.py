@@ -14,6 +14,8 @@ Each backend module provides:
   (captured, outputs)` adding each zero tensor to a captured layer output,
   returns `(captured, gradients, outputs)`, the gradients of
   sum(score_fn(outputs)) with respect to each of `zeros`;
+- `call_once(fn, model, *args)`: `fn(*args)` run once, the cheapest way
+  (eager under TensorFlow and PyTorch, jitted under JAX);
 - `map_sequential(fn, count)`: inside a compiled function, stacks `fn(i)`
   (float32) for `i` in `range(count)`, one iteration at a time.
 """

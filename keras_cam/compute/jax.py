@@ -77,3 +77,8 @@ def probe_gradients(
 
     (_, (captured, outputs)), gradients = jax.value_and_grad(total, has_aux=True)(zeros)
     return captured, gradients, outputs
+
+
+def call_once(fn: Callable[..., Any], model: keras.Model, *args: Any) -> Any:
+    """`fn(*args)` run once, jitted: eager JAX dispatches (and compiles) op by op."""
+    return compile_function(fn, model)(*args)

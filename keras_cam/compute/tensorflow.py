@@ -60,3 +60,8 @@ def probe_gradients(
         total = tf.reduce_sum(score_fn(outputs))
     gradients = tape.gradient(total, zeros, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return captured, gradients, outputs
+
+
+def call_once(fn: Callable[..., Any], model: Any, *args: Any) -> Any:
+    """`fn(*args)` run once, eagerly: one eager pass costs less than tracing a graph."""
+    return fn(*args)

@@ -87,3 +87,8 @@ def probe_gradients(
         for zero, gradient in zip(zeros, gradients, strict=True)
     ]
     return [c.detach() for c in captured], gradients, outputs.detach()
+
+
+def call_once(fn: Callable[..., Any], model: keras.Model, *args: Any) -> Any:
+    """`fn(*args)` run once, with `model` in eval mode."""
+    return compile_function(fn, model)(*args)
