@@ -212,38 +212,41 @@ def _sample_input(model: keras.Model) -> Any:
 
 
 def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: Any):
-    """Runs one random image; returns path -> (output, gradient of the summed outputs)."""
-    x = _sample_input(model)
+    """Runs one random image; returns path -> (output, gradient of the summed outputs).
 
-    def record(x):
-        with hooked(dict.fromkeys(layers.values())) as recorded:
-            call_model(model, x)
-        return [recorded[layer] for layer in layers.values()]
-
-    recorded = compute.call_once(record, model, x)
-    once = {path: rec[0] for path, rec in zip(layers, recorded, strict=True) if len(rec) == 1}
-    paths = [path for path, output in once.items() if hasattr(output, "shape")]
-    zeros = [ops.zeros_like(once[path]) for path in paths]
-
-    def run(x, zeros):
-        transforms = {
-            layers[p]: (lambda out, z=z: out + z) for p, z in zip(paths, zeros, strict=True)
-        }
-        with hooked(transforms) as captured:
-            outputs = call_model(model, x)
-        return [captured[layers[p]][0] for p in paths], outputs
+    Only layers that run exactly once are returned. The first, recording
+    pass only gives the shapes of the zeros: under JAX it is traced and
+    dropped from the one compiled probe.
+    """
 
     def score(outputs):
         return ops.sum(ops.cast(outputs, "float32"), axis=-1)
 
-    def probe(x, zeros):
-        captured, gradients, _ = compute.probe_gradients(run, x, score, zeros)
-        return captured, gradients
+    def probe(x):
+        with hooked(dict.fromkeys(layers.values())) as recorded:
+            call_model(model, x)
+        paths = [
+            path
+            for path, layer in layers.items()
+            if len(recorded[layer]) == 1 and hasattr(recorded[layer][0], "shape")
+        ]
+        zeros = [ops.zeros_like(recorded[layers[path]][0]) for path in paths]
 
-    captured, gradients = compute.call_once(probe, model, x, zeros)
+        def run(x, zeros):
+            transforms = {
+                layers[p]: (lambda out, z=z: out + z) for p, z in zip(paths, zeros, strict=True)
+            }
+            with hooked(transforms) as captured:
+                outputs = call_model(model, x)
+            return [captured[layers[p]][0] for p in paths], outputs
+
+        captured, gradients, _ = compute.probe_gradients(run, x, score, zeros)
+        return dict(zip(paths, zip(captured, gradients, strict=True), strict=True))
+
+    probed = compute.call_once(probe, model, _sample_input(model))
     return {
-        path: (ops.convert_to_numpy(c), ops.convert_to_numpy(g))
-        for path, c, g in zip(paths, captured, gradients, strict=True)
+        path: (ops.convert_to_numpy(output), ops.convert_to_numpy(gradient))
+        for path, (output, gradient) in probed.items()
     }
 
 
