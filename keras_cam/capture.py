@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cam.layers import LayerSplit, iter_layers, output_shape
+from keras_cam.layers import LayerSplit, iter_layers, model_input_shape, output_shape
 from keras_cam.tokens import TokenGrid, detect_grid
 
 Transform = Callable[[Any], Any]
@@ -71,21 +71,15 @@ def all_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
 
 def is_token_model(model: keras.Model) -> bool:
     """An image model whose last feature maps are token sequences (N, T, D), not (N, h, w, C)."""
-    if len(model_image_shape(model)) != 4:
+    if len(model_input_shape(model)) != 4:
         return False
-    ranks = [
-        len(shape or ()) for shape in (output_shape(layer) for _, layer in graph_layers(model))
-    ]
+    ranks = [len(_first_output_shape(layer) or ()) for _, layer in graph_layers(model)]
     last_spatial = max((i for i, rank in enumerate(ranks) if rank == 4), default=-1)
     return any(rank == 3 for rank in ranks[last_spatial + 1 :])
 
 
-def model_image_shape(model: keras.Model) -> tuple[int | None, ...]:
-    return tuple(model.inputs[0].shape)
-
-
 def _image_size(model: keras.Model) -> tuple[int, int]:
-    shape = model_image_shape(model)
+    shape = model_input_shape(model)
     channels_first = keras.config.image_data_format() == "channels_first" or (
         shape[-1] not in (1, 3, 4) and shape[1] in (1, 3, 4)
     )
@@ -115,6 +109,8 @@ def hooked(transforms: dict[keras.layers.Layer, Transform | None]) -> Iterator[d
     is captured and transformed on its first element.
     """
     recorded: dict[Any, list] = {layer: [] for layer in transforms}
+    # A `call` already set on the instance (scores.linear_output sets one) is put back.
+    previous = {layer: layer.__dict__.get("call") for layer in transforms}
     for layer, transform in transforms.items():
         original = layer.call
 
@@ -131,8 +127,11 @@ def hooked(transforms: dict[keras.layers.Layer, Transform | None]) -> Iterator[d
     try:
         yield recorded
     finally:
-        for layer in transforms:
-            object.__delattr__(layer, "call")
+        for layer, call in previous.items():
+            if call is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", call)
 
 
 def _single(recorded: list, path: str) -> Any:
@@ -201,7 +200,7 @@ class CapturedLayer:
 
 
 def _sample_input(model: keras.Model) -> Any:
-    shape = model_image_shape(model)
+    shape = model_input_shape(model)
     if None in shape[1:]:
         raise ValueError(
             f"Model {model.name!r} takes input of unknown shape {shape}; capturing an inner "
