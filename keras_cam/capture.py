@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from keras_cam.layers import LayerSplit, iter_layers, model_input_shape, output_shape
+from keras_cam.scores import linear_output
 from keras_cam.tokens import TokenGrid, detect_grid
 
 Transform = Callable[[Any], Any]
@@ -211,15 +212,18 @@ def _sample_input(model: keras.Model) -> Any:
 
 
 def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: Any):
-    """Runs one random image; returns path -> (output, gradient of the summed outputs).
+    """Runs one random image; returns path -> (output, gradient of a mix of the logits).
 
     Only layers that run exactly once are returned. The first, recording
     pass only gives the shapes of the zeros: under JAX it is traced and
     dropped from the one compiled probe.
     """
 
+    # A random mix of the logits: a sum of softmax outputs would be constant.
+    mix = np.random.default_rng(0).normal(size=model.outputs[0].shape[-1]).astype("float32")
+
     def score(outputs):
-        return ops.sum(ops.cast(outputs, "float32"), axis=-1)
+        return ops.sum(ops.cast(outputs, "float32") * mix, axis=-1)
 
     def probe(x):
         with hooked(dict.fromkeys(layers.values())) as recorded:
@@ -242,7 +246,8 @@ def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: A
         captured, gradients, _ = compute.probe_gradients(run, x, score, zeros)
         return dict(zip(paths, zip(captured, gradients, strict=True), strict=True))
 
-    probed = compute.call_once(probe, model, _sample_input(model))
+    with linear_output(graph_layers(model)[-1][1]):
+        probed = compute.call_once(probe, model, _sample_input(model))
     return {
         path: (ops.convert_to_numpy(output), ops.convert_to_numpy(gradient))
         for path, (output, gradient) in probed.items()

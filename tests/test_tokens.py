@@ -35,7 +35,9 @@ class ClassToken(layers.Layer):
         return ops.concatenate([ops.tile(self.token, (ops.shape(x)[0], 1, 1)), x], axis=1)
 
 
-def hand_vit(size=(16, 24), patch=4, dim=8, blocks=2, class_token=False) -> keras.Model:
+def hand_vit(
+    size=(16, 24), patch=4, dim=8, blocks=2, class_token=False, activation=None
+) -> keras.Model:
     """A Keras ViT built from graph layers: patchify, blocks of attention and MLP, a head.
 
     With `class_token` the head reads the class token only; else it averages the tokens.
@@ -55,7 +57,7 @@ def hand_vit(size=(16, 24), patch=4, dim=8, blocks=2, class_token=False) -> kera
         x = layers.Add(name=f"block{i}_out")([x, h])
     x = layers.LayerNormalization(name="norm")(x)
     x = x[:, 0] if class_token else layers.GlobalAveragePooling1D(name="pool")(x)
-    outputs = layers.Dense(3, name="logits")(x)
+    outputs = layers.Dense(3, activation=activation, name="logits")(x)
     return keras.Model(inputs, outputs, name="hand_vit")
 
 
@@ -334,10 +336,12 @@ def test_token_grid_override_and_errors():
         keras_cam.CAMExplainer(model, tokens=(4, 6))
     with pytest.raises(ValueError, match=r"No layer 'block9_out'.*Token layers you can pass"):
         keras_cam.explain(model, x, layer="block9_out")
-    # A class-token head: the last block's output gives an empty map (hence the default).
-    class_token_model = hand_vit(class_token=True)
+    # A class-token head: the last block's output gives an empty map (hence the default,
+    # found also behind a softmax, whose outputs always sum to 1).
+    class_token_model = hand_vit(class_token=True, activation="softmax")
     empty = keras_cam.explain(class_token_model, x, layer="block1_out", targets=CLASSES)
     assert np.all(empty.raw == 0)
+    assert keras_cam.CAMExplainer(class_token_model).layer == "block0_out"
 
 
 @pytest.mark.slow
