@@ -14,7 +14,7 @@ ratio of two timings taken in the same run on the same machine.
    in ms and in % of the same epoch time; the faithfulness metrics cost extra forward
    passes (deletion/insertion: 16 × 17 images at the default 16 steps).
 4. A small vision transformer (KerasHub ViTBackbone + ViTImageClassifier, random
-   weights: 224×224, patch 16, 6 blocks of width 192), batch 8: Grad-CAM at the default
+   weights: ViT-Tiny, 224×224, patch 16, 12 blocks of width 192), batch 8: Grad-CAM at the default
    layer (the input of the last block, captured inside the encoder) over one compiled
    forward pass.
 5. A long run: 200 CAM events of the demo model's callback (default settings): growth of
@@ -228,7 +228,7 @@ def vit_cam_over_forward(batch: int, runs: int) -> None:
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(224, 224, 3),
         patch_size=16,
-        num_layers=6,
+        num_layers=12,
         num_heads=3,
         hidden_dim=192,
         mlp_dim=768,
@@ -249,7 +249,7 @@ def vit_cam_over_forward(batch: int, runs: int) -> None:
         runs,
     )
     ratio = medians["gradcam"] / medians["forward"]
-    print(f"ViT (6 blocks, width 192, patch 16), batch {batch} at 224×224, {runs} runs")
+    print(f"ViT-Tiny (12 blocks, width 192, patch 16), batch {batch} at 224×224, {runs} runs")
     print(f"  compiled forward pass: {medians['forward'] * 1000:.0f} ms")
     print(
         f"  gradcam      {medians['gradcam'] * 1000:7.0f} ms   CAM / forward = {ratio:6.3f}"
