@@ -223,7 +223,7 @@ def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: A
     mix = np.random.default_rng(0).normal(size=model.outputs[0].shape[-1]).astype("float32")
 
     def score(outputs):
-        return ops.sum(ops.cast(outputs, "float32") * mix, axis=-1)
+        return ops.sum(ops.cast(outputs, "float32") * ops.convert_to_tensor(mix), axis=-1)
 
     def probe(x):
         with hooked(dict.fromkeys(layers.values())) as recorded:

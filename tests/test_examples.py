@@ -80,3 +80,21 @@ def test_shortcut_learning_runs_its_three_phases(tmp_path):
     assert sorted(events["cam/gradcam/energy_in_mask"]) == [0, 1, 2]
     assert sorted(events["cam/gradcam/drift"]) == [1, 2]  # steps continue across the fits
     assert len(events["cam/gradcam/timeline"][2][0]) > 0
+
+
+def test_vit_example_explains_the_input_of_the_last_block(tmp_path):
+    out = run(
+        str(ROOT / "examples" / "vit_cam.py"),
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--log-dir",
+        str(tmp_path / "vit"),
+        cwd=tmp_path,
+    )
+    assert "explained layer 'block2_out'" in out
+    assert "pointing game" in out
+    events = read_events(str(tmp_path / "vit" / "cam"))
+    assert sorted(events["cam/gradcam"]) == [0]
+    assert "cam/gradcam/pointing_game" in events
