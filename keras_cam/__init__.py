@@ -11,15 +11,55 @@ Example:
     overlays = keras_cam.overlay(images, result.heatmaps)
 """
 
-from keras_cam import methods, metrics
-from keras_cam.callback import CAMCallback
-from keras_cam.explainer import CAMExplainer, CAMResult, explain
-from keras_cam.methods import available_methods
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from keras_cam.overlay import overlay
-from keras_cam.sanity import sanity_check
-from keras_cam.tokens import TokenGrid
 
 __version__ = "0.1.0"
+
+# The public names are imported on first use (PEP 562), so that `import keras_cam` (and the
+# `keras-cam` command's `--help`) does not pay for importing Keras and its backend.
+# `overlay` imports without Keras and is bound at once: the submodule of the same name
+# would otherwise shadow the function once some code imports it.
+_EXPORTS = {
+    "CAMCallback": "keras_cam.callback",
+    "CAMExplainer": "keras_cam.explainer",
+    "CAMResult": "keras_cam.explainer",
+    "available_methods": "keras_cam.methods",
+    "explain": "keras_cam.explainer",
+    "methods": None,
+    "metrics": None,
+    "sanity_check": "keras_cam.sanity",
+    "TokenGrid": "keras_cam.tokens",
+}
+
+if TYPE_CHECKING:
+    from keras_cam import methods, metrics
+    from keras_cam.callback import CAMCallback
+    from keras_cam.explainer import CAMExplainer, CAMResult, explain
+    from keras_cam.methods import available_methods
+    from keras_cam.sanity import sanity_check
+    from keras_cam.tokens import TokenGrid
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_cam' has no attribute {name!r}")
+    module = _EXPORTS[name]
+    if module is None:
+        value = importlib.import_module(f"keras_cam.{name}")
+    else:
+        value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "CAMCallback",

@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -25,7 +26,13 @@ from keras_cam.explainer import (
     with_ranks,
 )
 from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
-from keras_cam.targets import Targets, labels_to_class_ids
+from keras_cam.targets import (
+    MULTI_LABEL,
+    Targets,
+    TaskTarget,
+    is_multi_label,
+    labels_to_class_ids,
+)
 from keras_cam.tokens import TokenGrid
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
@@ -222,6 +229,7 @@ class CAMCallback(keras.callbacks.Callback):
         batch_size: int = 32,
         writer: str = "auto",
         log_on_train_end: bool = False,
+        output: str | int | None = None,
         tokens: TokenGrid | None = None,
     ) -> None:
         super().__init__()
@@ -232,15 +240,18 @@ class CAMCallback(keras.callbacks.Callback):
             )
         if not isinstance(max_images, (int, np.integer)) or max_images < 1:
             raise ValueError(f"max_images must be an integer >= 1, got {max_images!r}.")
-        if isinstance(targets, str) and targets not in ("predicted", "label"):
+        if isinstance(targets, str) and targets not in ("predicted", "label", MULTI_LABEL):
             raise ValueError(
-                f"Unknown targets {targets!r}: use 'predicted', 'label', a class index, "
-                f"a list of class indices, or a callable (and top_k= for top-k maps)."
+                f"Unknown targets {targets!r}: use 'predicted', 'label', 'positive', a class "
+                f"index, a list of class indices, a task target or a callable (and top_k= "
+                f"for top-k maps)."
             )
         if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}.")
-        if top_k is not None and callable(targets) and not isinstance(targets, str):
-            raise ValueError("top_k needs class targets; a callable target has no class ranks.")
+        if top_k is not None and (
+            (callable(targets) and not isinstance(targets, str)) or is_multi_label(targets)
+        ):
+            raise ValueError(f"top_k needs class targets; {targets!r} has no class ranks.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
         self.methods = resolve_methods(method)
@@ -260,12 +271,14 @@ class CAMCallback(keras.callbacks.Callback):
         self.aug_smooth = aug_smooth
         self.eigen_smooth = eigen_smooth
         self.probe_masks = probe_masks
-        self.metrics = check_metrics(metrics, probe_masks is not None)
+        task_regions = isinstance(targets, TaskTarget) and targets.has_region
+        self.metrics = check_metrics(metrics, probe_masks is not None or task_regions)
         self.top_k = None if top_k is None else int(top_k)
         self.sanity_check = sanity_check
         if writer not in WRITERS:
             raise ValueError(f"writer must be one of {WRITERS}, got {writer!r}.")
         self.writer = writer
+        self.output = output
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
         self.batch_size = int(batch_size)
@@ -305,15 +318,23 @@ class CAMCallback(keras.callbacks.Callback):
                 aug_smooth=self.aug_smooth,
                 eigen_smooth=self.eigen_smooth,
                 batch_size=self.batch_size,
+                output=self.output,
                 tokens=self.tokens,
             )
             self._batch = None
         if self._batch is None:
             images, labels = take_probe(self.probe, self.max_images)
-            batch = self._explainer._prepare(images, self.targets, self.preprocess, labels)
+            explainer = self._explainer
+            if is_multi_label(self.targets):
+                batch = explainer._positive_batch(images, self.preprocess)
+            else:
+                batch = explainer._prepare(images, self.targets, self.preprocess, labels)
             self._images = images
             self._display = to_rgb_uint8(images)
-            self._labels = labels_to_class_ids(labels, len(images)) if labels is not None else None
+            # A task's labels (masks, values) are shown as they are; class labels as ids.
+            self._task_labels = labels if isinstance(self.targets, TaskTarget) else None
+            class_labels = labels is not None and self._task_labels is None
+            self._labels = labels_to_class_ids(labels, len(images)) if class_labels else None
             self._check_class_names()
             if self.top_k is not None and self.top_k > self._explainer.num_classes:
                 raise ValueError(
@@ -323,6 +344,9 @@ class CAMCallback(keras.callbacks.Callback):
             masks = None
             if self.probe_masks is not None:
                 masks = check_masks(self.probe_masks, self._display)
+            elif isinstance(self.targets, TaskTarget) and self.targets.has_region:
+                # The explained region (a mask, a box) is where the map should sit.
+                masks = self.targets.region_masks(len(images), self._display.shape[1:3])
             self._diagnostics = ProbeMetrics(
                 self.metrics, masks, os.path.join(self.log_dir, "cam_metrics.csv")
             )
@@ -334,7 +358,7 @@ class CAMCallback(keras.callbacks.Callback):
         # Tracing now surfaces any problem before the first epoch's work, and
         # keeps the compile time out of the epoch timings.
         try:
-            self._explainer._explain(self._batch)
+            self._explained()
         except FloatingPointError as error:
             self._fail(error, "before training")
 
@@ -382,6 +406,8 @@ class CAMCallback(keras.callbacks.Callback):
         self._writer.flush()
 
     def _check_class_names(self) -> None:
+        if isinstance(self.targets, TaskTarget):
+            return  # a task's classes need not be the output's last axis
         if self.class_names is not None and len(self.class_names) < self._explainer.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names but the model scores "
@@ -392,7 +418,7 @@ class CAMCallback(keras.callbacks.Callback):
         try:
             # Reading `self.model` syncs the JAX trainer's live state into the variables.
             model = self.model
-            results = self._explainer._explain(self._batch)
+            results = self._explained()
             if self._writer is None:  # dropped after a write error: try a fresh file
                 self._writer = create_writer(self.log_dir, self.writer)
             self._write(results, step, model)
@@ -404,6 +430,19 @@ class CAMCallback(keras.callbacks.Callback):
         if self._failing:
             logger.warning("keras_cam: CAM events written again from epoch %d on", step)
             self._failing = False
+
+    def _explained(self) -> dict[str, CAMResult]:
+        results = self._explainer._explain(self._batch)
+        if is_multi_label(self.targets):
+            # The grid shows where all of an image's positive labels look: the
+            # strongest of their maps at each pixel.
+            results = {
+                name: replace(
+                    result, heatmaps=result.heatmaps.max(axis=1), raw=result.raw.max(axis=1)
+                )
+                for name, result in self._explainer._positive_results(results).items()
+            }
+        return results
 
     def _fail(self, error: Exception, when: str) -> None:
         """Warns once per run of consecutive failures (raises with `strict=True`)."""
@@ -430,7 +469,13 @@ class CAMCallback(keras.callbacks.Callback):
             overlays = overlay(self._display, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
             captions = [self._caption(result, i) for i in range(count)]
-            grid = captioned_grid(list(zip(self._display, overlays, strict=True)), captions)
+            pairs = list(zip(self._display, overlays, strict=True))
+            if isinstance(self.targets, TaskTarget):
+                pairs = [
+                    self.targets.draw(i, image, overlaid, result.predicted[i])
+                    for i, (image, overlaid) in enumerate(pairs)
+                ]
+            grid = captioned_grid(pairs, captions)
             tag = f"cam/{name}"
             self._writer.images(tag, overlays, step)
             self._writer.images(f"{tag}/grid", grid[None], step)
@@ -497,6 +542,13 @@ class CAMCallback(keras.callbacks.Callback):
         return f"class {class_id}"
 
     def _caption(self, result: CAMResult, i: int) -> str:
+        if isinstance(self.targets, TaskTarget):
+            label = None if self._task_labels is None else self._task_labels[i]
+            name = self._name(int(result.classes[i]))
+            return self.targets.caption(result.predicted[i], float(result.scores[i]), label, name)
+        if is_multi_label(self.targets):
+            positive = [self._name(k) for k in np.flatnonzero(result.predicted[i])]
+            return "positive: " + (", ".join(positive) or "none")
         parts = []
         if self._labels is not None:
             parts.append(f"true {self._name(int(self._labels[i]))}")

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cam import outputs as _outputs
 from keras_cam import scores as _scores
 from keras_cam import smoothing
 from keras_cam.capture import call_model, token_split
@@ -21,7 +22,15 @@ from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
-from keras_cam.targets import PREDICTED, Targets, rank_id, resolve_class_ids, top_k
+from keras_cam.targets import (
+    PREDICTED,
+    Targets,
+    TaskTarget,
+    is_multi_label,
+    rank_id,
+    resolve_class_ids,
+    top_k,
+)
 from keras_cam.tokens import TokenGrid
 
 logger = logging.getLogger("keras_cam")
@@ -39,15 +48,20 @@ class CAMResult:
         raw: float32 (N, h, w) at the target layer's resolution, after ReLU,
             not normalised.
         classes: int (N,) the explained class per image (the predicted class
-            when `targets` is a callable).
+            when `targets` is a callable; a task target's class or output
+            index, -1 where it has none).
         scores: float (N,) the model's output for that class: a probability
             when the head ends in softmax/sigmoid, else the raw output. With a
-            callable target, the callable's value.
+            callable or task target, the differentiated score.
         layer: `/`-path of the explained layer, e.g. `"resnet50/conv5_block3_out"`.
         method: name of the CAM method.
-        predicted: int (N,) the model's predicted class per image.
+        predicted: int (N,) the model's predicted class per image. With a
+            task target, the task's prediction (see `TaskTarget.prediction`:
+            a label map, a value, a box); with `targets="positive"`, bool
+            (N, K), the labels predicted positive.
         confidence: float (N,) the model's output for the predicted class
-            (a probability where the head has one).
+            (a probability where the head has one); with a task target, the
+            score.
     """
 
     heatmaps: np.ndarray
@@ -66,8 +80,9 @@ class _Batch:
 
     inputs: Any
     class_ids: Any
-    score_fn: Callable[[Any], Any] | None
+    score_fn: Callable[[Any], Any] | TaskTarget | None
     size: tuple[int, int]
+    arrays: tuple[Any, ...] = ()
 
 
 def _display_size(images: np.ndarray) -> tuple[int, int]:
@@ -246,6 +261,11 @@ class CAMExplainer:
             `keras_cam.TokenGrid(height, width, prefix=...)`. Defaults to
             `None`: read off the model's patch size, else the rectangle of
             the input's aspect that all but the fewest leading tokens fill.
+        output: which output of a multi-output model the target reads: a
+            dict key, an output layer name or a position. A detection target
+            reads the whole output when it is not given. Defaults to `None`
+            (the only output; an error naming the outputs when there are
+            several).
 
     Example:
 
@@ -267,6 +287,7 @@ class CAMExplainer:
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
         batch_size: int | None = None,
+        output: _outputs.OutputSpec = None,
         tokens: TokenGrid | None = None,
     ) -> None:
         if tokens is not None and not isinstance(tokens, TokenGrid):
@@ -288,6 +309,7 @@ class CAMExplainer:
         self.batch_size = batch_size
         self.trace_count = 0
         self._layer = layer
+        self.output = output
         self._compute = backend_module()
         self._split: LayerSplit | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
@@ -307,8 +329,11 @@ class CAMExplainer:
     @property
     def num_classes(self) -> int:
         """Classes the model scores; a single-unit sigmoid head scores 2."""
-        units = self.model.outputs[0].shape[-1]
+        units = _outputs.symbolic(self.model, self._output_key()).shape[-1]
         return 2 if units == 1 else int(units)
+
+    def _output_key(self, whole: bool = False) -> Any:
+        return _outputs.resolve(self.model, self.output, whole)
 
     def __call__(
         self,
@@ -324,9 +349,12 @@ class CAMExplainer:
                 float. Heatmaps come back at this size.
             targets: `"predicted"`, `"label"` (needs `labels`), `"top<k>"`
                 (e.g. `"top3"`: the maps of each image's k highest-scoring
-                classes), a class index, one class index per image, or a
-                callable mapping the model's outputs (logits with
-                `score="logit"`) to a score per image. Defaults to `"predicted"`.
+                classes), `"positive"` (multi-label: the map of every label
+                of a K-unit sigmoid head), a class index, one class index per
+                image, a task target (`keras_cam.targets.segmentation`,
+                `detection`, `output`, `similarity`), or a callable mapping
+                the model's outputs (logits with `score="logit"`) to a score
+                per image. Defaults to `"predicted"`.
             preprocess: maps `images` to model input (e.g.
                 `keras.applications.resnet50.preprocess_input`). Defaults to
                 `None`: the images are fed as they are.
@@ -337,7 +365,13 @@ class CAMExplainer:
             explainer was given a list of methods. With `"top<k>"` targets
             the per-map fields gain a rank axis: `heatmaps` (N, k, H, W),
             `raw` (N, k, h, w), `classes` and `scores` (N, k), best first.
+            With `"positive"` they gain a label axis of all K labels, the
+            maps of labels not predicted positive are zero, and `predicted`
+            is the (N, K) mask of positive labels.
         """
+        if is_multi_label(targets):
+            results = self._explain_positive(images, preprocess)
+            return results[self.method.name] if self._single else results
         k = top_k(targets)
         if k is None:
             results = self._explain(self._prepare(images, targets, preprocess, labels))
@@ -352,6 +386,44 @@ class CAMExplainer:
             results = {name: _by_rank(result, k) for name, result in ranked.items()}
         return results[self.method.name] if self._single else results
 
+    def _explain_positive(self, images: Any, preprocess: Preprocess | None) -> dict[str, CAMResult]:
+        """One map per label of a multi-label head, zero where the label is not predicted."""
+        return self._positive_results(self._explain(self._positive_batch(images, preprocess)))
+
+    def _positive_batch(self, images: Any, preprocess: Preprocess | None) -> _Batch:
+        """K copies of the batch, copy k explaining label k."""
+        batch = self._prepare(images, "predicted", preprocess)
+        labels = self._label_count()
+        if labels < 2:
+            raise ValueError(
+                "targets='positive' explains a multi-label head of K sigmoid units; this "
+                "output has one unit: use targets='predicted' or a class index."
+            )
+        count = int(batch.inputs.shape[0])
+        return replace(
+            batch,
+            inputs=ops.concatenate([batch.inputs] * labels),
+            class_ids=ops.convert_to_tensor(np.repeat(np.arange(labels, dtype=np.int32), count)),
+        )
+
+    def _label_count(self) -> int:
+        return int(_outputs.symbolic(self.model, self._output_key()).shape[-1])
+
+    def _positive_results(self, results: dict[str, CAMResult]) -> dict[str, CAMResult]:
+        """Results of `_positive_batch` -> per-label fields (N, K, ...), negatives zeroed."""
+        labels, found = self._label_count(), {}
+        for name, result in results.items():
+            per_label = _by_rank(result, labels)
+            # Each copy's score is the label's probability (or its logit without a sigmoid).
+            positive = per_label.scores > (0.5 if self._activation is not None else 0.0)
+            found[name] = replace(
+                per_label,
+                heatmaps=per_label.heatmaps * positive[..., None, None],
+                raw=per_label.raw * positive[..., None, None],
+                predicted=positive,
+            )
+        return found
+
     def _resolve(self) -> LayerSplit:
         if self._split is None:
             split = token_split(self.model, self._layer, self._compute, self.tokens)
@@ -359,7 +431,14 @@ class CAMExplainer:
                 split = split_model(self.model, self._layer)
             for method in self.methods:
                 method.prepare(split)
-            self._activation = _scores.output_activation(split.output_layer)
+            key = _outputs.resolve(self.model, self.output, whole=True)
+            output_layer = (
+                split.output_layer
+                if key is None
+                else _outputs.producing_layer(_outputs.symbolic(self.model, key))
+            )
+            self._activation = _scores.output_activation(output_layer or split.output_layer)
+            self._output_layer = output_layer
             self._outputs_are_logits = self.score == "logit" or self._activation is None
             self._pooled_head = None if split.capture else pooled_head(self.model, split)
             self._split = split
@@ -385,7 +464,19 @@ class CAMExplainer:
         images = np.asarray(ops.convert_to_numpy(images))
         size = _display_size(images)
         inputs = self.model_input(images, preprocess)
-        if callable(targets) and not isinstance(targets, str):
+        arrays: tuple[Any, ...] = ()
+        if isinstance(targets, TaskTarget):
+            if any(method.name == "cam" for method in self.methods):
+                raise ValueError(
+                    f"method='cam' weights channels by a classifier's Dense kernel and cannot "
+                    f"explain {targets!r}; use a gradient method such as 'gradcam'."
+                )
+            key = self._output_key(whole=targets.reads_all_outputs)
+            arrays = targets.arrays(len(images), _outputs.shape(self.model, key))
+            arrays = tuple(ops.convert_to_tensor(array) for array in arrays)
+            class_ids, score_fn = targets.class_ids(len(images)), targets
+        elif callable(targets) and not isinstance(targets, str):
+            self._output_key()  # an ambiguous output is an error before any work
             class_ids = np.full(len(images), PREDICTED, dtype=np.int32)
             score_fn = targets
         else:
@@ -396,13 +487,16 @@ class CAMExplainer:
             class_ids=ops.convert_to_tensor(class_ids),
             score_fn=score_fn,
             size=size,
+            arrays=arrays,
         )
 
     def _explain(self, batch: _Batch) -> dict[str, CAMResult]:
-        key = (batch.score_fn, batch.size)
+        task = batch.score_fn if isinstance(batch.score_fn, TaskTarget) else None
+        # A task target compiles once per kind and settings; its values are tensors.
+        key = (task.static_key() if task else batch.score_fn, batch.size, len(batch.arrays))
         if key not in self._compiled:
             self._compiled[key] = self._compute.compile_function(
-                self._cam_function(*key), self.model
+                self._cam_function(batch.score_fn, batch.size), self.model
             )
         maps, classes, scores, predicted, confidence = self._run_in_chunks(
             self._compiled[key], batch
@@ -423,7 +517,7 @@ class CAMExplainer:
                 scores=scores.astype(np.float32),
                 layer=self.layer,
                 method=method.name,
-                predicted=predicted.astype(np.int64),
+                predicted=predicted if task else predicted.astype(np.int64),
                 confidence=confidence.astype(np.float32),
             )
         return results
@@ -438,15 +532,13 @@ class CAMExplainer:
         size = min(self.batch_size or count, count)
         parts = []
         for start in range(0, count, size):
-            if size == count:
-                inputs, class_ids = batch.inputs, batch.class_ids
-            else:
+            tensors = (batch.inputs, batch.class_ids, *batch.arrays)
+            if size != count:
                 indices = ops.convert_to_tensor(
                     np.minimum(np.arange(start, start + size), count - 1)
                 )
-                inputs = ops.take(batch.inputs, indices, axis=0)
-                class_ids = ops.take(batch.class_ids, indices, axis=0)
-            maps, *shared = function(inputs, class_ids)
+                tensors = tuple(ops.take(tensor, indices, axis=0) for tensor in tensors)
+            maps, *shared = function(*tensors)
             numpy = {
                 name: [ops.convert_to_numpy(t) for t in values] for name, values in maps.items()
             }
@@ -548,14 +640,24 @@ class CAMExplainer:
         return first_component_map(weighted, ops.sum(weighted, axis=-1))
 
     def _cam_function(
-        self, score_fn: Callable[[Any], Any] | None, size: tuple[int, int]
-    ) -> Callable[[Any, Any], tuple[Any, ...]]:
+        self, score_fn: Callable[[Any], Any] | TaskTarget | None, size: tuple[int, int]
+    ) -> Callable[..., tuple[Any, ...]]:
         split, methods = self._resolve(), self.methods
         are_logits, activation = self._outputs_are_logits, self._activation
         needs_gradients = any(method.uses_gradients for method in methods)
         needs_forward = any(isinstance(method, PerturbationMethod) for method in methods)
+        task = score_fn if isinstance(score_fn, TaskTarget) else None
+        key = self._output_key(whole=task is not None and task.reads_all_outputs)
 
-        def cam_function(inputs, class_ids):
+        def read(outputs):
+            """The explained output (or structure) of the head's outputs, as float32."""
+            selected = _outputs.select(outputs, key)
+            return keras.tree.map_structure(lambda t: ops.cast(t, "float32"), selected)
+
+        def first(outputs, count):
+            return keras.tree.map_structure(lambda t: t[:count], outputs)
+
+        def cam_function(inputs, class_ids, *arrays):
             # Python runs this body only while tracing: the count is the number of traces.
             if self._compute.is_tracing():
                 self.trace_count += 1
@@ -565,6 +667,10 @@ class CAMExplainer:
             copies = x.shape[0] // count
 
             def classes_of(outputs):
+                if task is not None:
+                    # A task's per-image values are read by image index, which the
+                    # perturbation methods pass along as the item's "class".
+                    return ops.tile(ops.arange(count, dtype="int32"), (copies,))
                 # Negative ids ask for a class by rank; every augmented copy explains its
                 # original's class.
                 ranks = ops.maximum(PREDICTED - class_ids, 0)
@@ -572,15 +678,19 @@ class CAMExplainer:
                 return ops.tile(ops.where(class_ids < 0, ranked, class_ids), (copies,))
 
             def score_of(outputs, classes=None):
-                outputs = ops.cast(outputs, "float32")
+                outputs = read(outputs)
+                if task is not None:
+                    index = classes_of(outputs) if classes is None else classes
+                    values = [ops.take(array, index, axis=0) for array in arrays]
+                    return task.score(outputs, *values, are_logits=are_logits)
                 if score_fn is not None:
                     return ops.cast(score_fn(outputs), "float32")
                 return _scores.class_scores(
                     outputs, classes_of(outputs) if classes is None else classes
                 )
 
-            logits = self.score == "logit"
-            with _scores.linear_output(split.output_layer) if logits else nullcontext():
+            logits = self.score == "logit" and self._output_layer is not None
+            with _scores.linear_output(self._output_layer) if logits else nullcontext():
                 if split.capture is None:
                     activations, gradients, outputs = self._compute.activations_and_gradients(
                         split.features, split.head, x, score_of, needs_gradients
@@ -589,7 +699,7 @@ class CAMExplainer:
                     activations, gradients, outputs = split.capture.activations_and_gradients(
                         self._compute, x, score_of, needs_gradients
                     )
-                outputs = ops.cast(outputs, "float32")
+                outputs = read(outputs)
                 item_classes = classes_of(outputs)
                 forward = (
                     self._forward(x, activations, outputs, item_classes, score_of)
@@ -604,14 +714,20 @@ class CAMExplainer:
                     )
                     for method in methods
                 }
-            outputs = outputs[:count]
-            classes = item_classes[:count]
-            predicted = _scores.predicted_classes(outputs, are_logits)
-            if score_fn is not None:
-                scores = score_of(outputs)
+            outputs = first(outputs, count)
+            if task is not None:
+                classes = class_ids
+                scores = task.score(outputs, *arrays, are_logits=are_logits)
+                predicted = task.prediction(outputs, *arrays, are_logits=are_logits)
+                confidence = scores
             else:
-                scores = _scores.reported_scores(outputs, classes, activation, are_logits)
-            confidence = _scores.reported_scores(outputs, predicted, activation, are_logits)
+                classes = item_classes[:count]
+                predicted = _scores.predicted_classes(outputs, are_logits)
+                if score_fn is not None:
+                    scores = score_of(outputs)
+                else:
+                    scores = _scores.reported_scores(outputs, classes, activation, are_logits)
+                confidence = _scores.reported_scores(outputs, predicted, activation, are_logits)
             maps = {}
             for name, signed_map in signed.items():
                 # ReLU would turn NaN into 0 on some kernels: check before it.

@@ -86,11 +86,10 @@ def _check_splittable(model: keras.Model) -> None:
             f"read, so it cannot be cut at an inner layer. Build it as a functional or "
             f"Sequential model (a subclassed layer inside one is fine)."
         )
-    if len(model.outputs) != 1 or len(model.inputs) != 1:
+    if len(model.inputs) != 1:
         raise ValueError(
-            f"Model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} "
-            f"outputs; keras_cam explains models with one image input and one "
-            f"classification output."
+            f"Model {model.name!r} has {len(model.inputs)} inputs; keras_cam explains "
+            f"models with one image input."
         )
 
 
@@ -152,11 +151,22 @@ def _flat_layers(piece: Any) -> list[keras.layers.Layer]:
         return [leaf for step in piece.steps for leaf in _flat_layers(step)]
     if _is_model(piece):
         return [leaf for child in _children(piece) for leaf in _flat_layers(child)]
-    return [piece]
+    return [piece] if isinstance(piece, keras.layers.Layer) else []
+
+
+def _flattened(outputs: Any, training: bool = False) -> list[Any]:
+    """A nested model's output structure as the flat list its node's output tensors follow."""
+    return keras.tree.flatten(outputs)
 
 
 def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, Any]:
-    """Returns (features, head) for the layer at `names` inside `model`."""
+    """Returns (features, head) for the layer at `names` inside `model`.
+
+    The model may have several outputs (the head then returns the same
+    structure, and `output=` picks one); a nested model with several outputs
+    (a detector's feature pyramid) passes all of them on to the rest of the
+    graph, as a list.
+    """
     _check_splittable(model)
     try:
         child = model.get_layer(names[0])
@@ -181,11 +191,14 @@ def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, An
     # A leaf layer is cut after its output; a nested model is replaced by its own split.
     leaf = len(names) == 1 and not _is_model(child)
     node = _node_in_graph(model, child)
-    cut_out = node.output_tensors[0]
+    several = not leaf and len(node.output_tensors) > 1
+    cut_out = list(node.output_tensors) if several else node.output_tensors[0]
     cut_in = cut_out if leaf else node.input_tensors[0]
     try:
         before = _functional_piece(model, model.inputs[0], cut_in)
-        after = _functional_piece(model, cut_out, model.outputs[0])
+        # One output as a tensor, even when given as a one-element list or dict.
+        outputs = model.output if len(model.outputs) > 1 else model.outputs[0]
+        after = _functional_piece(model, cut_out, outputs)
     except ValueError as error:
         raise ValueError(
             f"The model's output does not depend on {path!r} alone (Keras says: {error}). "
@@ -194,6 +207,8 @@ def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, An
         ) from error
     if leaf:
         return before, after
+    if several:
+        return _Chain([before, inner_features]), _Chain([inner_head, _flattened, after])
     return _Chain([before, inner_features]), _Chain([inner_head, after])
 
 

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
-from keras import ops
 from PIL import Image, ImageDraw, ImageFont
 
 
@@ -52,6 +51,9 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
 def _resize_maps(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if heatmaps.shape[1:3] == size:
         return heatmaps
+    # Imported here so that `keras_cam.overlay` (and the package) import without Keras.
+    from keras import ops
+
     resized = ops.image.resize(
         heatmaps[..., None], size, interpolation="bilinear", data_format="channels_last"
     )
@@ -103,6 +105,28 @@ def overlay(
     colours = colorize(_resize_maps(heatmaps, rgb.shape[1:3]), colormap)
     blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colours.astype(np.float32)
     return (blended + 0.5).astype(np.uint8)
+
+
+def draw_outline(image: np.ndarray, mask: np.ndarray, color=(255, 255, 255)) -> np.ndarray:
+    """`image` (H, W, 3) uint8 with the boundary of `mask` (any size, nearest) drawn in `color`."""
+    height, width = image.shape[:2]
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.arange(height) * mask.shape[0] // height
+    cols = np.arange(width) * mask.shape[1] // width
+    mask = mask[rows][:, cols]
+    padded = np.pad(mask, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & mask
+    out = image.copy()
+    out[mask & ~inner] = color
+    return out
+
+
+def draw_box(image: np.ndarray, box: Sequence[float], color=(255, 255, 255)) -> np.ndarray:
+    """`image` (H, W, 3) uint8 with the box (x0, y0, x1, y1), in pixels, drawn in `color`."""
+    canvas = Image.fromarray(image)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ImageDraw.Draw(canvas).rectangle((x0, y0, x1 - 1, y1 - 1), outline=tuple(color))
+    return np.asarray(canvas)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

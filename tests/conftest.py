@@ -17,6 +17,20 @@ def _seeded():
     keras.utils.set_random_seed(1234)
 
 
+def skip_if_channels_first_cannot_run(model: keras.Model, inputs: np.ndarray) -> None:
+    """Skips where the user's channels-first model itself cannot run, so neither can a CAM.
+
+    TensorFlow has no NCHW convolution on CPUs where oneDNN is off (no AVX-512); JAX and
+    PyTorch always run these tests.
+    """
+    try:
+        model.predict(inputs, verbose=0)
+    except Exception as error:
+        if keras.backend.backend() != "tensorflow":
+            raise
+        pytest.skip(f"the channels-first model itself cannot run on this CPU: {error!r:.80}")
+
+
 def conv_classifier(
     size: int = 16,
     channels: int = 3,

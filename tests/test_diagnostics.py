@@ -5,7 +5,7 @@ import csv
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, read_events
+from conftest import conv_classifier, read_events, skip_if_channels_first_cannot_run
 
 import keras_cam
 from keras_cam import metrics
@@ -185,6 +185,7 @@ def test_faithfulness_metrics_of_a_channels_first_model(tmp_path):
         probe.images, tmp_path, metrics=("deletion", "average_drop"), strict=True
     )
     channels_first = probe.images.transpose(0, 3, 1, 2).astype("float32")
+    skip_if_channels_first_cannot_run(model, channels_first)
     model.fit(channels_first, probe.labels, epochs=1, verbose=0, callbacks=[callback])
     events = read_events(str(tmp_path))
     result = keras_cam.explain(model, probe.images)

@@ -98,3 +98,28 @@ def test_vit_example_explains_the_input_of_the_last_block(tmp_path):
     events = read_events(str(tmp_path / "vit" / "cam"))
     assert sorted(events["cam/gradcam"]) == [0]
     assert "cam/gradcam/pointing_game" in events
+
+
+@pytest.mark.parametrize(
+    ("script", "printed"),
+    [
+        ("segmentation_cam.py", "energy in mask of the segmentation target, by epoch"),
+        ("regression_cam.py", "pointing game of the probe by epoch"),
+    ],
+)
+def test_task_examples_train_and_print_their_figures(script, printed, tmp_path):
+    out = run(
+        str(ROOT / "examples" / script),
+        "--epochs",
+        "2",
+        "--train-size",
+        "64",
+        "--log-dir",
+        str(tmp_path / "run"),
+        cwd=ROOT / "examples",
+    )
+    series = next(line for line in out.splitlines() if line.startswith(printed))
+    assert len(series.split(":")[1].split()) == 2
+    assert "held-out" in out
+    events = read_events(str(tmp_path / "run" / "cam"))
+    assert sorted(events["cam/gradcam/grid"]) == [0, 1]

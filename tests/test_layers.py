@@ -6,6 +6,7 @@ import pytest
 from conftest import conv_classifier, to_numpy
 from keras import layers
 
+import keras_cam
 from keras_cam.layers import spatial_layers, split_model
 
 
@@ -71,7 +72,7 @@ def test_nested_paths_and_candidates():
         split_model(model, "base/conv1/x")
 
 
-def test_subclassed_and_multi_output_models_are_rejected():
+def test_subclassed_and_multi_input_models_are_rejected_multi_output_ones_need_output():
     class Subclassed(keras.Model):
         def __init__(self):
             super().__init__()
@@ -89,5 +90,15 @@ def test_subclassed_and_multi_output_models_are_rejected():
     inputs = keras.Input((8, 8, 3))
     pooled = layers.GlobalAveragePooling2D()(layers.Conv2D(2, 3)(inputs))
     two_heads = keras.Model(inputs, [layers.Dense(2)(pooled), layers.Dense(3)(pooled)])
-    with pytest.raises(ValueError, match="one image input and one classification output"):
-        split_model(two_heads)
+    # Several outputs split fine (the head returns both; `output=` picks one), but
+    # explaining without choosing one names them.
+    split = split_model(two_heads)
+    assert [tuple(t.shape) for t in split.head(split.features(np.zeros((1, 8, 8, 3))))] == [
+        (1, 2),
+        (1, 3),
+    ]
+    with pytest.raises(ValueError, match=r"has 2 outputs: 0 .*\(None, 2\), 1 .*Pass output="):
+        keras_cam.explain(two_heads, np.zeros((1, 8, 8, 3), "float32"))
+    two_inputs = keras.Model([inputs, keras.Input((4,))], pooled)
+    with pytest.raises(ValueError, match="has 2 inputs"):
+        split_model(two_inputs)

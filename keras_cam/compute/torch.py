@@ -58,7 +58,8 @@ def activations_and_gradients(
         outputs = head(activations, training=False)
         total = score_fn(outputs).sum()
         (gradients,) = torch.autograd.grad(total, activations)
-    return activations.detach(), gradients, outputs.detach()
+    outputs = keras.tree.map_structure(lambda tensor: tensor.detach(), outputs)
+    return activations.detach(), gradients, outputs
 
 
 def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:

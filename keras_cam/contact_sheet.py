@@ -1,0 +1,156 @@
+"""The contact sheet: one self-contained HTML page, image | overlay per method, sortable.
+
+It opens from disk (`file://`) with no server: images are referenced by
+relative paths and the sorting is a few lines of inline JavaScript.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One row of the sheet: an input image and the overlays of one explained class.
+
+    Attributes:
+        file: the image's path as given on the command line.
+        image: path of the input thumbnail, relative to the sheet.
+        overlays: method name -> overlay path, relative to the sheet.
+        class_id: the explained class.
+        name: the class name (the id as text without class names).
+        probability: the model's probability for that class.
+        rank: 1 for the predicted class, k for the k-th best (`--targets topK`).
+    """
+
+    file: str
+    image: str
+    overlays: dict[str, str]
+    class_id: int
+    name: str
+    probability: float
+    rank: int
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1em; color: #222; }
+h1 { font-size: 1.3em; margin: 0 0 .2em; }
+p.summary { margin: 0 0 .8em; color: #555; }
+table { border-collapse: collapse; }
+th { position: sticky; top: 0; background: #f3f3f3; padding: .4em .6em; text-align: left;
+     border-bottom: 1px solid #ccc; white-space: nowrap; }
+th.sortable { cursor: pointer; user-select: none; }
+th.sortable:hover { background: #e4e4e4; }
+th[aria-sort=ascending]::after { content: " ▲"; }
+th[aria-sort=descending]::after { content: " ▼"; }
+td { padding: .3em .6em; border-bottom: 1px solid #eee; vertical-align: middle; }
+td img { width: var(--thumb); height: auto; display: block; image-rendering: auto; }
+td.file { min-width: 8em; max-width: 16em; overflow-wrap: anywhere; font-size: .85em;
+          color: #555; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+# Sorts the rows by the clicked column's data value (numbers as numbers); a second click
+# reverses the order.
+_SCRIPT = """
+document.querySelectorAll("th.sortable").forEach((header) => {
+  header.addEventListener("click", () => {
+    const key = header.dataset.key, numeric = header.dataset.numeric === "1";
+    const descending = header.getAttribute("aria-sort") === "ascending";
+    document.querySelectorAll("th.sortable").forEach((h) => h.removeAttribute("aria-sort"));
+    header.setAttribute("aria-sort", descending ? "descending" : "ascending");
+    const body = document.querySelector("tbody");
+    const rows = Array.from(body.rows);
+    const value = (row) => numeric ? parseFloat(row.dataset[key]) : row.dataset[key];
+    rows.sort((a, b) => {
+      const x = value(a), y = value(b);
+      const order = x < y ? -1 : x > y ? 1 : Number(a.dataset.order) - Number(b.dataset.order);
+      return descending ? -order : order;
+    });
+    rows.forEach((row) => body.appendChild(row));
+  });
+});
+"""
+
+_COLUMNS = (
+    ("order", "#", True),
+    ("file", "file", False),
+    ("name", "class", False),
+    ("probability", "probability", True),
+)
+
+
+def _url(path: str) -> str:
+    return html.escape(quote(path.replace("\\", "/")), quote=True)
+
+
+def _row(index: int, row: SheetRow, methods: Sequence[str], shown: str) -> str:
+    attributes = (
+        f'data-order="{index}" data-file="{html.escape(row.file, quote=True)}" '
+        f'data-name="{html.escape(row.name, quote=True)}" data-class="{row.class_id}" '
+        f'data-probability="{row.probability:.6f}" data-rank="{row.rank}"'
+    )
+    name = html.escape(row.name)
+    label = name if row.rank == 1 else f"#{row.rank} {name}"
+    alt = html.escape(row.file, quote=True)
+    cells = [
+        f'<td class="num">{index + 1}</td>',
+        f'<td class="file" title="{alt}">{html.escape(shown)}</td>',
+        f'<td title="class {row.class_id}">{label}</td>',
+        f'<td class="num">{row.probability:.3f}</td>',
+        f'<td><img src="{_url(row.image)}" alt="{alt}" loading="lazy"></td>',
+    ]
+    for method in methods:
+        source = _url(row.overlays[method])
+        cells.append(f'<td><img src="{source}" alt="{method}: {alt}" loading="lazy"></td>')
+    return f"<tr {attributes}>{''.join(cells)}</tr>"
+
+
+def contact_sheet_html(
+    rows: Sequence[SheetRow],
+    methods: Sequence[str],
+    title: str,
+    summary: str = "",
+    thumbnail: int = 160,
+) -> str:
+    """The page: a table of rows sortable by file, class and probability.
+
+    Args:
+        rows: the rows, in command-line order.
+        methods: the method names, one overlay column each.
+        title: the page title (e.g. the model file).
+        summary: one line of text under the title. Defaults to `""`.
+        thumbnail: displayed width of every picture in CSS pixels. Defaults to `160`.
+
+    Returns:
+        The HTML document as a string.
+    """
+    headers = [
+        f'<th class="sortable" data-key="{key}" data-numeric="{int(numeric)}">{label}</th>'
+        for key, label, numeric in _COLUMNS
+    ]
+    headers.append("<th>image</th>")
+    headers.extend(f"<th>{html.escape(method)}</th>" for method in methods)
+    # Files are shown relative to the folder they share (the full path is the tooltip).
+    folders = [os.path.dirname(os.path.abspath(row.file)) for row in rows]
+    common = os.path.commonpath(folders) if folders else ""
+    body = "\n".join(
+        _row(index, row, methods, os.path.relpath(os.path.abspath(row.file), common))
+        for index, row in enumerate(rows)
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n"
+        f"<style>:root {{ --thumb: {int(thumbnail)}px; }}{_STYLE}</style>\n"
+        "</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n"
+        f'<p class="summary">{html.escape(summary)}</p>\n'
+        f"<table>\n<thead><tr>{''.join(headers)}</tr></thead>\n"
+        f"<tbody>\n{body}\n</tbody>\n</table>\n"
+        f"<script>{_SCRIPT}</script>\n</body>\n</html>\n"
+    )
