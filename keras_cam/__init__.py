@@ -35,6 +35,7 @@ _EXPORTS = {
     "methods": None,
     "metrics": None,
     "sanity_check": "keras_cam.sanity",
+    "TokenGrid": "keras_cam.tokens",
 }
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from keras_cam.guidance import CAMGuidedModel
     from keras_cam.methods import available_methods
     from keras_cam.sanity import sanity_check
+    from keras_cam.tokens import TokenGrid
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +71,7 @@ __all__ = [
     "CAMExplainer",
     "CAMGuidedModel",
     "CAMResult",
+    "TokenGrid",
     "__version__",
     "available_methods",
     "explain",

@@ -43,6 +43,7 @@ from keras_cam.targets import (
     is_multi_label,
     labels_to_class_ids,
 )
+from keras_cam.tokens import TokenGrid
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
@@ -225,6 +226,9 @@ class CAMCallback(keras.callbacks.Callback):
         writer: `"tensorflow"`, `"tensorboard"` (no TensorFlow needed) or
             `"auto"` (TensorFlow's under the TensorFlow backend, else the
             `tensorboard` package's). Defaults to `"auto"`.
+        tokens: how a token layer's output lies on the image, a
+            `keras_cam.TokenGrid`; see `CAMExplainer`. Defaults to `None`:
+            detected from the model.
 
     Example:
 
@@ -264,6 +268,7 @@ class CAMCallback(keras.callbacks.Callback):
         output: str | int | None = None,
         probe_size: int | None = None,
         alarms: Sequence[Alarm] = (),
+        tokens: TokenGrid | None = None,
     ) -> None:
         super().__init__()
         if isinstance(every_n_epochs, bool):
@@ -346,6 +351,7 @@ class CAMCallback(keras.callbacks.Callback):
         self._failing = False
         self._chief = True
         self.log_on_train_end = bool(log_on_train_end)
+        self.tokens = tokens
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None
         self._display: np.ndarray | None = None
@@ -385,6 +391,7 @@ class CAMCallback(keras.callbacks.Callback):
                 eigen_smooth=self.eigen_smooth,
                 batch_size=self.batch_size,
                 output=self.output,
+                tokens=self.tokens,
             )
             self._batch = None
         if self._batch is None:
@@ -462,7 +469,7 @@ class CAMCallback(keras.callbacks.Callback):
     def _write_sanity(self, step: int) -> None:
         for method in self.methods:
             model = self.explained_model
-            explainer = CAMExplainer(model, method, layer=self._explainer.layer)
+            explainer = CAMExplainer(model, method, layer=self._explainer.layer, tokens=self.tokens)
             value = _sanity.sanity_check(
                 model, self._images, preprocess=self.preprocess, explainer=explainer
             )

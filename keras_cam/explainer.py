@@ -16,6 +16,7 @@ from keras import ops
 from keras_cam import outputs as _outputs
 from keras_cam import scores as _scores
 from keras_cam import smoothing
+from keras_cam.capture import call_model, token_split
 from keras_cam.compute import backend_module
 from keras_cam.layers import LayerSplit, model_input_shape, pooled_head, split_model
 from keras_cam.methods import CAMMethod, get_method
@@ -31,6 +32,7 @@ from keras_cam.targets import (
     resolve_class_ids,
     top_k,
 )
+from keras_cam.tokens import TokenGrid
 
 logger = logging.getLogger("keras_cam")
 
@@ -270,8 +272,12 @@ class CAMExplainer:
             instance (e.g. `keras_cam.methods.ScoreCAM(max_channels=64)`),
             or a list of them. Defaults to `"gradcam"`.
         layer: the target layer's name or `/`-path into nested models
-            (`"resnet50/conv5_block3_out"`). Defaults to `None`: the last
-            layer with a 4-D output before the head.
+            (`"resnet50/conv5_block3_out"`) or into layers called inside a
+            layer (`"vi_t_backbone/vit_encoder/transformer_block_2"`).
+            Defaults to `None`: the last layer with a 4-D output before the
+            head; for a vision transformer, the last block whose output
+            carries gradient on the patch tokens (the input of the last
+            block when the head reads only the class token).
         score: `"logit"` differentiates the pre-softmax/sigmoid value (its
             gradient does not vanish when the model is confident);
             `"probability"` the probability. Defaults to `"logit"`.
@@ -286,6 +292,10 @@ class CAMExplainer:
             function; larger batches run in chunks of this size (the last one
             padded, so nothing retraces). Defaults to `None`: the whole batch
             in one pass.
+        tokens: how a token layer's (N, T, D) output lies on the image, a
+            `keras_cam.TokenGrid(height, width, prefix=...)`. Defaults to
+            `None`: read off the model's patch size, else the rectangle of
+            the input's aspect that all but the fewest leading tokens fill.
         output: which output of a multi-output model the target reads: a
             dict key, an output layer name or a position. A detection target
             reads the whole output when it is not given. Defaults to `None`
@@ -313,7 +323,14 @@ class CAMExplainer:
         eigen_smooth: bool = False,
         batch_size: int | None = None,
         output: _outputs.OutputSpec = None,
+        tokens: TokenGrid | None = None,
     ) -> None:
+        if tokens is not None and not isinstance(tokens, TokenGrid):
+            raise ValueError(
+                f"tokens must be None or a keras_cam.TokenGrid(height, width, prefix=...), "
+                f"got {tokens!r}."
+            )
+        self.tokens = tokens
         if score not in _scores.SCORES:
             raise ValueError(f"score must be one of {_scores.SCORES}, got {score!r}.")
         self.model = model
@@ -445,7 +462,9 @@ class CAMExplainer:
 
     def _resolve(self) -> LayerSplit:
         if self._split is None:
-            split = split_model(self.model, self._layer)
+            split = token_split(self.model, self._layer, self._compute, self.tokens)
+            if split is None:
+                split = split_model(self.model, self._layer)
             for method in self.methods:
                 method.prepare(split)
             key = _outputs.resolve(self.model, self.output, whole=True)
@@ -457,7 +476,7 @@ class CAMExplainer:
             self._activation = _scores.output_activation(output_layer or split.output_layer)
             self._output_layer = output_layer
             self._outputs_are_logits = self.score == "logit" or self._activation is None
-            self._pooled_head = pooled_head(self.model, split)
+            self._pooled_head = None if split.capture else pooled_head(self.model, split)
             self._split = split
             logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
         return self._split
@@ -618,6 +637,8 @@ class CAMExplainer:
         split = self._split
 
         def score_inputs(chunk, chunk_classes):
+            if split.capture is not None:
+                return score_of(call_model(self.model, chunk), chunk_classes)
             outputs = split.head(split.features(chunk, training=False), training=False)
             return score_of(outputs, chunk_classes)
 
@@ -626,14 +647,22 @@ class CAMExplainer:
             input_channels_first=split.channels_first,
             scores=score_of(outputs, classes),
             score_inputs=score_inputs,
-            score_ablated=self._ablation_scorer(activations, score_of),
+            score_ablated=self._ablation_scorer(inputs, activations, score_of),
             map_chunks=self._map_chunks,
         )
 
-    def _ablation_scorer(self, activations, score_of) -> Callable[[Any, Any, Any], Any]:
+    def _ablation_scorer(self, inputs, activations, score_of) -> Callable[[Any, Any, Any], Any]:
         """`(images, channels, classes)` -> scores with those channels zeroed, computed cheaply."""
         split, head, dtype = self._split, self._pooled_head, activations.dtype
         count = activations.shape[1 if split.channels_first else -1]
+        if split.capture is not None:
+
+            def rerun_model(images, channels, classes):
+                keep = 1.0 - ops.one_hot(channels, count, axis=-1, dtype=dtype)
+                outputs = split.capture.ablated_outputs(ops.take(inputs, images, axis=0), keep)
+                return score_of(outputs, classes)
+
+            return rerun_model
         if head is None:
 
             def rerun_head(images, channels, classes):
@@ -728,9 +757,14 @@ class CAMExplainer:
 
             logits = self.score == "logit" and self._output_layer is not None
             with _scores.linear_output(self._output_layer) if logits else nullcontext():
-                activations, gradients, outputs = self._compute.activations_and_gradients(
-                    split.features, split.head, x, score_of, needs_gradients
-                )
+                if split.capture is None:
+                    activations, gradients, outputs = self._compute.activations_and_gradients(
+                        split.features, split.head, x, score_of, needs_gradients
+                    )
+                else:
+                    activations, gradients, outputs = split.capture.activations_and_gradients(
+                        self._compute, x, score_of, needs_gradients
+                    )
                 outputs = read(outputs)
                 item_classes = classes_of(outputs)
                 forward = (
@@ -796,6 +830,7 @@ def explain(
     labels: Any = None,
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
+    tokens: TokenGrid | None = None,
 ) -> CAMResult | dict[str, CAMResult]:
     """Explains a batch in one call: builds a `CAMExplainer` and applies it.
 
@@ -817,5 +852,6 @@ def explain(
         score=score,
         aug_smooth=aug_smooth,
         eigen_smooth=eigen_smooth,
+        tokens=tokens,
     )
     return explainer(images, targets=targets, preprocess=preprocess, labels=labels)

@@ -39,6 +39,9 @@ class LayerSplit:
         head_layers: the layers after the target, in execution order,
             nested models flattened.
         channels_first: whether the activations are (N, C, h, w).
+        capture: set when the layer is explained by capturing its output
+            inside the model's call (token layers, layers called inside a
+            layer: `keras_cam.capture`); `features` and `head` are then None.
     """
 
     path: str
@@ -47,6 +50,7 @@ class LayerSplit:
     head: Callable[..., Any]
     head_layers: list[keras.layers.Layer]
     channels_first: bool
+    capture: Any = None
 
     @property
     def output_layer(self) -> keras.layers.Layer:

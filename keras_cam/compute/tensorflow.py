@@ -61,3 +61,23 @@ def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     memory of a large perturbation batch bounded.
     """
     return tf.map_fn(fn, tf.range(count), parallel_iterations=1, fn_output_signature=tf.float32)
+
+
+def probe_gradients(
+    run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
+    x: Any,
+    score_fn: Callable[[Any], Any],
+    zeros: list[Any],
+) -> tuple[list[Any], list[Any], Any]:
+    """`run(x, zeros)` -> (captured, outputs), and d sum(score) / d each of `zeros`."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(zeros)
+        captured, outputs = run(x, zeros)
+        total = tf.reduce_sum(score_fn(outputs))
+    gradients = tape.gradient(total, zeros, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return captured, gradients, outputs
+
+
+def call_once(fn: Callable[..., Any], model: Any, *args: Any) -> Any:
+    """`fn(*args)` run once, eagerly: one eager pass costs less than tracing a graph."""
+    return fn(*args)
