@@ -303,8 +303,9 @@ def test_a_one_epoch_fit_explains_with_every_method_and_gradcam_agrees_with_auto
     assert gradcam.raw.shape == expected.shape
     shown = 0
     for got, want in zip(gradcam.raw, expected, strict=True):
-        scale = max(float(want.max()), 1e-12)
-        if np.ptp(want) > 1e-4 * scale:
+        # No absolute floor: a random-init MobileNet's activations fade to ~1e-19.
+        scale = float(want.max())
+        if scale > 0 and np.ptp(want) > 1e-4 * scale:
             assert np.corrcoef(got.ravel(), want.ravel())[0, 1] >= 0.999
             shown += 1
         np.testing.assert_allclose(got, want, atol=1e-3 * scale, rtol=1e-3)
