@@ -10,6 +10,11 @@ The model takes the shortcut: the callback's `energy_in_mask` (share of the
 map on the object) falls, `drift` spikes, and validation accuracy confirms
 it. Phase 3 fixes the data (the augmentation repaints every stamp in a
 random colour, so it stops predicting the label) and the metrics recover.
+Phase 3b keeps the shortcut data (stamps still follow the labels) and fixes
+the model instead: the same new head as phase 2, fine-tuned with
+`keras_cam.CAMGuidedModel`, which penalises Grad-CAM energy outside the
+object masks given for a fraction of the training images (`--guided-fraction`).
+With `--stop-on-shortcut`, an alarm on energy in mask stops phase 2 by itself.
 
 Run `python examples/shortcut_learning.py`, then `tensorboard --logdir runs/shortcut`
 and open SCALARS (`cam/gradcam/energy_in_mask`, `cam/gradcam/drift`) and IMAGES
@@ -79,6 +84,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs=3, default=(8, 4, 4), metavar="N")
     parser.add_argument("--train-size", type=int, default=3000)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument(
+        "--guided-fraction", type=float, default=0.2, help="share of images with a mask (3b)"
+    )
+    parser.add_argument("--guidance-weight", type=float, default=1.0, help="λ of phase 3b")
+    parser.add_argument(
+        "--stop-on-shortcut",
+        action="store_true",
+        help="an alarm stops phase 2 when energy in mask stays below 0.3 for 2 epochs",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -110,13 +124,13 @@ def main() -> None:
     tensorboard = keras.callbacks.TensorBoard(args.log_dir)
     callbacks = [tensorboard, callback]
 
-    def fit(images, labels, epochs_before, epochs, learning_rate):
-        model.compile(
+    def fit(images, labels, epochs_before, epochs, learning_rate, trainee=model):
+        trainee.compile(
             keras.optimizers.Adam(learning_rate),
             "sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        history = model.fit(
+        history = trainee.fit(
             images,
             labels,
             validation_data=(valid_images, valid.labels),
@@ -126,24 +140,45 @@ def main() -> None:
             callbacks=callbacks,
             verbose=0,
         )
-        return history.history["val_accuracy"][-1]
+        return history.history["val_accuracy"]
 
     e1, e2, e3 = args.epochs
     phases = {}
     phases["1 pretrain, stamps in random colours"] = (
-        fit(pretrain_images, train.labels, 0, e1, 2e-3),
+        fit(pretrain_images, train.labels, 0, e1, 2e-3)[-1],
         range(0, e1),
     )
     freeze_backbone(model)
     new_head(model, seed=1)
-    phases["2 fine-tune a new head, stamp = noisy label"] = (
-        fit(shortcut_images, noisy, e1, e2, 3e-3),
-        range(e1, e1 + e2),
-    )
+    if args.stop_on_shortcut:
+        callback.alarms = (
+            keras_cam.Alarm("energy_in_mask", below=0.3, events=2, stop_training=True),
+        )
+    accuracy = fit(shortcut_images, noisy, e1, e2, 3e-3)
+    callback.alarms = ()
+    e2 = len(accuracy)  # fewer epochs when the alarm stopped the phase
+    phases["2 fine-tune a new head, stamp = noisy label"] = (accuracy[-1], range(e1, e1 + e2))
     new_head(model, seed=2)
-    phases["3 fix: stamps repainted at random"] = (
-        fit(paint_over(shortcut_images, rng), noisy, e1 + e2, e3, 3e-3),
+    phases["3 fix the data: stamps repainted at random"] = (
+        fit(paint_over(shortcut_images, rng), noisy, e1 + e2, e3, 3e-3)[-1],
         range(e1 + e2, e1 + e2 + e3),
+    )
+    # 3b: phase 2 again (the backbone is frozen since phase 2; the same new head, the same
+    # shortcut data), guided by object masks on a fraction of the images (all-False: no mask).
+    new_head(model, seed=1)
+    annotated = rng.random(len(train.labels)) < args.guided_fraction
+    guided = keras_cam.CAMGuidedModel(model, layer=HEAD[0], weight=args.guidance_weight)
+    start, guided_epochs = e1 + e2 + e3, args.epochs[1]
+    phases[f"3b fix the model: guided, masks on {annotated.mean():.0%}"] = (
+        fit(
+            {"images": shortcut_images, "masks": train.masks & annotated[:, None, None]},
+            noisy,
+            start,
+            guided_epochs,
+            3e-3,
+            trainee=guided,
+        )[-1],
+        range(start, start + guided_epochs),
     )
 
     csv_path = os.path.join(args.log_dir, "cam", "cam_metrics.csv")
@@ -156,7 +191,10 @@ def main() -> None:
     print(
         "  (energy in mask at the phase's last epoch; drift: 1 − correlation with the epoch before)"
     )
-    series = [phase_means(csv_path, "energy_in_mask", range(s, s + 1)) for s in range(e1 + e2 + e3)]
+    series = [
+        phase_means(csv_path, "energy_in_mask", range(s, s + 1))
+        for s in range(start + guided_epochs)
+    ]
     print("energy in mask by epoch: " + " ".join(f"{value:.2f}" for value in series))
     print(f"\nView:  tensorboard --logdir {args.log_dir}")
 

@@ -25,22 +25,28 @@ __version__ = "0.1.0"
 # `overlay` imports without Keras and is bound at once: the submodule of the same name
 # would otherwise shadow the function once some code imports it.
 _EXPORTS = {
+    "Alarm": "keras_cam.alarms",
     "CAMCallback": "keras_cam.callback",
     "CAMExplainer": "keras_cam.explainer",
+    "CAMGuidedModel": "keras_cam.guidance",
     "CAMResult": "keras_cam.explainer",
     "available_methods": "keras_cam.methods",
     "explain": "keras_cam.explainer",
     "methods": None,
     "metrics": None,
     "sanity_check": "keras_cam.sanity",
+    "TokenGrid": "keras_cam.tokens",
 }
 
 if TYPE_CHECKING:
     from keras_cam import methods, metrics
+    from keras_cam.alarms import Alarm
     from keras_cam.callback import CAMCallback
     from keras_cam.explainer import CAMExplainer, CAMResult, explain
+    from keras_cam.guidance import CAMGuidedModel
     from keras_cam.methods import available_methods
     from keras_cam.sanity import sanity_check
+    from keras_cam.tokens import TokenGrid
 
 
 def __getattr__(name: str) -> Any:
@@ -60,9 +66,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Alarm",
     "CAMCallback",
     "CAMExplainer",
+    "CAMGuidedModel",
     "CAMResult",
+    "TokenGrid",
     "__version__",
     "available_methods",
     "explain",

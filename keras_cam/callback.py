@@ -14,8 +14,17 @@ import keras
 import numpy as np
 
 from keras_cam import sanity as _sanity
+from keras_cam.alarms import Alarm
 from keras_cam.background import BackgroundJobs
-from keras_cam.diagnostics import ProbeMetrics, Timeline, check_masks, check_metrics
+from keras_cam.diagnostics import (
+    WORSE_WHEN_HIGHER,
+    ProbeMetrics,
+    Timeline,
+    check_masks,
+    check_metrics,
+    log_key,
+    worst_images,
+)
 from keras_cam.distributed import is_chief
 from keras_cam.explainer import (
     CAMExplainer,
@@ -27,6 +36,7 @@ from keras_cam.explainer import (
     take_images,
     with_ranks,
 )
+from keras_cam.guidance import CAMGuidedModel
 from keras_cam.overlay import (
     _colormap_table,
     captioned_grid,
@@ -41,6 +51,7 @@ from keras_cam.targets import (
     is_multi_label,
     labels_to_class_ids,
 )
+from keras_cam.tokens import TokenGrid
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
@@ -180,6 +191,26 @@ class CAMCallback(keras.callbacks.Callback):
     - `cam/<method>/sanity` once at the end of training with
       `sanity_check=True` (see `keras_cam.sanity_check`).
 
+    Acting on the maps:
+
+    - the probe mean of every metric goes into the epoch's Keras `logs` as
+      `cam_<method>_<metric>` (`+` becomes `p`: `cam_gradcampp_focus`), so
+      callbacks listed *after* this one can use it:
+      `EarlyStopping(monitor="cam_gradcam_energy_in_mask", mode="max")`,
+      `ModelCheckpoint`, `ReduceLROnPlateau`, `CSVLogger`, `History`, and the
+      Keras `TensorBoard` callback (which plots it as `epoch_cam_...` in its
+      own `train` run). Epochs without an event add nothing: monitoring
+      callbacks then skip the epoch, so `EarlyStopping`'s patience counts
+      events, not epochs; use `every_n_epochs=1` to monitor;
+    - `alarms=`: rules such as `Alarm("energy_in_mask", below=0.2,
+      events=2, stop_training=True)` that warn, write `cam/alarms` (text)
+      and may stop `fit` (see `keras_cam.Alarm`);
+    - with `probe_size` larger than `max_images`, every probe image is
+      explained and measured (one CSV row each) and the worst are shown:
+      `cam/<method>/worst_<metric>` (the `max_images` images with the
+      lowest energy in mask, highest drift, highest deletion AUC, ...) and
+      `cam/<method>/misclassified` (with labels).
+
     The TensorBoard step is the epoch index, so it continues across `fit`
     calls with `initial_epoch` and lines up with the Keras TensorBoard
     callback's epoch scalars. The target layer, the gradient sub-model and the
@@ -205,7 +236,7 @@ class CAMCallback(keras.callbacks.Callback):
     Args:
         probe: display images (uint8 0–255 or float 0–1, RGB or 1-channel),
             `(images, labels)`, or a `tf.data.Dataset` / `keras.utils.PyDataset`
-            of such batches; read once, up to `max_images`.
+            of such batches; read once, up to `probe_size`.
         log_dir: directory for the event files (created if needed).
         every_n_epochs: explain after every n-th epoch. Defaults to `1`.
         method: a name from `keras_cam.available_methods()`, a `CAMMethod`
@@ -215,7 +246,13 @@ class CAMCallback(keras.callbacks.Callback):
             image, or a callable (see `CAMExplainer`). Defaults to `"predicted"`.
         preprocess: maps display images to model input. Defaults to `None`.
         class_names: names for captions, indexed by class. Defaults to `None`.
-        max_images: number of probe images used. Defaults to `16`.
+        max_images: number of probe images drawn (overlays, grid, timeline,
+            each gallery). Defaults to `16`.
+        probe_size: number of probe images read, explained and measured
+            (in chunks of `batch_size`); at least `max_images`. Defaults to
+            `None`: `max_images`.
+        alarms: `keras_cam.Alarm` rules checked at every event. Defaults to
+            `()`.
         strict: raise instead of warning when a CAM event fails. Defaults to `False`.
         score: `"logit"` or `"probability"` (see `CAMExplainer`). Defaults to `"logit"`.
         alpha: overlay opacity. Defaults to `0.4`.
@@ -246,6 +283,9 @@ class CAMCallback(keras.callbacks.Callback):
         writer: `"tensorflow"`, `"tensorboard"` (no TensorFlow needed) or
             `"auto"` (TensorFlow's under the TensorFlow backend, else the
             `tensorboard` package's). Defaults to `"auto"`.
+        tokens: how a token layer's output lies on the image, a
+            `keras_cam.TokenGrid`; see `CAMExplainer`. Defaults to `None`:
+            detected from the model.
 
     Example:
 
@@ -284,8 +324,21 @@ class CAMCallback(keras.callbacks.Callback):
         log_on_train_end: bool = False,
         output: str | int | None = None,
         images: Sequence[str] = DEFAULT_IMAGES,
+        probe_size: int | None = None,
+        alarms: Sequence[Alarm] = (),
+        tokens: TokenGrid | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(every_n_epochs, bool):
+            raise TypeError("every_n_epochs must be an integer >= 1, got a bool.")
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be True or False, got {strict!r}.")
+        if class_names is not None and (
+            isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names)
+        ):
+            raise TypeError(
+                f"class_names must be a sequence of strings, one per class, got {class_names!r}."
+            )
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
             raise ValueError(
                 f"every_n_epochs must be an integer >= 1, got {every_n_epochs!r}; "
@@ -293,6 +346,13 @@ class CAMCallback(keras.callbacks.Callback):
             )
         if not isinstance(max_images, (int, np.integer)) or max_images < 1:
             raise ValueError(f"max_images must be an integer >= 1, got {max_images!r}.")
+        probe_size = max_images if probe_size is None else probe_size
+        if not isinstance(probe_size, (int, np.integer)) or probe_size < max_images:
+            raise ValueError(
+                f"probe_size must be an integer >= max_images ({max_images}), got "
+                f"{probe_size!r}: it is how many probe images are measured, of which "
+                f"max_images are drawn."
+            )
         if isinstance(targets, str) and targets not in ("predicted", "label", MULTI_LABEL):
             raise ValueError(
                 f"Unknown targets {targets!r}: use 'predicted', 'label', 'positive', a class "
@@ -304,7 +364,11 @@ class CAMCallback(keras.callbacks.Callback):
         if top_k is not None and (
             (callable(targets) and not isinstance(targets, str)) or is_multi_label(targets)
         ):
-            raise ValueError(f"top_k needs class targets; {targets!r} has no class ranks.")
+            kind = "targets='positive'" if is_multi_label(targets) else "a callable target"
+            raise ValueError(
+                f"top_k needs class targets; {kind} ({targets!r}) has no class ranks: "
+                f"drop top_k or explain classes ('predicted', 'label', an index)."
+            )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
         self.images = _check_images(images)
@@ -318,6 +382,7 @@ class CAMCallback(keras.callbacks.Callback):
         self.preprocess = preprocess
         self.class_names = list(class_names) if class_names is not None else None
         self.max_images = int(max_images)
+        self.probe_size = int(probe_size)
         self.strict = strict
         self.score = score
         self.alpha = alpha
@@ -327,6 +392,7 @@ class CAMCallback(keras.callbacks.Callback):
         self.probe_masks = probe_masks
         task_regions = isinstance(targets, TaskTarget) and targets.has_region
         self.metrics = check_metrics(metrics, probe_masks is not None or task_regions)
+        self.alarms = self._check_alarms(alarms)
         self.top_k = None if top_k is None else int(top_k)
         self.sanity_check = sanity_check
         if writer not in WRITERS:
@@ -344,6 +410,7 @@ class CAMCallback(keras.callbacks.Callback):
         self._failing = False
         self._chief = True
         self.log_on_train_end = bool(log_on_train_end)
+        self.tokens = tokens
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None
         self._display: np.ndarray | None = None
@@ -356,13 +423,24 @@ class CAMCallback(keras.callbacks.Callback):
         """The explainer built at the first `on_train_begin` (None before)."""
         return self._explainer
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+    @property
+    def explained_model(self) -> keras.Model:
+        """The model explained: the one being fit, or the classifier a `CAMGuidedModel` wraps.
+
+        Reading it (through `self.model`) syncs the JAX trainer's live state.
+        """
         model = self.model
+        return model.model if isinstance(model, CAMGuidedModel) else model
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        model = self.explained_model
         # In a multi-process run only the chief explains and writes; the other
         # processes skip every event, so none of them waits on the CAM work.
         self._chief = is_chief(model)
         if not self._chief:
             return
+        for alarm in self.alarms:  # breaches are counted within one `fit`
+            alarm.reset()
         if self._explainer is None or self._explainer.model is not model:
             self._explainer = CAMExplainer(
                 model,
@@ -373,10 +451,11 @@ class CAMCallback(keras.callbacks.Callback):
                 eigen_smooth=self.eigen_smooth,
                 batch_size=self.batch_size,
                 output=self.output,
+                tokens=self.tokens,
             )
             self._batch = None
         if self._batch is None:
-            images, labels = take_probe(self.probe, self.max_images)
+            images, labels = take_probe(self.probe, self.probe_size)
             explainer = self._explainer
             if is_multi_label(self.targets):
                 batch = explainer._positive_batch(images, self.preprocess)
@@ -427,7 +506,7 @@ class CAMCallback(keras.callbacks.Callback):
             return
         self._last_epoch = epoch
         if (epoch + 1) % self.every_n_epochs == 0:
-            self._event(epoch)
+            self._event(epoch, logs)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._explainer is None or not self._chief:
@@ -465,9 +544,10 @@ class CAMCallback(keras.callbacks.Callback):
     def _sanity_event(self, step: int) -> None:
         values = {}
         for method in self.methods:
-            explainer = CAMExplainer(self.model, method, layer=self._explainer.layer)
+            model = self.explained_model
+            explainer = CAMExplainer(model, method, layer=self._explainer.layer, tokens=self.tokens)
             values[method.name] = _sanity.sanity_check(
-                self.model, self._images, preprocess=self.preprocess, explainer=explainer
+                model, self._images, preprocess=self.preprocess, explainer=explainer
             )
 
         def write() -> None:
@@ -486,22 +566,46 @@ class CAMCallback(keras.callbacks.Callback):
                 f"{self._explainer.num_classes} classes; give one name per class."
             )
 
-    def _event(self, step: int) -> None:
+    def _check_alarms(self, alarms: Sequence[Alarm]) -> tuple[Alarm, ...]:
+        alarms = (alarms,) if isinstance(alarms, Alarm) else tuple(alarms)
+        names = [method.name for method in self.methods]
+        for alarm in alarms:
+            if not isinstance(alarm, Alarm):
+                raise TypeError(f"alarms must be keras_cam.Alarm rules, got {alarm!r}.")
+            if alarm.metric not in self.metrics:
+                raise ValueError(
+                    f"Alarm '{alarm}' watches {alarm.metric!r}, which this callback does not "
+                    f"compute ({', '.join(self.metrics)}); add it to metrics= (mask metrics "
+                    f"need probe_masks=)."
+                )
+            if alarm.method is not None and alarm.method not in names:
+                raise ValueError(
+                    f"Alarm '{alarm}' watches method {alarm.method!r}, which this callback "
+                    f"does not run ({', '.join(names)})."
+                )
+        return alarms
+
+    def _event(self, step: int, logs: dict[str, Any] | None = None) -> None:
         self._report_outcomes()
         try:
-            # Reading `self.model` syncs the JAX trainer's live state into the variables.
-            model = self.model
+            model = self.explained_model
             results = self._explained()
-            count = len(self._display)
-            values = {
-                name: self._metric_values(name, take_images(combined, 0, count), model)
-                for name, combined in results.items()
-            }
+            values = {name: self._measure(name, result, model) for name, result in results.items()}
+            # Numbers for the other callbacks first: they must be in `logs` when this returns.
+            if logs is not None:
+                logs.update(
+                    {
+                        log_key(name, metric): float(np.mean(per_image))
+                        for name, found in values.items()
+                        for metric, per_image in found.items()
+                    }
+                )
+            alarms = self._sound_alarms(values, step)
         except Exception as error:
             self._fail(error, f"at epoch {step}")
             return
         # Drawing, encoding and writing happen on the worker while the next epoch trains.
-        self._submit(lambda: self._draw_event(results, values, step), f"at epoch {step}")
+        self._submit(lambda: self._draw_event(results, values, alarms, step), f"at epoch {step}")
         self._last_step = step
 
     def _events_in_run(self) -> int:
@@ -547,6 +651,27 @@ class CAMCallback(keras.callbacks.Callback):
             stacklevel=2,
         )
 
+    def _sound_alarms(self, values: dict[str, dict[str, np.ndarray]], step: int) -> list[str]:
+        """Warns (and stops training where asked) now; returns the messages to write."""
+        messages = []
+        for alarm in self.alarms:
+            for name, found in values.items():
+                per_image = found.get(alarm.metric)
+                mean = None if per_image is None else float(np.mean(per_image))
+                if not (alarm.applies_to(name) and alarm.update(name, mean)):
+                    continue
+                worst = ", ".join(str(i) for i in alarm.worst_images(per_image))
+                message = (
+                    f"keras_cam alarm at epoch {step}: {name} {alarm.metric} = {mean:.3g} "
+                    f"({alarm}); worst probe images: {worst}."
+                )
+                if alarm.stop_training:
+                    message += " Stopping training."
+                    self.model.stop_training = True
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                messages.append(message)
+        return messages
+
     def _submit(self, write: Callable[[], None], when: str) -> None:
         """Queues `write` for the worker thread, which owns the writer from here on."""
 
@@ -562,21 +687,30 @@ class CAMCallback(keras.callbacks.Callback):
         self._jobs.submit(job, when)
 
     def _draw_event(
-        self, results: dict[str, CAMResult], values: dict[str, dict[str, np.ndarray]], step: int
+        self,
+        results: dict[str, CAMResult],
+        values: dict[str, dict[str, np.ndarray]],
+        alarms: list[str],
+        step: int,
     ) -> None:
-        count = len(self._display)
+        measured = len(self._display)
+        count = min(self.max_images, measured)
+        display = self._display[:count]
         shown = set(self.images)
+        for message in alarms:
+            self._writer.text("cam/alarms", message, step)
         all_overlays = []
         for name, combined in results.items():
-            result = take_images(combined, 0, count)
-            overlays = overlay(self._display, result.heatmaps, self.alpha, self.colormap)
+            every = take_images(combined, 0, measured)  # without the top-k ranks
+            result = take_images(every, 0, count)
+            overlays = overlay(display, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
             tag = f"cam/{name}"
             if "overlays" in shown:
                 self._writer.images(tag, overlays, step)
             if "grid" in shown:
                 captions = [self._caption(result, i) for i in range(count)]
-                pairs = list(zip(self._display, overlays, strict=True))
+                pairs = list(zip(display, overlays, strict=True))
                 if isinstance(self.targets, TaskTarget):
                     pairs = [
                         self.targets.draw(i, image, overlaid, result.predicted[i])
@@ -585,18 +719,20 @@ class CAMCallback(keras.callbacks.Callback):
                 pages = card_pages(pairs, captions)
                 self._writer.images(f"{tag}/grid", pages, step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
-            self._write_metrics(name, values[name], count, step)
+            self._write_metrics(name, values[name], step, measured)
+            if measured > count:
+                self._write_galleries(name, every, values[name], step)
             timeline = self._timelines[name]
             timeline.add(step, overlays)
             if "timeline" in shown:
                 titles = [self._title(i) for i in range(count)]
-                self._writer.images(f"{tag}/timeline", timeline.image(self._display, titles), step)
+                self._writer.images(f"{tag}/timeline", timeline.image(display, titles), step)
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
         if len(results) > 1 and "compare" in shown:
             first = take_images(next(iter(results.values())), 0, count)
             pages = card_pages(
-                [(image, *row) for image, *row in zip(self._display, *all_overlays, strict=True)],
+                [(image, *row) for image, *row in zip(display, *all_overlays, strict=True)],
                 [self._caption(first, i) for i in range(count)],
                 headers=["image", *results],
                 lines=1,
@@ -604,20 +740,21 @@ class CAMCallback(keras.callbacks.Callback):
             self._writer.images("cam/compare", pages, step)
         self._writer.flush()
 
-    def _metric_values(self, name: str, result: CAMResult, model: keras.Model) -> dict:
+    def _measure(self, name: str, combined: CAMResult, model: keras.Model) -> dict[str, Any]:
+        """Per-image values of every metric at this event, on all probe images."""
         # The faithfulness metrics perturb the display images, then feed them as the
         # explainer does (preprocess, channel axis, channels-first transpose).
         explainer = self._explainer
         return self._diagnostics.values(
             name,
-            result,
+            take_images(combined, 0, len(self._display)),
             model,
             self._images,
             lambda images: explainer.model_input(images, self.preprocess),
         )
 
     def _write_metrics(
-        self, name: str, values: dict[str, np.ndarray], count: int, step: int
+        self, name: str, values: dict[str, np.ndarray], step: int, count: int
     ) -> None:
         for metric, per_image in values.items():
             self._writer.scalar(f"cam/{name}/{metric}", float(np.mean(per_image)), step)
@@ -625,13 +762,39 @@ class CAMCallback(keras.callbacks.Callback):
             self._writer.histogram(f"cam/{name}/per_image", values["drift"], step)
         self._diagnostics.append_csv(step, name, values, count)
 
+    def _write_galleries(
+        self, name: str, result: CAMResult, values: dict[str, np.ndarray], step: int
+    ) -> None:
+        """The probe images where attention went worst, out of all those measured."""
+        galleries = {
+            f"worst_{metric}": (worst_images(per_image, metric, self.max_images), metric)
+            for metric, per_image in values.items()
+            if metric in WORSE_WHEN_HIGHER
+        }
+        if self._labels is not None:
+            wrong = np.flatnonzero(result.predicted != self._labels)[: self.max_images]
+            galleries["misclassified"] = (wrong, None)
+        for gallery, (indices, metric) in galleries.items():
+            if len(indices) == 0:
+                continue
+            images = self._display[indices]
+            overlays = overlay(images, result.heatmaps[indices], self.alpha, self.colormap)
+            captions = [
+                f"#{i} "
+                + (f"{metric} {values[metric][i]:.3g} · " if metric else "")
+                + self._caption(result, i)
+                for i in indices
+            ]
+            grid = captioned_grid(list(zip(images, overlays, strict=True)), captions)
+            self._writer.images(f"cam/{name}/{gallery}", grid[None], step)
+
     def _top_k_grid(self, combined: CAMResult) -> np.ndarray:
         count, k = len(self._display), self.top_k
         ranks = [take_images(combined, count * (r + 1), count * (r + 2)) for r in range(k)]
         groups, captions = [], []
         # Scores are the head's probabilities where it has a softmax/sigmoid, else logits.
         label = "logit " if self._explainer._activation is None else "p="
-        for i, image in enumerate(self._display):
+        for i, image in enumerate(self._display[: self.max_images]):
             groups.append([image])
             captions.append(self._title(i))
             for ranked in ranks:

@@ -20,6 +20,18 @@ MASK_METRICS = ("pointing_game", "energy_in_mask")
 FORWARD_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
 METRICS = ("drift", "focus", *MASK_METRICS, *FORWARD_METRICS)
 
+# Which end of each metric means attention went wrong, for the galleries of worst
+# cases. `focus` has no bad end (a shortcut and a sharp object map are both focused).
+WORSE_WHEN_HIGHER = {
+    "drift": True,
+    "pointing_game": False,
+    "energy_in_mask": False,
+    "deletion": True,  # a faithful map makes the score fall fast: a low AUC
+    "insertion": False,
+    "average_drop": True,
+    "increase_in_confidence": False,
+}
+
 _FORWARD_FUNCTIONS = {
     "deletion": _metrics.deletion_auc,
     "insertion": _metrics.insertion_auc,
@@ -45,6 +57,24 @@ def check_metrics(names: Sequence[str], has_masks: bool) -> tuple[str, ...]:
     if has_masks:
         chosen += [name for name in MASK_METRICS if name not in chosen]
     return tuple(chosen)
+
+
+def log_key(method: str, metric: str) -> str:
+    """The flat Keras `logs` key of a method's metric: `cam_gradcampp_focus` for Grad-CAM++."""
+    name = "".join(c if c.isalnum() else "_" for c in method.replace("+", "p"))
+    return f"cam_{name}_{metric}"
+
+
+def worst_images(per_image: np.ndarray, metric: str, k: int) -> np.ndarray:
+    """Indices of the `k` images with the worst values of `metric`, worst first.
+
+    Ties keep the probe order; NaN (no value) is never chosen.
+    """
+    values = np.asarray(per_image, dtype=np.float64)
+    badness = values if WORSE_WHEN_HIGHER[metric] else -values
+    order = np.argsort(np.where(np.isnan(badness), -np.inf, -badness), kind="stable")
+    order = order[~np.isnan(badness[order])]
+    return order[:k]
 
 
 def check_masks(masks: Any, images: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from keras import ops
 from keras_cam import outputs as _outputs
 from keras_cam import scores as _scores
 from keras_cam import smoothing
+from keras_cam.capture import call_model, token_split
 from keras_cam.compute import backend_module
 from keras_cam.layers import LayerSplit, model_input_shape, pooled_head, split_model
 from keras_cam.methods import CAMMethod, get_method
@@ -30,6 +32,7 @@ from keras_cam.targets import (
     resolve_class_ids,
     top_k,
 )
+from keras_cam.tokens import TokenGrid
 
 logger = logging.getLogger("keras_cam")
 
@@ -103,6 +106,15 @@ def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
     )
 
 
+def _takes_one_channel(expected: tuple[int | None, ...]) -> bool:
+    """Whether the model input has one channel (first or last axis), as grayscale images have.
+
+    Only then is a 3-D array a batch of grayscale images: for an RGB model
+    with a dynamic input size, (H, W, 3) is a single image missing its batch axis.
+    """
+    return 1 in (expected[1], expected[-1])
+
+
 def _preprocessed(images: np.ndarray, preprocess: Preprocess | None) -> np.ndarray:
     # A copy: keras.applications' preprocess_input edits float arrays in place.
     x = preprocess(images.copy()) if preprocess is not None else images
@@ -113,7 +125,7 @@ def _to_model_input(
     images: np.ndarray, x: np.ndarray, preprocessed: bool, expected: tuple[int | None, ...]
 ) -> np.ndarray:
     """Checks (and for display images, adapts) the model input `x` made from `images`."""
-    if not preprocessed and x.ndim == len(expected) - 1:
+    if not preprocessed and x.ndim == len(expected) - 1 and _takes_one_channel(expected):
         x = x[..., None]  # grayscale (N, H, W) display images
     if (
         not _matches(x.shape, expected)
@@ -147,15 +159,30 @@ def _resize(maps: Any, size: tuple[int, int]) -> Any:
     return resized[..., 0]
 
 
+_FLAT_MAP_TOLERANCE = 1e-5
+"""Largest (max − min) / peak of a map that counts as constant: float32 rounding is ~1e-7."""
+
+
 def _normalise(maps: Any) -> Any:
     # Dividing by the peak first keeps max − min from overflowing near float32's limit.
     peak = ops.max(ops.abs(maps), axis=(1, 2), keepdims=True)
     maps = maps / ops.where(peak > 0, peak, 1.0)
     low = ops.min(maps, axis=(1, 2), keepdims=True)
     span = ops.max(maps, axis=(1, 2), keepdims=True) - low
-    # A constant map has nothing to show: it becomes zero rather than 0/0.
-    scaled = (maps - low) / ops.maximum(span, 1e-30)
-    return ops.clip(ops.where(span > 0, scaled, ops.zeros_like(maps)), 0.0, 1.0)
+    # A map constant up to rounding (a few ulps after resizing) has nothing to show: it
+    # becomes zero, on every backend, rather than a pattern stretched out of rounding noise.
+    # After the division by the peak, the span is relative to the map's largest value.
+    flat = span <= _FLAT_MAP_TOLERANCE
+    scaled = (maps - low) / ops.where(flat, 1.0, span)
+    return ops.clip(ops.where(flat, ops.zeros_like(maps), scaled), 0.0, 1.0)
+
+
+def _looks_like_probabilities(outputs: Any, unswitched_logits: bool) -> Any:
+    """Per image: outputs read as logits that are non-negative and sum to 1, like probabilities."""
+    if not unswitched_logits or outputs.shape[-1] < 2:
+        return ops.zeros((outputs.shape[0],), dtype="bool")
+    sums_to_one = ops.abs(ops.sum(outputs, axis=-1) - 1.0) < 1e-3
+    return ops.logical_and(ops.all(outputs >= 0, axis=-1), sums_to_one)
 
 
 def with_ranks(batch: _Batch, ranks: range, keep: bool = True) -> _Batch:
@@ -208,6 +235,16 @@ MethodSpec = str | CAMMethod
 
 
 def resolve_methods(method: MethodSpec | Sequence[MethodSpec]) -> tuple[CAMMethod, ...]:
+    if isinstance(method, type) and issubclass(method, CAMMethod):
+        raise TypeError(
+            f"method={method.__name__} is a method class; pass an instance, "
+            f"{method.__name__}(), or its name."
+        )
+    if method is None or not isinstance(method, (str, CAMMethod, Sequence)):
+        raise TypeError(
+            f"method must be a method name, a CAMMethod instance or a list of them, got "
+            f"{method!r}; see keras_cam.available_methods()."
+        )
     specs = [method] if isinstance(method, (str, CAMMethod)) else list(method)
     if not specs:
         raise ValueError("method is an empty list; name at least one CAM method.")
@@ -237,8 +274,12 @@ class CAMExplainer:
             instance (e.g. `keras_cam.methods.ScoreCAM(max_channels=64)`),
             or a list of them. Defaults to `"gradcam"`.
         layer: the target layer's name or `/`-path into nested models
-            (`"resnet50/conv5_block3_out"`). Defaults to `None`: the last
-            layer with a 4-D output before the head.
+            (`"resnet50/conv5_block3_out"`) or into layers called inside a
+            layer (`"vi_t_backbone/vit_encoder/transformer_block_2"`).
+            Defaults to `None`: the last layer with a 4-D output before the
+            head; for a vision transformer, the last block whose output
+            carries gradient on the patch tokens (the input of the last
+            block when the head reads only the class token).
         score: `"logit"` differentiates the pre-softmax/sigmoid value (its
             gradient does not vanish when the model is confident);
             `"probability"` the probability. Defaults to `"logit"`.
@@ -253,6 +294,10 @@ class CAMExplainer:
             function; larger batches run in chunks of this size (the last one
             padded, so nothing retraces). Defaults to `None`: the whole batch
             in one pass.
+        tokens: how a token layer's (N, T, D) output lies on the image, a
+            `keras_cam.TokenGrid(height, width, prefix=...)`. Defaults to
+            `None`: read off the model's patch size, else the rectangle of
+            the input's aspect that all but the fewest leading tokens fill.
         output: which output of a multi-output model the target reads: a
             dict key, an output layer name or a position. A detection target
             reads the whole output when it is not given. Defaults to `None`
@@ -280,7 +325,14 @@ class CAMExplainer:
         eigen_smooth: bool = False,
         batch_size: int | None = None,
         output: _outputs.OutputSpec = None,
+        tokens: TokenGrid | None = None,
     ) -> None:
+        if tokens is not None and not isinstance(tokens, TokenGrid):
+            raise ValueError(
+                f"tokens must be None or a keras_cam.TokenGrid(height, width, prefix=...), "
+                f"got {tokens!r}."
+            )
+        self.tokens = tokens
         if score not in _scores.SCORES:
             raise ValueError(f"score must be one of {_scores.SCORES}, got {score!r}.")
         self.model = model
@@ -298,6 +350,7 @@ class CAMExplainer:
         self._compute = backend_module()
         self._split: LayerSplit | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
+        self._probabilities_warned = False
         if model.built:
             self._resolve()
 
@@ -411,7 +464,9 @@ class CAMExplainer:
 
     def _resolve(self) -> LayerSplit:
         if self._split is None:
-            split = split_model(self.model, self._layer)
+            split = token_split(self.model, self._layer, self._compute, self.tokens)
+            if split is None:
+                split = split_model(self.model, self._layer)
             for method in self.methods:
                 method.prepare(split)
             key = _outputs.resolve(self.model, self.output, whole=True)
@@ -426,7 +481,7 @@ class CAMExplainer:
             self._confidence_activation = _scores.confidence_activation(
                 output_layer or split.output_layer
             )
-            self._pooled_head = pooled_head(self.model, split)
+            self._pooled_head = None if split.capture else pooled_head(self.model, split)
             self._split = split
             logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
         return self._split
@@ -439,6 +494,11 @@ class CAMExplainer:
         """
         images = np.asarray(ops.convert_to_numpy(images))
         x = _preprocessed(images, preprocess)
+        if x.ndim == 0 or len(x) != len(images):
+            raise ValueError(
+                f"preprocess turned {len(images)} images into a batch of shape {x.shape}; it "
+                f"must map each image to one model input and keep the batch size."
+            )
         if not self.model.built:
             self.model.build((None, *x.shape[1:]))
         self._resolve()
@@ -484,9 +544,10 @@ class CAMExplainer:
             self._compiled[key] = self._compute.compile_function(
                 self._cam_function(batch.score_fn, batch.size), self.model
             )
-        maps, classes, scores, predicted, confidence = self._run_in_chunks(
+        maps, classes, scores, predicted, confidence, probability_rows = self._run_in_chunks(
             self._compiled[key], batch
         )
+        self._warn_if_probabilities_pass_for_logits(probability_rows)
         results = {}
         for method in self.methods:
             raw, heatmaps, finite = maps[method.name]
@@ -507,6 +568,30 @@ class CAMExplainer:
                 confidence=confidence.astype(np.float32),
             )
         return results
+
+    def _warn_if_probabilities_pass_for_logits(self, probability_rows: np.ndarray) -> None:
+        """Warns once when `score="logit"` differentiates probabilities it cannot see as such.
+
+        The softmax/sigmoid can be switched off only where it is the output
+        layer's activation or a `Softmax` layer; one inside a `Lambda` or a
+        custom layer is invisible, and the gradients of its probabilities
+        vanish as soon as the model is confident.
+        """
+        if self._probabilities_warned or not probability_rows.all():
+            return
+        self._probabilities_warned = True
+        warnings.warn(
+            f"keras_cam: score='logit', but the outputs of model {self.model.name!r} look "
+            f"like probabilities (non-negative, each row sums to 1) and its output layer "
+            f"{self._split.output_layer.name!r} has no softmax/sigmoid activation that can be "
+            f"switched off (a softmax inside a Lambda or a custom layer?), so the maps "
+            f"differentiate probabilities, whose gradients vanish once the model is "
+            f"confident. Expose the logits: end the model with a Dense layer with "
+            f"activation='softmax' or a keras.layers.Softmax layer (or pass "
+            f"score='probability' to say that probabilities are meant).",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def _run_in_chunks(self, function: Callable[..., Any], batch: _Batch) -> tuple[Any, ...]:
         """Runs the compiled function on chunks of `batch_size` images, as numpy.
@@ -539,7 +624,7 @@ class CAMExplainer:
             name: [joined([part[0][name][i] for part in parts]) for i in range(3)]
             for name in parts[0][0]
         }
-        shared = [joined([part[1][i] for part in parts]) for i in range(4)]
+        shared = [joined([part[1][i] for part in parts]) for i in range(len(parts[0][1]))]
         return (maps, *shared)
 
     def _map_chunks(self, fn: Callable[[Any], Any], count: int, batch_size: int) -> Any:
@@ -557,6 +642,8 @@ class CAMExplainer:
         split = self._split
 
         def score_inputs(chunk, chunk_classes):
+            if split.capture is not None:
+                return score_of(call_model(self.model, chunk), chunk_classes)
             outputs = split.head(split.features(chunk, training=False), training=False)
             return score_of(outputs, chunk_classes)
 
@@ -565,14 +652,22 @@ class CAMExplainer:
             input_channels_first=split.channels_first,
             scores=score_of(outputs, classes),
             score_inputs=score_inputs,
-            score_ablated=self._ablation_scorer(activations, score_of),
+            score_ablated=self._ablation_scorer(inputs, activations, score_of),
             map_chunks=self._map_chunks,
         )
 
-    def _ablation_scorer(self, activations, score_of) -> Callable[[Any, Any, Any], Any]:
+    def _ablation_scorer(self, inputs, activations, score_of) -> Callable[[Any, Any, Any], Any]:
         """`(images, channels, classes)` -> scores with those channels zeroed, computed cheaply."""
         split, head, dtype = self._split, self._pooled_head, activations.dtype
         count = activations.shape[1 if split.channels_first else -1]
+        if split.capture is not None:
+
+            def rerun_model(images, channels, classes):
+                keep = 1.0 - ops.one_hot(channels, count, axis=-1, dtype=dtype)
+                outputs = split.capture.ablated_outputs(ops.take(inputs, images, axis=0), keep)
+                return score_of(outputs, classes)
+
+            return rerun_model
         if head is None:
 
             def rerun_head(images, channels, classes):
@@ -668,9 +763,14 @@ class CAMExplainer:
 
             logits = self.score == "logit" and self._output_layer is not None
             with _scores.linear_output(self._output_layer) if logits else nullcontext():
-                activations, gradients, outputs = self._compute.activations_and_gradients(
-                    split.features, split.head, x, score_of, needs_gradients
-                )
+                if split.capture is None:
+                    activations, gradients, outputs = self._compute.activations_and_gradients(
+                        split.features, split.head, x, score_of, needs_gradients
+                    )
+                else:
+                    activations, gradients, outputs = split.capture.activations_and_gradients(
+                        self._compute, x, score_of, needs_gradients
+                    )
                 outputs = read(outputs)
                 item_classes = classes_of(outputs)
                 forward = (
@@ -714,7 +814,14 @@ class CAMExplainer:
                     upsampled = smoothing.merge(upsampled, count)
                     raw = _resize(upsampled, raw.shape[1:3])
                 maps[name] = (raw, _normalise(upsampled), finite)
-            return maps, classes, scores, predicted, confidence
+            return (
+                maps,
+                classes,
+                scores,
+                predicted,
+                confidence,
+                _looks_like_probabilities(outputs, self.score == "logit" and activation is None),
+            )
 
         return cam_function
 
@@ -731,6 +838,7 @@ def explain(
     labels: Any = None,
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
+    tokens: TokenGrid | None = None,
 ) -> CAMResult | dict[str, CAMResult]:
     """Explains a batch in one call: builds a `CAMExplainer` and applies it.
 
@@ -752,5 +860,6 @@ def explain(
         score=score,
         aug_smooth=aug_smooth,
         eigen_smooth=eigen_smooth,
+        tokens=tokens,
     )
     return explainer(images, targets=targets, preprocess=preprocess, labels=labels)

@@ -14,6 +14,7 @@ each layer's `.output` and the model's config stay as they were.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,9 @@ class LayerSplit:
         head_layers: the layers after the target, in execution order,
             nested models flattened.
         channels_first: whether the activations are (N, C, h, w).
+        capture: set when the layer is explained by capturing its output
+            inside the model's call (token layers, layers called inside a
+            layer: `keras_cam.capture`); `features` and `head` are then None.
     """
 
     path: str
@@ -46,6 +50,7 @@ class LayerSplit:
     head: Callable[..., Any]
     head_layers: list[keras.layers.Layer]
     channels_first: bool
+    capture: Any = None
 
     @property
     def output_layer(self) -> keras.layers.Layer:
@@ -70,7 +75,21 @@ def _is_model(layer: Any) -> bool:
 
 
 def _children(model: keras.Model) -> list[keras.layers.Layer]:
-    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    """The model's layers in execution order, and in a functional model its operation nodes.
+
+    Keras builds some block outputs with operations rather than layers
+    (ConvNeXt's `inputs + x`): such a node is in the functional graph but not
+    in `model.layers`, and may be the only cut point at the end of a stage.
+    """
+    if isinstance(model, keras.Sequential) or not hasattr(model, "operations"):
+        members = model.layers
+    else:
+        members = model.operations
+    return [layer for layer in members if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _child(model: keras.Model, name: str) -> keras.layers.Layer | None:
+    return next((layer for layer in _children(model) if layer.name == name), None)
 
 
 def _check_splittable(model: keras.Model) -> None:
@@ -164,11 +183,8 @@ def _split(model: keras.Model, names: Sequence[str], path: str) -> tuple[Any, An
     graph, as a list.
     """
     _check_splittable(model)
-    try:
-        child = model.get_layer(names[0])
-    except ValueError:
-        child = None
-    if child is None or isinstance(child, keras.layers.InputLayer):
+    child = _child(model, names[0])
+    if child is None:
         raise ValueError(f"No layer named {names[0]!r} in model {model.name!r}.")
     if len(names) > 1:
         if not _is_model(child):
@@ -241,22 +257,10 @@ def split_model(model: keras.Model, layer: str | None = None) -> LayerSplit:
             f"no feature map to explain. keras_cam explains convolutional image models."
         )
     if layer is None:
-        errors = []
-        layers_by_path = dict(iter_layers(model))
-        # A nested model's output is its last layer's: name the inner layer.
-        for path in [p for p in reversed(candidates) if not _is_model(layers_by_path[p])]:
-            try:
-                split = _make_split(model, path)
-            except ValueError as error:
-                errors.append(f"{path}: {error}")
-                continue
-            if split.head_layers:
-                return split
-        raise ValueError(
-            f"None of the spatial layers of model {model.name!r} can be cut off from the "
-            f"head: " + "; ".join(errors[:3])
-        )
-
+        return _automatic_split(model, candidates)
+    paths = dict(iter_layers(model))
+    if not isinstance(layer, str):
+        layer = _path_of(model, layer, paths)
     paths = dict(iter_layers(model))
     if layer not in paths:
         by_name = [path for path in paths if path.rsplit("/", 1)[-1] == layer]
@@ -273,7 +277,146 @@ def split_model(model: keras.Model, layer: str | None = None) -> LayerSplit:
             f"feature map. Spatial layers you can pass as `layer=`: "
             f"{', '.join(candidates[-8:])}."
         )
+    if _is_point(paths[layer]):
+        warnings.warn(
+            f"keras_cam: layer {layer!r} has a 1x1 spatial output {output_shape(paths[layer])}: "
+            f"its maps cannot show where anything is (every map is constant). Pass an "
+            f"earlier layer or feed larger images.",
+            UserWarning,
+            stacklevel=3,
+        )
     return _make_split(model, layer)
+
+
+def _path_of(model: keras.Model, layer: Any, paths: dict[str, Any]) -> str:
+    """The `/`-path of a layer object given as `layer=`."""
+    if not isinstance(layer, keras.Operation):
+        raise TypeError(
+            f"layer must be a layer name, a `/`-path or a layer of the model, got "
+            f"{type(layer).__name__}."
+        )
+    found = [path for path, candidate in paths.items() if candidate is layer]
+    if not found:
+        raise ValueError(
+            f"Layer {layer.name!r} (the object passed as `layer=`) is not a layer of model "
+            f"{model.name!r} or of a model nested in it."
+        )
+    return found[0]
+
+
+def spatial_size(layer: keras.Operation) -> tuple[int | None, ...]:
+    """The spatial dimensions of a layer's feature map (None where the input size is dynamic)."""
+    shape = output_shape(layer)
+    return shape[2:] if _channels_first(layer) else shape[1:-1]
+
+
+def _is_point(layer: keras.Operation) -> bool:
+    """Whether the feature map has a single position (1x1): nothing to localise on it."""
+    return all(size == 1 for size in spatial_size(layer))
+
+
+def _input_spatial_size(layer: keras.Operation) -> tuple[int | None, ...] | None:
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if not nodes or not nodes[-1].input_tensors:
+        return None
+    shape = tuple(nodes[-1].input_tensors[0].shape)
+    return shape[2:] if _channels_first(layer) else shape[1:-1]
+
+
+def _pools_globally(layer: keras.Operation) -> bool:
+    """Whether the layer maps a whole feature map to one position: the start of a head.
+
+    Global pooling does (with `keepdims=True` its output is still 4-D, as in
+    MobileNet's head), and so does a stride-1 `valid` convolution or pooling
+    whose window covers its whole input (VGG's convolutional `fc1`). A strided
+    layer that happens to leave 1x1 at a small input is a backbone stage, not a head.
+    """
+    if isinstance(layer, _GLOBAL_POOLING):
+        return True
+    window = getattr(layer, "kernel_size", None) or getattr(layer, "pool_size", None)
+    strides = getattr(layer, "strides", None)
+    inputs = _input_spatial_size(layer)
+    if window is None or strides is None or inputs is None or None in inputs:
+        return False
+    if all(size == 1 for size in inputs):
+        return False  # a 1x1 convolution on a 1x1 map pools nothing
+    return (
+        getattr(layer, "padding", None) == "valid"
+        and all(stride == 1 for stride in strides)
+        and all(w >= size for w, size in zip(window, inputs, strict=False))
+    )
+
+
+def _automatic_split(model: keras.Model, candidates: list[str]) -> LayerSplit:
+    """The last feature map before the head: the last cuttable spatial layer larger than 1x1.
+
+    1x1 layers after it are accepted as the head only when a global pooling
+    (or a window covering the whole map) made them 1x1; otherwise the
+    backbone's last stage itself is 1x1 at this input size, and every map
+    would be blank: that is an error naming the layer and what to pass.
+    """
+    layers_by_path = dict(iter_layers(model))
+    # A nested model's output is its last layer's: name the inner layer.
+    ordered = [path for path in candidates if not _is_model(layers_by_path[path])]
+    backbone = _backbone_prefix(model)
+    if backbone is not None and any(path.startswith(backbone) for path in ordered):
+        # After a KerasHub backbone come only head layers, even spatial ones (VGG's conv fc).
+        last = max(i for i, path in enumerate(ordered) if path.startswith(backbone))
+        head = ordered[last + 1 :]
+        ordered = ordered[: last + 1] + [path for path in head if _is_point(layers_by_path[path])]
+    errors = []
+    for index in range(len(ordered) - 1, -1, -1):
+        path = ordered[index]
+        if _is_point(layers_by_path[path]):
+            continue
+        try:
+            split = _make_split(model, path)
+        except ValueError as error:
+            errors.append(f"{path}: {error}")
+            continue
+        if not split.head_layers:
+            continue
+        later_points = [p for p in ordered[index + 1 :] if _is_point(layers_by_path[p])]
+        if later_points and not _pools_globally(layers_by_path[later_points[0]]):
+            _raise_point_stage(model, later_points, layers_by_path, earlier=path)
+        return split
+    points = [p for p in ordered if _is_point(layers_by_path[p])]
+    if points:
+        _raise_point_stage(model, points, layers_by_path, earlier=None)
+    raise ValueError(
+        f"None of the spatial layers of model {model.name!r} can be cut off from the "
+        f"head: " + "; ".join(errors[:3])
+    )
+
+
+def _backbone_prefix(model: keras.Model) -> str | None:
+    """`"<name>/"` of the nested backbone of a KerasHub task (`model.backbone`), if any."""
+    backbone = getattr(model, "backbone", None)
+    if not _is_model(backbone) or not any(child is backbone for child in _children(model)):
+        return None
+    return f"{backbone.name}/"
+
+
+def _raise_point_stage(
+    model: keras.Model, points: list[str], layers_by_path: dict[str, Any], earlier: str | None
+) -> None:
+    head = next((i for i, p in enumerate(points) if _pools_globally(layers_by_path[p])), None)
+    # The 1x1 map the head pools: the layer just before a global pooling, or the last one.
+    last = points[max(head, 1) - 1] if head is not None else points[-1]
+    shape = output_shape(layers_by_path[last])
+    earlier_hint = (
+        f"pass an earlier layer such as layer={earlier!r} "
+        f"({'x'.join(str(s) for s in spatial_size(layers_by_path[earlier]))}), or "
+        if earlier
+        else ""
+    )
+    size = model_input_shape(model)[1:]
+    raise ValueError(
+        f"The last feature map of model {model.name!r} before its head, {last!r}, is 1x1 "
+        f"(output shape {shape}) at this input size {size}: every class activation map "
+        f"would be blank. Either {earlier_hint}feed larger images, so that {last!r} is at "
+        f"least 2x2 (doubling the input size usually suffices)."
+    )
 
 
 def _make_split(model: keras.Model, path: str) -> LayerSplit:

@@ -238,7 +238,14 @@ def _faithfulness_inputs(
     if classes is None:
         predicted = outputs[:, 0] > 0.5 if outputs.shape[-1] == 1 else outputs.argmax(axis=1)
         classes = predicted
-    classes = np.broadcast_to(np.asarray(classes), (len(images),)).astype(np.int64)
+    classes = np.broadcast_to(np.asarray(classes), (len(images),))
+    count = max(outputs.shape[-1], 2)
+    if not np.issubdtype(classes.dtype, np.integer) or ((classes < 0) | (classes >= count)).any():
+        raise ValueError(
+            f"classes must be class indices in 0..{count - 1} (one per image or one for "
+            f"all), got {np.unique(classes)[:5]}; a negative index is not the last class here."
+        )
+    classes = classes.astype(np.int64)
     return images, maps, classes, _class_outputs(outputs, classes)
 
 

@@ -45,6 +45,11 @@ mapping the model's outputs (N, K) to a score per image."""
 def labels_to_class_ids(labels: Any, num_images: int) -> np.ndarray:
     """Sparse or one-hot labels -> int class ids (N,)."""
     labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == bool):
+        raise ValueError(
+            f"Labels must be class indices or one-hot rows, got {labels.dtype} values such "
+            f"as {labels.ravel()[:3]}; map names to indices first."
+        )
     if labels.ndim == 2 and labels.shape[1] > 1:
         labels = labels.argmax(axis=1)
     labels = labels.reshape(labels.shape[0], -1)[:, 0] if labels.ndim > 1 else labels
@@ -52,7 +57,13 @@ def labels_to_class_ids(labels: Any, num_images: int) -> np.ndarray:
         raise ValueError(
             f"Got {labels.shape[0]} labels for {num_images} images; pass one label per image."
         )
-    return np.rint(labels).astype(np.int32)
+    if np.issubdtype(labels.dtype, np.floating) and not np.all(labels == np.round(labels)):
+        raise ValueError(
+            f"Labels must be whole class indices, got fractional values such as "
+            f"{labels[labels != np.round(labels)][:3]}; pass sparse or one-hot labels "
+            f"(soft labels have no single class to explain)."
+        )
+    return labels.astype(np.int32)
 
 
 def resolve_class_ids(
@@ -86,6 +97,11 @@ def resolve_class_ids(
                 f"Unknown targets {targets!r}: use 'predicted', 'label', 'top<k>' (e.g. "
                 f"'top3'), a class index, a list of class indices, or a callable."
             )
+    elif isinstance(targets, (bool, np.bool_)):
+        raise ValueError(
+            f"targets={targets!r} is a bool, not a class index; use 'predicted', 'label', "
+            f"or an integer class index."
+        )
     elif isinstance(targets, (int, np.integer)):
         ids = np.full(num_images, int(targets), dtype=np.int32)
     else:

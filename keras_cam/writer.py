@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import logging
 import os
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -29,8 +31,11 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
+
+logger = logging.getLogger("keras_cam")
 
 WRITERS = ("auto", "tensorflow", "tensorboard")
 
@@ -46,6 +51,9 @@ class EventWriter(Protocol):
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         """Writes the distribution of `values` (finite floats)."""
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """Writes one Markdown text (TensorBoard's TEXT tab)."""
 
     def flush(self) -> None:
         """Makes everything written so far readable."""
@@ -89,6 +97,7 @@ _SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, de
 _HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(
     display_name=None, description=None
 )
+_TEXT_METADATA = text_metadata.create_summary_metadata(display_name=None, description=None)
 
 
 class TensorFlowWriter:
@@ -118,6 +127,11 @@ class TensorFlowWriter:
             tf.summary.write(
                 tag, tensor, step=step, metadata=_HISTOGRAM_METADATA.SerializeToString()
             )
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        tf = self._tf
+        with self._writer.as_default(), tf.summary.record_if(True):
+            tf.summary.text(tag, text, step=step)
 
     def flush(self) -> None:
         self._writer.flush()
@@ -150,11 +164,67 @@ class TensorBoardWriter:
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         self._write(tag, histogram_tensor(values), _HISTOGRAM_METADATA, step)
 
+    def text(self, tag: str, text: str, step: int) -> None:
+        self._write(tag, np.array(text.encode(), dtype=object), _TEXT_METADATA, step)
+
     def flush(self) -> None:
         self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
+
+
+class ReopeningWriter:
+    """`EventWriter` that drops its event file on any write error and opens a fresh one next time.
+
+    On a full disk `tf.summary` and the `tensorboard` writer raise
+    `ResourceExhaustedError`-like errors, not `OSError`, and a writer that
+    failed once may never write again (its file ends in a half-written
+    record). So any error closes and drops the underlying writer and is
+    raised again; the next write opens a new event file, which TensorBoard
+    reads after the old one, so nothing written later is hidden.
+
+    Args:
+        open_writer: callable returning a fresh `EventWriter`.
+    """
+
+    def __init__(self, open_writer: Callable[[], EventWriter]) -> None:
+        self._open_writer = open_writer
+        self._writer: EventWriter | None = open_writer()
+
+    def _call(self, name: str, *args: Any) -> None:
+        if self._writer is None:
+            self._writer = self._open_writer()
+        try:
+            getattr(self._writer, name)(*args)
+        except Exception:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        writer, self._writer = self._writer, None
+        try:
+            writer.close()
+        except Exception as error:  # the disk is still full: the write error says why
+            logger.debug("keras_cam: closing a failed event writer failed too: %s", error)
+
+    def images(self, tag: str, images: np.ndarray, step: int) -> None:
+        self._call("images", tag, images, step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._call("scalar", tag, value, step)
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        self._call("histogram", tag, values, step)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._call("flush")
+
+    def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
 
 
 def create_writer(log_dir: str | os.PathLike[str], writer: str = "auto") -> EventWriter:
@@ -166,6 +236,10 @@ def create_writer(log_dir: str | os.PathLike[str], writer: str = "auto") -> Even
             `tensorboard` package alone) or `"auto"`: TensorFlow under the
             TensorFlow backend, the `tensorboard` package otherwise, so JAX and
             PyTorch runs never import TensorFlow. Defaults to `"auto"`.
+
+    Returns:
+        A `ReopeningWriter`: after a write error the next write goes to a
+        fresh event file.
 
     Raises:
         OSError: the directory cannot be created or written.
@@ -186,4 +260,5 @@ def create_writer(log_dir: str | os.PathLike[str], writer: str = "auto") -> Even
     if writer == "auto":
         use_tensorflow = has_tensorflow and keras.backend.backend() == "tensorflow"
         writer = "tensorflow" if use_tensorflow else "tensorboard"
-    return TensorFlowWriter(log_dir) if writer == "tensorflow" else TensorBoardWriter(log_dir)
+    implementation = TensorFlowWriter if writer == "tensorflow" else TensorBoardWriter
+    return ReopeningWriter(lambda: implementation(log_dir))

@@ -279,3 +279,18 @@ def test_preprocessed_probe_images_warn_once_and_point_to_preprocess(tmp_path, l
     assert len(ours) == (1 if warns else 0)
     if warns:
         assert "preprocess=" in str(ours[0].message)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every_n_epochs": True}, r"every_n_epochs must be an integer >= 1, got a bool"),
+        ({"strict": "no"}, r"strict must be True or False"),
+        ({"class_names": "abc"}, r"class_names must be a sequence of strings"),
+        ({"method": None}, r"method must be a method name"),
+        ({"method": keras_cam.methods.GradCAM}, r"method=GradCAM is a method class.*GradCAM\(\)"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_type_errors(tmp_path, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        keras_cam.CAMCallback(X, tmp_path, **kwargs)

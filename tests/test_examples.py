@@ -61,7 +61,7 @@ def test_explain_image_saves_the_overlay(tmp_path):
         assert saved.size == (448, 224)
 
 
-def test_shortcut_learning_runs_its_three_phases(tmp_path):
+def test_shortcut_learning_runs_its_four_phases(tmp_path):
     out = run(
         str(ROOT / "examples" / "shortcut_learning.py"),
         "--epochs",
@@ -74,13 +74,31 @@ def test_shortcut_learning_runs_its_three_phases(tmp_path):
         str(tmp_path / "shortcut"),
         cwd=tmp_path,
     )
-    for phase in ("1 pretrain", "2 fine-tune a new head", "3 fix"):
+    for phase in ("1 pretrain", "2 fine-tune a new head", "3 fix the data", "3b fix the model"):
         assert phase in out
-    assert len(out.split("energy in mask by epoch:")[1].split("\n")[0].split()) == 3
+    assert len(out.split("energy in mask by epoch:")[1].split("\n")[0].split()) == 4
     events = read_events(str(tmp_path / "shortcut" / "cam"))
-    assert sorted(events["cam/gradcam/energy_in_mask"]) == [0, 1, 2]
-    assert sorted(events["cam/gradcam/drift"]) == [1, 2]  # steps continue across the fits
+    assert sorted(events["cam/gradcam/energy_in_mask"]) == [0, 1, 2, 3]
+    assert sorted(events["cam/gradcam/drift"]) == [1, 2, 3]  # steps continue across the fits
     assert len(events["cam/gradcam/timeline"][2][0]) > 0
+
+
+def test_vit_example_explains_the_input_of_the_last_block(tmp_path):
+    out = run(
+        str(ROOT / "examples" / "vit_cam.py"),
+        "--epochs",
+        "1",
+        "--train-size",
+        "64",
+        "--log-dir",
+        str(tmp_path / "vit"),
+        cwd=tmp_path,
+    )
+    assert "explained layer 'block2_out'" in out
+    assert "pointing game" in out
+    events = read_events(str(tmp_path / "vit" / "cam"))
+    assert sorted(events["cam/gradcam"]) == [0]
+    assert "cam/gradcam/pointing_game" in events
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """CAMExplainer against independent computations: an explicit GradientTape and plain numpy."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from keras import layers, ops
 
 import keras_cam
 from keras_cam.compute import backend_module
+from keras_cam.explainer import _normalise
 
 
 def numpy_gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
@@ -384,3 +387,88 @@ def test_confidence_of_a_linear_head_is_a_probability(units):
     np.testing.assert_allclose(
         result.scores, logits.max(axis=1) if units > 1 else np.abs(logits[:, 0]), rtol=1e-5
     )
+
+
+def test_a_single_image_on_a_model_of_dynamic_input_size_asks_for_a_batch_axis(images):
+    inputs = keras.Input((None, None, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    outputs = layers.Dense(3)(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match=r"batch axis: images\[None\]"):
+        keras_cam.explain(model, images[0])
+    callback = keras_cam.CAMCallback(images[0], "unused")
+    callback.set_model(model)
+    with pytest.raises(ValueError, match=r"batch axis: images\[None\]"):
+        callback.on_train_begin()
+    assert keras_cam.explain(model, images[:1]).heatmaps.shape == (1, 16, 16)
+
+
+def test_a_one_channel_model_of_dynamic_size_still_reads_3d_arrays_as_grayscale():
+    inputs = keras.Input((None, None, 1))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    gray = np.random.default_rng(0).uniform(size=(3, 10, 12)).astype("float32")
+    assert keras_cam.explain(model, gray).heatmaps.shape == (3, 10, 12)
+
+
+def test_maps_constant_up_to_rounding_have_nothing_to_show():
+    one_ulp = np.nextafter(np.float32(1), np.float32(2))
+    almost_constant = np.array([[[1.0, one_ulp], [one_ulp, 1.0]]], dtype="float32") * 3.7
+    normalised = ops.convert_to_numpy(_normalise(ops.convert_to_tensor(almost_constant)))
+    np.testing.assert_array_equal(normalised, np.zeros_like(almost_constant))
+    contrast = np.array([[[1.0, 1.001], [1.0, 1.0]]], dtype="float32")
+    normalised = ops.convert_to_numpy(_normalise(ops.convert_to_tensor(contrast)))
+    np.testing.assert_allclose(normalised, [[[0, 1], [0, 0]]], atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "layercam"])
+def test_a_constant_feature_map_gives_zero_heatmaps_on_every_backend(method):
+    """Constant activations upsampled to an odd size: rounding noise must not become a pattern."""
+    model = conv_classifier(size=7)
+    for name, bias in (("conv1", 0.3), ("conv2", 0.7)):
+        layer = model.get_layer(name)
+        kernel, _ = layer.get_weights()
+        layer.set_weights([np.zeros_like(kernel), np.full(kernel.shape[-1], bias, "float32")])
+    images = np.random.default_rng(0).uniform(size=(3, 13, 13, 3)).astype("float32")
+    result = keras_cam.CAMExplainer(model, method)(images, preprocess=lambda x: x[:, ::2, ::2])
+    raw = result.raw
+    assert raw.max() > 0
+    assert np.ptp(raw, axis=(1, 2)).max() <= 1e-6 * raw.max()
+    np.testing.assert_array_equal(result.heatmaps, np.zeros_like(result.heatmaps))
+
+
+def hidden_softmax_model(hidden: bool) -> keras.Model:
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = layers.Dense(3, name="dense")(layers.GlobalAveragePooling2D()(x))
+    if hidden:
+        outputs = layers.Lambda(lambda logits: ops.softmax(logits), name="probabilities")(x)
+    else:
+        outputs = layers.Softmax(name="probabilities")(x)
+    return keras.Model(inputs, outputs)
+
+
+def test_a_softmax_hidden_from_the_score_switch_warns_once(images):
+    explainer = keras_cam.CAMExplainer(hidden_softmax_model(hidden=True))
+    with pytest.warns(UserWarning, match=r"look like probabilities.*'probabilities'.*Lambda"):
+        explainer(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explainer(images)  # once per explainer
+        keras_cam.explain(hidden_softmax_model(hidden=False), images)  # switched off: logits
+        keras_cam.explain(hidden_softmax_model(hidden=True), images, score="probability")
+        keras_cam.explain(conv_classifier(activation=None), images)
+
+
+def test_preprocess_that_changes_the_batch_size_is_an_error(model, images):
+    with pytest.raises(ValueError, match=r"preprocess turned 4 images into.*keep the batch size"):
+        keras_cam.explain(model, images, preprocess=lambda x: x[:2])
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [(None, r"method must be a method name"), (keras_cam.methods.GradCAM, r"a method class")],
+)
+def test_a_method_that_is_no_method_instance_is_a_type_error(model, images, method, message):
+    with pytest.raises(TypeError, match=message):
+        keras_cam.explain(model, images, method=method)

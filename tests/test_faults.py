@@ -1,7 +1,9 @@
 """Faults: a disk that fills up and recovers, an interrupted fit, a killed process, short runs."""
 
+import contextlib
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,3 +208,85 @@ def test_a_slow_writer_blocks_no_epoch_and_loses_no_event(tmp_path, monkeypatch)
     events = read_events(str(tmp_path))
     for tag in ("cam/gradcam/grid", "cam/gradcam/timeline", "cam/gradcam/focus"):
         assert sorted(events[tag]) == list(range(5))
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str = "512k"):
+    """A real, small filesystem mounted at `path` (root only), unmounted afterwards."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(disk: Path) -> None:
+    """Writes zeros into `disk` until the filesystem is full."""
+    with open(disk / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+
+
+@pytest.mark.parametrize("writer", ["tensorflow", "tensorboard"])
+def test_a_real_full_disk_stops_events_only_while_it_is_full(tmp_path, writer):
+    with small_tmpfs(tmp_path / "disk") as disk:
+        logs = disk / "logs"
+        disk_events = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: (
+                fill(disk) if epoch == 1 else (disk / "filler").unlink() if epoch == 3 else None
+            )
+        )
+        callback = keras_cam.CAMCallback(X[:4], logs, writer=writer, metrics=())
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            history = compiled().fit(X, Y, epochs=6, verbose=0, callbacks=[disk_events, callback])
+        assert len(history.history["loss"]) == 6
+        ours = [w for w in seen if str(w.message).startswith("keras_cam")]
+        assert len(ours) == 1, [str(w.message) for w in ours]
+        # Every event written once the disk had room again is readable by TensorBoard,
+        # whatever the failed event file ends with.
+        steps = sorted(read_events(str(logs))["cam/gradcam"])
+        assert steps[0] == 0
+        assert steps[-3:] == [3, 4, 5]
+        assert len(list(logs.glob("events.out.tfevents.*"))) >= 2
+
+
+@pytest.mark.parametrize("writer", ["tensorflow", "tensorboard"])
+def test_the_writer_opens_a_fresh_event_file_after_any_write_error(tmp_path, writer):
+    # Noise does not compress: each event needs new pages on the disk.
+    image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+
+    def write(events, step):
+        events.images("probe", image, step)
+        events.scalar("probe/score", float(step), step)
+        events.flush()
+
+    with small_tmpfs(tmp_path / "disk") as disk:
+        events = writer_module.create_writer(disk / "logs", writer)
+        write(events, 0)
+        fill(disk)
+        failures = []
+        for step in (1, 2):
+            try:
+                write(events, step)
+            except Exception as error:  # TensorFlow raises ResourceExhaustedError
+                failures.append(error)
+        assert failures, "the full disk did not fail any write"
+        (disk / "filler").unlink()
+        for step in (3, 4):
+            write(events, step)
+        events.close()
+        found = read_events(str(disk / "logs"))
+        assert sorted(found["probe/score"]) == [0, 3, 4]
+        assert sorted(found["probe"]) == [0, 3, 4]

@@ -102,3 +102,83 @@ def test_subclassed_and_multi_input_models_are_rejected_multi_output_ones_need_o
     two_inputs = keras.Model([inputs, keras.Input((4,))], pooled)
     with pytest.raises(ValueError, match="has 2 inputs"):
         split_model(two_inputs)
+
+
+def pooled_head_model(head: str) -> keras.Model:
+    """A 4x4 feature map, then one of the heads that end in 1x1 'spatial' layers."""
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="features")(inputs)
+    if head == "keepdims":  # MobileNet: pooled with keepdims, then a 1x1 classifier conv
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="pool")(x)
+        x = layers.Conv2D(3, 1, name="logits")(x)
+    else:  # VGG (KerasHub): a valid conv whose window covers the whole map
+        x = layers.Conv2D(6, 4, padding="valid", activation="relu", name="fc1")(x)
+        x = layers.Conv2D(3, 1, name="logits")(x)
+    return keras.Model(inputs, layers.Flatten()(x))
+
+
+@pytest.mark.parametrize("head", ["keepdims", "conv_window"])
+def test_a_1x1_layer_of_the_head_is_never_the_automatic_layer(head):
+    split = split_model(pooled_head_model(head))
+    assert split.path == "features"
+    assert tuple(split.layer.output.shape[1:3]) == (4, 4)
+
+
+def test_a_last_stage_that_is_1x1_at_this_input_size_is_a_clear_error():
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, strides=2, padding="same", name="stage1")(inputs)
+    x = layers.Conv2D(4, 3, strides=4, padding="same", name="stage2")(x)  # 1x1 at 8 px
+    model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    with pytest.raises(
+        ValueError, match=r"'stage2', is 1x1.*layer='stage1' \(4x4\).*larger images"
+    ):
+        split_model(model)
+    with pytest.warns(UserWarning, match=r"'stage2' has a 1x1 spatial output"):
+        split_model(model, "stage2")  # asked for by name: allowed, with a warning
+
+
+@pytest.mark.slow
+def test_inception_v3_below_139_px_names_mixed10_and_an_earlier_layer():
+    model = keras.applications.InceptionV3(weights=None, input_shape=(96, 96, 3), classes=3)
+    with pytest.raises(ValueError, match=r"'mixed10', is 1x1.*layer='mixed7' \(4x4\)"):
+        split_model(model)
+
+
+def test_mobilenet_v3_is_explained_before_its_pooling_head():
+    model = keras.applications.MobileNetV3Small(
+        weights=None, input_shape=(64, 64, 3), classes=3, include_preprocessing=False
+    )
+    split = split_model(model)
+    assert tuple(split.layer.output.shape[1:3]) == (2, 2)
+    assert isinstance(split.head_layers[0], layers.GlobalAveragePooling2D)
+
+
+def test_an_operation_node_is_a_cut_point():
+    """`x + f(x)` with the + as an operation (no Add layer), as ConvNeXt builds its blocks."""
+    inputs = keras.Input((8, 8, 3))
+    trunk = layers.Conv2D(4, 3, padding="same", name="trunk")(inputs)
+    block_output = trunk + layers.Conv2D(4, 3, padding="same", name="branch")(trunk)
+    model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(block_output)))
+    split = split_model(model)
+    assert not isinstance(split.layer, keras.layers.Layer)  # the operation itself
+    assert split.layer.output is block_output
+    assert split_model(model, split.path).path == split.path
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(to_numpy(split.features(x)), to_numpy(trunk_model(model)(x)))
+    np.testing.assert_allclose(
+        to_numpy(split.head(split.features(x))), to_numpy(model(x)), rtol=1e-6
+    )
+
+
+def trunk_model(model: keras.Model) -> keras.Model:
+    add = next(op for op in model.operations if not isinstance(op, keras.layers.Layer))
+    return keras.Model(model.inputs, add.output)
+
+
+def test_a_layer_object_is_accepted_as_layer(model):
+    assert split_model(model, model.get_layer("conv1")).path == "conv1"
+    stranger = layers.Conv2D(2, 3, name="conv1")
+    with pytest.raises(ValueError, match="not a layer of model"):
+        split_model(model, stranger)
+    with pytest.raises(TypeError, match="layer must be a layer name"):
+        split_model(model, 3)

@@ -186,3 +186,10 @@ def test_the_forward_is_compiled_once_per_model_and_never_retraced():
     every_metric()
     assert metrics._FORWARD[model] is forward
     assert counter.runs - built == 2
+
+
+@pytest.mark.parametrize("classes", [-1, 2, [0.5]])
+def test_classes_that_are_not_class_indices_are_errors(classes):
+    model, images = one_pixel_model(), np.ones((1, 4, 4, 1), "float32")
+    with pytest.raises(ValueError, match=r"class indices in 0\.\.1.*not the last class"):
+        deletion_auc(model, images, salience(True), classes)

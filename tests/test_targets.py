@@ -30,3 +30,16 @@ def test_labels_of_shape_n_by_1_are_sparse():
 def test_bad_targets(targets, labels, message):
     with pytest.raises(ValueError, match=message):
         resolve_class_ids(targets, 2, 5, labels=labels)
+
+
+@pytest.mark.parametrize(
+    ("targets", "labels", "message"),
+    [
+        (True, None, r"targets=True is a bool, not a class index"),
+        ("label", [0.5, 1.0], r"whole class indices.*fractional"),
+        ("label", ["cat", "dog"], r"class indices or one-hot rows.*map names to indices"),
+    ],
+)
+def test_targets_and_labels_that_are_not_class_indices_are_errors(targets, labels, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_class_ids(targets, 2, 3, labels)

@@ -10,6 +10,15 @@ Each backend module provides:
   returns `(activations, gradients or None, outputs)` where gradients are
   d sum(score_fn(outputs)) / d activations, and nothing is differentiated
   with respect to the model's weights;
+- `differentiable_gradients(head, activations, score_fn)`: returns
+  `(outputs, gradients)` for use inside a training step, with the gradient
+  itself differentiable with respect to the weights (CAM guidance);
+- `probe_gradients(run, x, score_fn, zeros)`: with `run(x, zeros) ->
+  (captured, outputs)` adding each zero tensor to a captured layer output,
+  returns `(captured, gradients, outputs)`, the gradients of
+  sum(score_fn(outputs)) with respect to each of `zeros`;
+- `call_once(fn, model, *args)`: `fn(*args)` run once, the cheapest way
+  (eager under TensorFlow and PyTorch, jitted under JAX);
 - `map_sequential(fn, count)`: inside a compiled function, stacks `fn(i)`
   (float32) for `i` in `range(count)`, one iteration at a time.
 """

@@ -58,6 +58,45 @@ def activations_and_gradients(
     return activations, gradients, outputs
 
 
+def differentiable_gradients(
+    head: Callable[..., Any], activations: Any, score_fn: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """`(outputs, d sum(score_fn(outputs)) / d activations)`, itself differentiable.
+
+    Inside the trainer's `jax.grad` the variables are tracers of the outer
+    transformation; the inner `jax.grad` closes over them, so the outer one
+    differentiates through it (double backprop).
+    """
+
+    def total(a):
+        outputs = head(a, training=False)
+        return jnp.sum(score_fn(outputs)), outputs
+
+    (_, outputs), gradients = jax.value_and_grad(total, has_aux=True)(activations)
+    return outputs, gradients
+
+
 def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     """Stacks `fn(i)` for `i` in `range(count)`, one iteration at a time (`lax.map`)."""
     return jax.lax.map(fn, jnp.arange(count))
+
+
+def probe_gradients(
+    run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
+    x: Any,
+    score_fn: Callable[[Any], Any],
+    zeros: list[Any],
+) -> tuple[list[Any], list[Any], Any]:
+    """`run(x, zeros)` -> (captured, outputs), and d sum(score) / d each of `zeros`."""
+
+    def total(zeros):
+        captured, outputs = run(x, zeros)
+        return jnp.sum(score_fn(outputs)), (captured, outputs)
+
+    (_, (captured, outputs)), gradients = jax.value_and_grad(total, has_aux=True)(zeros)
+    return captured, gradients, outputs
+
+
+def call_once(fn: Callable[..., Any], model: keras.Model, *args: Any) -> Any:
+    """`fn(*args)` run once, jitted: eager JAX dispatches (and compiles) op by op."""
+    return compile_function(fn, model)(*args)

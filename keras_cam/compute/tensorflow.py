@@ -38,6 +38,22 @@ def activations_and_gradients(
     return activations, tape.gradient(total, activations), outputs
 
 
+def differentiable_gradients(
+    head: Callable[..., Any], activations: Any, score_fn: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """`(outputs, d sum(score_fn(outputs)) / d activations)`, itself differentiable.
+
+    The inner tape watches only the activations; the training step's outer
+    tape records its gradient computation, so the loss built from it
+    backpropagates into the weights (double backprop).
+    """
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(activations)
+        outputs = head(activations, training=False)
+        total = tf.reduce_sum(score_fn(outputs))
+    return outputs, tape.gradient(total, activations)
+
+
 def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     """Stacks `fn(i)` for `i` in `range(count)`, one iteration at a time.
 
@@ -45,3 +61,23 @@ def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     memory of a large perturbation batch bounded.
     """
     return tf.map_fn(fn, tf.range(count), parallel_iterations=1, fn_output_signature=tf.float32)
+
+
+def probe_gradients(
+    run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
+    x: Any,
+    score_fn: Callable[[Any], Any],
+    zeros: list[Any],
+) -> tuple[list[Any], list[Any], Any]:
+    """`run(x, zeros)` -> (captured, outputs), and d sum(score) / d each of `zeros`."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(zeros)
+        captured, outputs = run(x, zeros)
+        total = tf.reduce_sum(score_fn(outputs))
+    gradients = tape.gradient(total, zeros, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return captured, gradients, outputs
+
+
+def call_once(fn: Callable[..., Any], model: Any, *args: Any) -> Any:
+    """`fn(*args)` run once, eagerly: one eager pass costs less than tracing a graph."""
+    return fn(*args)

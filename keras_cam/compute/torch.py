@@ -62,6 +62,53 @@ def activations_and_gradients(
     return activations.detach(), gradients, outputs
 
 
+def differentiable_gradients(
+    head: Callable[..., Any], activations: Any, score_fn: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """`(outputs, d sum(score_fn(outputs)) / d activations)`, itself differentiable.
+
+    `create_graph=True` keeps the gradient's own graph, so the loss built from
+    it backpropagates into the weights (double backprop); `.grad` is untouched.
+    """
+    # Evaluation runs under no_grad, and a frozen backbone gives activations without
+    # a graph: the gradient is still wanted in both cases.
+    with torch.enable_grad():
+        if not activations.requires_grad:
+            activations = activations.detach().requires_grad_(True)
+        outputs = head(activations, training=False)
+        total = score_fn(outputs).sum()
+        (gradients,) = torch.autograd.grad(total, activations, create_graph=True)
+    return outputs, gradients
+
+
 def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     """Stacks `fn(i)` for `i` in `range(count)`, one at a time."""
     return torch.stack([fn(i) for i in range(count)])
+
+
+def probe_gradients(
+    run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
+    x: Any,
+    score_fn: Callable[[Any], Any],
+    zeros: list[Any],
+) -> tuple[list[Any], list[Any], Any]:
+    """`run(x, zeros)` -> (captured, outputs), and d sum(score) / d each of `zeros`.
+
+    The whole forward pass records the graph, but only the zeros are
+    differentiated: no weight's `.grad` is touched.
+    """
+    zeros = [zero.detach().requires_grad_(True) for zero in zeros]
+    with torch.enable_grad():
+        captured, outputs = run(x, zeros)
+        total = score_fn(outputs).sum()
+        gradients = torch.autograd.grad(total, zeros, allow_unused=True)
+    gradients = [
+        torch.zeros_like(zero) if gradient is None else gradient
+        for zero, gradient in zip(zeros, gradients, strict=True)
+    ]
+    return [c.detach() for c in captured], gradients, outputs.detach()
+
+
+def call_once(fn: Callable[..., Any], model: keras.Model, *args: Any) -> Any:
+    """`fn(*args)` run once, with `model` in eval mode."""
+    return compile_function(fn, model)(*args)
