@@ -179,6 +179,8 @@ def _normalise(maps: Any) -> Any:
 
 def _looks_like_probabilities(outputs: Any, unswitched_logits: bool) -> Any:
     """Per image: outputs read as logits that are non-negative and sum to 1, like probabilities."""
+    if not hasattr(outputs, "shape"):  # a dict or list read by a task target (detection)
+        return ops.zeros((keras.tree.flatten(outputs)[0].shape[0],), dtype="bool")
     if not unswitched_logits or outputs.shape[-1] < 2:
         return ops.zeros((outputs.shape[0],), dtype="bool")
     sums_to_one = ops.abs(ops.sum(outputs, axis=-1) - 1.0) < 1e-3

@@ -247,7 +247,7 @@ def test_a_real_full_disk_stops_events_only_while_it_is_full(tmp_path, writer):
                 fill(disk) if epoch == 1 else (disk / "filler").unlink() if epoch == 3 else None
             )
         )
-        callback = keras_cam.CAMCallback(X[:4], logs, writer=writer, metrics=())
+        callback = keras_cam.CAMCallback(X[:4], logs, writer=writer, metrics=(), images="overlays")
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             history = compiled().fit(X, Y, epochs=6, verbose=0, callbacks=[disk_events, callback])
