@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench shortcut clean
+.PHONY: demo test lint bench shortcut clean browser tensorboard
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,26 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
+# TensorBoard from the project's venv (not on the PATH after `make demo`), every image step.
+LOGDIR ?= runs
+tensorboard: $(VENV)/.installed
+	$(BIN)/tensorboard --logdir $(LOGDIR) --samples_per_plugin images=1000
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check keras_cam tests examples benchmarks
 	$(BIN)/ruff check keras_cam tests examples benchmarks
 
+# The browser test (tests/test_browser.py) drives Debian's Chromium through its driver.
+# Installed with apt only when missing (CI runs as root; elsewhere through sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 # The slow tests (real servers, examples, cross-backend parity) run once, under TensorFlow.
-test: lint
+test: lint browser
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "not slow"
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -m "not slow"

@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 import keras_cam
+from keras_cam.callback import DEFAULT_IMAGES
 from keras_cam.compute import backend_module
 from keras_cam.data import make_shapes
 from keras_cam.methods import ScoreCAM
@@ -167,7 +168,7 @@ def long_run(events: int, log_dir: str) -> None:
         callback = keras_cam.CAMCallback((probe.images, probe.labels), directory, max_images=images)
         callback.set_model(model)
         callback.on_train_begin()
-        warm_up = 30  # fills the 24-column timeline
+        warm_up = 30  # fills the 8-column timeline
         for step in range(warm_up):
             callback._event(step)
         start_mib, start_bytes = _resident_mib(), _bytes_under(directory)
@@ -179,6 +180,41 @@ def long_run(events: int, log_dir: str) -> None:
         print(
             f"  {images:2d} probe images: resident memory {growth:+.1f} MiB over events "
             f"{warm_up}–{events}; {per_event / 1024:.0f} KiB written per event"
+        )
+
+
+def event_cost(events: int, log_dir: str) -> None:
+    """How long an event blocks `fit` (on_epoch_end) and what it costs in all (until the
+    writer thread is done), and the bytes it writes, per image layout."""
+    import shutil
+
+    from demo import build_model
+
+    model = build_model(64, 3)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    probe = make_shapes(16, seed=2)
+    print(f"One CAM event of the demo model, 16 probe images, median of {events} events")
+    layouts = {"default": DEFAULT_IMAGES, "+ overlays": (*DEFAULT_IMAGES, "overlays")}
+    for name, images in layouts.items():
+        directory = os.path.join(log_dir, f"event_{name.strip('+ ')}")
+        shutil.rmtree(directory, ignore_errors=True)
+        callback = keras_cam.CAMCallback((probe.images, probe.labels), directory, images=images)
+        callback.set_model(model)
+        callback.on_train_begin()
+        blocking, total = [], []
+        start_bytes = _bytes_under(directory)
+        for step in range(events):
+            start = time.perf_counter()
+            callback.on_epoch_end(step)
+            blocking.append(time.perf_counter() - start)
+            callback._jobs.join()
+            total.append(time.perf_counter() - start)
+        callback.on_train_end()
+        per_event = (_bytes_under(directory) - start_bytes) / events
+        print(
+            f"  {name:<10} blocks fit {statistics.median(blocking[1:]) * 1000:.0f} ms, "
+            f"total {statistics.median(total[1:]) * 1000:.0f} ms, "
+            f"{per_event / 1024:.0f} KiB per event"
         )
 
 
@@ -271,6 +307,9 @@ def main() -> None:
         "--cam-only", action="store_true", help="skip the callback and metric figures"
     )
     parser.add_argument("--long-run", type=int, default=200, help="events of the long run")
+    parser.add_argument(
+        "--event-only", action="store_true", help="only the blocking/total cost of one event"
+    )
     parser.add_argument("--vit-only", action="store_true", help="only the ViT figure")
     args = parser.parse_args()
     print(
@@ -278,12 +317,16 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"accelerator: {_accelerator()}"
     )
+    if args.event_only:
+        event_cost(10, args.log_dir)
+        return
     if not args.vit_only:
         cam_over_forward(args.batch, args.size, args.runs, args.methods, args.score_cam_channels)
     vit_cam_over_forward(args.batch, args.runs)
     if args.vit_only:
         return
     if not args.cam_only:
+        event_cost(10, args.log_dir)
         callback_overhead(args.epochs, args.log_dir, args.runs)
         if os.path.exists("/proc/self/statm"):
             long_run(args.long_run, args.log_dir)

@@ -1,7 +1,8 @@
 """The main job: train a small CNN on synthetic shapes and watch, in TensorBoard, where it looks.
 
-Run `make demo`, then `tensorboard --logdir runs` and open the IMAGES tab:
-`cam/compare` shows Grad-CAM, Layer-CAM and Score-CAM side by side.
+Run `make demo`, then `make tensorboard` (TensorBoard from the project's venv)
+and open http://localhost:6006: `cam/compare` shows Grad-CAM, Layer-CAM and
+Score-CAM side by side.
 The synthetic images come with object masks, so the script can also score
 the final maps of every method: the pointing game is the share of held-out
 images whose CAM peak falls on the object rather than on the background or
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -83,7 +85,13 @@ def main() -> None:
     print(f"pointing game (CAM peak on the object), {len(test.images)} held-out images:")
     for name, method_result in sorted(results.items()):
         print(f"  {name:<12} {pointing_game(method_result.heatmaps, test.masks):.3f}")
-    print(f"\nView the maps:  tensorboard --logdir {os.path.dirname(args.log_dir) or '.'}")
+    log_root = os.path.dirname(args.log_dir) or "."
+    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    print(
+        f"\nView the maps:  make tensorboard LOGDIR={log_root}\n"
+        f"           or:  {tensorboard} --logdir {log_root} "
+        f"--samples_per_plugin images={args.epochs}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from keras_cam import sanity as _sanity
 from keras_cam.alarms import Alarm
+from keras_cam.background import BackgroundJobs
 from keras_cam.diagnostics import (
     WORSE_WHEN_HIGHER,
     ProbeMetrics,
@@ -35,7 +37,13 @@ from keras_cam.explainer import (
     with_ranks,
 )
 from keras_cam.guidance import CAMGuidedModel
-from keras_cam.overlay import _colormap_table, captioned_grid, overlay, to_rgb_uint8
+from keras_cam.overlay import (
+    _colormap_table,
+    captioned_grid,
+    card_pages,
+    overlay,
+    to_rgb_uint8,
+)
 from keras_cam.targets import (
     MULTI_LABEL,
     Targets,
@@ -47,6 +55,18 @@ from keras_cam.tokens import TokenGrid
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
+
+IMAGES = ("grid", "timeline", "compare", "overlays")
+DEFAULT_IMAGES = ("grid", "timeline", "compare")
+
+
+def _check_images(images: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(images, str):
+        images = (images,)
+    unknown = [name for name in images if name not in IMAGES]
+    if unknown:
+        raise ValueError(f"Unknown images {unknown}; choose from {', '.join(IMAGES)}.")
+    return tuple(images)
 
 
 def _split_batch(batch: Any) -> tuple[Any, Any]:
@@ -104,19 +124,53 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
     return np.concatenate(images)[:max_images], stacked
 
 
+def _warn_if_preprocessed(images: np.ndarray) -> None:
+    """Display images are uint8 0–255 or float 0–1 / 0–255; anything else was preprocessed."""
+    if images.dtype == np.uint8 or not np.issubdtype(images.dtype, np.number):
+        return
+    low, high = float(np.nanmin(images)), float(np.nanmax(images))
+    if low < 0.0 or high > 255.0:
+        warnings.warn(
+            f"keras_cam: the probe images range over [{low:.3g}, {high:.3g}]: they look "
+            f"preprocessed (e.g. [-1, 1] or mean-subtracted), so the overlays will be drawn "
+            f"on distorted colours. Pass the display images (uint8 0-255 or float 0-1) as the "
+            f"probe and the model's preprocessing as preprocess=.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def tensorboard_command(log_dir: str, events: int) -> str:
+    """The command that shows every image step of a run with `events` events.
+
+    TensorBoard keeps a sample of 10 image steps per tag unless told otherwise.
+    """
+    command = f"tensorboard --logdir {shlex.quote(log_dir)}"
+    if events > 10:
+        command += f" --samples_per_plugin images={events}"
+    return command
+
+
 class CAMCallback(keras.callbacks.Callback):
     """Writes class activation maps of a fixed probe batch to TensorBoard during `fit`.
 
     Every `every_n_epochs` epochs it explains the probe images with the
     current weights and writes, under `log_dir`:
 
-    - `cam/<method>`: the heatmap overlays (up to `max_images`);
-    - `cam/<method>/grid`: one image, original | overlay per probe image,
-      captioned with the true and predicted classes and the confidence;
+    - `cam/<method>/grid`: original | overlay per probe image, captioned
+      with the true and predicted classes and the probability (`p=`);
     - `cam/<method>/mean_score`: the mean explained score;
     - `cam/compare`, when several methods are given: one row per probe
       image, the original then one overlay per method, methods as column
-      headers.
+      headers;
+    - `cam/<method>` with `"overlays"` in `images`: one overlay per probe
+      image (opt-in: one TensorBoard card each).
+
+    Grids, tables and timelines are split into pages (the samples of one
+    tag) that read well on a default TensorBoard card. The CAM runs on the
+    training thread; drawing, PNG encoding and writing run on one
+    background thread with a queue of two events, flushed at
+    `on_train_end`.
 
     All methods of an event share one compiled function, and one forward and
     backward pass where they need only activations and gradients.
@@ -223,6 +277,9 @@ class CAMCallback(keras.callbacks.Callback):
         batch_size: probe images explained per pass of the compiled function;
             a larger probe runs in chunks (the last one padded: no retrace).
             Defaults to `32`.
+        images: which images to write: `"grid"`, `"timeline"`, `"compare"`
+            (several methods), `"overlays"` (per image). Defaults to
+            `("grid", "timeline", "compare")`.
         writer: `"tensorflow"`, `"tensorboard"` (no TensorFlow needed) or
             `"auto"` (TensorFlow's under the TensorFlow backend, else the
             `tensorboard` package's). Defaults to `"auto"`.
@@ -266,6 +323,7 @@ class CAMCallback(keras.callbacks.Callback):
         writer: str = "auto",
         log_on_train_end: bool = False,
         output: str | int | None = None,
+        images: Sequence[str] = DEFAULT_IMAGES,
         probe_size: int | None = None,
         alarms: Sequence[Alarm] = (),
         tokens: TokenGrid | None = None,
@@ -313,6 +371,7 @@ class CAMCallback(keras.callbacks.Callback):
             )
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
+        self.images = _check_images(images)
         self.methods = resolve_methods(method)
         _colormap_table(colormap)
         self.probe = probe
@@ -356,7 +415,8 @@ class CAMCallback(keras.callbacks.Callback):
         self._batch: _Batch | None = None
         self._display: np.ndarray | None = None
         self._labels: np.ndarray | None = None
-        self._writer: EventWriter | None = None
+        self._writer: EventWriter | None = None  # used by the worker thread only
+        self._jobs = BackgroundJobs()
 
     @property
     def explainer(self) -> CAMExplainer | None:
@@ -402,6 +462,7 @@ class CAMCallback(keras.callbacks.Callback):
             else:
                 batch = explainer._prepare(images, self.targets, self.preprocess, labels)
             self._images = images
+            _warn_if_preprocessed(images)
             self._display = to_rgb_uint8(images)
             # A task's labels (masks, values) are shown as they are; class labels as ids.
             self._task_labels = labels if isinstance(self.targets, TaskTarget) else None
@@ -425,8 +486,14 @@ class CAMCallback(keras.callbacks.Callback):
             self._timelines = {method.name: Timeline() for method in self.methods}
             # The top-k maps ride in the same batch, so one compiled function does everything.
             self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
-        self._close_writer()  # left open by an interrupted fit
+        # An interrupted fit may have left events queued and its file open.
+        self._finish_writing()
         self._writer = create_writer(self.log_dir, self.writer)
+        logger.info(
+            "keras_cam: CAM images in %s; view them with: %s",
+            self.log_dir,
+            tensorboard_command(self.log_dir, self._events_in_run()),
+        )
         # Tracing now surfaces any problem before the first epoch's work, and
         # keeps the compile time out of the epoch timings.
         try:
@@ -447,12 +514,20 @@ class CAMCallback(keras.callbacks.Callback):
         last = self._last_epoch
         if self.log_on_train_end and last is not None and self._last_step != last:
             self._event(last)
-        if self.sanity_check and self._last_step is not None and self._writer is not None:
+        if self.sanity_check and self._last_step is not None:
             try:
-                self._write_sanity(self._last_step)
+                self._sanity_event(self._last_step)
             except Exception as error:
                 self._fail(error, "in the sanity check")
-        self._close_writer()
+        self._finish_writing()
+
+    def _finish_writing(self) -> None:
+        """Waits for every queued event, closes the file, and reports the worker's errors."""
+        self._jobs.join()
+        try:
+            self._report_outcomes()
+        finally:
+            self._close_writer()
 
     def _close_writer(self, after_error: bool = False) -> None:
         writer, self._writer = self._writer, None
@@ -466,15 +541,21 @@ class CAMCallback(keras.callbacks.Callback):
             else:
                 self._fail(error, "while closing the event file")
 
-    def _write_sanity(self, step: int) -> None:
+    def _sanity_event(self, step: int) -> None:
+        values = {}
         for method in self.methods:
             model = self.explained_model
             explainer = CAMExplainer(model, method, layer=self._explainer.layer, tokens=self.tokens)
-            value = _sanity.sanity_check(
+            values[method.name] = _sanity.sanity_check(
                 model, self._images, preprocess=self.preprocess, explainer=explainer
             )
-            self._writer.scalar(f"cam/{method.name}/sanity", value, step)
-        self._writer.flush()
+
+        def write() -> None:
+            for name, value in values.items():
+                self._writer.scalar(f"cam/{name}/sanity", value, step)
+            self._writer.flush()
+
+        self._submit(write, "in the sanity check")
 
     def _check_class_names(self) -> None:
         if isinstance(self.targets, TaskTarget):
@@ -505,6 +586,7 @@ class CAMCallback(keras.callbacks.Callback):
         return alarms
 
     def _event(self, step: int, logs: dict[str, Any] | None = None) -> None:
+        self._report_outcomes()
         try:
             model = self.explained_model
             results = self._explained()
@@ -518,17 +600,26 @@ class CAMCallback(keras.callbacks.Callback):
                         for metric, per_image in found.items()
                     }
                 )
-            if self._writer is None:  # dropped after a write error: try a fresh file
-                self._writer = create_writer(self.log_dir, self.writer)
-            self._sound_alarms(values, step)
-            self._write(results, values, step)
+            alarms = self._sound_alarms(values, step)
         except Exception as error:
-            # The writer has dropped its event file if the error was a write error.
             self._fail(error, f"at epoch {step}")
             return
-        if self._failing:
-            logger.warning("keras_cam: CAM events written again from epoch %d on", step)
-            self._failing = False
+        # Drawing, encoding and writing happen on the worker while the next epoch trains.
+        self._submit(lambda: self._draw_event(results, values, alarms, step), f"at epoch {step}")
+        self._last_step = step
+
+    def _events_in_run(self) -> int:
+        epochs = int((self.params or {}).get("epochs") or 0)
+        return epochs // self.every_n_epochs + int(self.log_on_train_end)
+
+    def _report_outcomes(self) -> None:
+        """Warns (or raises, with `strict=True`) for the worker's failed jobs, in order."""
+        for when, error in self._jobs.outcomes():
+            if error is not None:
+                self._fail(error, when)
+            elif self._failing:
+                logger.warning("keras_cam: CAM events written again from %s on", when)
+                self._failing = False
 
     def _explained(self) -> dict[str, CAMResult]:
         results = self._explainer._explain(self._batch)
@@ -560,7 +651,9 @@ class CAMCallback(keras.callbacks.Callback):
             stacklevel=2,
         )
 
-    def _sound_alarms(self, values: dict[str, dict[str, np.ndarray]], step: int) -> None:
+    def _sound_alarms(self, values: dict[str, dict[str, np.ndarray]], step: int) -> list[str]:
+        """Warns (and stops training where asked) now; returns the messages to write."""
+        messages = []
         for alarm in self.alarms:
             for name, found in values.items():
                 per_image = found.get(alarm.metric)
@@ -576,54 +669,76 @@ class CAMCallback(keras.callbacks.Callback):
                     message += " Stopping training."
                     self.model.stop_training = True
                 warnings.warn(message, RuntimeWarning, stacklevel=2)
-                self._writer.text("cam/alarms", message, step)
+                messages.append(message)
+        return messages
 
-    def _write(
+    def _submit(self, write: Callable[[], None], when: str) -> None:
+        """Queues `write` for the worker thread, which owns the writer from here on."""
+
+        def job() -> None:
+            if self._writer is None:  # dropped after a write error: try a fresh file
+                self._writer = create_writer(self.log_dir, self.writer)
+            try:
+                write()
+            except Exception:
+                self._close_writer(after_error=True)
+                raise
+
+        self._jobs.submit(job, when)
+
+    def _draw_event(
         self,
         results: dict[str, CAMResult],
         values: dict[str, dict[str, np.ndarray]],
+        alarms: list[str],
         step: int,
     ) -> None:
         measured = len(self._display)
         count = min(self.max_images, measured)
-        shown = self._display[:count]
+        display = self._display[:count]
+        shown = set(self.images)
+        for message in alarms:
+            self._writer.text("cam/alarms", message, step)
         all_overlays = []
         for name, combined in results.items():
             every = take_images(combined, 0, measured)  # without the top-k ranks
             result = take_images(every, 0, count)
-            overlays = overlay(shown, result.heatmaps, self.alpha, self.colormap)
+            overlays = overlay(display, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
-            captions = [self._caption(result, i) for i in range(count)]
-            pairs = list(zip(shown, overlays, strict=True))
-            if isinstance(self.targets, TaskTarget):
-                pairs = [
-                    self.targets.draw(i, image, overlaid, result.predicted[i])
-                    for i, (image, overlaid) in enumerate(pairs)
-                ]
-            grid = captioned_grid(pairs, captions)
             tag = f"cam/{name}"
-            self._writer.images(tag, overlays, step)
-            self._writer.images(f"{tag}/grid", grid[None], step)
+            if "overlays" in shown:
+                self._writer.images(tag, overlays, step)
+            if "grid" in shown:
+                captions = [self._caption(result, i) for i in range(count)]
+                pairs = list(zip(display, overlays, strict=True))
+                if isinstance(self.targets, TaskTarget):
+                    pairs = [
+                        self.targets.draw(i, image, overlaid, result.predicted[i])
+                        for i, (image, overlaid) in enumerate(pairs)
+                    ]
+                pages = card_pages(pairs, captions)
+                self._writer.images(f"{tag}/grid", pages, step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
             self._write_metrics(name, values[name], step, measured)
             if measured > count:
                 self._write_galleries(name, every, values[name], step)
             timeline = self._timelines[name]
             timeline.add(step, overlays)
-            titles = [self._title(i) for i in range(count)]
-            self._writer.images(f"{tag}/timeline", timeline.image(shown, titles)[None], step)
+            if "timeline" in shown:
+                titles = [self._title(i) for i in range(count)]
+                self._writer.images(f"{tag}/timeline", timeline.image(display, titles), step)
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
-        if len(results) > 1:
+        if len(results) > 1 and "compare" in shown:
             first = take_images(next(iter(results.values())), 0, count)
-            table = captioned_grid(
-                [(image, *row) for image, *row in zip(shown, *all_overlays, strict=True)],
+            pages = card_pages(
+                [(image, *row) for image, *row in zip(display, *all_overlays, strict=True)],
                 [self._caption(first, i) for i in range(count)],
                 headers=["image", *results],
+                lines=1,
             )
-            self._writer.images("cam/compare", table[None], step)
+            self._writer.images("cam/compare", pages, step)
         self._writer.flush()
-        self._last_step = step
 
     def _measure(self, name: str, combined: CAMResult, model: keras.Model) -> dict[str, Any]:
         """Per-image values of every metric at this event, on all probe images."""
@@ -677,6 +792,8 @@ class CAMCallback(keras.callbacks.Callback):
         count, k = len(self._display), self.top_k
         ranks = [take_images(combined, count * (r + 1), count * (r + 2)) for r in range(k)]
         groups, captions = [], []
+        # Scores are the head's probabilities where it has a softmax/sigmoid, else logits.
+        label = "logit " if self._explainer._activation is None else "p="
         for i, image in enumerate(self._display[: self.max_images]):
             groups.append([image])
             captions.append(self._title(i))
@@ -684,7 +801,9 @@ class CAMCallback(keras.callbacks.Callback):
                 groups.append(
                     [overlay(image[None], ranked.heatmaps[i : i + 1], self.alpha, self.colormap)[0]]
                 )
-                captions.append(f"{self._name(int(ranked.classes[i]))} {ranked.scores[i]:.2f}")
+                captions.append(
+                    f"{self._name(int(ranked.classes[i]))} {label}{ranked.scores[i]:.2f}"
+                )
         return captioned_grid(groups, captions, columns=k + 1)
 
     def _title(self, i: int) -> str:
@@ -708,7 +827,10 @@ class CAMCallback(keras.callbacks.Callback):
         parts = []
         if self._labels is not None:
             parts.append(f"true {self._name(int(self._labels[i]))}")
-        parts.append(f"pred {self._name(int(result.predicted[i]))} {result.confidence[i]:.2f}")
+        confidence = f"{result.confidence[i]:.2f}"
+        if self._explainer._confidence_activation is not None:
+            confidence = f"p={confidence}"
+        parts.append(f"pred {self._name(int(result.predicted[i]))} {confidence}")
         if result.classes[i] != result.predicted[i] and result.classes[i] >= 0:
             parts.append(f"map of {self._name(int(result.classes[i]))}")
         return " · ".join(parts)

@@ -47,7 +47,10 @@ def _is_model(layer: Any) -> bool:
     return isinstance(layer, keras.Model)
 
 
-def _sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+def _sublayers(layer: Any) -> list[keras.layers.Layer]:
+    # Operation nodes of a functional graph (ConvNeXt's `inputs + x`) call no layers.
+    if not isinstance(layer, keras.layers.Layer):
+        return []
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 

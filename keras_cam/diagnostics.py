@@ -14,7 +14,7 @@ from PIL import Image
 
 from keras_cam import metrics as _metrics
 from keras_cam.explainer import CAMResult, Preprocess
-from keras_cam.overlay import captioned_grid
+from keras_cam.overlay import card_pages
 
 MASK_METRICS = ("pointing_game", "energy_in_mask")
 FORWARD_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
@@ -91,6 +91,23 @@ def check_masks(masks: Any, images: np.ndarray) -> np.ndarray:
     return masks[:count].astype(bool)
 
 
+def csv_file_for(path: str, header: list[str]) -> str:
+    """`path`, or `stem_2.csv`, `stem_3.csv`, ...: the first that is new or has this header.
+
+    A log directory reused with other metrics keeps every file valid: rows are
+    only ever appended under their own header.
+    """
+    stem, extension = os.path.splitext(path)
+    candidate, number = path, 1
+    while os.path.exists(candidate) and os.path.getsize(candidate) > 0:
+        with open(candidate, newline="") as file:
+            if next(csv.reader(file), None) == header:
+                return candidate
+        number += 1
+        candidate = f"{stem}_{number}{extension}"
+    return candidate
+
+
 class ProbeMetrics:
     """Per-image metric values of each event, the maps they compare with, and the CSV file.
 
@@ -102,7 +119,8 @@ class ProbeMetrics:
     def __init__(self, names: tuple[str, ...], masks: np.ndarray | None, csv_path: str) -> None:
         self.names = names
         self.masks = masks
-        self.csv_path = csv_path
+        self.header = ["step", "method", "image", *names]
+        self.csv_path = csv_file_for(csv_path, self.header)
         self._previous: dict[str, np.ndarray] = {}
 
     def values(
@@ -139,7 +157,7 @@ class ProbeMetrics:
         with open(self.csv_path, "a", newline="") as file:
             writer = csv.writer(file)
             if new:
-                writer.writerow(["step", "method", "image", *self.names])
+                writer.writerow(self.header)
             for image in range(count):
                 cells = [
                     f"{values[name][image]:.6g}" if name in values else "" for name in self.names
@@ -155,7 +173,7 @@ class Timeline:
     older column is dropped (the first and the latest stay).
     """
 
-    def __init__(self, images: int = 4, max_events: int = 24, thumbnail: int = 64) -> None:
+    def __init__(self, images: int = 4, max_events: int = 8, thumbnail: int = 64) -> None:
         self.images = images
         self.max_events = max_events
         self.thumbnail = thumbnail
@@ -184,13 +202,21 @@ class Timeline:
             self._columns = [self._columns[i] for i in keep]
 
     def image(self, display: np.ndarray, captions: Sequence[str]) -> np.ndarray:
-        """One row per image: the image, then its overlay at each event, steps as headers."""
+        """Pages (P, H, W, 3) of one row per image: the image, then its overlay at each event.
+
+        Columns are headed with the epoch as Keras prints it (1-based).
+        """
         originals = self._shrink(display[: self.images])
         rows = [
             (original, *(column[i] for column in self._columns))
             for i, original in enumerate(originals)
         ]
-        headers = ["image", *(f"step {step}" for step in self.steps)]
-        return captioned_grid(
-            rows, list(captions[: len(rows)]), min_cell=self.thumbnail, headers=headers
+        headers = ["image", *(f"ep {step + 1}" for step in self.steps)]
+        return card_pages(
+            rows,
+            list(captions[: len(rows)]),
+            headers,
+            min_cell=self.thumbnail,
+            lines=1,
+            min_image_px=40,
         )

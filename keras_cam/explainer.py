@@ -60,8 +60,10 @@ class CAMResult:
             task target, the task's prediction (see `TaskTarget.prediction`:
             a label map, a value, a box); with `targets="positive"`, bool
             (N, K), the labels predicted positive.
-        confidence: float (N,) the model's output for the predicted class
-            (a probability where the head has one); with a task target, the
+        confidence: float (N,) the probability of the predicted class: the
+            head's own softmax/sigmoid, or softmax over a linear head's logits
+            (sigmoid for a single unit); the raw output only when the output
+            layer is neither (e.g. a custom layer); with a task target, the
             score.
     """
 
@@ -177,6 +179,8 @@ def _normalise(maps: Any) -> Any:
 
 def _looks_like_probabilities(outputs: Any, unswitched_logits: bool) -> Any:
     """Per image: outputs read as logits that are non-negative and sum to 1, like probabilities."""
+    if not hasattr(outputs, "shape"):  # a dict or list read by a task target (detection)
+        return ops.zeros((keras.tree.flatten(outputs)[0].shape[0],), dtype="bool")
     if not unswitched_logits or outputs.shape[-1] < 2:
         return ops.zeros((outputs.shape[0],), dtype="bool")
     sums_to_one = ops.abs(ops.sum(outputs, axis=-1) - 1.0) < 1e-3
@@ -476,6 +480,9 @@ class CAMExplainer:
             self._activation = _scores.output_activation(output_layer or split.output_layer)
             self._output_layer = output_layer
             self._outputs_are_logits = self.score == "logit" or self._activation is None
+            self._confidence_activation = _scores.confidence_activation(
+                output_layer or split.output_layer
+            )
             self._pooled_head = None if split.capture else pooled_head(self.model, split)
             self._split = split
             logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
@@ -710,6 +717,7 @@ class CAMExplainer:
     ) -> Callable[..., tuple[Any, ...]]:
         split, methods = self._resolve(), self.methods
         are_logits, activation = self._outputs_are_logits, self._activation
+        confidence_activation = self._confidence_activation
         needs_gradients = any(method.uses_gradients for method in methods)
         needs_forward = any(isinstance(method, PerturbationMethod) for method in methods)
         task = score_fn if isinstance(score_fn, TaskTarget) else None
@@ -793,7 +801,9 @@ class CAMExplainer:
                     scores = score_of(outputs)
                 else:
                     scores = _scores.reported_scores(outputs, classes, activation, are_logits)
-                confidence = _scores.reported_scores(outputs, predicted, activation, are_logits)
+                confidence = _scores.reported_scores(
+                    outputs, predicted, confidence_activation, are_logits
+                )
             maps = {}
             for name, signed_map in signed.items():
                 # ReLU would turn NaN into 0 on some kernels: check before it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import matplotlib
 import numpy as np
@@ -129,8 +130,73 @@ def draw_box(image: np.ndarray, box: Sequence[float], color=(255, 255, 255)) -> 
     return np.asarray(canvas)
 
 
+# TensorBoard's time-series view (its default dashboard) fits each image into a
+# box of about 407 × 215 px on a default card (measured in Chromium with
+# TensorBoard 2.x, tests/test_browser.py). Pages are laid out so that, fitted
+# into that box, captions are at least 11 px high and images at least 64 px.
+CARD_BOX = (400, 210)
+MIN_TEXT_PX = 12  # a font this size draws mixed-case captions with >= 11 px of ink
+MIN_IMAGE_PX = 64
+
+
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Pixel geometry of a captioned grid: `columns` groups of `per_group` cells per row."""
+
+    cell_h: int
+    cell_w: int
+    per_group: int
+    columns: int
+    font_size: int
+    lines: int = 2
+    headers: bool = False
+    pad: int = 4
+
+    @property
+    def group_w(self) -> int:
+        return self.per_group * self.cell_w + (self.per_group - 1) * self.pad
+
+    @property
+    def width(self) -> int:
+        return self.columns * (self.group_w + 2 * self.pad)
+
+    @property
+    def line_h(self) -> int:
+        return self.font_size + 4
+
+    @property
+    def row_h(self) -> int:
+        return self.cell_h + self.lines * self.line_h + 4 + 2 * self.pad
+
+    @property
+    def header_h(self) -> int:
+        return self.line_h + 6 if self.headers else 0
+
+    def height(self, rows: int) -> int:
+        return self.header_h + rows * self.row_h
+
+    def shown_scale(self, rows: int, box: tuple[int, int]) -> float:
+        """How much TensorBoard shrinks a page of `rows` rows to fit `box` (never enlarges)."""
+        return min(1.0, box[0] / self.width, box[1] / self.height(rows))
+
+
+def _cell_size(groups: Sequence[Sequence[np.ndarray]], min_cell: int) -> tuple[int, int]:
+    height, width = groups[0][0].shape[:2]
+    scale = max(1, math.ceil(min_cell / max(height, width)))
+    return height * scale, width * scale
+
+
+def _check(groups, captions, headers) -> int:
+    if len(groups) != len(captions):
+        raise ValueError(f"{len(groups)} image groups but {len(captions)} captions.")
+    per_group = max(len(group) for group in groups)
+    if headers is not None and len(headers) != per_group:
+        raise ValueError(f"{len(headers)} headers for groups of {per_group} images.")
+    return per_group
 
 
 def captioned_grid(
@@ -139,58 +205,147 @@ def captioned_grid(
     min_cell: int = 112,
     columns: int | None = None,
     headers: Sequence[str] | None = None,
+    font_size: int = 14,
 ) -> np.ndarray:
     """Lays out image groups (e.g. original | overlay) with a caption under each group.
 
     Args:
         rows: one sequence of uint8 (H, W, 3) images per group, shown side by side.
-        captions: one caption per group.
+        captions: one caption per group (up to two lines, then an ellipsis).
         min_cell: small images are enlarged (nearest neighbour) to at least this
             many pixels, so they and their captions are readable in TensorBoard.
         columns: groups per grid row. Defaults to about the square root of the
             group count, and to 1 with `headers`.
         headers: column titles drawn above the first row, one per image of a
             group (a comparison table). Defaults to `None`: no header.
+        font_size: caption height in pixels. Defaults to `14`.
 
     Returns:
         uint8 (H', W', 3): the whole grid as one image.
     """
-    if len(rows) != len(captions):
-        raise ValueError(f"{len(rows)} image groups but {len(captions)} captions.")
-    height, width = rows[0][0].shape[:2]
-    scale = max(1, math.ceil(min_cell / max(height, width)))
-    cell_h, cell_w = height * scale, width * scale
-    per_group = max(len(group) for group in rows)
+    per_group = _check(rows, captions, headers)
     if headers is not None:
-        if len(headers) != per_group:
-            raise ValueError(f"{len(headers)} headers for groups of {per_group} images.")
         columns = 1
     columns = columns or max(1, math.ceil(math.sqrt(len(rows) / per_group)))
-    grid_rows = math.ceil(len(rows) / columns)
-    font_size = max(10, min(16, cell_w // 9))
-    font = _font(font_size)
-    caption_h = font_size + 8
-    header_h = caption_h if headers is not None else 0
-    pad = 4
-    group_w = per_group * cell_w + (per_group - 1) * pad
-    canvas = Image.new(
-        "RGB",
-        (columns * (group_w + 2 * pad), header_h + grid_rows * (cell_h + caption_h + 2 * pad)),
-        (255, 255, 255),
+    layout = _Layout(
+        *_cell_size(rows, min_cell), per_group, columns, font_size, headers=headers is not None
     )
+    return _draw(layout, rows, captions, headers, math.ceil(len(rows) / columns))
+
+
+def card_pages(
+    groups: Sequence[Sequence[np.ndarray]],
+    captions: Sequence[str],
+    headers: Sequence[str] | None = None,
+    *,
+    min_cell: int = 112,
+    lines: int = 2,
+    box: tuple[int, int] = CARD_BOX,
+    min_image_px: int = MIN_IMAGE_PX,
+) -> np.ndarray:
+    """Captioned groups split into pages that read well on a default TensorBoard card.
+
+    TensorBoard fits every image into its card, so one tall grid becomes a
+    thumbnail. Here each page holds as many groups as fit in `box` with
+    captions at least `MIN_TEXT_PX` and cells at least `min_image_px`
+    pixels once fitted (the text is drawn larger when the page will be
+    shrunk). All pages have the same size; the last is padded with white.
+    TensorBoard shows the pages as the samples of one tag.
+
+    Args:
+        groups: one sequence of uint8 (H, W, 3) images per group (e.g.
+            original | overlay, or one table row).
+        captions: one caption per group.
+        headers: column titles over each page (a table: one group per row).
+            Defaults to `None`.
+        min_cell: small images are enlarged (nearest neighbour) to at least
+            this many pixels. Defaults to `112`.
+        lines: caption lines under each group. Defaults to `2`.
+        box: the (width, height) TensorBoard fits the image into. Defaults to
+            `CARD_BOX`.
+        min_image_px: the smallest cell worth showing, in displayed pixels.
+            Defaults to `MIN_IMAGE_PX`.
+
+    Returns:
+        uint8 (pages, H', W', 3).
+
+    Example:
+
+    >>> pages = card_pages([(image, heat)] * 16, ["caption"] * 16)  # doctest: +SKIP
+    >>> pages.shape                                                 # doctest: +SKIP
+    (4, 344, 480, 3)
+    """
+    per_group = _check(groups, captions, headers)
+    cell_h, cell_w = _cell_size(groups, min_cell)
+    shown_cell = min(max(cell_h, cell_w), min_image_px)
+    best: tuple[tuple[int, float], _Layout, int] | None = None
+    for columns in [1] if headers is not None else range(1, 5):
+        for rows in range(1, math.ceil(len(groups) / columns) + 1):
+            for font_size in range(12, 40):
+                layout = _Layout(
+                    cell_h, cell_w, per_group, columns, font_size, lines, headers is not None
+                )
+                scale = layout.shown_scale(rows, box)
+                if font_size * scale >= MIN_TEXT_PX:
+                    break
+            readable = (
+                font_size * scale >= MIN_TEXT_PX and max(cell_h, cell_w) * scale >= shown_cell
+            )
+            # The most groups per page whose cells stay readable; then the largest.
+            key = (min(rows * columns, len(groups)) if readable else 0, scale)
+            if best is None or key > best[0]:
+                best = (key, layout, rows)
+    _, layout, rows = best
+    per_page = min(len(groups), rows * layout.columns)
+    pages = math.ceil(len(groups) / per_page)
+    per_page = math.ceil(len(groups) / pages)  # balanced pages
+    rows = math.ceil(per_page / layout.columns)
+    return np.stack(
+        [
+            _draw(layout, groups[i : i + per_page], captions[i : i + per_page], headers, rows)
+            for i in range(0, len(groups), per_page)
+        ]
+    )
+
+
+def _draw(
+    layout: _Layout,
+    rows: Sequence[Sequence[np.ndarray]],
+    captions: Sequence[str],
+    headers: Sequence[str] | None,
+    grid_rows: int,
+) -> np.ndarray:
+    pad, font = layout.pad, _font(layout.font_size)
+    canvas = Image.new("RGB", (layout.width, layout.height(grid_rows)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for k, header in enumerate(headers or ()):
-        left = pad + k * (cell_w + pad)
-        draw.text((left, 4), _fit_text(draw, header, font, cell_w), fill=(0, 0, 0), font=font)
+        left = pad + k * (layout.cell_w + pad)
+        text = _fit_text(draw, header, font, layout.cell_w)
+        draw.text((left, 3), text, fill=(0, 0, 0), font=font)
     for index, (group, caption) in enumerate(zip(rows, captions, strict=True)):
-        top = header_h + (index // columns) * (cell_h + caption_h + 2 * pad) + pad
-        left = (index % columns) * (group_w + 2 * pad) + pad
+        top = layout.header_h + (index // layout.columns) * layout.row_h + pad
+        left = (index % layout.columns) * (layout.group_w + 2 * pad) + pad
         for k, image in enumerate(group):
-            tile = Image.fromarray(image).resize((cell_w, cell_h), Image.Resampling.NEAREST)
-            canvas.paste(tile, (left + k * (cell_w + pad), top))
-        text = _fit_text(draw, caption, font, group_w)
-        draw.text((left, top + cell_h + 3), text, fill=(0, 0, 0), font=font)
+            tile = Image.fromarray(image).resize(
+                (layout.cell_w, layout.cell_h), Image.Resampling.NEAREST
+            )
+            canvas.paste(tile, (left + k * (layout.cell_w + pad), top))
+        for line, text in enumerate(_wrap(draw, caption, font, layout.group_w, layout.lines)):
+            y = top + layout.cell_h + 3 + line * layout.line_h
+            draw.text((left, y), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int = 2) -> list[str]:
+    """Breaks `text` at spaces into at most `lines` lines of `width` pixels (then an ellipsis)."""
+    out = [""]
+    for word in text.split(" "):
+        candidate = f"{out[-1]} {word}" if out[-1] else word
+        if out[-1] and draw.textlength(candidate, font=font) > width and len(out) < lines:
+            out.append(word)
+        else:
+            out[-1] = candidate
+    return [_fit_text(draw, line, font, width) for line in out]
 
 
 def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:

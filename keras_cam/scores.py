@@ -49,6 +49,19 @@ def linear_output(layer: keras.layers.Layer) -> Iterator[None]:
         layer.activation = saved
 
 
+def confidence_activation(layer: keras.layers.Layer) -> str | None:
+    """How the head's output becomes a probability: its own softmax/sigmoid, or, for a
+    linear head (a `Dense(k)` trained `from_logits=True`), softmax over its k logits
+    (sigmoid for one unit). None when the output layer is neither."""
+    own = output_activation(layer)
+    if own is not None:
+        return own
+    if getattr(layer, "activation", None) is not keras.activations.linear:
+        return None
+    units = layer.output.shape[-1]
+    return "sigmoid" if units == 1 else "softmax"
+
+
 def predicted_classes(outputs: Any, outputs_are_logits: bool) -> Any:
     """Argmax class per image; for a single-unit head, 1 when the unit fires."""
     if outputs.shape[-1] == 1:

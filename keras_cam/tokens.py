@@ -91,7 +91,8 @@ def _patch_sizes(model: keras.Model) -> list[tuple[int, int]]:
             and all(isinstance(s, int) for s in size)
         ):
             sizes.append(tuple(size))
-        stack.extend(layer._flatten_layers(include_self=False, recursive=False))
+        if isinstance(layer, keras.layers.Layer):  # operation nodes call no layers
+            stack.extend(layer._flatten_layers(include_self=False, recursive=False))
     return sizes
 
 

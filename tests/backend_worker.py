@@ -39,7 +39,12 @@ def fit(log_dir: str) -> None:
     y = rng.integers(0, 3, size=24)
     model = conv_classifier()
     model.compile("adam", "sparse_categorical_crossentropy")
-    callback = keras_cam.CAMCallback((x[:4], y[:4]), log_dir, method=["gradcam", "scorecam"])
+    callback = keras_cam.CAMCallback(
+        (x[:4], y[:4]),
+        log_dir,
+        method=["gradcam", "scorecam"],
+        images=("overlays", "grid", "timeline", "compare"),
+    )
     model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
     last = keras_cam.explain(model, x[:4])
     print(

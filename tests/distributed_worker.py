@@ -58,7 +58,11 @@ def main(mode: str, out: str) -> None:
         model = conv_classifier()
         model.compile("adam", "sparse_categorical_crossentropy")
     callback = keras_cam.CAMCallback(
-        x[:4], os.path.join(out, f"logs_{task}"), method=["gradcam", "scorecam"], top_k=2
+        x[:4],
+        os.path.join(out, f"logs_{task}"),
+        method=["gradcam", "scorecam"],
+        top_k=2,
+        images="overlays",
     )
     if mode == "multiworker":
         callback.set_model(model)

@@ -64,13 +64,16 @@ def test_metric_scalars_histogram_and_csv_per_event(tmp_path):
 
 def test_timeline_grows_by_one_column_per_event(tmp_path):
     events = shapes_fit(tmp_path, epochs=3)[3]
-    widths = [events["cam/gradcam/timeline"][step][0].shape[1] for step in range(3)]
+    pages = [events["cam/gradcam/timeline"][step] for step in range(3)]
     # 16-pixel images enlarged to thumbnail cells with 4-pixel gaps: image + one per event.
     cell = Timeline().thumbnail
+    widths = [step_pages[0].shape[1] for step_pages in pages]
     assert np.diff(widths).tolist() == [cell + 4, cell + 4]
     assert widths[0] == 2 * cell + 4 + 2 * 4
-    heights = {events["cam/gradcam/timeline"][step][0].shape[0] for step in range(3)}
-    assert len(heights) == 1  # four rows (the first four probe images) every time
+    # The first four probe images, one row each, over pages of equal size.
+    for step_pages in pages:
+        assert len({page.shape for page in step_pages}) == 1
+        assert len(step_pages) in (1, 2, 4)
 
 
 def test_timeline_memory_is_bounded():
@@ -197,3 +200,25 @@ def test_faithfulness_metrics_of_a_channels_first_model(tmp_path):
         preprocess=lambda images: images.transpose(0, 3, 1, 2),
     )
     assert events["cam/gradcam/deletion"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_reused_log_dir_with_other_metrics_keeps_every_csv_valid(tmp_path):
+    runs = [("drift", "focus"), ("focus", "pointing_game", "energy_in_mask"), ("drift", "focus")]
+    for names in runs:
+        shapes_fit(tmp_path, epochs=2, metrics=names)
+    files = sorted(tmp_path.glob("cam_metrics*.csv"))
+    assert [path.name for path in files] == ["cam_metrics.csv", "cam_metrics_2.csv"]
+    for path, header, runs_in_file in zip(
+        files,
+        (
+            ["drift", "focus", "pointing_game", "energy_in_mask"],
+            ["focus", "pointing_game", "energy_in_mask"],
+        ),
+        (2, 1),
+        strict=True,
+    ):
+        with open(path, newline="") as file:
+            rows = list(csv.reader(file))
+        assert rows[0] == ["step", "method", "image", *header]
+        assert {len(row) for row in rows} == {len(rows[0])}
+        assert len(rows) == 1 + runs_in_file * 2 * 5  # 2 events of 5 probe images per run

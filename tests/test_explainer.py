@@ -369,6 +369,26 @@ def test_bad_method_lists_name_the_problem(model, method, message):
         keras_cam.CAMExplainer(model, method)
 
 
+@pytest.mark.parametrize("units", [3, 1])
+def test_confidence_of_a_linear_head_is_a_probability(units):
+    # A Dense(k) trained from_logits=True: the reported confidence is softmax over the
+    # logits (sigmoid for one unit), computed here from the model's raw output.
+    model = conv_classifier(classes=units, activation=None)
+    x = np.random.default_rng(3).uniform(size=(5, 16, 16, 3)).astype("float32")
+    result = keras_cam.explain(model, x)
+    logits = keras.ops.convert_to_numpy(model(x)).astype(np.float64)
+    if units == 1:
+        p = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        expected = np.where(logits[:, 0] > 0, p, 1.0 - p)
+    else:
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        expected = (e / e.sum(axis=1, keepdims=True)).max(axis=1)
+    np.testing.assert_allclose(result.confidence, expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        result.scores, logits.max(axis=1) if units > 1 else np.abs(logits[:, 0]), rtol=1e-5
+    )
+
+
 def test_a_single_image_on_a_model_of_dynamic_input_size_asks_for_a_batch_axis(images):
     inputs = keras.Input((None, None, 3))
     x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)

@@ -30,7 +30,9 @@ def test_a_probe_larger_than_batch_size_in_the_callback(tmp_path):
     y = rng.integers(0, 3, size=40)
     model = conv_classifier()
     model.compile("adam", "sparse_categorical_crossentropy")
-    callback = keras_cam.CAMCallback((x, y), tmp_path, max_images=40, batch_size=16)
+    callback = keras_cam.CAMCallback(
+        (x, y), tmp_path, max_images=40, batch_size=16, images="overlays"
+    )
     model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1
     events = read_events(str(tmp_path))
@@ -55,7 +57,7 @@ def test_memory_does_not_grow_from_event_to_event(tmp_path):
     callback = keras_cam.CAMCallback(x, tmp_path, metrics=("drift", "focus"))
     model.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[callback])
     callback.on_train_begin()
-    for step in range(40):  # warm-up, and fill the 24-column timeline
+    for step in range(40):  # warm-up, and fill the 8-column timeline
         callback._event(step)
     before = resident_bytes()
     for step in range(40, 100):

@@ -353,7 +353,13 @@ def test_task_targets_in_a_fit_with_the_callback(task, tmp_path):
     model.compile("adam", loss)
     probe = (x[:4], labels) if labels is not None else x[:4]
     callback = keras_cam.CAMCallback(
-        probe, tmp_path, targets=target, layer="features", output=output, strict=True
+        probe,
+        tmp_path,
+        targets=target,
+        layer="features",
+        output=output,
+        strict=True,
+        images=("grid", "overlays"),
     )
     model.fit(x, y, epochs=2, batch_size=6, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1

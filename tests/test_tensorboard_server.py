@@ -45,7 +45,11 @@ def served_logs(tmp_path, request):
         verbose=0,
         callbacks=[
             keras_cam.CAMCallback(
-                (x[:4], y[:4]), tmp_path / "cam", max_images=4, writer=request.param
+                (x[:4], y[:4]),
+                tmp_path / "cam",
+                max_images=4,
+                writer=request.param,
+                images=("overlays", "grid"),
             )
         ],
     )

@@ -1,0 +1,139 @@
+"""TensorBoard in a real browser: the default images read well on a default card.
+
+Starts `tensorboard` on 127.0.0.1, opens its time-series dashboard (the one
+TensorBoard opens on) in headless Chromium through Selenium, and measures,
+from the DOM, the size each image is rendered at. The caption text height
+is measured in the PNG itself (rows of dark ink between colour-free rows) and
+scaled by the rendered size, so the check holds whatever layout code drew it.
+Needs Debian's `chromium` and `chromium-driver`: `make test` installs them.
+"""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import conv_classifier, read_events
+
+import keras_cam
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+IMAGE_TAGS = ("cam/gradcam/grid", "cam/gradcam/timeline", "cam/compare")
+FIRST_IMAGE_CARD = """
+const img = document.querySelector('image-card img');
+if (!img) return null;
+const box = img.getBoundingClientRect();
+return {width: box.width, height: box.height, natural: img.naturalWidth,
+        card: img.closest('card-view').getBoundingClientRect().width};
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def first_text_height(page: np.ndarray) -> int:
+    """Rows of the first band of black-on-white text (a header or a caption line)."""
+    grey = page.max(axis=-1).astype(int) - page.min(axis=-1) < 12
+    inked = (page.min(axis=-1) < 100) & grey
+    text_rows = grey.all(axis=1) & inked.any(axis=1)
+    rows = np.flatnonzero(text_rows)
+    assert rows.size, "no caption or header text found"
+    band = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)[0]
+    return len(band)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--window-size=1500,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_default_images_are_readable_on_tensorboards_default_cards(tmp_path, browser):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(16) % 3
+    model = conv_classifier()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callback = keras_cam.CAMCallback(
+        (x, y),
+        tmp_path,
+        method=["gradcam", "layercam", "xgradcam"],
+        class_names=["dog", "pig", "yak"],  # captions with ascenders and descenders
+    )
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+    pages = {tag: read_events(str(tmp_path))[tag][1] for tag in IMAGE_TAGS}
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240  # a loaded CI machine starts tensorboard slowly
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/data/plugin/images/tags", timeout=5) as reply:
+                    loaded = reply.read().decode()
+                if all(tag in loaded for tag in IMAGE_TAGS):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "tensorboard did not load the run"
+            time.sleep(0.5)
+        rendered = {}
+        for tag in IMAGE_TAGS:
+            # One tag per page: TensorBoard loads only the cards in view.
+            query = urllib.parse.urlencode({"darkMode": "false", "tagFilter": f"^{tag}$"})
+            browser.get(f"{url}/?{query}#timeseries")
+            while time.monotonic() < deadline and tag not in rendered:
+                time.sleep(0.5)
+                card = browser.execute_script(FIRST_IMAGE_CARD)
+                if card and card["natural"]:
+                    rendered[tag] = card
+        assert set(rendered) == set(IMAGE_TAGS), f"cards rendered: {rendered}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    for tag, card in rendered.items():
+        page = pages[tag][0]
+        assert card["natural"] == page.shape[1]
+        scale = card["width"] / page.shape[1]
+        assert card["height"] == pytest.approx(page.shape[0] * scale, abs=2)
+        text_px = first_text_height(page) * scale
+        assert text_px >= 11, f"{tag}: captions shown {text_px:.1f} px high ({card})"
+        # Shown at least at half its size, and not as a thumbnail when wide.
+        assert scale >= 0.5, f"{tag}: shown as a thumbnail ({card})"
+        assert card["width"] >= min(250, 0.9 * page.shape[1]), f"{tag}: {card}"
+        assert page.shape[0] <= 2 * page.shape[1]
