@@ -251,6 +251,7 @@ def test_galleries_show_exactly_the_worst_measured_images(tmp_path, monkeypatch)
         max_images=4,
         probe_size=20,
         batch_size=8,
+        images=("grid", "overlays"),
     )
     forget = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: drawn.clear())
     fit(model, [forget, callback], epochs=2)

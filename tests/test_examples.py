@@ -97,7 +97,7 @@ def test_vit_example_explains_the_input_of_the_last_block(tmp_path):
     assert "explained layer 'block2_out'" in out
     assert "pointing game" in out
     events = read_events(str(tmp_path / "vit" / "cam"))
-    assert sorted(events["cam/gradcam"]) == [0]
+    assert sorted(events["cam/gradcam/grid"]) == [0]
     assert "cam/gradcam/pointing_game" in events
 
 
