@@ -217,6 +217,9 @@ class ReopeningWriter:
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         self._call("histogram", tag, values, step)
 
+    def text(self, tag: str, text: str, step: int) -> None:
+        self._call("text", tag, text, step)
+
     def flush(self) -> None:
         if self._writer is not None:
             self._call("flush")
