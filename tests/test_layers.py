@@ -144,6 +144,7 @@ def test_inception_v3_below_139_px_names_mixed10_and_an_earlier_layer():
         split_model(model)
 
 
+@pytest.mark.slow
 def test_mobilenet_v3_is_explained_before_its_pooling_head():
     model = keras.applications.MobileNetV3Small(
         weights=None, input_shape=(64, 64, 3), classes=3, include_preprocessing=False

@@ -32,7 +32,8 @@ from keras_cam.methods import AblationCAM, ScoreCAM
 keras_hub = pytest.importorskip("keras_hub")
 
 A = keras.applications
-SUBSET = ("MobileNetV3Small", "ConvNeXtTiny", "hub:ResNet")
+# Run on every backend; the rest of the matrix (and these in full) in the TensorFlow pass.
+SUBSET = ("hub:ResNet",)
 CLASSES = 3
 
 

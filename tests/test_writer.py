@@ -5,7 +5,13 @@ import pytest
 from conftest import read_events
 
 from keras_cam import writer as writer_module
-from keras_cam.writer import TensorBoardWriter, TensorFlowWriter, create_writer, histogram_tensor
+from keras_cam.writer import (
+    ReopeningWriter,
+    TensorBoardWriter,
+    TensorFlowWriter,
+    create_writer,
+    histogram_tensor,
+)
 
 
 def write_the_same_events(writer):
@@ -56,13 +62,14 @@ def test_auto_writer_follows_the_backend(tmp_path, monkeypatch):
 
     expected = TensorFlowWriter if keras.backend.backend() == "tensorflow" else TensorBoardWriter
     created = create_writer(tmp_path)
-    assert isinstance(created, expected)
+    assert isinstance(created, ReopeningWriter)
+    assert isinstance(created._writer, expected)
     created.close()
     monkeypatch.setattr(writer_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="TensorFlow is not installed; use writer='tensorboard'"):
         create_writer(tmp_path, "tensorflow")
     created = create_writer(tmp_path)  # no TensorFlow: the tensorboard package alone
-    assert isinstance(created, TensorBoardWriter)
+    assert isinstance(created._writer, TensorBoardWriter)
     created.close()
     with pytest.raises(ValueError, match="writer must be one of"):
         create_writer(tmp_path, "tf")
