@@ -453,7 +453,7 @@ def test_a_softmax_hidden_from_the_score_switch_warns_once(images):
     with pytest.warns(UserWarning, match=r"look like probabilities.*'probabilities'.*Lambda"):
         explainer(images)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)  # not Keras' own DeprecationWarnings
         explainer(images)  # once per explainer
         keras_cam.explain(hidden_softmax_model(hidden=False), images)  # switched off: logits
         keras_cam.explain(hidden_softmax_model(hidden=True), images, score="probability")
