@@ -73,11 +73,25 @@ def all_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
     return found
 
 
+def _output_if_single(layer: Any) -> Any:
+    try:
+        return layer.output
+    except (AttributeError, ValueError):  # shared layers have several outputs
+        return None
+
+
 def is_token_model(model: keras.Model) -> bool:
     """An image model whose last feature maps are token sequences (N, T, D), not (N, h, w, C)."""
     if len(model_input_shape(model)) != 4:
         return False
-    ranks = [len(_first_output_shape(layer) or ()) for _, layer in graph_layers(model)]
+    # A 3-D model output is a dense prediction (a detector's per-anchor scores), not tokens.
+    outputs = {id(tensor) for tensor in keras.tree.flatten(model.outputs)}
+    ranks = [
+        0 if id(_output_if_single(layer)) in outputs else len(shape or ())
+        for layer, shape in (
+            (layer, _first_output_shape(layer)) for _, layer in graph_layers(model)
+        )
+    ]
     last_spatial = max((i for i, rank in enumerate(ranks) if rank == 4), default=-1)
     return any(rank == 3 for rank in ranks[last_spatial + 1 :])
 
