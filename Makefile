@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench shortcut clean browser tensorboard
+.PHONY: demo test lint bench shortcut clean browser tensorboard matrix
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: lint browser
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "not slow"
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -m "not slow"
+
+# The whole compatibility matrix, the heaviest one-epoch fits included (about 15 minutes).
+matrix: $(VENV)/.installed
+	KERAS_CAM_FULL_MATRIX=1 KERAS_BACKEND=tensorflow $(BIN)/python -m pytest tests/test_real_models.py
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cam.py
