@@ -27,7 +27,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cam.layers import LayerSplit, iter_layers, model_input_shape, output_shape
+from keras_cam.layers import (
+    LayerSplit,
+    iter_layers,
+    model_input_shape,
+    output_shape,
+    sublayers,
+)
 from keras_cam.scores import linear_output
 from keras_cam.tokens import TokenGrid, detect_grid
 
@@ -47,13 +53,6 @@ def _is_model(layer: Any) -> bool:
     return isinstance(layer, keras.Model)
 
 
-def _sublayers(layer: Any) -> list[keras.layers.Layer]:
-    # Operation nodes of a functional graph (ConvNeXt's `inputs + x`) call no layers.
-    if not isinstance(layer, keras.layers.Layer):
-        return []
-    return list(layer._flatten_layers(include_self=False, recursive=False))
-
-
 def graph_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
     """`(path, layer)` of the model's graph layers in execution order, nested models entered."""
     return [(path, layer) for path, layer in iter_layers(model) if not _is_model(layer)]
@@ -65,7 +64,7 @@ def all_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
 
     def walk(path: str, layer: keras.layers.Layer) -> None:
         found.setdefault(path, layer)
-        for sub in _sublayers(layer):
+        for sub in sublayers(layer):
             walk(f"{path}/{sub.name}", sub)
 
     for path, layer in graph_layers(model):
@@ -343,7 +342,7 @@ def default_candidates(model: keras.Model) -> list[str]:
         if shape is None or len(shape) != 3 or isinstance(layer, _NOT_BLOCKS):
             continue
         # A layer that calls several composite layers (an encoder) stands for its blocks.
-        blocks = [f"{path}/{sub.name}" for sub in _sublayers(layer) if _sublayers(sub)]
+        blocks = [f"{path}/{sub.name}" for sub in sublayers(layer) if sublayers(sub)]
         paths.extend(blocks if len(blocks) > 1 else [path])
     return paths
 

@@ -480,3 +480,10 @@ def pooled_head(model: keras.Model, split: LayerSplit) -> PooledHead | None:
             return PooledHead(layers[0], layers[1], rest)
     rest = _split_after(model, layers[0])
     return PooledHead(layers[0], None, rest) if rest is not None else None
+
+
+def sublayers(layer: Any) -> list[keras.layers.Layer]:
+    """The layers that `layer` calls directly; none for an operation node (`inputs + x`)."""
+    if not isinstance(layer, keras.layers.Layer):
+        return []
+    return list(layer._flatten_layers(include_self=False, recursive=False))

@@ -18,6 +18,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_cam.layers import sublayers
+
 # More leading tokens than this are not a class/distillation/register prefix.
 _MAX_PREFIX = 16
 
@@ -91,8 +93,7 @@ def _patch_sizes(model: keras.Model) -> list[tuple[int, int]]:
             and all(isinstance(s, int) for s in size)
         ):
             sizes.append(tuple(size))
-        if isinstance(layer, keras.layers.Layer):  # operation nodes call no layers
-            stack.extend(layer._flatten_layers(include_self=False, recursive=False))
+        stack.extend(sublayers(layer))
     return sizes
 
 
