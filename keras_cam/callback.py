@@ -38,12 +38,15 @@ from keras_cam.explainer import (
 )
 from keras_cam.guidance import CAMGuidedModel
 from keras_cam.overlay import (
+    ColourBar,
     _colormap_table,
     captioned_grid,
     card_pages,
     overlay,
     to_rgb_uint8,
 )
+from keras_cam.scales import DisplayScale, check_normalize, flat_maps
+from keras_cam.tags import describe, scalars_layout
 from keras_cam.targets import (
     MULTI_LABEL,
     Targets,
@@ -134,7 +137,9 @@ def _warn_if_preprocessed(images: np.ndarray) -> None:
             f"keras_cam: the probe images range over [{low:.3g}, {high:.3g}]: they look "
             f"preprocessed (e.g. [-1, 1] or mean-subtracted), so the overlays will be drawn "
             f"on distorted colours. Pass the display images (uint8 0-255 or float 0-1) as the "
-            f"probe and the model's preprocessing as preprocess=.",
+            f"probe and the model's preprocessing as preprocess=; or, if you only have the "
+            f"preprocessed images, pass display= to map them back for display (e.g. "
+            f"display=lambda x: (x + 1) * 127.5 for [-1, 1]).",
             UserWarning,
             stacklevel=3,
         )
@@ -286,6 +291,18 @@ class CAMCallback(keras.callbacks.Callback):
         tokens: how a token layer's output lies on the image, a
             `keras_cam.TokenGrid`; see `CAMExplainer`. Defaults to `None`:
             detected from the model.
+        normalize: which map value gets the full colour: `"image"` (each map
+            its own maximum: every map looks equally hot), `"probe"` (the
+            largest map of the probe at that event: weak maps look weak) or
+            `"run"` (the largest seen so far in the run: a map that fades
+            over training fades on screen). Every drawn image has a colour
+            bar with the range. A map with nothing to show (flat, or
+            negligible next to the layer's activations) is drawn flat and
+            captioned "flat map". Defaults to `"probe"`.
+        display: maps the probe images to the images drawn, when the probe
+            holds only preprocessed model inputs (then leave `preprocess`
+            out): e.g. `lambda x: (x + 1) * 127.5` for MobileNetV2's
+            [-1, 1]. Defaults to `None`: the probe images are drawn as they are.
 
     Example:
 
@@ -327,6 +344,8 @@ class CAMCallback(keras.callbacks.Callback):
         probe_size: int | None = None,
         alarms: Sequence[Alarm] = (),
         tokens: TokenGrid | None = None,
+        normalize: str = "probe",
+        display: Callable[[np.ndarray], Any] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(every_n_epochs, bool):
@@ -372,6 +391,12 @@ class CAMCallback(keras.callbacks.Callback):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
         self.images = _check_images(images)
+        self.normalize = check_normalize(normalize)
+        if display is not None and not callable(display):
+            raise TypeError(
+                f"display must be a callable (images -> display images), got {display!r}."
+            )
+        self.display = display
         self.methods = resolve_methods(method)
         _colormap_table(colormap)
         self.probe = probe
@@ -462,8 +487,7 @@ class CAMCallback(keras.callbacks.Callback):
             else:
                 batch = explainer._prepare(images, self.targets, self.preprocess, labels)
             self._images = images
-            _warn_if_preprocessed(images)
-            self._display = to_rgb_uint8(images)
+            self._display = self._display_images(images)
             # A task's labels (masks, values) are shown as they are; class labels as ids.
             self._task_labels = labels if isinstance(self.targets, TaskTarget) else None
             class_labels = labels is not None and self._task_labels is None
@@ -484,11 +508,17 @@ class CAMCallback(keras.callbacks.Callback):
                 self.metrics, masks, os.path.join(self.log_dir, "cam_metrics.csv")
             )
             self._timelines = {method.name: Timeline() for method in self.methods}
+            self._scales = {method.name: DisplayScale(self.normalize) for method in self.methods}
             # The top-k maps ride in the same batch, so one compiled function does everything.
             self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
         # An interrupted fit may have left events queued and its file open.
         self._finish_writing()
-        self._writer = create_writer(self.log_dir, self.writer)
+        self._writer = create_writer(self.log_dir, self.writer, describe)
+        layout = scalars_layout(
+            [method.name for method in self.methods],
+            [*self.metrics, *(["sanity"] if self.sanity_check else [])],
+        )
+        self._submit(lambda: self._writer.scalars_layout(layout), "writing the scalars layout")
         logger.info(
             "keras_cam: CAM images in %s; view them with: %s",
             self.log_dir,
@@ -677,7 +707,7 @@ class CAMCallback(keras.callbacks.Callback):
 
         def job() -> None:
             if self._writer is None:  # dropped after a write error: try a fresh file
-                self._writer = create_writer(self.log_dir, self.writer)
+                self._writer = create_writer(self.log_dir, self.writer, describe)
             try:
                 write()
             except Exception:
@@ -700,8 +730,13 @@ class CAMCallback(keras.callbacks.Callback):
         for message in alarms:
             self._writer.text("cam/alarms", message, step)
         all_overlays = []
+        bars, flat = {}, {}
         for name, combined in results.items():
             every = take_images(combined, 0, measured)  # without the top-k ranks
+            flat[name] = flat_maps(every)[:count]
+            maps, top = self._scales[name](every)
+            every = replace(every, heatmaps=maps)
+            bars[name] = self._colour_bar(top)
             result = take_images(every, 0, count)
             overlays = overlay(display, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
@@ -709,36 +744,74 @@ class CAMCallback(keras.callbacks.Callback):
             if "overlays" in shown:
                 self._writer.images(tag, overlays, step)
             if "grid" in shown:
-                captions = [self._caption(result, i) for i in range(count)]
+                captions = [
+                    self._caption(result, i) + (" · flat map" if flat[name][i] else "")
+                    for i in range(count)
+                ]
                 pairs = list(zip(display, overlays, strict=True))
                 if isinstance(self.targets, TaskTarget):
                     pairs = [
                         self.targets.draw(i, image, overlaid, result.predicted[i])
                         for i, (image, overlaid) in enumerate(pairs)
                     ]
-                pages = card_pages(pairs, captions)
+                pages = card_pages(pairs, captions, legend=bars[name])
                 self._writer.images(f"{tag}/grid", pages, step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
             self._write_metrics(name, values[name], step, measured)
             if measured > count:
                 self._write_galleries(name, every, values[name], step)
             timeline = self._timelines[name]
-            timeline.add(step, overlays)
+            timeline.add(step, overlays, self._correct(result))
             if "timeline" in shown:
                 titles = [self._title(i) for i in range(count)]
-                self._writer.images(f"{tag}/timeline", timeline.image(display, titles), step)
+                pages = timeline.image(display, titles, legend=bars[name])
+                self._writer.images(f"{tag}/timeline", pages, step)
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
         if len(results) > 1 and "compare" in shown:
             first = take_images(next(iter(results.values())), 0, count)
+            captions = []
+            for i in range(count):
+                flat_here = [name for name in results if flat[name][i]]
+                note = f" · flat: {', '.join(flat_here)}" if flat_here else ""
+                captions.append(self._caption(first, i) + note)
             pages = card_pages(
                 [(image, *row) for image, *row in zip(display, *all_overlays, strict=True)],
-                [self._caption(first, i) for i in range(count)],
+                captions,
                 headers=["image", *results],
                 lines=1,
+                legend=[None, *bars.values()],
             )
             self._writer.images("cam/compare", pages, step)
         self._writer.flush()
+
+    def _display_images(self, images: np.ndarray) -> np.ndarray:
+        """The probe as drawn: `display(images)` when given, else the images themselves."""
+        if self.display is None:
+            _warn_if_preprocessed(images)
+            return to_rgb_uint8(images)
+        shown = to_rgb_uint8(_numpy(self.display(images)))
+        if shown.shape[:3] != images.shape[:3]:
+            raise ValueError(
+                f"display= returned images of shape {shown.shape} for a probe of shape "
+                f"{images.shape}; it must return one display image of the same size per "
+                f"probe image."
+            )
+        return shown
+
+    def _colour_bar(self, top: float | None) -> ColourBar:
+        """The legend of maps shown with `DisplayScale`: raw values from 0 to `top`."""
+        if top is None:
+            return ColourBar(self.colormap, "min", "max of each map")
+        return ColourBar(
+            self.colormap, "0", f"{top:.2g}" + (" (run max)" if self.normalize == "run" else "")
+        )
+
+    def _correct(self, result: CAMResult) -> np.ndarray | None:
+        """Per drawn image, whether the prediction is right (None without class labels)."""
+        if self._labels is None or is_multi_label(self.targets):
+            return None
+        return result.predicted == self._labels[: len(result.predicted)]
 
     def _measure(self, name: str, combined: CAMResult, model: keras.Model) -> dict[str, Any]:
         """Per-image values of every metric at this event, on all probe images."""

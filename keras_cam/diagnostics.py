@@ -14,7 +14,7 @@ from PIL import Image
 
 from keras_cam import metrics as _metrics
 from keras_cam.explainer import CAMResult, Preprocess
-from keras_cam.overlay import card_pages
+from keras_cam.overlay import Legend, card_pages, draw_border
 
 MASK_METRICS = ("pointing_game", "energy_in_mask")
 FORWARD_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
@@ -165,12 +165,17 @@ class ProbeMetrics:
                 writer.writerow([step, method, image, *cells])
 
 
+RIGHT, WRONG = (0, 170, 0), (220, 0, 0)
+
+
 class Timeline:
     """Thumbnails of the first probe images' overlays at each event, oldest first.
 
     Memory stays bounded over long runs: at most `max_events` columns of
     thumbnails no larger than `thumbnail` pixels; when full, every other
-    older column is dropped (the first and the latest stay).
+    older column is dropped (the first and the latest stay). Where the
+    prediction's correctness is known, each thumbnail has a green (right) or
+    red (wrong) border.
     """
 
     def __init__(self, images: int = 4, max_events: int = 8, thumbnail: int = 64) -> None:
@@ -193,25 +198,36 @@ class Timeline:
             ]
         )
 
-    def add(self, step: int, overlays: np.ndarray) -> None:
+    def add(self, step: int, overlays: np.ndarray, correct: np.ndarray | None = None) -> None:
+        """Adds the overlays of the event at `step`; `correct`: (N,) right predictions."""
+        column = self._shrink(overlays[: self.images])
+        if correct is not None:
+            column = np.stack(
+                [
+                    draw_border(thumbnail, RIGHT if right else WRONG)
+                    for thumbnail, right in zip(column, correct[: len(column)], strict=True)
+                ]
+            )
         self.steps.append(step)
-        self._columns.append(self._shrink(overlays[: self.images]))
+        self._columns.append(column)
         if len(self.steps) > self.max_events:
             keep = [0, *range(2, len(self.steps) - 1, 2), len(self.steps) - 1]
             self.steps = [self.steps[i] for i in keep]
             self._columns = [self._columns[i] for i in keep]
 
-    def image(self, display: np.ndarray, captions: Sequence[str]) -> np.ndarray:
+    def image(
+        self, display: np.ndarray, captions: Sequence[str], legend: Legend = None
+    ) -> np.ndarray:
         """Pages (P, H, W, 3) of one row per image: the image, then its overlay at each event.
 
-        Columns are headed with the epoch as Keras prints it (1-based).
+        Columns are headed with the epoch as Keras prints it (1-based: "Epoch 3").
         """
         originals = self._shrink(display[: self.images])
         rows = [
             (original, *(column[i] for column in self._columns))
             for i, original in enumerate(originals)
         ]
-        headers = ["image", *(f"ep {step + 1}" for step in self.steps)]
+        headers = ["image", *(f"Epoch {step + 1}" for step in self.steps)]
         return card_pages(
             rows,
             list(captions[: len(rows)]),
@@ -219,4 +235,5 @@ class Timeline:
             min_cell=self.thumbnail,
             lines=1,
             min_image_px=40,
+            legend=legend,
         )

@@ -44,8 +44,11 @@ class CAMResult:
     """The maps of one batch.
 
     Attributes:
-        heatmaps: float32 (N, H, W) in [0, 1], resized to the images' size.
-            An all-zero map (nothing positive to show) stays all zero.
+        heatmaps: float32 (N, H, W) in [0, 1], resized to the images' size,
+            each scaled from its own minimum to its maximum. A map with
+            nothing to show is all zero: nothing positive, constant up to
+            rounding, or negligible (its peak below a millionth of the
+            layer's largest activation, e.g. under a saturated softmax).
         raw: float32 (N, h, w) at the target layer's resolution, after ReLU,
             not normalised.
         classes: int (N,) the explained class per image (the predicted class
@@ -163,18 +166,39 @@ _FLAT_MAP_TOLERANCE = 1e-5
 """Largest (max − min) / peak of a map that counts as constant: float32 rounding is ~1e-7."""
 
 
-def _normalise(maps: Any) -> Any:
+_NEGLIGIBLE_MAP = 1e-6
+"""Largest map peak, relative to the layer's largest activation, that counts as nothing.
+
+A map is a weighted sum of the layer's activations; a peak a million times
+below them means the weights (the score's sensitivity to the layer) vanish:
+a saturated softmax, an untrained head, a path the score does not use. What
+is left is the activations' own pattern, not the class's.
+"""
+
+
+def _normalise(maps: Any, activation_peak: Any = None) -> Any:
+    """Each map scaled to [0, 1]; a flat or negligible map becomes all zero.
+
+    Args:
+        maps: (N, H, W) non-negative maps.
+        activation_peak: (N,) the largest |activation| of each image at the
+            layer; a map whose peak is at most `_NEGLIGIBLE_MAP` times it is
+            negligible. Defaults to `None`: no such check.
+    """
     # Dividing by the peak first keeps max − min from overflowing near float32's limit.
     peak = ops.max(ops.abs(maps), axis=(1, 2), keepdims=True)
-    maps = maps / ops.where(peak > 0, peak, 1.0)
-    low = ops.min(maps, axis=(1, 2), keepdims=True)
-    span = ops.max(maps, axis=(1, 2), keepdims=True) - low
+    relative = maps / ops.where(peak > 0, peak, 1.0)
+    low = ops.min(relative, axis=(1, 2), keepdims=True)
+    span = ops.max(relative, axis=(1, 2), keepdims=True) - low
     # A map constant up to rounding (a few ulps after resizing) has nothing to show: it
     # becomes zero, on every backend, rather than a pattern stretched out of rounding noise.
     # After the division by the peak, the span is relative to the map's largest value.
     flat = span <= _FLAT_MAP_TOLERANCE
-    scaled = (maps - low) / ops.where(flat, 1.0, span)
-    return ops.clip(ops.where(flat, ops.zeros_like(maps), scaled), 0.0, 1.0)
+    if activation_peak is not None:
+        negligible = peak <= _NEGLIGIBLE_MAP * ops.reshape(activation_peak, (-1, 1, 1))
+        flat = ops.logical_or(flat, negligible)
+    scaled = (relative - low) / ops.where(flat, 1.0, span)
+    return ops.clip(ops.where(flat, ops.zeros_like(relative), scaled), 0.0, 1.0)
 
 
 def _looks_like_probabilities(outputs: Any, unswitched_logits: bool) -> Any:
@@ -804,6 +828,11 @@ class CAMExplainer:
                 confidence = _scores.reported_scores(
                     outputs, predicted, confidence_activation, are_logits
                 )
+            activation_peak = ops.max(
+                ops.abs(activations), axis=tuple(range(1, len(activations.shape)))
+            )
+            if self.aug_smooth:  # the strongest of an image's copies
+                activation_peak = ops.max(ops.reshape(activation_peak, (-1, count)), axis=0)
             maps = {}
             for name, signed_map in signed.items():
                 # ReLU would turn NaN into 0 on some kernels: check before it.
@@ -815,7 +844,7 @@ class CAMExplainer:
                 if self.aug_smooth:
                     upsampled = smoothing.merge(upsampled, count)
                     raw = _resize(upsampled, raw.shape[1:3])
-                maps[name] = (raw, _normalise(upsampled), finite)
+                maps[name] = (raw, _normalise(upsampled, activation_peak), finite)
             return (
                 maps,
                 classes,

@@ -130,6 +130,13 @@ def draw_box(image: np.ndarray, box: Sequence[float], color=(255, 255, 255)) -> 
     return np.asarray(canvas)
 
 
+def draw_border(image: np.ndarray, color: Sequence[int], width: int = 3) -> np.ndarray:
+    """`image` (H, W, 3) uint8 with a `width`-pixel frame of `color` inside its edge."""
+    out = image.copy()
+    out[:width], out[-width:], out[:, :width], out[:, -width:] = color, color, color, color
+    return out
+
+
 # TensorBoard's time-series view (its default dashboard) fits each image into a
 # box of about 407 × 215 px on a default card (measured in Chromium with
 # TensorBoard 2.x, tests/test_browser.py). Pages are laid out so that, fitted
@@ -144,6 +151,26 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 @dataclass(frozen=True)
+class ColourBar:
+    """A colour scale drawn under a page: the colormap from `low` (left) to `high` (right).
+
+    Attributes:
+        colormap: the matplotlib colormap name of the overlays.
+        low: the label of the scale's bottom (e.g. `"0"`).
+        high: the label of its top (e.g. `"0.031"`, the raw map value shown
+            at full colour).
+    """
+
+    colormap: str
+    low: str
+    high: str
+
+
+Legend = ColourBar | Sequence[ColourBar | None] | None
+"""One bar under the whole page, one per image column of a table (None: no bar), or none."""
+
+
+@dataclass(frozen=True)
 class _Layout:
     """Pixel geometry of a captioned grid: `columns` groups of `per_group` cells per row."""
 
@@ -153,8 +180,9 @@ class _Layout:
     columns: int
     font_size: int
     lines: int = 2
-    headers: bool = False
+    headers: int = 0  # lines of column headers: 0 (none), 1, or 2 when a title is too wide
     pad: int = 4
+    legend: bool = False
 
     @property
     def group_w(self) -> int:
@@ -174,10 +202,14 @@ class _Layout:
 
     @property
     def header_h(self) -> int:
-        return self.line_h + 6 if self.headers else 0
+        return self.headers * self.line_h + 6 if self.headers else 0
+
+    @property
+    def legend_h(self) -> int:
+        return self.line_h + 6 if self.legend else 0
 
     def height(self, rows: int) -> int:
-        return self.header_h + rows * self.row_h
+        return self.header_h + rows * self.row_h + self.legend_h
 
     def shown_scale(self, rows: int, box: tuple[int, int]) -> float:
         """How much TensorBoard shrinks a page of `rows` rows to fit `box` (never enlarges)."""
@@ -228,7 +260,7 @@ def captioned_grid(
         columns = 1
     columns = columns or max(1, math.ceil(math.sqrt(len(rows) / per_group)))
     layout = _Layout(
-        *_cell_size(rows, min_cell), per_group, columns, font_size, headers=headers is not None
+        *_cell_size(rows, min_cell), per_group, columns, font_size, headers=int(headers is not None)
     )
     return _draw(layout, rows, captions, headers, math.ceil(len(rows) / columns))
 
@@ -242,6 +274,7 @@ def card_pages(
     lines: int = 2,
     box: tuple[int, int] = CARD_BOX,
     min_image_px: int = MIN_IMAGE_PX,
+    legend: Legend = None,
 ) -> np.ndarray:
     """Captioned groups split into pages that read well on a default TensorBoard card.
 
@@ -265,6 +298,9 @@ def card_pages(
             `CARD_BOX`.
         min_image_px: the smallest cell worth showing, in displayed pixels.
             Defaults to `MIN_IMAGE_PX`.
+        legend: a `ColourBar` drawn under the whole page, or one per image
+            of a group (None where a column has none, e.g. the originals), drawn
+            under that column of a table. Defaults to `None`.
 
     Returns:
         uint8 (pages, H', W', 3).
@@ -278,18 +314,37 @@ def card_pages(
     per_group = _check(groups, captions, headers)
     cell_h, cell_w = _cell_size(groups, min_cell)
     shown_cell = min(max(cell_h, cell_w), min_image_px)
+
+    def header_lines(font_size: int) -> int:
+        if headers is None:
+            return 0
+        font, draw = _font(font_size), ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        return 1 + any(draw.textlength(header, font=font) > cell_w for header in headers)
+
+    def smallest_readable_font(columns: int, rows: int) -> tuple[_Layout, float]:
+        for font_size in range(12, 40):
+            layout = _Layout(
+                cell_h,
+                cell_w,
+                per_group,
+                columns,
+                font_size,
+                lines,
+                header_lines(font_size),
+                legend=legend is not None,
+            )
+            scale = layout.shown_scale(rows, box)
+            if font_size * scale >= MIN_TEXT_PX:
+                break
+        return layout, scale
+
     best: tuple[tuple[int, float], _Layout, int] | None = None
     for columns in [1] if headers is not None else range(1, 5):
         for rows in range(1, math.ceil(len(groups) / columns) + 1):
-            for font_size in range(12, 40):
-                layout = _Layout(
-                    cell_h, cell_w, per_group, columns, font_size, lines, headers is not None
-                )
-                scale = layout.shown_scale(rows, box)
-                if font_size * scale >= MIN_TEXT_PX:
-                    break
+            layout, scale = smallest_readable_font(columns, rows)
             readable = (
-                font_size * scale >= MIN_TEXT_PX and max(cell_h, cell_w) * scale >= shown_cell
+                layout.font_size * scale >= MIN_TEXT_PX
+                and max(cell_h, cell_w) * scale >= shown_cell
             )
             # The most groups per page whose cells stay readable; then the largest.
             key = (min(rows * columns, len(groups)) if readable else 0, scale)
@@ -300,9 +355,12 @@ def card_pages(
     pages = math.ceil(len(groups) / per_page)
     per_page = math.ceil(len(groups) / pages)  # balanced pages
     rows = math.ceil(per_page / layout.columns)
+    layout, _ = smallest_readable_font(layout.columns, rows)  # fewer rows: smaller text suffices
     return np.stack(
         [
-            _draw(layout, groups[i : i + per_page], captions[i : i + per_page], headers, rows)
+            _draw(
+                layout, groups[i : i + per_page], captions[i : i + per_page], headers, rows, legend
+            )
             for i in range(0, len(groups), per_page)
         ]
     )
@@ -314,14 +372,15 @@ def _draw(
     captions: Sequence[str],
     headers: Sequence[str] | None,
     grid_rows: int,
+    legend: Legend = None,
 ) -> np.ndarray:
     pad, font = layout.pad, _font(layout.font_size)
     canvas = Image.new("RGB", (layout.width, layout.height(grid_rows)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for k, header in enumerate(headers or ()):
         left = pad + k * (layout.cell_w + pad)
-        text = _fit_text(draw, header, font, layout.cell_w)
-        draw.text((left, 3), text, fill=(0, 0, 0), font=font)
+        for line, text in enumerate(_wrap(draw, header, font, layout.cell_w, layout.headers)):
+            draw.text((left, 3 + line * layout.line_h), text, fill=(0, 0, 0), font=font)
     for index, (group, caption) in enumerate(zip(rows, captions, strict=True)):
         top = layout.header_h + (index // layout.columns) * layout.row_h + pad
         left = (index % layout.columns) * (layout.group_w + 2 * pad) + pad
@@ -333,7 +392,33 @@ def _draw(
         for line, text in enumerate(_wrap(draw, caption, font, layout.group_w, layout.lines)):
             y = top + layout.cell_h + 3 + line * layout.line_h
             draw.text((left, y), text, fill=(0, 0, 0), font=font)
+    if legend is not None:
+        top = canvas.height - layout.legend_h + 3
+        if isinstance(legend, ColourBar):
+            _draw_colour_bar(canvas, legend, (pad, top, layout.width - pad), layout.font_size)
+        for k, bar in enumerate(legend if not isinstance(legend, ColourBar) else ()):
+            if bar is not None:
+                left = pad + k * (layout.cell_w + pad)
+                _draw_colour_bar(canvas, bar, (left, top, left + layout.cell_w), layout.font_size)
     return np.asarray(canvas)
+
+
+def _draw_colour_bar(
+    canvas: Image.Image, bar: ColourBar, box: tuple[int, int, int], font_size: int
+) -> None:
+    """`low` [colour gradient] `high` on one text line from x0 to x1, starting at y."""
+    x0, y, x1 = box
+    draw, font = ImageDraw.Draw(canvas), _font(font_size)
+    low_w = math.ceil(draw.textlength(bar.low, font=font))
+    high_w = math.ceil(draw.textlength(bar.high, font=font))
+    gradient_w = max(8, x1 - x0 - low_w - high_w - 8)
+    draw.text((x0, y), bar.low, fill=(0, 0, 0), font=font)
+    draw.text((x1 - high_w, y), bar.high, fill=(0, 0, 0), font=font)
+    table = _colormap_table(bar.colormap)[np.linspace(0, 255, gradient_w).round().astype(int)]
+    strip = np.repeat(table[None], font_size, axis=0)
+    left = x0 + low_w + 4
+    canvas.paste(Image.fromarray(strip), (left, y + 1))
+    draw.rectangle((left - 1, y, left + gradient_w, y + font_size + 1), outline=(0, 0, 0))
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int = 2) -> list[str]:

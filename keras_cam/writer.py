@@ -28,6 +28,8 @@ import keras
 import numpy as np
 from PIL import Image
 from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
@@ -54,6 +56,9 @@ class EventWriter(Protocol):
 
     def text(self, tag: str, text: str, step: int) -> None:
         """Writes one Markdown text (TensorBoard's TEXT tab)."""
+
+    def scalars_layout(self, layout: layout_pb2.Layout) -> None:
+        """Writes the CUSTOM SCALARS dashboard's layout (once per run)."""
 
     def flush(self) -> None:
         """Makes everything written so far readable."""
@@ -92,46 +97,78 @@ def histogram_tensor(values: np.ndarray, buckets: int = 20) -> np.ndarray:
     return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
 
 
-_IMAGE_METADATA = image_metadata.create_summary_metadata(display_name=None, description=None)
-_SCALAR_METADATA = scalar_metadata.create_summary_metadata(display_name=None, description=None)
-_HISTOGRAM_METADATA = histogram_metadata.create_summary_metadata(
-    display_name=None, description=None
-)
-_TEXT_METADATA = text_metadata.create_summary_metadata(display_name=None, description=None)
+Describe = Callable[[str], tuple[str, str]]
+"""Maps a tag to the (display name, description) TensorBoard shows in its card's info."""
+
+_PLUGINS = {
+    "images": image_metadata,
+    "scalar": scalar_metadata,
+    "histogram": histogram_metadata,
+    "text": text_metadata,
+}
+
+
+class _Metadata:
+    """The serialised `SummaryMetadata` of each (kind, tag), built once per tag."""
+
+    def __init__(self, describe: Describe | None) -> None:
+        self._describe = describe
+        self._cache: dict[tuple[str, str], summary_pb2.SummaryMetadata] = {}
+
+    def __call__(self, kind: str, tag: str) -> summary_pb2.SummaryMetadata:
+        key = (kind, tag)
+        if key not in self._cache:
+            name, description = self._describe(tag) if self._describe else (None, None)
+            self._cache[key] = _PLUGINS[kind].create_summary_metadata(
+                display_name=name, description=description
+            )
+        return self._cache[key]
 
 
 class TensorFlowWriter:
-    """`EventWriter` over `tf.summary`."""
+    """`EventWriter` over `tf.summary`.
 
-    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
+    Args:
+        log_dir: the directory of the event files.
+        describe: gives each tag's display name and description. Defaults to
+            `None`: none.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], describe: Describe | None = None) -> None:
         import tensorflow as tf
 
         self._tf = tf
         self._writer = tf.summary.create_file_writer(os.fspath(log_dir))
+        self._metadata = _Metadata(describe)
 
-    def images(self, tag: str, images: np.ndarray, step: int) -> None:
+    def _write(self, tag: str, tensor: Any, dtype: Any, metadata, step: int) -> None:
         tf = self._tf
-        tensor = tf.constant(image_summary_tensor(images), dtype=tf.string)
-        with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.write(tag, tensor, step=step, metadata=_IMAGE_METADATA.SerializeToString())
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        tf = self._tf
-        with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.scalar(tag, float(value), step=step)
-
-    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
-        tf = self._tf
-        tensor = tf.constant(histogram_tensor(values), dtype=tf.float64)
         with self._writer.as_default(), tf.summary.record_if(True):
             tf.summary.write(
-                tag, tensor, step=step, metadata=_HISTOGRAM_METADATA.SerializeToString()
+                tag,
+                tf.constant(tensor, dtype=dtype),
+                step=step,
+                metadata=metadata.SerializeToString(),
             )
 
+    def images(self, tag: str, images: np.ndarray, step: int) -> None:
+        tensor = image_summary_tensor(images)
+        self._write(tag, tensor, self._tf.string, self._metadata("images", tag), step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self._write(tag, float(value), self._tf.float32, self._metadata("scalar", tag), step)
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        tensor = histogram_tensor(values)
+        self._write(tag, tensor, self._tf.float64, self._metadata("histogram", tag), step)
+
     def text(self, tag: str, text: str, step: int) -> None:
-        tf = self._tf
-        with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.text(tag, text, step=step)
+        self._write(tag, text, self._tf.string, self._metadata("text", tag), step)
+
+    def scalars_layout(self, layout: layout_pb2.Layout) -> None:
+        metadata = custom_scalar_metadata.create_summary_metadata()
+        tag = custom_scalar_metadata.CONFIG_SUMMARY_TAG
+        self._write(tag, layout.SerializeToString(), self._tf.string, metadata, 0)
 
     def flush(self) -> None:
         self._writer.flush()
@@ -141,10 +178,17 @@ class TensorFlowWriter:
 
 
 class TensorBoardWriter:
-    """`EventWriter` over the `tensorboard` package alone: no TensorFlow needed."""
+    """`EventWriter` over the `tensorboard` package alone: no TensorFlow needed.
 
-    def __init__(self, log_dir: str | os.PathLike[str]) -> None:
+    Args:
+        log_dir: the directory of the event files.
+        describe: gives each tag's display name and description. Defaults to
+            `None`: none.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], describe: Describe | None = None) -> None:
         self._writer = EventFileWriter(os.fspath(log_dir), filename_suffix=".v2")
+        self._metadata = _Metadata(describe)
 
     def _write(self, tag: str, tensor: np.ndarray | list[bytes], metadata, step: int) -> None:
         value = summary_pb2.Summary.Value(
@@ -156,16 +200,22 @@ class TensorBoardWriter:
         self._writer.add_event(event)
 
     def images(self, tag: str, images: np.ndarray, step: int) -> None:
-        self._write(tag, image_summary_tensor(images), _IMAGE_METADATA, step)
+        self._write(tag, image_summary_tensor(images), self._metadata("images", tag), step)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        self._write(tag, np.float32(value), _SCALAR_METADATA, step)
+        self._write(tag, np.float32(value), self._metadata("scalar", tag), step)
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
-        self._write(tag, histogram_tensor(values), _HISTOGRAM_METADATA, step)
+        self._write(tag, histogram_tensor(values), self._metadata("histogram", tag), step)
 
     def text(self, tag: str, text: str, step: int) -> None:
-        self._write(tag, np.array(text.encode(), dtype=object), _TEXT_METADATA, step)
+        tensor = np.array(text.encode(), dtype=object)
+        self._write(tag, tensor, self._metadata("text", tag), step)
+
+    def scalars_layout(self, layout: layout_pb2.Layout) -> None:
+        tensor = np.array(layout.SerializeToString(), dtype=object)
+        tag = custom_scalar_metadata.CONFIG_SUMMARY_TAG
+        self._write(tag, tensor, custom_scalar_metadata.create_summary_metadata(), 0)
 
     def flush(self) -> None:
         self._writer.flush()
@@ -220,6 +270,9 @@ class ReopeningWriter:
     def text(self, tag: str, text: str, step: int) -> None:
         self._call("text", tag, text, step)
 
+    def scalars_layout(self, layout: layout_pb2.Layout) -> None:
+        self._call("scalars_layout", layout)
+
     def flush(self) -> None:
         if self._writer is not None:
             self._call("flush")
@@ -230,7 +283,9 @@ class ReopeningWriter:
             writer.close()
 
 
-def create_writer(log_dir: str | os.PathLike[str], writer: str = "auto") -> EventWriter:
+def create_writer(
+    log_dir: str | os.PathLike[str], writer: str = "auto", describe: Describe | None = None
+) -> EventWriter:
     """Creates `log_dir` if needed and returns a writer for it.
 
     Args:
@@ -239,6 +294,8 @@ def create_writer(log_dir: str | os.PathLike[str], writer: str = "auto") -> Even
             `tensorboard` package alone) or `"auto"`: TensorFlow under the
             TensorFlow backend, the `tensorboard` package otherwise, so JAX and
             PyTorch runs never import TensorFlow. Defaults to `"auto"`.
+        describe: gives each tag's display name and description (summary
+            metadata, shown in TensorBoard's card info). Defaults to `None`.
 
     Returns:
         A `ReopeningWriter`: after a write error the next write goes to a
@@ -264,4 +321,4 @@ def create_writer(log_dir: str | os.PathLike[str], writer: str = "auto") -> Even
         use_tensorflow = has_tensorflow and keras.backend.backend() == "tensorflow"
         writer = "tensorflow" if use_tensorflow else "tensorboard"
     implementation = TensorFlowWriter if writer == "tensorflow" else TensorBoardWriter
-    return ReopeningWriter(lambda: implementation(log_dir))
+    return ReopeningWriter(lambda: implementation(log_dir, describe))

@@ -5,6 +5,7 @@ import pytest
 from conftest import read_events
 
 from keras_cam import writer as writer_module
+from keras_cam.tags import describe, scalars_layout
 from keras_cam.writer import (
     ReopeningWriter,
     TensorBoardWriter,
@@ -47,6 +48,60 @@ def test_both_writers_read_back_identically(tmp_path):
         np.testing.assert_array_equal(
             tf_events["cam/x/per_image"][step], tb_events["cam/x/per_image"][step]
         )
+
+
+def summary_metadata(log_dir: str) -> dict[str, object]:
+    """{tag: SummaryMetadata} as TensorBoard reads it back from the event files."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(log_dir)
+    accumulator.Reload()
+    return {tag: accumulator.SummaryMetadata(tag) for tag in accumulator.Tags()["tensors"]}
+
+
+@pytest.mark.parametrize("implementation", ["TensorFlowWriter", "TensorBoardWriter"])
+def test_every_tag_carries_its_display_name_and_description_and_the_layout(
+    tmp_path, implementation
+):
+    if implementation == "TensorFlowWriter":
+        pytest.importorskip("tensorflow")
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
+
+    writer = getattr(writer_module, implementation)(tmp_path, describe)
+    layout = scalars_layout(["gradcam", "gradcam++"], ["drift", "focus"])
+    writer.scalars_layout(layout)
+    for step in (0, 1):
+        writer.images("cam/gradcam/grid", np.zeros((1, 4, 4, 3), np.uint8), step)
+        writer.scalar("cam/gradcam++/drift", 0.5, step)
+        writer.histogram("cam/gradcam/per_image", np.arange(3.0), step)
+        writer.text("cam/alarms", "an alarm", step)
+    writer.close()
+
+    found = summary_metadata(str(tmp_path))
+    plugins = {"images": "cam/gradcam/grid", "scalars": "cam/gradcam++/drift"}
+    plugins |= {"histograms": "cam/gradcam/per_image", "text": "cam/alarms"}
+    for plugin, tag in plugins.items():
+        assert found[tag].plugin_data.plugin_name == plugin
+        assert (found[tag].display_name, found[tag].summary_description) == describe(tag)
+    assert found["cam/gradcam++/drift"].display_name == "gradcam++: attention drift"
+    assert "previous event" in found["cam/gradcam++/drift"].summary_description
+
+    config = custom_scalar_metadata.CONFIG_SUMMARY_TAG
+    assert found[config].plugin_data.plugin_name == "custom_scalars"
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    (event,) = accumulator.Tensors(config)
+    read_back = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    assert read_back == layout
+    sections = {c.title: [chart.multiline.tag[0] for chart in c.chart] for c in read_back.category}
+    assert sections["keras-cam gradcam++"] == [
+        r"^cam/gradcam\+\+/mean_score$",
+        r"^cam/gradcam\+\+/drift$",
+        r"^cam/gradcam\+\+/focus$",
+    ]
 
 
 def test_histogram_buckets_by_hand():
