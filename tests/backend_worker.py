@@ -44,6 +44,7 @@ def fit(log_dir: str) -> None:
         log_dir,
         method=["gradcam", "scorecam"],
         images=("overlays", "grid", "timeline", "compare"),
+        normalize="image",  # drawn as explain()'s heatmaps: compared across backends
     )
     model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
     last = keras_cam.explain(model, x[:4])

@@ -63,6 +63,7 @@ def main(mode: str, out: str) -> None:
         method=["gradcam", "scorecam"],
         top_k=2,
         images="overlays",
+        normalize="image",  # drawn as explain()'s heatmaps: compared by the test
     )
     if mode == "multiworker":
         callback.set_model(model)

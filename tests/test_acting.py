@@ -250,6 +250,7 @@ def test_galleries_show_exactly_the_worst_measured_images(tmp_path, monkeypatch)
         probe_masks=masks,
         max_images=4,
         probe_size=20,
+        normalize="image",  # drawn as explain()'s heatmaps: compared below
         batch_size=8,
         images=("grid", "overlays"),
     )

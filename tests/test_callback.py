@@ -43,6 +43,7 @@ def test_fit_writes_overlays_grid_and_mean_score_at_each_epoch(tmp_path):
         class_names=["a", "b", "c"],
         preprocess=lambda im: im / 255.0,
         images=("grid", "timeline", "overlays"),
+        normalize="image",  # drawn as explain()'s heatmaps: compared below
     )
     model.fit(x / 255.0, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
     events = read_events(str(tmp_path))
@@ -224,7 +225,7 @@ def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
     x, y = data()
     model = compiled(conv_classifier())
     methods = ["gradcam", "layercam", keras_cam.methods.ScoreCAM(batch_size=8)]
-    callback = keras_cam.CAMCallback(x[:4], tmp_path, method=methods)
+    callback = keras_cam.CAMCallback(x[:4], tmp_path, method=methods, normalize="image")
     model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1
     events = read_events(str(tmp_path))
@@ -279,6 +280,7 @@ def test_preprocessed_probe_images_warn_once_and_point_to_preprocess(tmp_path, l
     assert len(ours) == (1 if warns else 0)
     if warns:
         assert "preprocess=" in str(ours[0].message)
+        assert "display=" in str(ours[0].message)
 
 
 @pytest.mark.parametrize(
@@ -294,3 +296,103 @@ def test_preprocessed_probe_images_warn_once_and_point_to_preprocess(tmp_path, l
 def test_arguments_of_the_wrong_type_are_type_errors(tmp_path, kwargs, message):
     with pytest.raises(TypeError, match=message):
         keras_cam.CAMCallback(X, tmp_path, **kwargs)
+
+
+def model_that_barely_reads_its_features():
+    """The score hardly depends on the explained layer: a head whose weights are ~1e-9."""
+    model = conv_classifier(activation=None)
+    kernel, bias = model.get_layer("dense").get_weights()
+    model.get_layer("dense").set_weights([kernel * 1e-9, bias + np.array([1.0, 0.0, 0.0])])
+    return compiled(model)
+
+
+@pytest.mark.parametrize("normalize", ["run", pytest.param("probe", marks=pytest.mark.slow)])
+def test_normalize_draws_the_raw_maps_on_the_scale_it_names(tmp_path, normalize):
+    x, y = data(n=8)
+    model = compiled(conv_classifier())
+    callback = keras_cam.CAMCallback(
+        (x[:4], y[:4]), tmp_path, images=("overlays", "grid"), normalize=normalize
+    )
+    raws = []  # each event's raw maps, read with the same weights right after the event
+    spy = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: raws.append(callback.explainer(x[:4])["gradcam"].raw)
+    )
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[callback, spy])
+    events = read_events(str(tmp_path))
+    peaks = [raw.max() for raw in raws]
+    for step, raw in enumerate(raws):
+        top = max(peaks[: step + 1]) if normalize == "run" else peaks[step]
+        expected = keras_cam.overlay(x[:4], raw / top)
+        drawn = np.stack(events["cam/gradcam"][step]).astype(int)
+        assert np.abs(drawn - expected).max() <= 1, step
+
+    # Every tag explains itself in TensorBoard's card info, and the scalars have a layout.
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path))
+    accumulator.Reload()
+    for tag in ("cam/gradcam/drift", "cam/gradcam/focus", "cam/gradcam/grid"):
+        metadata = accumulator.SummaryMetadata(tag)
+        assert metadata.display_name.startswith("gradcam: ")
+        assert len(metadata.summary_description) > 40
+    assert "custom_scalars__config__" in accumulator.Tags()["tensors"]
+
+
+def test_a_negligible_map_is_drawn_flat_and_captioned_so(tmp_path, monkeypatch):
+    from keras_cam import callback as callback_module
+
+    captions = []
+
+    def spy(groups, texts, *args, **kwargs):
+        captions.extend(texts)
+        return real(groups, texts, *args, **kwargs)
+
+    real = callback_module.card_pages
+    monkeypatch.setattr(callback_module, "card_pages", spy)
+    x, _ = data(n=4)
+    model = model_that_barely_reads_its_features()
+    callback = keras_cam.CAMCallback(x, tmp_path, images=("overlays", "grid"), metrics=())
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_end(0)
+    callback.on_train_end()
+    result = callback.explainer(x)["gradcam"]
+    # Independently: the map's peak is below a millionth of the layer's largest activation.
+    activations = keras.Model(model.inputs, model.get_layer("conv2").output).predict(x, verbose=0)
+    peaks = np.abs(activations).reshape(4, -1).max(axis=1)
+    assert (result.raw.reshape(4, -1).max(axis=1) <= 1e-6 * peaks).all()
+    assert result.raw.max() > 0  # something to stretch, were it stretched
+    np.testing.assert_array_equal(result.heatmaps, 0.0)
+    drawn = np.stack(read_events(str(tmp_path))["cam/gradcam"][0])
+    np.testing.assert_array_equal(drawn, keras_cam.overlay(x, np.zeros((4, 16, 16))))
+    assert len(captions) == 4
+    assert all(caption.endswith("flat map") for caption in captions)
+
+
+def test_display_maps_preprocessed_probe_images_back_for_drawing(tmp_path):
+    x, _ = data(n=4)
+    preprocessed = x / 127.5 - 1.0  # MobileNetV2's [-1, 1]
+    model = conv_classifier()
+    callback = keras_cam.CAMCallback(
+        preprocessed,
+        tmp_path,
+        display=lambda images: (images + 1) * 127.5,
+        alpha=0.0,  # the overlay is then the display image itself
+        images="overlays",
+        metrics=(),
+    )
+    callback.set_model(model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*look preprocessed")
+        callback.on_train_begin()
+    callback.on_epoch_end(0)
+    callback.on_train_end()
+    np.testing.assert_array_equal(np.stack(read_events(str(tmp_path))["cam/gradcam"][0]), x)
+    # The maps are those of the probe as given: it is already the model's input.
+    heatmaps = keras_cam.explain(model, preprocessed).heatmaps
+    explained = callback.explainer(preprocessed)["gradcam"].heatmaps
+    np.testing.assert_allclose(explained, heatmaps, atol=1e-6)
+    bad = keras_cam.CAMCallback(preprocessed, tmp_path, display=lambda images: images[:, :8])
+    bad.set_model(model)
+    with pytest.raises(ValueError, match="display= returned images of shape"):
+        bad.on_train_begin()

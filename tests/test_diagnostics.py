@@ -222,3 +222,29 @@ def test_a_reused_log_dir_with_other_metrics_keeps_every_csv_valid(tmp_path):
         assert rows[0] == ["step", "method", "image", *header]
         assert {len(row) for row in rows} == {len(rows[0])}
         assert len(rows) == 1 + runs_in_file * 2 * 5  # 2 events of 5 probe images per run
+
+
+def test_timeline_heads_columns_as_keras_prints_epochs_and_frames_right_and_wrong(monkeypatch):
+    from keras_cam import diagnostics
+
+    drawn = {}
+
+    def spy(groups, captions, headers, **kwargs):
+        drawn.update(groups=groups, headers=headers)
+        return real(groups, captions, headers, **kwargs)
+
+    real = diagnostics.card_pages
+    monkeypatch.setattr(diagnostics, "card_pages", spy)
+    timeline = Timeline(images=2, thumbnail=8)
+    overlays = np.full((3, 8, 8, 3), 90, np.uint8)
+    timeline.add(0, overlays, correct=np.array([True, False, True]))
+    timeline.add(2, overlays)  # labels unknown: no frame
+    timeline.image(overlays, ["a", "b"])
+    assert drawn["headers"] == ["image", "Epoch 1", "Epoch 3"]
+    (_, right, plain), (_, wrong, _) = drawn["groups"]
+    for frame in (right[0], right[:, -1]):
+        assert (frame == diagnostics.RIGHT).all()
+    for frame in (wrong[-1], wrong[:, 0]):
+        assert (frame == diagnostics.WRONG).all()
+    assert (right[3:5, 3:5] == 90).all()
+    assert (plain == 90).all()

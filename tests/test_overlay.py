@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from keras_cam import overlay
-from keras_cam.overlay import captioned_grid, colorize, to_rgb_uint8
+from keras_cam.overlay import (
+    ColourBar,
+    captioned_grid,
+    card_pages,
+    colorize,
+    draw_border,
+    to_rgb_uint8,
+)
 
 
 def expected_blend(rgb_uint8, heatmap, alpha, cmap="jet"):
@@ -105,3 +112,58 @@ def test_grid_lays_out_groups_with_captions():
     assert (caption_band < 128).any(), "the caption text is drawn"
     with pytest.raises(ValueError, match="3 image groups but 2 captions"):
         captioned_grid(groups, ["a", "b"])
+
+
+def gradient_rows(page: np.ndarray, cmap: str = "jet") -> list[tuple[int, int, int]]:
+    """(row, first column, length) of every run of the colormap's 256 colours in order."""
+    table = np.floor(matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5)
+    found = []
+    for row in range(page.shape[0]):
+        pixels = page[row].astype(int)
+        starts = np.flatnonzero((pixels == table[0]).all(axis=1))
+        ends = np.flatnonzero((pixels == table[255]).all(axis=1))
+        if starts.size and ends.size and ends[-1] > starts[0] + 8:
+            first, last = starts[0], ends[-1]
+            index = np.linspace(0, 255, last - first + 1).round().astype(int)
+            if np.array_equal(pixels[first : last + 1], table[index]):
+                found.append((row, int(first), int(last - first + 1)))
+    return found
+
+
+def test_pages_carry_a_colour_bar_of_the_colormap_under_the_page_or_each_column():
+    tile = np.full((16, 16, 3), 128, dtype=np.uint8)
+    without = card_pages([(tile, tile)] * 4, ["caption"] * 4)
+    bar = ColourBar("jet", "0", "0.0031")
+    pages = card_pages([(tile, tile)] * 4, ["caption"] * 4, legend=bar)
+    assert not gradient_rows(without[0])
+    rows = gradient_rows(pages[0])
+    # One bar across the page, as tall as the caption font, below every cell.
+    assert len(rows) >= 12
+    assert {(first, length) for _, first, length in rows} == {(rows[0][1], rows[0][2])}
+    assert rows[0][0] > pages.shape[1] - 60
+    assert rows[0][2] > pages.shape[2] / 2
+    assert (pages[0][rows[0][0] :, : rows[0][1]] < 100).any(), "the low label is drawn"
+    assert (pages[0][rows[0][0] :, rows[0][1] + rows[0][2] + 2 :] < 100).any(), "and the high"
+    # A table: one bar under each method's column, none under the originals.
+    table = card_pages(
+        [(tile, tile, tile)] * 2,
+        ["a", "b"],
+        headers=["image", "one", "two"],
+        legend=[None, bar, ColourBar("viridis", "0", "1")],
+    )[0]
+    jet, viridis = gradient_rows(table), gradient_rows(table, "viridis")
+    cell = (table.shape[1] - 4 * 4) // 3
+    assert jet
+    assert viridis
+    assert cell + 4 < jet[0][1] < jet[0][1] + jet[0][2] < 2 * (cell + 4)
+    assert 2 * (cell + 4) < viridis[0][1]
+
+
+def test_a_border_frames_the_image_in_the_colour_given():
+    image = np.full((8, 8, 3), 50, dtype=np.uint8)
+    framed = draw_border(image, (0, 170, 0), width=2)
+    ring = np.ones((8, 8), bool)
+    ring[2:-2, 2:-2] = False
+    assert (framed[ring] == (0, 170, 0)).all()
+    np.testing.assert_array_equal(framed[~ring], image[~ring])
+    assert (image == 50).all()  # the input is not modified

@@ -31,7 +31,7 @@ def test_a_probe_larger_than_batch_size_in_the_callback(tmp_path):
     model = conv_classifier()
     model.compile("adam", "sparse_categorical_crossentropy")
     callback = keras_cam.CAMCallback(
-        (x, y), tmp_path, max_images=40, batch_size=16, images="overlays"
+        (x, y), tmp_path, max_images=40, batch_size=16, images="overlays", normalize="image"
     )
     model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1

@@ -359,6 +359,7 @@ def test_task_targets_in_a_fit_with_the_callback(task, tmp_path):
         layer="features",
         output=output,
         strict=True,
+        normalize="image",  # drawn as explain()'s heatmaps: compared below
         images=("grid", "overlays"),
     )
     model.fit(x, y, epochs=2, batch_size=6, verbose=0, callbacks=[callback])

@@ -50,6 +50,7 @@ def served_logs(tmp_path, request):
                 max_images=4,
                 writer=request.param,
                 images=("overlays", "grid"),
+                normalize="image",  # drawn as explain()'s heatmaps: compared below
             )
         ],
     )
