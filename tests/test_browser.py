@@ -8,6 +8,7 @@ scaled by the rendered size, so the check holds whatever layout code drew it.
 Needs Debian's `chromium` and `chromium-driver`: `make test` installs them.
 """
 
+import json
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 IMAGE_TAGS = ("cam/gradcam/grid", "cam/gradcam/timeline", "cam/compare")
+METHODS = ("gradcam", "layercam", "xgradcam")
 FIRST_IMAGE_CARD = """
 const img = document.querySelector('image-card img');
 if (!img) return null;
@@ -74,7 +76,7 @@ def test_default_images_are_readable_on_tensorboards_default_cards(tmp_path, bro
     callback = keras_cam.CAMCallback(
         (x, y),
         tmp_path,
-        method=["gradcam", "layercam", "xgradcam"],
+        method=METHODS,
         class_names=["dog", "pig", "yak"],  # captions with ascenders and descenders
     )
     model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
@@ -122,6 +124,21 @@ def test_default_images_are_readable_on_tensorboards_default_cards(tmp_path, bro
                 if card and card["natural"]:
                     rendered[tag] = card
         assert set(rendered) == set(IMAGE_TAGS), f"cards rendered: {rendered}"
+        # The custom-scalars plugin serves the layout: one section per method.
+        with urllib.request.urlopen(f"{url}/data/plugin/custom_scalars/layout") as reply:
+            layout = json.loads(reply.read())
+        sections = {category["title"]: category["chart"] for category in layout["category"]}
+        assert set(sections) == {f"keras-cam {name}" for name in METHODS}
+        charts = [chart["multiline"]["tag"] for chart in sections["keras-cam layercam"]]
+        assert charts == [
+            [f"^cam/layercam/{metric}$"] for metric in ("mean_score", "drift", "focus")
+        ]
+        # Tags carry their descriptions into TensorBoard's card info.
+        with urllib.request.urlopen(f"{url}/data/plugin/scalars/tags") as reply:
+            scalars = json.loads(reply.read())
+        drift = next(iter(scalars.values()))["cam/gradcam/drift"]
+        assert drift["displayName"] == "gradcam: attention drift"
+        assert "previous event" in drift["description"]
     finally:
         server.terminate()
         server.wait(timeout=30)
