@@ -442,6 +442,7 @@ class CAMCallback(keras.callbacks.Callback):
         self._labels: np.ndarray | None = None
         self._writer: EventWriter | None = None  # used by the worker thread only
         self._jobs = BackgroundJobs()
+        self._layout_written = False
 
     @property
     def explainer(self) -> CAMExplainer | None:
@@ -514,11 +515,13 @@ class CAMCallback(keras.callbacks.Callback):
         # An interrupted fit may have left events queued and its file open.
         self._finish_writing()
         self._writer = create_writer(self.log_dir, self.writer, describe)
-        layout = scalars_layout(
-            [method.name for method in self.methods],
-            [*self.metrics, *(["sanity"] if self.sanity_check else [])],
-        )
-        self._submit(lambda: self._writer.scalars_layout(layout), "writing the scalars layout")
+        if not self._layout_written:  # once: TensorBoard reads every event file of the run
+            layout = scalars_layout(
+                [method.name for method in self.methods],
+                [*self.metrics, *(["sanity"] if self.sanity_check else [])],
+            )
+            self._submit(lambda: self._writer.scalars_layout(layout), "writing the scalars layout")
+            self._layout_written = True
         logger.info(
             "keras_cam: CAM images in %s; view them with: %s",
             self.log_dir,
@@ -802,10 +805,8 @@ class CAMCallback(keras.callbacks.Callback):
     def _colour_bar(self, top: float | None) -> ColourBar:
         """The legend of maps shown with `DisplayScale`: raw values from 0 to `top`."""
         if top is None:
-            return ColourBar(self.colormap, "min", "max of each map")
-        return ColourBar(
-            self.colormap, "0", f"{top:.2g}" + (" (run max)" if self.normalize == "run" else "")
-        )
+            return ColourBar(self.colormap, "min", "max", "per map")
+        return ColourBar(self.colormap, "0", f"{top:.2g}", f"{self.normalize} max")
 
     def _correct(self, result: CAMResult) -> np.ndarray | None:
         """Per drawn image, whether the prediction is right (None without class labels)."""

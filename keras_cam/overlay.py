@@ -159,11 +159,14 @@ class ColourBar:
         low: the label of the scale's bottom (e.g. `"0"`).
         high: the label of its top (e.g. `"0.031"`, the raw map value shown
             at full colour).
+        note: what the top is (e.g. `"probe max"`), added after `high` where
+            the bar keeps at least half the width. Defaults to `""`.
     """
 
     colormap: str
     low: str
     high: str
+    note: str = ""
 
 
 Legend = ColourBar | Sequence[ColourBar | None] | None
@@ -410,10 +413,13 @@ def _draw_colour_bar(
     x0, y, x1 = box
     draw, font = ImageDraw.Draw(canvas), _font(font_size)
     low_w = math.ceil(draw.textlength(bar.low, font=font))
-    high_w = math.ceil(draw.textlength(bar.high, font=font))
+    high = f"{bar.high} ({bar.note})" if bar.note else bar.high
+    if draw.textlength(high, font=font) + low_w + 8 > (x1 - x0) / 2:
+        high = bar.high
+    high_w = math.ceil(draw.textlength(high, font=font))
     gradient_w = max(8, x1 - x0 - low_w - high_w - 8)
     draw.text((x0, y), bar.low, fill=(0, 0, 0), font=font)
-    draw.text((x1 - high_w, y), bar.high, fill=(0, 0, 0), font=font)
+    draw.text((x1 - high_w, y), high, fill=(0, 0, 0), font=font)
     table = _colormap_table(bar.colormap)[np.linspace(0, 255, gradient_w).round().astype(int)]
     strip = np.repeat(table[None], font_size, axis=0)
     left = x0 + low_w + 4

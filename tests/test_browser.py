@@ -32,6 +32,7 @@ const img = document.querySelector('image-card img');
 if (!img) return null;
 const box = img.getBoundingClientRect();
 return {width: box.width, height: box.height, natural: img.naturalWidth,
+        fit: getComputedStyle(img).objectFit,
         card: img.closest('card-view').getBoundingClientRect().width};
 """
 
@@ -146,8 +147,16 @@ def test_default_images_are_readable_on_tensorboards_default_cards(tmp_path, bro
     for tag, card in rendered.items():
         page = pages[tag][0]
         assert card["natural"] == page.shape[1]
-        scale = card["width"] / page.shape[1]
-        assert card["height"] == pytest.approx(page.shape[0] * scale, abs=2)
+        # The image is fitted into its box keeping its aspect (a wide page leaves the
+        # box's height partly empty), so the smaller ratio is the scale it is shown at.
+        box_aspect = card["width"] / card["height"]
+        assert card["fit"] == "contain" or box_aspect == pytest.approx(
+            page.shape[1] / page.shape[0], rel=0.02
+        ), f"{tag}: drawn distorted ({page.shape}, {card})"
+        scale = min(card["width"] / page.shape[1], card["height"] / page.shape[0])
+        assert (
+            max(page.shape[1] * scale - card["width"], page.shape[0] * scale - card["height"]) > -2
+        )
         text_px = first_text_height(page) * scale
         assert text_px >= 11, f"{tag}: captions shown {text_px:.1f} px high ({card})"
         # Shown at least at half its size, and not as a thumbnail when wide.
