@@ -318,6 +318,7 @@ def card_pages(
     cell_h, cell_w = _cell_size(groups, min_cell)
     shown_cell = min(max(cell_h, cell_w), min_image_px)
 
+    @functools.cache
     def header_lines(font_size: int) -> int:
         if headers is None:
             return 0

@@ -49,9 +49,10 @@ def test_fit_writes_overlays_grid_and_mean_score_at_each_epoch(tmp_path):
     events = read_events(str(tmp_path))
     every_event = {"grid", "mean_score", "focus", "timeline"}
     drift_from_the_second = {"drift", "per_image"}
-    assert set(events) == {"cam/gradcam"} | {
+    assert set(events) == {"cam/gradcam", "custom_scalars__config__"} | {
         f"cam/gradcam/{tag}" for tag in every_event | drift_from_the_second
     }
+    assert sorted(events["custom_scalars__config__"]) == [0]  # the layout, written once
     for tag in ["", *(f"/{t}" for t in every_event)]:
         assert sorted(events[f"cam/gradcam{tag}"]) == [0, 1, 2]
     for tag in drift_from_the_second:
@@ -313,13 +314,19 @@ def test_normalize_draws_the_raw_maps_on_the_scale_it_names(tmp_path, normalize)
     callback = keras_cam.CAMCallback(
         (x[:4], y[:4]), tmp_path, images=("overlays", "grid"), normalize=normalize
     )
+    # The maps fade: the head's weights are halved before each event (Grad-CAM ∝ them).
+    dense = model.get_layer("dense")
+    fade = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: dense.kernel.assign(dense.kernel * 0.5)
+    )
     raws = []  # each event's raw maps, read with the same weights right after the event
     spy = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: raws.append(callback.explainer(x[:4])["gradcam"].raw)
     )
-    model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[callback, spy])
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[fade, callback, spy])
     events = read_events(str(tmp_path))
     peaks = [raw.max() for raw in raws]
+    assert peaks[2] < 0.5 * peaks[0]
     for step, raw in enumerate(raws):
         top = max(peaks[: step + 1]) if normalize == "run" else peaks[step]
         expected = keras_cam.overlay(x[:4], raw / top)
