@@ -47,6 +47,14 @@ def conv_classifier(
     return keras.Model(inputs, outputs, name=name)
 
 
+def model_that_barely_reads_its_features() -> keras.Model:
+    """A linear head whose weights are ~1e-9: the score hardly depends on the features."""
+    model = conv_classifier(activation=None)
+    kernel, bias = model.get_layer("dense").get_weights()
+    model.get_layer("dense").set_weights([kernel * 1e-9, bias + np.array([1.0, 0.0, 0.0])])
+    return model
+
+
 @pytest.fixture
 def no_gradients(monkeypatch):
     """Fails the test if the explainer asks the backend for a gradient."""

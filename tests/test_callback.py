@@ -5,7 +5,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, read_events
+from conftest import conv_classifier, model_that_barely_reads_its_features, read_events
 from keras import layers, ops
 
 import keras_cam
@@ -299,15 +299,8 @@ def test_arguments_of_the_wrong_type_are_type_errors(tmp_path, kwargs, message):
         keras_cam.CAMCallback(X, tmp_path, **kwargs)
 
 
-def model_that_barely_reads_its_features():
-    """The score hardly depends on the explained layer: a head whose weights are ~1e-9."""
-    model = conv_classifier(activation=None)
-    kernel, bias = model.get_layer("dense").get_weights()
-    model.get_layer("dense").set_weights([kernel * 1e-9, bias + np.array([1.0, 0.0, 0.0])])
-    return compiled(model)
-
-
-@pytest.mark.parametrize("normalize", ["run", pytest.param("probe", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("normalize", ["run", "probe"])
 def test_normalize_draws_the_raw_maps_on_the_scale_it_names(tmp_path, normalize):
     x, y = data(n=8)
     model = compiled(conv_classifier())
@@ -345,6 +338,7 @@ def test_normalize_draws_the_raw_maps_on_the_scale_it_names(tmp_path, normalize)
     assert "custom_scalars__config__" in accumulator.Tags()["tensors"]
 
 
+@pytest.mark.slow
 def test_a_negligible_map_is_drawn_flat_and_captioned_so(tmp_path, monkeypatch):
     from keras_cam import callback as callback_module
 
@@ -357,7 +351,7 @@ def test_a_negligible_map_is_drawn_flat_and_captioned_so(tmp_path, monkeypatch):
     real = callback_module.card_pages
     monkeypatch.setattr(callback_module, "card_pages", spy)
     x, _ = data(n=4)
-    model = model_that_barely_reads_its_features()
+    model = compiled(model_that_barely_reads_its_features())
     callback = keras_cam.CAMCallback(x, tmp_path, images=("overlays", "grid"), metrics=())
     callback.set_model(model)
     callback.on_train_begin()
@@ -376,6 +370,7 @@ def test_a_negligible_map_is_drawn_flat_and_captioned_so(tmp_path, monkeypatch):
     assert all(caption.endswith("flat map") for caption in captions)
 
 
+@pytest.mark.slow
 def test_display_maps_preprocessed_probe_images_back_for_drawing(tmp_path):
     x, _ = data(n=4)
     preprocessed = x / 127.5 - 1.0  # MobileNetV2's [-1, 1]

@@ -5,7 +5,12 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, gradient, skip_if_channels_first_cannot_run
+from conftest import (
+    conv_classifier,
+    gradient,
+    model_that_barely_reads_its_features,
+    skip_if_channels_first_cannot_run,
+)
 from keras import layers, ops
 
 import keras_cam
@@ -472,3 +477,22 @@ def test_preprocess_that_changes_the_batch_size_is_an_error(model, images):
 def test_a_method_that_is_no_method_instance_is_a_type_error(model, images, method, message):
     with pytest.raises(TypeError, match=message):
         keras_cam.explain(model, images, method=method)
+
+
+def test_a_map_negligible_next_to_the_layers_activations_is_all_zero_not_stretched():
+    model = model_that_barely_reads_its_features()
+    x = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype("float32")
+    explainer = keras_cam.CAMExplainer(model)
+    result = explainer(x)
+    activations = ops.convert_to_numpy(
+        keras.Model(model.inputs, model.get_layer("conv2").output)(x)
+    )
+    peaks = np.abs(activations).reshape(4, -1).max(axis=1)
+    raw_peaks = result.raw.reshape(4, -1).max(axis=1)
+    assert (raw_peaks > 0).any()  # a pattern that stretching would show at full strength
+    assert (raw_peaks <= 1e-6 * peaks).all()
+    np.testing.assert_array_equal(result.heatmaps, 0.0)
+    # The same maps a billion times larger are not negligible: shown, stretched to [0, 1].
+    kernel, bias = model.get_layer("dense").get_weights()
+    model.get_layer("dense").set_weights([kernel * 1e9, bias])
+    assert explainer(x).heatmaps.max() == pytest.approx(1.0)
