@@ -5,8 +5,10 @@ the `tensorboard` package (its event-file writer and summary protos, as
 `torch.utils.tensorboard` does), so JAX and PyTorch users need no
 TensorFlow. Both write the same tensors with the same plugin metadata: the
 image plugin's [width, height, png, ...] strings (PNG by Pillow), float32
-scalars, and histograms as [left, right, count] rows computed here. Nothing
-else in the package knows which one is used.
+scalars, and histograms as [left, right, count] rows computed here; each tag
+with the display name and description a `describe` function gives it (shown
+in TensorBoard's card info), and the custom-scalars layout. Nothing else in
+the package knows which one is used.
 
 The writer is the callback's own, and every write names its step, so nothing
 depends on another callback's default writer, step or record gating (the
