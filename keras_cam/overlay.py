@@ -185,7 +185,7 @@ class _Layout:
     lines: int = 2
     headers: int = 0  # lines of column headers: 0 (none), 1, or 2 when a title is too wide
     pad: int = 4
-    legend: bool = False
+    legend: int = 0  # lines of colour bars: 0 (none), 1 (one bar), 2 (a narrow bar per column)
 
     @property
     def group_w(self) -> int:
@@ -209,7 +209,7 @@ class _Layout:
 
     @property
     def legend_h(self) -> int:
-        return self.line_h + 6 if self.legend else 0
+        return self.legend * self.line_h + 6 if self.legend else 0
 
     def height(self, rows: int) -> int:
         return self.header_h + rows * self.row_h + self.legend_h
@@ -335,7 +335,7 @@ def card_pages(
                 font_size,
                 lines,
                 header_lines(font_size),
-                legend=legend is not None,
+                legend=0 if legend is None else 1 if isinstance(legend, ColourBar) else 2,
             )
             scale = layout.shown_scale(rows, box)
             if font_size * scale >= MIN_TEXT_PX:
@@ -399,33 +399,38 @@ def _draw(
     if legend is not None:
         top = canvas.height - layout.legend_h + 3
         if isinstance(legend, ColourBar):
-            _draw_colour_bar(canvas, legend, (pad, top, layout.width - pad), layout.font_size)
+            box = (pad, top, layout.width - pad)
+            _draw_colour_bar(canvas, legend, box, layout.font_size, stacked=False)
         for k, bar in enumerate(legend if not isinstance(legend, ColourBar) else ()):
             if bar is not None:
                 left = pad + k * (layout.cell_w + pad)
-                _draw_colour_bar(canvas, bar, (left, top, left + layout.cell_w), layout.font_size)
+                box = (left, top, left + layout.cell_w)
+                _draw_colour_bar(canvas, bar, box, layout.font_size, stacked=True)
     return np.asarray(canvas)
 
 
 def _draw_colour_bar(
-    canvas: Image.Image, bar: ColourBar, box: tuple[int, int, int], font_size: int
+    canvas: Image.Image, bar: ColourBar, box: tuple[int, int, int], font_size: int, stacked: bool
 ) -> None:
-    """`low` [colour gradient] `high` on one text line from x0 to x1, starting at y."""
+    """`low` [colour gradient] `high` from x0 to x1, starting at y.
+
+    On one text line, or `stacked`: the gradient across the whole width and
+    the labels under its ends (a table column is too narrow for both).
+    """
     x0, y, x1 = box
     draw, font = ImageDraw.Draw(canvas), _font(font_size)
-    low_w = math.ceil(draw.textlength(bar.low, font=font))
+    low_w = 0 if stacked else math.ceil(draw.textlength(bar.low, font=font)) + 4
     high = f"{bar.high} ({bar.note})" if bar.note else bar.high
-    if draw.textlength(high, font=font) + low_w + 8 > (x1 - x0) / 2:
+    if draw.textlength(high, font=font) + low_w + 4 > (x1 - x0) / 2:
         high = bar.high
-    high_w = math.ceil(draw.textlength(high, font=font))
-    gradient_w = max(8, x1 - x0 - low_w - high_w - 8)
-    draw.text((x0, y), bar.low, fill=(0, 0, 0), font=font)
-    draw.text((x1 - high_w, y), high, fill=(0, 0, 0), font=font)
+    high_w = 0 if stacked else math.ceil(draw.textlength(high, font=font)) + 4
+    left, gradient_w = x0 + low_w + 1, max(8, x1 - x0 - low_w - high_w - 2)
     table = _colormap_table(bar.colormap)[np.linspace(0, 255, gradient_w).round().astype(int)]
-    strip = np.repeat(table[None], font_size, axis=0)
-    left = x0 + low_w + 4
-    canvas.paste(Image.fromarray(strip), (left, y + 1))
+    canvas.paste(Image.fromarray(np.repeat(table[None], font_size, axis=0)), (left, y + 1))
     draw.rectangle((left - 1, y, left + gradient_w, y + font_size + 1), outline=(0, 0, 0))
+    label_y = y + font_size + 4 if stacked else y
+    draw.text((x0, label_y), bar.low, fill=(0, 0, 0), font=font)
+    draw.text((x1 - draw.textlength(high, font=font), label_y), high, fill=(0, 0, 0), font=font)
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int = 2) -> list[str]:
