@@ -355,7 +355,9 @@ def test_every_method_on_a_token_map():
     for name, result in results.items():
         assert result.raw.shape == (3, 4, 6), name
         assert np.isfinite(result.heatmaps).all(), name
-        assert result.heatmaps.max() > 0, name
+        # HiResCAM's map of this random ViT is zero up to rounding (raw peak ~1e-8, a
+        # millionth of the activations): negligible, so drawn flat rather than stretched.
+        assert result.heatmaps.max() > 0 or result.raw.max() < 1e-7, name
     with pytest.raises(ValueError, match="method='cam' needs a head of GlobalAveragePooling2D"):
         keras_cam.explain(model, x, method="cam")
 
