@@ -263,3 +263,48 @@ def volume_cell(
         draw.text((left + 1, 0), f"{axis}={index}", fill=(0, 0, 0), font=font)
         canvas.paste(_panel(picture, masks[k]), (left, LABEL_HEIGHT))
     return np.asarray(canvas)
+
+
+def probe_pictures(images: np.ndarray, rank: int, masks: np.ndarray | None = None) -> np.ndarray:
+    """How the callback shows probe samples without a map: (N, h, w, 3) uint8.
+
+    Images (`rank` 2) as RGB; sequences (1) and volumes (3) as their cells
+    with an empty band or sliced through the mask (else the centre).
+    """
+    if rank == 2:
+        return to_rgb_uint8(images)
+    draw = sequence_cell if rank == 1 else volume_cell
+    masks = [None] * len(images) if masks is None else masks
+    return np.stack([draw(x, None, mask=m) for x, m in zip(images, masks, strict=True)])
+
+
+def overlay_pictures(
+    images: np.ndarray,
+    display: np.ndarray,
+    heatmaps: np.ndarray,
+    alpha: float,
+    colormap: str,
+    masks: np.ndarray | None = None,
+) -> np.ndarray:
+    """The callback's picture of each map, by the maps' rank: (N, h, w, 3) uint8.
+
+    Image maps `(N, H, W)` are blended onto the `display` images (as
+    `keras_cam.overlay`); sequence maps `(N, T)` and volume maps
+    `(N, D, H, W)` become `sequence_cell` / `volume_cell` of the raw
+    `images`, with their `masks` marked.
+    """
+    rank = np.ndim(heatmaps) - 1
+    if rank == 2:
+        return overlay(display, heatmaps, alpha, colormap)
+    masks = [None] * len(images) if masks is None else masks
+    if rank == 1:
+        cells = [
+            sequence_cell(x, h, colormap, m)
+            for x, h, m in zip(images, heatmaps, masks, strict=True)
+        ]
+    else:
+        cells = [
+            volume_cell(x, h, alpha, colormap, m)
+            for x, h, m in zip(images, heatmaps, masks, strict=True)
+        ]
+    return np.stack(cells)

@@ -77,16 +77,20 @@ def worst_images(per_image: np.ndarray, metric: str, k: int) -> np.ndarray:
     return order[:k]
 
 
-def check_masks(masks: Any, images: np.ndarray) -> np.ndarray:
-    """The probe masks for the `images` taken from the probe, as (N, H, W) booleans."""
+def check_masks(masks: Any, count: int, size: tuple[int, ...]) -> np.ndarray:
+    """The probe masks of the `count` samples taken from the probe, as (N, *size) booleans.
+
+    `size` is the samples' spatial size: (H, W) for images, (T,) for
+    sequences, (D, H, W) for volumes.
+    """
     masks = np.asarray(keras.ops.convert_to_numpy(masks))
-    if masks.ndim == 4 and masks.shape[-1] == 1:
+    if masks.ndim == len(size) + 2 and masks.shape[-1] == 1:
         masks = masks[..., 0]
-    count, height, width = images.shape[:3]
-    if masks.ndim != 3 or len(masks) < count or masks.shape[1:] != (height, width):
+    if len(masks) < count or masks.shape[1:] != tuple(size):
+        axes = {1: "T", 2: "H, W", 3: "D, H, W"}.get(len(size), "...")
         raise ValueError(
-            f"probe_masks must be (N, H, W) with one mask per probe image of size "
-            f"{height}×{width} (at least {count}), got shape {masks.shape}."
+            f"probe_masks must be (N, {axes}) with one mask per probe sample of size "
+            f"{'×'.join(map(str, size))} (at least {count}), got shape {masks.shape}."
         )
     return masks[:count].astype(bool)
 
