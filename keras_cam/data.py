@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 CLASS_NAMES = ("circle", "square", "triangle")
 SEQUENCE_CLASS_NAMES = ("bump", "square", "chirp")
-VOLUME_CLASS_NAMES = ("ball", "cube", "rod")
+VOLUME_CLASS_NAMES = ("ball", "plate", "rod")
 
 
 @dataclass(frozen=True)
@@ -229,8 +229,8 @@ def _solid(label: int, grid: np.ndarray, centre: np.ndarray, r: float, axis: int
     offsets = np.abs(grid - centre[:, None, None, None])
     if label == 0:
         return (offsets**2).sum(axis=0) <= r**2
-    if label == 1:
-        return offsets.max(axis=0) <= 0.8 * r
+    if label == 1:  # a square slab, thin along `axis`
+        return (np.delete(offsets, axis, axis=0).max(axis=0) <= r) & (offsets[axis] <= 0.3 * r)
     across = np.delete(offsets, axis, axis=0)
     return ((across**2).sum(axis=0) <= (0.45 * r) ** 2) & (offsets[axis] <= 1.3 * r)
 
@@ -244,10 +244,11 @@ def make_volumes(
 ) -> ShapesData:
     """Generates `n` noisy cubic volumes, each with one class solid at a random place.
 
-    The class is the solid's shape (`VOLUME_CLASS_NAMES`: a ball, a cube,
-    a rod along a random axis), of radius 0.18–0.25 × `size` and intensity
-    0.6–1, in Gaussian noise. The distractor is a bright 2×2×2 dot elsewhere
-    that carries no class information.
+    The class is the solid's shape (`VOLUME_CLASS_NAMES`: a ball, a square
+    plate across a random axis, a rod along a random axis), of radius
+    0.18–0.25 × `size` and intensity 0.6–1, in Gaussian noise. The
+    distractor is a bright 2×2×2 dot elsewhere that carries no class
+    information.
 
     Args:
         n: number of volumes.
@@ -265,7 +266,7 @@ def make_volumes(
 
     >>> data = make_volumes(2, size=12)
     >>> data.images.shape, data.masks.shape, data.class_names
-    ((2, 12, 12, 12, 1), (2, 12, 12, 12), ('ball', 'cube', 'rod'))
+    ((2, 12, 12, 12, 1), (2, 12, 12, 12), ('ball', 'plate', 'rod'))
     """
     rng = np.random.default_rng(seed)
     grid = np.indices((size, size, size), dtype=np.float64)

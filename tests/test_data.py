@@ -70,7 +70,7 @@ def test_volume_masks_mark_the_solid_and_the_dot_lies_outside():
     without = make_volumes(30, size=16, seed=2, noise=0.0, distractor=False)
     np.testing.assert_array_equal(without.masks, without.images[..., 0] > 0)
     np.testing.assert_array_equal(without.masks, clean.masks)
-    # The class is the shape: a cube fills its bounding box, a ball about π/6 of it.
+    # The class is the shape: a plate fills its bounding box, a ball about π/6 of it.
     fill = {}
     for label, mask in zip(clean.labels, clean.masks, strict=True):
         extent = np.prod([np.ptp(axis) + 1 for axis in np.nonzero(mask)])
