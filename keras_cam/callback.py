@@ -261,8 +261,9 @@ class CAMCallback(keras.callbacks.Callback):
             `CAMExplainer`). Defaults to `False`.
         eigen_smooth: first principal component smoothing (see
             `CAMExplainer`). Defaults to `False`.
-        probe_masks: (N, H, W) boolean object masks of the probe images, for
-            the localisation metrics. Defaults to `None`.
+        probe_masks: (N, H, W) boolean object masks of the probe images
+            ((N, T) for sequences, (N, D, H, W) for volumes), for the
+            localisation metrics. Defaults to `None`.
         metrics: names from `"drift"`, `"focus"`, `"pointing_game"`,
             `"energy_in_mask"` (these two need `probe_masks`), and the
             faithfulness metrics `"deletion"`, `"insertion"`,
@@ -462,8 +463,11 @@ class CAMCallback(keras.callbacks.Callback):
             else:
                 batch = explainer._prepare(images, self.targets, self.preprocess, labels)
             self._images = images
-            _warn_if_preprocessed(images)
-            self._display = to_rgb_uint8(images)
+            if explainer.spatial_rank == 2:
+                _warn_if_preprocessed(images)
+                self._display = to_rgb_uint8(images)
+            else:  # sequences and volumes: drawn from the arrays themselves
+                self._display = images
             # A task's labels (masks, values) are shown as they are; class labels as ids.
             self._task_labels = labels if isinstance(self.targets, TaskTarget) else None
             class_labels = labels is not None and self._task_labels is None
@@ -476,10 +480,10 @@ class CAMCallback(keras.callbacks.Callback):
                 )
             masks = None
             if self.probe_masks is not None:
-                masks = check_masks(self.probe_masks, self._display)
+                masks = check_masks(self.probe_masks, len(images), batch.size)
             elif isinstance(self.targets, TaskTarget) and self.targets.has_region:
                 # The explained region (a mask, a box) is where the map should sit.
-                masks = self.targets.region_masks(len(images), self._display.shape[1:3])
+                masks = self.targets.region_masks(len(images), batch.size)
             self._diagnostics = ProbeMetrics(
                 self.metrics, masks, os.path.join(self.log_dir, "cam_metrics.csv")
             )
@@ -700,9 +704,15 @@ class CAMCallback(keras.callbacks.Callback):
         for message in alarms:
             self._writer.text("cam/alarms", message, step)
         all_overlays = []
+        # Only image maps are drawn so far; sequences and volumes log their numbers.
+        drawn = self._explainer.spatial_rank == 2
         for name, combined in results.items():
             every = take_images(combined, 0, measured)  # without the top-k ranks
             result = take_images(every, 0, count)
+            if not drawn:
+                self._writer.scalar(f"cam/{name}/mean_score", float(np.mean(result.scores)), step)
+                self._write_metrics(name, values[name], step, measured)
+                continue
             overlays = overlay(display, result.heatmaps, self.alpha, self.colormap)
             all_overlays.append(overlays)
             tag = f"cam/{name}"
@@ -729,7 +739,7 @@ class CAMCallback(keras.callbacks.Callback):
                 self._writer.images(f"{tag}/timeline", timeline.image(display, titles), step)
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
-        if len(results) > 1 and "compare" in shown:
+        if len(results) > 1 and "compare" in shown and drawn:
             first = take_images(next(iter(results.values())), 0, count)
             pages = card_pages(
                 [(image, *row) for image, *row in zip(display, *all_overlays, strict=True)],
