@@ -266,28 +266,40 @@ def _faithfulness_inputs(
     return images, maps, classes, _class_outputs(outputs, classes)
 
 
-def _blur_2d(images: np.ndarray, size: tuple[int, int], sigma: tuple[float, float]) -> np.ndarray:
-    blurred = ops.image.gaussian_blur(images, size, sigma, data_format="channels_last")
-    return np.asarray(ops.convert_to_numpy(blurred), dtype=np.float32)
+def _blur_along(values: np.ndarray, axis: int, sigma: float) -> np.ndarray:
+    """A zero-padded Gaussian blur of `values` along one axis (the kernel of `_blur`)."""
+    radius = round(2 * sigma)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    padding = [(radius, radius) if a == axis else (0, 0) for a in range(values.ndim)]
+    padded = np.pad(values, padding)
+    length = values.shape[axis]
+    return sum(
+        weight * np.take(padded, np.arange(i, i + length), axis=axis)
+        for i, weight in enumerate(kernel / kernel.sum())
+    )
 
 
 def _blur(images: np.ndarray) -> np.ndarray:
     """A Gaussian blur of (N, *spatial, C) inputs, σ = the largest spatial size / 16.
 
-    The Gaussian is separable, so a sequence is blurred as a one-pixel-wide
-    image and a volume slice by slice, then along depth.
+    Images go through `keras.ops.image.gaussian_blur` (zero padding, a
+    (2·round(2σ) + 1)-tap kernel). Sequences and volumes get the same
+    Gaussian along each axis in turn (it is separable), in numpy: the
+    backends disagree on `gaussian_blur` with a kernel that is not square.
     """
     spatial = images.shape[1:-1]
     sigma = max(spatial) / 16
-    kernel = 2 * round(2 * sigma) + 1
-    if len(spatial) == 1:
-        return _blur_2d(images[:, :, None], (kernel, 1), (sigma, 1.0))[:, :, 0]
     if len(spatial) == 2:
-        return _blur_2d(images, (kernel, kernel), (sigma, sigma))
-    count, depth, height, width, channels = images.shape
-    planes = _blur_2d(images.reshape(-1, height, width, channels), (kernel, kernel), (sigma, sigma))
-    columns = planes.reshape(count, depth, height * width, channels)
-    return _blur_2d(columns, (kernel, 1), (sigma, 1.0)).reshape(images.shape)
+        kernel = 2 * round(2 * sigma) + 1
+        blurred = ops.image.gaussian_blur(
+            images, (kernel, kernel), (sigma, sigma), data_format="channels_last"
+        )
+        return np.asarray(ops.convert_to_numpy(blurred), dtype=np.float32)
+    blurred = images.astype(np.float64)
+    for axis in range(1, len(spatial) + 1):
+        blurred = _blur_along(blurred, axis, sigma)
+    return blurred.astype(np.float32)
 
 
 def _baseline(images: np.ndarray, baseline: str | float) -> np.ndarray:
