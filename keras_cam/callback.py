@@ -466,7 +466,7 @@ class CAMCallback(keras.callbacks.Callback):
             else:
                 batch = explainer._prepare(images, self.targets, self.preprocess, labels)
             self._images = images
-            rank = len(batch.size)  # 1, 2, 3: sequences, images, volumes
+            rank = explainer.spatial_rank  # 1, 2, 3: sequences, images, volumes
             if rank == 2:  # sequence and volume cells scale each sample to its own range
                 _warn_if_preprocessed(images)
             # A task's labels (masks, values) are shown as they are; class labels as ids.

@@ -78,19 +78,18 @@ def worst_images(per_image: np.ndarray, metric: str, k: int) -> np.ndarray:
 
 
 def check_masks(masks: Any, count: int, size: tuple[int, ...]) -> np.ndarray:
-    """The probe masks of the `count` samples taken from the probe, as (N, *size) booleans.
+    """The masks of the first `count` probe inputs of spatial `size`, as (N, *size) booleans.
 
-    `size` is the samples' spatial size: (H, W) for images, (T,) for
-    sequences, (D, H, W) for volumes.
+    `size` is (H, W) for images, (T,) for sequences, (D, H, W) for volumes.
     """
     masks = np.asarray(keras.ops.convert_to_numpy(masks))
     if masks.ndim == len(size) + 2 and masks.shape[-1] == 1:
         masks = masks[..., 0]
-    if len(masks) < count or masks.shape[1:] != tuple(size):
-        axes = {1: "T", 2: "H, W", 3: "D, H, W"}.get(len(size), "...")
+    if masks.ndim != len(size) + 1 or len(masks) < count or masks.shape[1:] != tuple(size):
+        axes = {1: "(N, T)", 2: "(N, H, W)", 3: "(N, D, H, W)"}[len(size)]
         raise ValueError(
-            f"probe_masks must be (N, {axes}) with one mask per probe sample of size "
-            f"{'×'.join(map(str, size))} (at least {count}), got shape {masks.shape}."
+            f"probe_masks must be {axes} with one mask per probe input of size "
+            f"{'×'.join(str(s) for s in size)} (at least {count}), got shape {masks.shape}."
         )
     return masks[:count].astype(bool)
 
