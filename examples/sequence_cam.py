@@ -30,8 +30,8 @@ def parse_args() -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--log-dir", default="runs/sequence", help="TensorBoard log directory")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
-    parser.add_argument("--train-size", type=int, default=2000, help="training sequences")
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs")
+    parser.add_argument("--train-size", type=int, default=1500, help="training sequences")
     parser.add_argument("--test-size", type=int, default=256, help="held-out sequences")
     parser.add_argument("--length", type=int, default=128, help="time steps per sequence")
     return parser.parse_args()

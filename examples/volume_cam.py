@@ -30,9 +30,9 @@ def parse_args() -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--log-dir", default="runs/volume", help="TensorBoard log directory")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs")
-    parser.add_argument("--train-size", type=int, default=512, help="training volumes")
-    parser.add_argument("--test-size", type=int, default=128, help="held-out volumes")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--train-size", type=int, default=384, help="training volumes")
+    parser.add_argument("--test-size", type=int, default=96, help="held-out volumes")
     parser.add_argument("--size", type=int, default=16, help="side of the cubic volumes")
     return parser.parse_args()
 

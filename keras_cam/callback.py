@@ -16,7 +16,7 @@ import numpy as np
 from keras_cam import sanity as _sanity
 from keras_cam.alarms import Alarm
 from keras_cam.background import BackgroundJobs
-from keras_cam.cell_display import overlay_pictures, probe_pictures
+from keras_cam.cell_display import overlay_pictures, probe_pictures, readable_px
 from keras_cam.diagnostics import (
     WORSE_WHEN_HIGHER,
     ProbeMetrics,
@@ -722,7 +722,7 @@ class CAMCallback(keras.callbacks.Callback):
                         self.targets.draw(i, image, overlaid, result.predicted[i])
                         for i, (image, overlaid) in enumerate(pairs)
                     ]
-                pages = card_pages(pairs, captions)
+                pages = card_pages(pairs, captions, min_image_px=self._readable_px)
                 self._writer.images(f"{tag}/grid", pages, step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
             self._write_metrics(name, values[name], step, measured)
@@ -742,6 +742,7 @@ class CAMCallback(keras.callbacks.Callback):
                 [self._caption(first, i) for i in range(count)],
                 headers=["image", *results],
                 lines=1,
+                min_image_px=self._readable_px,
             )
             self._writer.images("cam/compare", pages, step)
         self._writer.flush()
@@ -805,6 +806,10 @@ class CAMCallback(keras.callbacks.Callback):
             self.colormap,
             None if masks is None or heatmaps.ndim == 3 else masks[indices],
         )
+
+    @property
+    def _readable_px(self) -> int:
+        return readable_px(self._explainer.spatial_rank)
 
     def _top_k_grid(self, combined: CAMResult) -> np.ndarray:
         count, k = len(self._display), self.top_k

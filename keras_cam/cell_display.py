@@ -14,7 +14,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from keras_cam.overlay import _font, colorize, draw_outline, overlay, to_rgb_uint8
+from keras_cam.overlay import (
+    MIN_IMAGE_PX,
+    _font,
+    colorize,
+    draw_outline,
+    overlay,
+    to_rgb_uint8,
+)
 
 # A (original | map) pair of cells is about 400 px wide: TensorBoard's default
 # card (overlay.CARD_BOX) shows it at nearly full size, text included.
@@ -28,6 +35,9 @@ PANEL = 60  # side of each slice panel of a volume cell
 LABEL_HEIGHT = 14
 SLICE_GAP = 6
 SLICE_AXES = ("d", "h", "w")  # the volume axis each panel is a slice across
+# A cell's lines, band and slice labels stay legible when TensorBoard shows it at
+# least this wide (2/3 of its size): a grid page then holds fewer, larger cells.
+CELL_READABLE_PX = 128
 
 
 def band_values(values: np.ndarray, width: int) -> np.ndarray:
@@ -263,6 +273,11 @@ def volume_cell(
         draw.text((left + 1, 0), f"{axis}={index}", fill=(0, 0, 0), font=font)
         canvas.paste(_panel(picture, masks[k]), (left, LABEL_HEIGHT))
     return np.asarray(canvas)
+
+
+def readable_px(rank: int) -> int:
+    """The smallest displayed size (px) of a cell of maps of this rank, for `card_pages`."""
+    return MIN_IMAGE_PX if rank == 2 else CELL_READABLE_PX
 
 
 def probe_pictures(images: np.ndarray, rank: int, masks: np.ndarray | None = None) -> np.ndarray:

@@ -151,3 +151,75 @@ def test_plain_volume_is_sliced_through_the_mask():
 def test_wrong_shapes_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# In the callback: a real fit, the event file read back.
+
+
+def _fit_and_read(tmp_path, data, conv, pool):
+    import keras
+    from conftest import read_events
+    from keras import layers
+
+    import keras_cam
+
+    inputs = keras.Input(data.images.shape[1:])
+    x = conv(4, 3, padding="same", activation="relu", name="features")(inputs)
+    outputs = layers.Dense(3)(pool()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    probe = (data.images[:3], data.labels[:3])
+    callback = keras_cam.CAMCallback(
+        probe,
+        tmp_path,
+        method=["gradcam", "layercam"],
+        probe_masks=data.masks[:3],
+        class_names=data.class_names,
+    )
+    model.fit(data.images, data.labels, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    results = keras_cam.explain(model, data.images[:3], method=["gradcam", "layercam"])
+    return read_events(str(tmp_path)), results
+
+
+def _first_map_cell(page, cell):
+    """Probe 0's map cell: the second image of the first group of a grid page."""
+    height, width = cell.shape[:2]
+    return page[4 : 4 + height, 8 + width : 8 + 2 * width]
+
+
+def _assert_nearly_equal(drawn, expected):
+    # Maps recomputed after training agree to ~1e-6: a colour may sit one LUT step away.
+    differs = (drawn != expected).any(axis=-1)
+    assert differs.mean() < 0.02, differs.mean()
+
+
+def test_sequence_probes_are_drawn_in_every_image_tag(tmp_path):
+    from keras import layers
+
+    from keras_cam.data import make_sequences
+
+    data = make_sequences(16, length=32, seed=0)
+    events, results = _fit_and_read(tmp_path, data, layers.Conv1D, layers.GlobalAveragePooling1D)
+    for tag in ("cam/gradcam/grid", "cam/layercam/grid", "cam/compare", "cam/gradcam/timeline"):
+        assert sorted(events[tag]) == [0, 1], tag
+    page = events["cam/gradcam/grid"][1][0]
+    expected = sequence_cell(data.images[0], results["gradcam"].heatmaps[0], mask=data.masks[0])
+    assert page.shape[1] <= 400  # one (signal | map) pair per row: shown at full size
+    _assert_nearly_equal(_first_map_cell(page, expected), expected)
+    plain = sequence_cell(data.images[0], None, mask=data.masks[0])
+    np.testing.assert_array_equal(page[4 : 4 + plain.shape[0], 4 : 4 + plain.shape[1]], plain)
+
+
+def test_volume_probes_are_drawn_in_every_image_tag(tmp_path):
+    from keras import layers
+
+    from keras_cam.data import make_volumes
+
+    data = make_volumes(16, size=8, seed=0)
+    events, results = _fit_and_read(tmp_path, data, layers.Conv3D, layers.GlobalAveragePooling3D)
+    for tag in ("cam/gradcam/grid", "cam/layercam/grid", "cam/compare", "cam/gradcam/timeline"):
+        assert sorted(events[tag]) == [0, 1], tag
+    page = events["cam/layercam/grid"][1][0]
+    heatmap = results["layercam"].heatmaps[0]
+    expected = volume_cell(data.images[0], heatmap, mask=data.masks[0])
+    _assert_nearly_equal(_first_map_cell(page, expected), expected)
