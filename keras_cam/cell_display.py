@@ -113,8 +113,8 @@ def sequence_cell(
     Example:
 
     >>> data = keras_cam.data.make_sequences(4)                      # doctest: +SKIP
-    >>> result = keras_cam.explain(model, data.images)                # doctest: +SKIP
-    >>> cell = sequence_cell(data.images[0], result.heatmaps[0], mask=data.masks[0])
+    >>> result = keras_cam.explain(conv1d_model, data.images)         # doctest: +SKIP
+    >>> cell = keras_cam.sequence_cell(data.images[0], result.heatmaps[0], mask=data.masks[0])
     ... # doctest: +SKIP
     >>> cell.shape                                                    # doctest: +SKIP
     (96, 192, 3)
@@ -244,8 +244,8 @@ def volume_cell(
     Example:
 
     >>> data = keras_cam.data.make_volumes(4)                         # doctest: +SKIP
-    >>> result = keras_cam.explain(model, data.images)                # doctest: +SKIP
-    >>> volume_cell(data.images[0], result.heatmaps[0], mask=data.masks[0]).shape
+    >>> result = keras_cam.explain(conv3d_model, data.images)         # doctest: +SKIP
+    >>> keras_cam.volume_cell(data.images[0], result.heatmaps[0], mask=data.masks[0]).shape
     ... # doctest: +SKIP
     (74, 192, 3)
     """
