@@ -176,7 +176,7 @@ def _fit_and_read(tmp_path, data, conv, pool):
         probe_masks=data.masks[:3],
         class_names=data.class_names,
     )
-    model.fit(data.images, data.labels, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
+    model.fit(data.images, data.labels, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
     results = keras_cam.explain(model, data.images[:3], method=["gradcam", "layercam"])
     return read_events(str(tmp_path)), results
 
@@ -193,6 +193,7 @@ def _assert_nearly_equal(drawn, expected):
     assert differs.mean() < 0.02, differs.mean()
 
 
+@pytest.mark.slow
 def test_sequence_probes_are_drawn_in_every_image_tag(tmp_path):
     from keras import layers
 
@@ -201,8 +202,8 @@ def test_sequence_probes_are_drawn_in_every_image_tag(tmp_path):
     data = make_sequences(16, length=32, seed=0)
     events, results = _fit_and_read(tmp_path, data, layers.Conv1D, layers.GlobalAveragePooling1D)
     for tag in ("cam/gradcam/grid", "cam/layercam/grid", "cam/compare", "cam/gradcam/timeline"):
-        assert sorted(events[tag]) == [0, 1], tag
-    page = events["cam/gradcam/grid"][1][0]
+        assert sorted(events[tag]) == [0], tag
+    page = events["cam/gradcam/grid"][0][0]
     expected = sequence_cell(data.images[0], results["gradcam"].heatmaps[0], mask=data.masks[0])
     assert page.shape[1] <= 400  # one (signal | map) pair per row: shown at full size
     _assert_nearly_equal(_first_map_cell(page, expected), expected)
@@ -210,6 +211,7 @@ def test_sequence_probes_are_drawn_in_every_image_tag(tmp_path):
     np.testing.assert_array_equal(page[4 : 4 + plain.shape[0], 4 : 4 + plain.shape[1]], plain)
 
 
+@pytest.mark.slow
 def test_volume_probes_are_drawn_in_every_image_tag(tmp_path):
     from keras import layers
 
@@ -218,8 +220,8 @@ def test_volume_probes_are_drawn_in_every_image_tag(tmp_path):
     data = make_volumes(16, size=8, seed=0)
     events, results = _fit_and_read(tmp_path, data, layers.Conv3D, layers.GlobalAveragePooling3D)
     for tag in ("cam/gradcam/grid", "cam/layercam/grid", "cam/compare", "cam/gradcam/timeline"):
-        assert sorted(events[tag]) == [0, 1], tag
-    page = events["cam/layercam/grid"][1][0]
+        assert sorted(events[tag]) == [0], tag
+    page = events["cam/layercam/grid"][0][0]
     heatmap = results["layercam"].heatmaps[0]
     expected = volume_cell(data.images[0], heatmap, mask=data.masks[0])
     _assert_nearly_equal(_first_map_cell(page, expected), expected)
