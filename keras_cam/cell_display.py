@@ -5,8 +5,8 @@ image with its overlay is such a cell already. Here a sequence `(T, C)` with
 its map `(T,)` becomes a line plot over a coloured band, and a volume
 `(D, H, W, C)` with its map `(D, H, W)` the three orthogonal slices through
 the map's peak, so that every grid, timeline and gallery of the callback
-shows 1-D and 3-D models unchanged. Pure numpy and Pillow: a cell costs well
-under a millisecond, so it can be drawn for every probe at every event.
+shows 1-D and 3-D models unchanged. Pure numpy and Pillow (no matplotlib
+figure): a few milliseconds per cell, drawn on the callback's worker thread.
 """
 
 from __future__ import annotations
