@@ -29,7 +29,7 @@ from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
-from keras_cam.spatial import channels_last, map_axes, resize
+from keras_cam.spatial import channels_last, map_axes, per_channel, resize
 from keras_cam.targets import (
     PREDICTED,
     Targets,
@@ -372,6 +372,7 @@ class CAMExplainer:
         self.output = output
         self._compute = backend_module()
         self._split: LayerSplit | None = None
+        self._spatial_rank: int | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
         self._probabilities_warned = False
         if model.built:
@@ -396,7 +397,9 @@ class CAMExplainer:
     @property
     def spatial_rank(self) -> int:
         """Spatial axes of the maps: 1 (sequence model), 2 (image or token model), 3 (volumes)."""
-        return spatial_rank(self.model)
+        if self._spatial_rank is None:
+            self._spatial_rank = spatial_rank(self.model)
+        return self._spatial_rank
 
     def _output_key(self, whole: bool = False) -> Any:
         return _outputs.resolve(self.model, self.output, whole)
@@ -708,12 +711,11 @@ class CAMExplainer:
 
             def rerun_head(images, channels, classes):
                 keep = 1.0 - ops.one_hot(channels, count, axis=-1, dtype=dtype)
-                spatial = (
-                    range(2, activations.ndim)
-                    if split.channels_first
-                    else range(1, activations.ndim - 1)
-                )
-                keep = ops.expand_dims(keep, list(spatial))
+                rank = len(activations.shape) - 2
+                if split.channels_first:
+                    keep = ops.reshape(keep, (-1, count, *[1] * rank))
+                else:
+                    keep = per_channel(keep, rank)
                 ablated = ops.take(activations, images, axis=0) * keep
                 return score_of(split.head(ablated, training=False), classes)
 
