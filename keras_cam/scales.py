@@ -12,8 +12,10 @@ stays zero under every scale and never sets the scale.
 from __future__ import annotations
 
 import numpy as np
+from keras import ops
 
 from keras_cam.explainer import CAMResult
+from keras_cam.spatial import resize
 
 NORMALIZE = ("image", "probe", "run")
 
@@ -58,8 +60,13 @@ class DisplayScale:
         """The display maps (N, h, w) and the raw value at full colour (None: per image)."""
         if self.normalize == "image":
             return result.heatmaps, None
-        raw = np.where(flat_maps(result)[:, None, None], 0.0, result.raw).astype(np.float32)
+        flat = flat_maps(result).reshape(-1, *([1] * (result.raw.ndim - 1)))
+        raw = np.where(flat, 0.0, result.raw).astype(np.float32)
         peak = float(raw.max(initial=0.0))
         if self.normalize == "run":
             self.peak = peak = max(self.peak, peak)
+        if raw.ndim != 3:  # sequence and volume cells are drawn at the heatmaps' size
+            # (image overlays resize their maps themselves).
+            resized = resize(ops.convert_to_tensor(raw), result.heatmaps.shape[1:])
+            raw = np.asarray(ops.convert_to_numpy(resized), dtype=np.float32)
         return raw / peak if peak > 0 else raw, peak
