@@ -51,7 +51,7 @@ from keras_cam.targets import (
     is_multi_label,
     labels_to_class_ids,
 )
-from keras_cam.tokens import TokenGrid
+from keras_cam.tokens import TokenLayout, check_layout
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
@@ -284,8 +284,8 @@ class CAMCallback(keras.callbacks.Callback):
             `"auto"` (TensorFlow's under the TensorFlow backend, else the
             `tensorboard` package's). Defaults to `"auto"`.
         tokens: how a token layer's output lies on the image, a
-            `keras_cam.TokenGrid`; see `CAMExplainer`. Defaults to `None`:
-            detected from the model.
+            `keras_cam.TokenGrid` or a function to an (N, h, w, C) map; see
+            `CAMExplainer`. Defaults to `None`: detected from the model.
 
     Example:
 
@@ -326,7 +326,7 @@ class CAMCallback(keras.callbacks.Callback):
         images: Sequence[str] = DEFAULT_IMAGES,
         probe_size: int | None = None,
         alarms: Sequence[Alarm] = (),
-        tokens: TokenGrid | None = None,
+        tokens: TokenLayout | None = None,
     ) -> None:
         super().__init__()
         if isinstance(every_n_epochs, bool):
@@ -410,6 +410,7 @@ class CAMCallback(keras.callbacks.Callback):
         self._failing = False
         self._chief = True
         self.log_on_train_end = bool(log_on_train_end)
+        check_layout(tokens)
         self.tokens = tokens
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None

@@ -32,7 +32,7 @@ from keras_cam.targets import (
     resolve_class_ids,
     top_k,
 )
-from keras_cam.tokens import TokenGrid
+from keras_cam.tokens import TokenLayout, check_layout
 
 logger = logging.getLogger("keras_cam")
 
@@ -297,9 +297,12 @@ class CAMExplainer:
             padded, so nothing retraces). Defaults to `None`: the whole batch
             in one pass.
         tokens: how a token layer's (N, T, D) output lies on the image, a
-            `keras_cam.TokenGrid(height, width, prefix=...)`. Defaults to
-            `None`: read off the model's patch size, else the rectangle of
-            the input's aspect that all but the fewest leading tokens fill.
+            `keras_cam.TokenGrid(height, width, prefix=...)`; for a layout no
+            grid describes, a function (written with `keras.ops`) from the
+            layer's output to an (N, h, w, C) map that only selects and
+            rearranges entries (see `TokenGrid`). Defaults to `None`: read off
+            the model's patch size, else the rectangle of the input's aspect
+            that all but the fewest leading tokens fill.
         output: which output of a multi-output model the target reads: a
             dict key, an output layer name or a position. A detection target
             reads the whole output when it is not given. Defaults to `None`
@@ -327,13 +330,9 @@ class CAMExplainer:
         eigen_smooth: bool = False,
         batch_size: int | None = None,
         output: _outputs.OutputSpec = None,
-        tokens: TokenGrid | None = None,
+        tokens: TokenLayout | None = None,
     ) -> None:
-        if tokens is not None and not isinstance(tokens, TokenGrid):
-            raise ValueError(
-                f"tokens must be None or a keras_cam.TokenGrid(height, width, prefix=...), "
-                f"got {tokens!r}."
-            )
+        check_layout(tokens)
         self.tokens = tokens
         if score not in _scores.SCORES:
             raise ValueError(f"score must be one of {_scores.SCORES}, got {score!r}.")
@@ -840,7 +839,7 @@ def explain(
     labels: Any = None,
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
-    tokens: TokenGrid | None = None,
+    tokens: TokenLayout | None = None,
 ) -> CAMResult | dict[str, CAMResult]:
     """Explains a batch in one call: builds a `CAMExplainer` and applies it.
 
