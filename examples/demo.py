@@ -18,16 +18,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
-from keras import layers
-
-import keras_cam
-from keras_cam.data import CLASS_NAMES, make_shapes
-from keras_cam.metrics import pointing_game
+# Keras, TensorFlow and keras_cam are imported where they are used, after the command
+# line is parsed: `--help` answers at once.
 
 
-def build_model(size: int, num_classes: int) -> keras.Model:
+def build_model(size: int, num_classes: int):
     """A small convolutional classifier with a GAP→Dense head."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input((size, size, 3))
     x = layers.Rescaling(1 / 255)(inputs)
     for filters, pool in ((32, True), (64, True), (64, False)):
@@ -56,6 +55,11 @@ def shapes_arguments(description: str, log_dir: str, epochs: int) -> argparse.Na
 
 def train_with_cam(model, args, optimizer, **cam_options):
     """Trains `model` on the shapes with TensorBoard and a CAMCallback; returns the test set."""
+    import keras
+
+    import keras_cam
+    from keras_cam.data import make_shapes
+
     keras.utils.set_random_seed(0)
     train = make_shapes(args.train_size, size=args.size, seed=1)
     test = make_shapes(256, size=args.size, seed=2)
@@ -84,6 +88,9 @@ def train_with_cam(model, args, optimizer, **cam_options):
 
 def score_maps(model, test, methods, args, started: float) -> None:
     """Prints the held-out accuracy, each method's pointing game and how to view the maps."""
+    import keras_cam
+    from keras_cam.metrics import pointing_game
+
     results = keras_cam.explain(model, test.images, method=methods)
     result = results["gradcam"]
     accuracy = float((result.predicted == test.labels).mean())
@@ -103,6 +110,11 @@ def score_maps(model, test, methods, args, started: float) -> None:
 
 def main() -> None:
     args = shapes_arguments(__doc__.splitlines()[0], log_dir="runs/demo", epochs=10)
+    import keras
+
+    import keras_cam
+    from keras_cam.data import CLASS_NAMES
+
     started = time.perf_counter()
     model = build_model(args.size, len(CLASS_NAMES))
     test = train_with_cam(

@@ -19,35 +19,32 @@ point at the object.
 
 from __future__ import annotations
 
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras
 from demo import score_maps, shapes_arguments, train_with_cam
-from keras import layers, ops
-
-from keras_cam.data import CLASS_NAMES
-
-
-class ClassAndPosition(layers.Layer):
-    """Prepends a learned class token and adds learned position embeddings."""
-
-    def build(self, input_shape):
-        tokens, width = input_shape[1], input_shape[2]
-        self.class_token = self.add_weight(shape=(1, 1, width), initializer="zeros")
-        self.position = self.add_weight(
-            shape=(1, tokens + 1, width), initializer=keras.initializers.RandomNormal(stddev=0.02)
-        )
-
-    def call(self, x):
-        batch = ops.shape(x)[0]
-        return ops.concatenate([ops.tile(self.class_token, (batch, 1, 1)), x], 1) + self.position
 
 
 def build_vit(size: int, num_classes: int, patch: int = 8, width: int = 64, depth: int = 4):
     """Patchify (Conv2D, stride = patch), class token, `depth` pre-norm blocks, class-token head."""
+    import keras
+    from keras import layers, ops
+
+    class ClassAndPosition(layers.Layer):
+        """Prepends a learned class token and adds learned position embeddings."""
+
+        def build(self, input_shape):
+            tokens, width = input_shape[1], input_shape[2]
+            self.class_token = self.add_weight(shape=(1, 1, width), initializer="zeros")
+            self.position = self.add_weight(
+                shape=(1, tokens + 1, width),
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+            )
+
+        def call(self, x):
+            batch = ops.shape(x)[0]
+            tokens = ops.concatenate([ops.tile(self.class_token, (batch, 1, 1)), x], 1)
+            return tokens + self.position
+
     inputs = keras.Input((size, size, 3))
     x = layers.Rescaling(1 / 127.5, offset=-1)(inputs)
     x = layers.Conv2D(width, patch, strides=patch, name="patchify")(x)
@@ -68,6 +65,10 @@ def build_vit(size: int, num_classes: int, patch: int = 8, width: int = 64, dept
 
 def main() -> None:
     args = shapes_arguments(__doc__.splitlines()[0], log_dir="runs/vit", epochs=12)
+    import keras
+
+    from keras_cam.data import CLASS_NAMES
+
     started = time.perf_counter()
     model = build_vit(args.size, len(CLASS_NAMES))
     test = train_with_cam(model, args, keras.optimizers.AdamW(1e-3, weight_decay=0.05))
