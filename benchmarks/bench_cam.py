@@ -225,11 +225,45 @@ def event_cost(events: int, log_dir: str) -> None:
             total.append(time.perf_counter() - start)
         callback.on_train_end()
         per_event = (_bytes_under(directory) - start_bytes) / events
+        blocks_ms = statistics.median(blocking[1:]) * 1000
         print(
-            f"  {name:<10} blocks fit {statistics.median(blocking[1:]) * 1000:.0f} ms, "
+            f"  {name:<10} blocks fit {blocks_ms:.0f} ms, "
             f"total {statistics.median(total[1:]) * 1000:.0f} ms, "
             f"{per_event / 1024:.0f} KiB per event"
         )
+        if name == "default":
+            ours_ms = blocks_ms
+    other_ms = _tf_explain_event(model, probe, events, log_dir)
+    if other_ms is not None:
+        print(
+            f"  tf-explain GradCAMCallback (layer_name='last_conv', one image of 16 maps) "
+            f"blocks fit {other_ms:.0f} ms; ours / theirs = {ours_ms / other_ms:.2f} "
+            f"(target ≤ 0.33)"
+        )
+
+
+def _tf_explain_event(model, probe, events: int, log_dir: str) -> float | None:
+    """Median ms of tf-explain's GradCAMCallback.on_epoch_end (all on the training thread)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    try:
+        from tf_explain.callbacks.grad_cam import GradCAMCallback
+    except ImportError as error:  # tf-explain (and opencv) come with the `bench` extra
+        print(f"  tf-explain not measured: {error}")
+        return None
+    callback = GradCAMCallback(
+        (probe.images.astype("float32"), None),
+        class_index=0,
+        layer_name="last_conv",
+        output_dir=os.path.join(log_dir, "tf_explain"),
+    )
+    callback.set_model(model)
+    times = []
+    for step in range(events):
+        start = time.perf_counter()
+        callback.on_epoch_end(step)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:]) * 1000
 
 
 def callback_overhead(epochs: int, log_dir: str, runs: int) -> None:
