@@ -351,6 +351,11 @@ def test_tokens_function_rearranges_a_layout_no_grid_describes():
     explainer(x, targets=[1, 1, 0])
     assert explainer.trace_count == 1
 
+
+@pytest.mark.slow
+def test_tokens_function_ablation_and_errors():
+    model = hand_vit(columns=True)
+    x = images((16, 24), seed=9)
     # Attention and mean pooling ignore token order, so the same weights stored row by row
     # give the same logits: Ablation-CAM through the function equals it through a TokenGrid.
     rows = hand_vit()
