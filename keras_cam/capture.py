@@ -12,9 +12,9 @@ alike, inside the one compiled function. The same wrapper, returning
 
 A token layer's (N, T, D) output is shown on its patch grid
 (`keras_cam.tokens`), or rearranged by the user's `tokens=` function. The
-default layer of a token model is the last block
-whose output still carries gradient on the patch tokens: with a head that
-reads only the class token, that is the input of the last block.
+default layer of a token model is the last block whose output still carries
+gradient on the patch tokens: with a head that reads only the class token,
+that is the input of the last block.
 """
 
 from __future__ import annotations

@@ -324,7 +324,7 @@ def test_token_grid_detection():
     grid = TokenGrid(2, 3, prefix=1)
     tokens = np.arange(2 * 7 * 4, dtype="float32").reshape(2, 7, 4)
     np.testing.assert_array_equal(
-        to_numpy(grid.to_map(ops.convert_to_tensor(tokens))), tokens[:, 1:].reshape(2, 2, 3, 4)
+        to_numpy(grid(ops.convert_to_tensor(tokens))), tokens[:, 1:].reshape(2, 2, 3, 4)
     )
     with pytest.raises(ValueError, match="height must be an integer >= 1"):
         TokenGrid(0, 6)
