@@ -33,9 +33,11 @@ from keras_cam.layers import (
     iter_layers,
     model_input_shape,
     output_shape,
+    spatial_rank,
     sublayers,
 )
 from keras_cam.scores import linear_output
+from keras_cam.spatial import per_channel
 from keras_cam.tokens import TokenGrid, TokenLayout, detect_grid, map_channels
 
 Transform = Callable[[Any], Any]
@@ -214,7 +216,7 @@ class CapturedLayer:
     def ablated_outputs(self, x: Any, keep: Any) -> Any:
         """Model outputs with the map's channels scaled by `keep` (B, C) per item."""
         if self.grid is None:
-            scale = keep[:, None, None, :]
+            scale = per_channel(keep, len(self.item_shape) - 1)
         else:
             # Entries outside the map (prefix tokens) index the appended column of ones.
             channels = np.where(self.channels < 0, keep.shape[-1], self.channels)
@@ -299,9 +301,16 @@ def _grid_of(model: keras.Model, path: str, shape: tuple, tokens: TokenGrid | No
 
 
 def _captured(model, path, layer, output, tokens: TokenLayout | None) -> CapturedLayer:
-    shape = tuple(output.shape)
+    shape, rank = tuple(output.shape), spatial_rank(model)
     if tokens is not None and not isinstance(tokens, TokenGrid):
         grid = tokens  # the user's function, checked by map_channels on this layer's shape
+    elif rank != 2:  # a sequence or volume model: its maps only, no tokens
+        if len(shape) != rank + 2:
+            raise ValueError(
+                f"Layer {path!r} outputs shape {shape}, not a feature map of the model's "
+                f"{rank}-D inputs (rank {rank + 2}), so there is no map to explain."
+            )
+        grid = None
     elif len(shape) not in (3, 4):
         raise ValueError(
             f"Layer {path!r} outputs shape {shape}: neither tokens (N, T, D) nor a feature "
@@ -446,9 +455,14 @@ def token_split(
     graph = dict(iter_layers(model))
     by_name = [path for path in graph if path == layer or path.rsplit("/", 1)[-1] == layer]
     rearranged = tokens is not None and not isinstance(tokens, TokenGrid)
-    spatial = len(by_name) == 1 and len(_first_output_shape(graph[by_name[0]]) or ()) != 3
-    if spatial and not rearranged:
-        return None  # a graph layer with a spatial (or no) map: the CNN split handles it
+    if (
+        len(by_name) == 1
+        and not rearranged
+        and (spatial_rank(model) != 2 or len(_first_output_shape(graph[by_name[0]]) or ()) != 3)
+    ):
+        # A graph layer with a spatial (or no) map, or any graph layer of a sequence or
+        # volume model (whose 3-D outputs are maps, not tokens): the CNN split handles it.
+        return None
     inner = [path for path in all_layers(model) if path == layer or path.endswith(f"/{layer}")]
     if not by_name and not inner and not is_token_model(model):
         return None  # unknown everywhere: the CNN split's error lists the candidates
