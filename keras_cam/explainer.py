@@ -27,6 +27,7 @@ from keras_cam.targets import (
     PREDICTED,
     Targets,
     TaskTarget,
+    callable_scores,
     is_multi_label,
     rank_id,
     resolve_class_ids,
@@ -758,7 +759,9 @@ class CAMExplainer:
                     values = [ops.take(array, index, axis=0) for array in arrays]
                     return task.score(outputs, *values, are_logits=are_logits)
                 if score_fn is not None:
-                    return ops.cast(score_fn(outputs), "float32")
+                    return callable_scores(
+                        score_fn, outputs, keras.tree.flatten(outputs)[0].shape[0]
+                    )
                 return _scores.class_scores(
                     outputs, classes_of(outputs) if classes is None else classes
                 )

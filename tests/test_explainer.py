@@ -472,3 +472,14 @@ def test_preprocess_that_changes_the_batch_size_is_an_error(model, images):
 def test_a_method_that_is_no_method_instance_is_a_type_error(model, images, method, message):
     with pytest.raises(TypeError, match=message):
         keras_cam.explain(model, images, method=method)
+
+
+@pytest.mark.parametrize(
+    ("score", "shape"),
+    [(lambda logits: logits, r"\(4, 3\)"), (lambda logits: ops.sum(logits[:, 0]), r"\(\)")],
+)
+def test_a_callable_target_must_give_one_score_per_image(model, images, score, shape):
+    with pytest.raises(
+        ValueError, match=rf"one score per image, shape \(4,\).*returned shape {shape}"
+    ):
+        keras_cam.explain(model, images, targets=score)
