@@ -486,6 +486,8 @@ class CAMCallback(keras.callbacks.Callback):
             self._timelines = {method.name: Timeline() for method in self.methods}
             # The top-k maps ride in the same batch, so one compiled function does everything.
             self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
+        if self.sanity_check:
+            self._check_sanity_check_applies()
         # An interrupted fit may have left events queued and its file open.
         self._finish_writing()
         self._writer = create_writer(self.log_dir, self.writer)
@@ -540,6 +542,17 @@ class CAMCallback(keras.callbacks.Callback):
                 logger.debug("keras_cam: closing a failed event writer failed too: %s", error)
             else:
                 self._fail(error, "while closing the event file")
+
+    def _check_sanity_check_applies(self) -> None:
+        """Fails before training, not after it, where the sanity check has nothing to re-draw."""
+        try:
+            _sanity.kernels_to_randomise(self._explainer)
+        except ValueError as error:
+            raise ValueError(
+                f"sanity_check=True re-draws the kernels of the layers after the target "
+                f"layer, but none has one: {error} Pass an earlier layer= or drop "
+                f"sanity_check."
+            ) from None
 
     def _sanity_event(self, step: int) -> None:
         values = {}

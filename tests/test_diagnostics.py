@@ -152,6 +152,19 @@ def test_bad_diagnostics_arguments_fail_at_construction(tmp_path, kwargs, messag
         keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), tmp_path, **kwargs)
 
 
+def test_a_sanity_check_with_no_kernel_to_redraw_fails_before_training(tmp_path):
+    # conv -> GAP -> softmax: the head after the conv has no kernel to randomise.
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", name="conv")(inputs)
+    outputs = keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callback = keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), tmp_path, sanity_check=True)
+    trained = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *a: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=r"sanity_check=True.*head after conv has no kernel"):
+        model.fit(np.zeros((4, 16, 16, 3)), np.zeros(4), verbose=0, callbacks=[callback, trained])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
