@@ -37,6 +37,7 @@ from keras_cam.explainer import (
     with_ranks,
 )
 from keras_cam.guidance import CAMGuidedModel
+from keras_cam.layers import model_input_shape
 from keras_cam.overlay import (
     _colormap_table,
     captioned_grid,
@@ -83,8 +84,16 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
-def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Reads up to `max_images` (images, labels) from arrays, a tf.data.Dataset or a PyDataset."""
+def take_probe(
+    probe: Any, max_images: int, image_shape: tuple[int | None, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reads up to `max_images` (images, labels) from arrays, a tf.data.Dataset or a PyDataset.
+
+    A dataset must yield batches. One whose elements have `image_shape` (the
+    model's input shape without the batch axis, None matching any size)
+    yields single images, which concatenated would read as rows of pixels:
+    that is an error saying to batch it.
+    """
     if isinstance(probe, (tuple, list)) or hasattr(probe, "shape"):
         images, labels = _split_batch(probe)
         images = _numpy(images)
@@ -110,6 +119,11 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
     for batch in batches:
         batch_images, batch_labels = _split_batch(batch)
         batch_images = _numpy(batch_images)
+        if image_shape is not None and _is_one_image(batch_images.shape, image_shape):
+            raise ValueError(
+                f"The probe dataset yields single images of shape {batch_images.shape}, not "
+                f"batches of them; batch it first, e.g. probe.batch({max_images})."
+            )
         images.append(batch_images)
         if batch_labels is not None:
             labels.append(_numpy(batch_labels))
@@ -122,6 +136,21 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
         raise ValueError("Some probe batches have labels and some do not.")
     stacked = np.concatenate(labels)[:max_images] if labels else None
     return np.concatenate(images)[:max_images], stacked
+
+
+def _image_shape(model: keras.Model) -> tuple[int | None, ...] | None:
+    """The model's input shape without the batch axis; None for a model not built yet."""
+    try:
+        return model_input_shape(model)[1:]
+    except AttributeError:  # a Sequential model without an Input
+        return None
+
+
+def _is_one_image(shape: tuple[int, ...], image_shape: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(image_shape) and all(
+        expected is None or expected == size
+        for size, expected in zip(shape, image_shape, strict=True)
+    )
 
 
 def _warn_if_preprocessed(images: np.ndarray) -> None:
@@ -455,7 +484,7 @@ class CAMCallback(keras.callbacks.Callback):
             )
             self._batch = None
         if self._batch is None:
-            images, labels = take_probe(self.probe, self.probe_size)
+            images, labels = take_probe(self.probe, self.probe_size, _image_shape(model))
             explainer = self._explainer
             if is_multi_label(self.targets):
                 batch = explainer._positive_batch(images, self.preprocess)

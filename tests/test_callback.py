@@ -220,6 +220,24 @@ def test_probe_from_tf_data_and_py_dataset(tmp_path):
         assert len(read_events(str(tmp_path / name))["cam/gradcam"][0]) == 5
 
 
+def test_a_probe_dataset_of_single_images_is_an_error(tmp_path):
+    import tensorflow as tf
+
+    class Images(keras.utils.PyDataset):
+        def __len__(self):
+            return len(X)
+
+        def __getitem__(self, index):
+            return X[index], Y[index]
+
+    unbatched = (tf.data.Dataset.from_tensor_slices((X, Y)), Images())
+    for probe in unbatched:
+        callback = keras_cam.CAMCallback(probe, tmp_path, max_images=4)
+        callback.set_model(conv_classifier())
+        with pytest.raises(ValueError, match=r"single images of shape \(16, 16, 3\).*\.batch\(4\)"):
+            callback.on_train_begin()
+
+
 def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
     x, y = data()
     model = compiled(conv_classifier())
