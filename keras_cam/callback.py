@@ -38,6 +38,7 @@ from keras_cam.explainer import (
 )
 from keras_cam.guidance import CAMGuidedModel
 from keras_cam.layers import model_input_shape
+from keras_cam.log_files import check_log_dir
 from keras_cam.overlay import (
     _colormap_table,
     captioned_grid,
@@ -266,7 +267,9 @@ class CAMCallback(keras.callbacks.Callback):
         probe: display images (uint8 0–255 or float 0–1, RGB or 1-channel),
             `(images, labels)`, or a `tf.data.Dataset` / `keras.utils.PyDataset`
             of such batches; read once, up to `probe_size`.
-        log_dir: directory for the event files (created if needed).
+        log_dir: directory for the event files (created if needed); a URL
+            such as `gs://bucket/logs` is written through `tf.io.gfile`
+            (needs TensorFlow installed, on any backend).
         every_n_epochs: explain after every n-th epoch. Defaults to `1`.
         method: a name from `keras_cam.available_methods()`, a `CAMMethod`
             instance, or a list of them. Defaults to `"gradcam"`.
@@ -405,6 +408,7 @@ class CAMCallback(keras.callbacks.Callback):
         _colormap_table(colormap)
         self.probe = probe
         self.log_dir = os.fspath(log_dir)
+        check_log_dir(self.log_dir)
         self.every_n_epochs = int(every_n_epochs)
         self.layer = layer
         self.targets = targets
