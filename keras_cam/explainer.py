@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cam import explainer_cache
 from keras_cam import outputs as _outputs
 from keras_cam import scores as _scores
 from keras_cam import smoothing
@@ -845,10 +846,12 @@ def explain(
     eigen_smooth: bool = False,
     tokens: TokenGrid | None = None,
 ) -> CAMResult | dict[str, CAMResult]:
-    """Explains a batch in one call: builds a `CAMExplainer` and applies it.
+    """Explains a batch in one call: a `CAMExplainer` of `model`, built once and reused.
 
-    For repeated calls keep a `CAMExplainer`, which compiles once. The
-    arguments are those of `CAMExplainer` and its call.
+    The explainer is kept with the model (and dies with it): calling again
+    with the same options reuses its compiled function, so a loop over
+    batches traces once. The arguments are those of `CAMExplainer` and its
+    call.
 
     Example:
 
@@ -858,8 +861,7 @@ def explain(
     ... )                                                            # doctest: +SKIP
     >>> overlays = keras_cam.overlay(images, result.heatmaps)         # doctest: +SKIP
     """
-    explainer = CAMExplainer(
-        model,
+    options = dict(
         method=method,
         layer=layer,
         score=score,
@@ -867,4 +869,8 @@ def explain(
         eigen_smooth=eigen_smooth,
         tokens=tokens,
     )
+    # A callable target compiles its own function: one cache entry per callable.
+    own = callable(targets) and not isinstance(targets, TaskTarget)
+    key = explainer_cache.options_key(**options, targets=targets if own else None)
+    explainer = explainer_cache.cached(model, key, lambda: CAMExplainer(model, **options))
     return explainer(images, targets=targets, preprocess=preprocess, labels=labels)

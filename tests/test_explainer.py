@@ -1,6 +1,9 @@
 """CAMExplainer against independent computations: an explicit GradientTape and plain numpy."""
 
+import gc
+import logging
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -9,6 +12,7 @@ from conftest import conv_classifier, gradient, skip_if_channels_first_cannot_ru
 from keras import layers, ops
 
 import keras_cam
+from keras_cam import explainer_cache
 from keras_cam.compute import backend_module
 from keras_cam.explainer import _normalise
 
@@ -486,3 +490,23 @@ def test_a_callable_target_must_give_one_score_per_image(model, images, score, s
         ValueError, match=rf"one score per image, shape \(4,\).*returned shape {shape}"
     ):
         keras_cam.explain(model, images, targets=score)
+
+
+def test_explain_reuses_its_explainer_per_model_and_options_and_lets_the_model_go(images, caplog):
+    model = conv_classifier()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(6):
+            keras_cam.explain(model, images)
+    assert "retracing" not in caplog.text
+    cache = model.__dict__[explainer_cache._ATTRIBUTE]
+    (explainer,) = cache.values()
+    assert explainer.trace_count == 1
+    if keras.backend.backend() == "tensorflow":  # one more compile: TF pass only
+        # Options that change the compiled function get their own explainer.
+        keras_cam.explain(model, images, method="layercam")
+        assert len(cache) == 2
+        assert explainer.trace_count == 1
+    alive = weakref.ref(model)
+    del model, cache, explainer
+    gc.collect()
+    assert alive() is None
