@@ -13,10 +13,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cam import explainer_cache
+from keras_cam import explainer_cache, smoothing
 from keras_cam import outputs as _outputs
 from keras_cam import scores as _scores
-from keras_cam import smoothing
 from keras_cam.capture import call_model, token_split
 from keras_cam.compute import backend_module
 from keras_cam.layers import LayerSplit, model_input_shape, pooled_head, split_model
