@@ -23,6 +23,7 @@ from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
+from keras_cam.progress import progress_bar, resolve_verbose
 from keras_cam.targets import (
     PREDICTED,
     Targets,
@@ -844,13 +845,18 @@ def explain(
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
     tokens: TokenGrid | None = None,
+    verbose: int | str = "auto",
 ) -> CAMResult | dict[str, CAMResult]:
     """Explains a batch in one call: a `CAMExplainer` of `model`, built once and reused.
 
     The explainer is kept with the model (and dies with it): calling again
     with the same options reuses its compiled function, so a loop over
     batches traces once. The arguments are those of `CAMExplainer` and its
-    call.
+    call, and `verbose`: as in `model.predict`, `0` silent, `1` a
+    `keras.utils.Progbar` of the call's forward passes (Score-CAM and
+    Ablation-CAM run one per channel and image, and the bar shows the total
+    as the call starts), `2` one line at the end; `"auto"` is 1 in a
+    terminal or notebook and 0 elsewhere. Defaults to `"auto"`.
 
     Example:
 
@@ -872,4 +878,7 @@ def explain(
     own = callable(targets) and not isinstance(targets, TaskTarget)
     key = explainer_cache.options_key(**options, targets=targets if own else None)
     explainer = explainer_cache.cached(model, key, lambda: CAMExplainer(model, **options))
-    return explainer(images, targets=targets, preprocess=preprocess, labels=labels)
+    maps_per_image = top_k(targets) or 1
+    count = len(images) * maps_per_image
+    with progress_bar(explainer, count, resolve_verbose(verbose)):
+        return explainer(images, targets=targets, preprocess=preprocess, labels=labels)

@@ -2,6 +2,7 @@
 
 import gc
 import logging
+import sys
 import warnings
 import weakref
 
@@ -15,6 +16,8 @@ import keras_cam
 from keras_cam import explainer_cache
 from keras_cam.compute import backend_module
 from keras_cam.explainer import _normalise
+from keras_cam.methods import ScoreCAM
+from keras_cam.progress import planned_passes
 
 
 def numpy_gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
@@ -510,3 +513,23 @@ def test_explain_reuses_its_explainer_per_model_and_options_and_lets_the_model_g
     del model, cache, explainer
     gc.collect()
     assert alive() is None
+
+
+def test_verbose_shows_a_progress_bar_of_the_forward_passes_as_model_predict_does(
+    model, images, capsys, monkeypatch
+):
+    keras_cam.explain(model, images, verbose=0)
+    assert capsys.readouterr().out == ""
+    keras_cam.explain(model, images, verbose=1)
+    shown = capsys.readouterr().out
+    assert "0/4" in shown  # the planned total, as the call starts
+    assert "4/4" in shown
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    keras_cam.explain(model, images)  # "auto": silent where the output is not read live
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match=r"verbose must be 'auto', 0, 1 or 2"):
+        keras_cam.explain(model, images, verbose="yes")
+    # Score-CAM adds one masked pass per image and channel of conv2 (5): 4 + 4 · 5.
+    score_cam = keras_cam.CAMExplainer(model, ["gradcam", ScoreCAM()])
+    assert planned_passes(score_cam, 4) == 24
+    assert planned_passes(keras_cam.CAMExplainer(model, ScoreCAM(max_channels=2)), 4) == 12
