@@ -580,11 +580,12 @@ class CAMCallback(keras.callbacks.Callback):
         """Fails before training, not after it, where the sanity check has nothing to re-draw."""
         try:
             _sanity.kernels_to_randomise(self._explainer)
-        except ValueError as error:
+        except ValueError:
             raise ValueError(
                 f"sanity_check=True re-draws the kernels of the layers after the target "
-                f"layer, but none has one: {error} Pass an earlier layer= or drop "
-                f"sanity_check."
+                f"layer {self._explainer.layer!r}, but they have none (e.g. only pooling "
+                f"and softmax), so the check could not say anything. Pass an earlier "
+                f"layer= or drop sanity_check."
             ) from None
 
     def _sanity_event(self, step: int) -> None:

@@ -25,7 +25,7 @@ def resolve_verbose(verbose: Any) -> int:
     `"auto"` is 1 where the output is read live (a terminal, IPython or a
     notebook) and 0 elsewhere (logs, pipes, test runs), so output stays clean.
     """
-    if verbose == "auto" and isinstance(verbose, str):
+    if isinstance(verbose, str) and verbose == "auto":
         interactive = sys.stdout is not None and sys.stdout.isatty()
         return 1 if interactive or "IPython" in sys.modules else 0
     if isinstance(verbose, bool) or verbose not in (0, 1, 2):

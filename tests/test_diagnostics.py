@@ -161,7 +161,9 @@ def test_a_sanity_check_with_no_kernel_to_redraw_fails_before_training(tmp_path)
     model.compile("adam", "sparse_categorical_crossentropy")
     callback = keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), tmp_path, sanity_check=True)
     trained = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *a: pytest.fail("trained"))
-    with pytest.raises(ValueError, match=r"sanity_check=True.*head after conv has no kernel"):
+    with pytest.raises(
+        ValueError, match=r"sanity_check=True.*layer 'conv', but they have none.*earlier layer="
+    ):
         model.fit(np.zeros((4, 16, 16, 3)), np.zeros(4), verbose=0, callbacks=[callback, trained])
 
 
