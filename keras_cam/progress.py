@@ -37,7 +37,8 @@ def resolve_verbose(verbose: Any) -> int:
 
 def planned_passes(explainer: Any, images: int) -> int:
     """Forward passes of one call: one per image, plus one per kept channel and image for
-    each perturbation method (Score-CAM, Ablation-CAM)."""
+    each perturbation method (Score-CAM, Ablation-CAM; Ablation-CAM's are cheap where the
+    head starts with pooling and a Dense layer, which it updates in closed form)."""
     split = explainer._resolve()
     shape = split.layer.output.shape
     channels = int(shape[1] if split.channels_first else shape[-1])
