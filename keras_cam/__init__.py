@@ -35,13 +35,16 @@ _EXPORTS = {
     "methods": None,
     "metrics": None,
     "sanity_check": "keras_cam.sanity",
+    "sequence_cell": "keras_cam.cell_display",
     "TokenGrid": "keras_cam.tokens",
+    "volume_cell": "keras_cam.cell_display",
 }
 
 if TYPE_CHECKING:
     from keras_cam import methods, metrics
     from keras_cam.alarms import Alarm
     from keras_cam.callback import CAMCallback
+    from keras_cam.cell_display import sequence_cell, volume_cell
     from keras_cam.explainer import CAMExplainer, CAMResult, explain
     from keras_cam.guidance import CAMGuidedModel
     from keras_cam.methods import available_methods
@@ -79,4 +82,6 @@ __all__ = [
     "metrics",
     "overlay",
     "sanity_check",
+    "sequence_cell",
+    "volume_cell",
 ]

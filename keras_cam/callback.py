@@ -16,6 +16,7 @@ import numpy as np
 from keras_cam import sanity as _sanity
 from keras_cam.alarms import Alarm
 from keras_cam.background import BackgroundJobs
+from keras_cam.cell_display import overlay_pictures, probe_pictures, readable_px
 from keras_cam.diagnostics import (
     WORSE_WHEN_HIGHER,
     ProbeMetrics,
@@ -43,8 +44,6 @@ from keras_cam.overlay import (
     _colormap_table,
     captioned_grid,
     card_pages,
-    overlay,
-    to_rgb_uint8,
 )
 from keras_cam.targets import (
     MULTI_LABEL,
@@ -266,7 +265,11 @@ class CAMCallback(keras.callbacks.Callback):
     Args:
         probe: display images (uint8 0–255 or float 0–1, RGB or 1-channel),
             `(images, labels)`, or a `tf.data.Dataset` / `keras.utils.PyDataset`
-            of such batches; read once, up to `probe_size`.
+            of such batches; read once, up to `probe_size`. For a `Conv1D`
+            or `Conv3D` model, sequences `(N, T, C)` or volumes
+            `(N, D, H, W, C)` in any value range, shown as line plots over
+            a map band or as three slices through the map's peak (see
+            `keras_cam.cell_display`).
         log_dir: directory for the event files (created if needed); a URL
             such as `gs://bucket/logs` is written through `tf.io.gfile`
             (needs TensorFlow installed, on any backend).
@@ -293,8 +296,9 @@ class CAMCallback(keras.callbacks.Callback):
             `CAMExplainer`). Defaults to `False`.
         eigen_smooth: first principal component smoothing (see
             `CAMExplainer`). Defaults to `False`.
-        probe_masks: (N, H, W) boolean object masks of the probe images, for
-            the localisation metrics. Defaults to `None`.
+        probe_masks: (N, H, W) boolean object masks of the probe images
+            ((N, T) for sequences, (N, D, H, W) for volumes, then also marked
+            on their cells), for the localisation metrics. Defaults to `None`.
         metrics: names from `"drift"`, `"focus"`, `"pointing_game"`,
             `"energy_in_mask"` (these two need `probe_masks`), and the
             faithfulness metrics `"deletion"`, `"insertion"`,
@@ -495,8 +499,9 @@ class CAMCallback(keras.callbacks.Callback):
             else:
                 batch = explainer._prepare(images, self.targets, self.preprocess, labels)
             self._images = images
-            _warn_if_preprocessed(images)
-            self._display = to_rgb_uint8(images)
+            rank = explainer.spatial_rank  # 1, 2, 3: sequences, images, volumes
+            if rank == 2:  # sequence and volume cells scale each sample to its own range
+                _warn_if_preprocessed(images)
             # A task's labels (masks, values) are shown as they are; class labels as ids.
             self._task_labels = labels if isinstance(self.targets, TaskTarget) else None
             class_labels = labels is not None and self._task_labels is None
@@ -509,10 +514,11 @@ class CAMCallback(keras.callbacks.Callback):
                 )
             masks = None
             if self.probe_masks is not None:
-                masks = check_masks(self.probe_masks, self._display)
+                masks = check_masks(self.probe_masks, len(images), batch.size)
             elif isinstance(self.targets, TaskTarget) and self.targets.has_region:
                 # The explained region (a mask, a box) is where the map should sit.
-                masks = self.targets.region_masks(len(images), self._display.shape[1:3])
+                masks = self.targets.region_masks(len(images), batch.size)
+            self._display = probe_pictures(images, rank, masks)
             self._diagnostics = ProbeMetrics(
                 self.metrics, masks, os.path.join(self.log_dir, "cam_metrics.csv")
             )
@@ -750,7 +756,7 @@ class CAMCallback(keras.callbacks.Callback):
         for name, combined in results.items():
             every = take_images(combined, 0, measured)  # without the top-k ranks
             result = take_images(every, 0, count)
-            overlays = overlay(display, result.heatmaps, self.alpha, self.colormap)
+            overlays = self._overlays(np.arange(count), result.heatmaps)
             all_overlays.append(overlays)
             tag = f"cam/{name}"
             if "overlays" in shown:
@@ -763,7 +769,7 @@ class CAMCallback(keras.callbacks.Callback):
                         self.targets.draw(i, image, overlaid, result.predicted[i])
                         for i, (image, overlaid) in enumerate(pairs)
                     ]
-                pages = card_pages(pairs, captions)
+                pages = card_pages(pairs, captions, min_image_px=self._readable_px)
                 self._writer.images(f"{tag}/grid", pages, step)
             self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
             self._write_metrics(name, values[name], step, measured)
@@ -783,6 +789,7 @@ class CAMCallback(keras.callbacks.Callback):
                 [self._caption(first, i) for i in range(count)],
                 headers=["image", *results],
                 lines=1,
+                min_image_px=self._readable_px,
             )
             self._writer.images("cam/compare", pages, step)
         self._writer.flush()
@@ -825,7 +832,7 @@ class CAMCallback(keras.callbacks.Callback):
             if len(indices) == 0:
                 continue
             images = self._display[indices]
-            overlays = overlay(images, result.heatmaps[indices], self.alpha, self.colormap)
+            overlays = self._overlays(indices, result.heatmaps[indices])
             captions = [
                 f"#{i} "
                 + (f"{metric} {values[metric][i]:.3g} · " if metric else "")
@@ -834,6 +841,22 @@ class CAMCallback(keras.callbacks.Callback):
             ]
             grid = captioned_grid(list(zip(images, overlays, strict=True)), captions)
             self._writer.images(f"cam/{name}/{gallery}", grid[None], step)
+
+    def _overlays(self, indices: Any, heatmaps: np.ndarray) -> np.ndarray:
+        """The pictures of these probe samples' maps: overlays, sequence or volume cells."""
+        masks = self._diagnostics.masks
+        return overlay_pictures(
+            self._images[indices],
+            self._display[indices],
+            heatmaps,
+            self.alpha,
+            self.colormap,
+            None if masks is None or heatmaps.ndim == 3 else masks[indices],
+        )
+
+    @property
+    def _readable_px(self) -> int:
+        return readable_px(self._explainer.spatial_rank)
 
     def _top_k_grid(self, combined: CAMResult) -> np.ndarray:
         count, k = len(self._display), self.top_k
@@ -845,9 +868,7 @@ class CAMCallback(keras.callbacks.Callback):
             groups.append([image])
             captions.append(self._title(i))
             for ranked in ranks:
-                groups.append(
-                    [overlay(image[None], ranked.heatmaps[i : i + 1], self.alpha, self.colormap)[0]]
-                )
+                groups.append([self._overlays([i], ranked.heatmaps[i : i + 1])[0]])
                 captions.append(
                     f"{self._name(int(ranked.classes[i]))} {label}{ranked.scores[i]:.2f}"
                 )

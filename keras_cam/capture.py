@@ -32,9 +32,11 @@ from keras_cam.layers import (
     iter_layers,
     model_input_shape,
     output_shape,
+    spatial_rank,
     sublayers,
 )
 from keras_cam.scores import linear_output
+from keras_cam.spatial import per_channel
 from keras_cam.tokens import TokenGrid, detect_grid
 
 Transform = Callable[[Any], Any]
@@ -209,7 +211,7 @@ class CapturedLayer:
     def ablated_outputs(self, x: Any, keep: Any) -> Any:
         """Model outputs with the map's channels scaled by `keep` (B, C) per item."""
         if self.grid is None:
-            scale = keep[:, None, None, :]
+            scale = per_channel(keep, len(self.item_shape) - 1)
         else:
             patches = self.grid.patch_mask(keep.dtype)[None, :, None]
             scale = 1.0 - patches * (1.0 - keep[:, None, :])
@@ -291,13 +293,21 @@ def _grid_of(model: keras.Model, path: str, shape: tuple, tokens: TokenGrid | No
 
 
 def _captured(model, path, layer, output, tokens) -> CapturedLayer:
-    shape = tuple(output.shape)
-    if len(shape) not in (3, 4):
+    shape, rank = tuple(output.shape), spatial_rank(model)
+    if rank != 2:  # a sequence or volume model: its maps only, no tokens
+        if len(shape) != rank + 2:
+            raise ValueError(
+                f"Layer {path!r} outputs shape {shape}, not a feature map of the model's "
+                f"{rank}-D inputs (rank {rank + 2}), so there is no map to explain."
+            )
+        grid = None
+    elif len(shape) not in (3, 4):
         raise ValueError(
             f"Layer {path!r} outputs shape {shape}: neither tokens (N, T, D) nor a feature "
             f"map (N, h, w, C), so there is no map to explain."
         )
-    grid = _grid_of(model, path, shape, tokens) if len(shape) == 3 else None
+    else:
+        grid = _grid_of(model, path, shape, tokens) if len(shape) == 3 else None
     return CapturedLayer(model, path, layer, grid, shape[1:], str(output.dtype).split(".")[-1])
 
 
@@ -426,8 +436,12 @@ def token_split(
         return captured_split(model, default_token_layer(model, compute, tokens))
     graph = dict(iter_layers(model))
     by_name = [path for path in graph if path == layer or path.rsplit("/", 1)[-1] == layer]
-    if len(by_name) == 1 and len(_first_output_shape(graph[by_name[0]]) or ()) != 3:
-        return None  # a graph layer with a spatial (or no) map: the CNN split handles it
+    if len(by_name) == 1 and (
+        spatial_rank(model) != 2 or len(_first_output_shape(graph[by_name[0]]) or ()) != 3
+    ):
+        # A graph layer with a spatial (or no) map, or any graph layer of a sequence or
+        # volume model (whose 3-D outputs are maps, not tokens): the CNN split handles it.
+        return None
     inner = [path for path in all_layers(model) if path == layer or path.endswith(f"/{layer}")]
     if not by_name and not inner and not is_token_model(model):
         return None  # unknown everywhere: the CNN split's error lists the candidates

@@ -78,16 +78,19 @@ def worst_images(per_image: np.ndarray, metric: str, k: int) -> np.ndarray:
     return order[:k]
 
 
-def check_masks(masks: Any, images: np.ndarray) -> np.ndarray:
-    """The probe masks for the `images` taken from the probe, as (N, H, W) booleans."""
+def check_masks(masks: Any, count: int, size: tuple[int, ...]) -> np.ndarray:
+    """The masks of the first `count` probe inputs of spatial `size`, as (N, *size) booleans.
+
+    `size` is (H, W) for images, (T,) for sequences, (D, H, W) for volumes.
+    """
     masks = np.asarray(keras.ops.convert_to_numpy(masks))
-    if masks.ndim == 4 and masks.shape[-1] == 1:
+    if masks.ndim == len(size) + 2 and masks.shape[-1] == 1:
         masks = masks[..., 0]
-    count, height, width = images.shape[:3]
-    if masks.ndim != 3 or len(masks) < count or masks.shape[1:] != (height, width):
+    if masks.ndim != len(size) + 1 or len(masks) < count or masks.shape[1:] != tuple(size):
+        axes = {1: "(N, T)", 2: "(N, H, W)", 3: "(N, D, H, W)"}[len(size)]
         raise ValueError(
-            f"probe_masks must be (N, H, W) with one mask per probe image of size "
-            f"{height}×{width} (at least {count}), got shape {masks.shape}."
+            f"probe_masks must be {axes} with one mask per probe input of size "
+            f"{'×'.join(str(s) for s in size)} (at least {count}), got shape {masks.shape}."
         )
     return masks[:count].astype(bool)
 

@@ -18,12 +18,19 @@ from keras_cam import outputs as _outputs
 from keras_cam import scores as _scores
 from keras_cam.capture import call_model, token_split
 from keras_cam.compute import backend_module
-from keras_cam.layers import LayerSplit, model_input_shape, pooled_head, split_model
+from keras_cam.layers import (
+    LayerSplit,
+    model_input_shape,
+    pooled_head,
+    spatial_rank,
+    split_model,
+)
 from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
 from keras_cam.progress import progress_bar, resolve_verbose
+from keras_cam.spatial import channels_last, map_axes, per_channel, resize
 from keras_cam.targets import (
     PREDICTED,
     Targets,
@@ -46,10 +53,12 @@ class CAMResult:
     """The maps of one batch.
 
     Attributes:
-        heatmaps: float32 (N, H, W) in [0, 1], resized to the images' size.
-            An all-zero map (nothing positive to show) stays all zero.
+        heatmaps: float32 (N, H, W) in [0, 1], resized to the images' size
+            (a 1-D model's: (N, T) at the sequences' length; a 3-D model's:
+            (N, D, H, W) at the volumes' size). An all-zero map (nothing
+            positive to show) stays all zero.
         raw: float32 (N, h, w) at the target layer's resolution, after ReLU,
-            not normalised.
+            not normalised ((N, t) or (N, d, h, w) for 1-D or 3-D models).
         classes: int (N,) the explained class per image (the predicted class
             when `targets` is a callable; a task target's class or output
             index, -1 where it has none).
@@ -86,20 +95,32 @@ class _Batch:
     inputs: Any
     class_ids: Any
     score_fn: Callable[[Any], Any] | TaskTarget | None
-    size: tuple[int, int]
+    size: tuple[int, ...]
     arrays: tuple[Any, ...] = ()
 
 
-def _display_size(images: np.ndarray) -> tuple[int, int]:
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
+# What one input of a model with 1, 2 or 3 spatial axes is called, and its axes.
+_INPUT_KINDS = {1: ("sequence", "T"), 2: ("image", "H, W"), 3: ("volume", "D, H, W")}
+
+
+def _display_size(images: np.ndarray, rank: int) -> tuple[int, ...]:
+    """The spatial size of display inputs (N, *spatial) or (N, *spatial, C), channels last."""
+    kind, axes = _INPUT_KINDS[rank]
+    if rank == 2:
+        valid = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3, 4))
+        expected = "(N, H, W) grayscale or (N, H, W, C) with C in 1, 3, 4"
+    else:
+        valid = images.ndim in (rank + 1, rank + 2)
+        expected = f"(N, {axes}) or (N, {axes}, C)"
+    if not valid:
         raise ValueError(
-            f"Images must be (N, H, W) grayscale or (N, H, W, C) with C in 1, 3, 4 "
-            f"(channels last, as displayed), got shape {images.shape}. For a single "
-            f"image add a batch axis: images[None]."
+            f"The model takes {kind}s: inputs must be {expected} (channels last, as "
+            f"displayed), got shape {images.shape}. For a single {kind} add a batch "
+            f"axis: {kind}s[None]."
         )
     if images.shape[0] == 0:
-        raise ValueError("Got an empty batch of images.")
-    return int(images.shape[1]), int(images.shape[2])
+        raise ValueError(f"Got an empty batch of {kind}s.")
+    return tuple(int(size) for size in images.shape[1 : rank + 1])
 
 
 def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
@@ -131,12 +152,14 @@ def _to_model_input(
         x = x[..., None]  # grayscale (N, H, W) display images
     if (
         not _matches(x.shape, expected)
-        and x.ndim == 4
-        and _matches((x.shape[0], x.shape[3], x.shape[1], x.shape[2]), expected)
+        and x.ndim == len(expected) > 2
+        and _matches((x.shape[0], x.shape[-1], *x.shape[1:-1]), expected)
     ):
-        x = x.transpose(0, 3, 1, 2)  # channels-first model, channels-last display
+        x = np.moveaxis(x, -1, 1)  # channels-first model, channels-last display
     if not _matches(x.shape, expected):
-        hint = " For a single image add a batch axis: images[None]." if images.ndim == 3 else ""
+        kind = _INPUT_KINDS.get(len(expected) - 2, ("image",))[0]
+        single = images.ndim == len(expected) - 1
+        hint = f" For a single {kind} add a batch axis: {kind}s[None]." if single else ""
         raise ValueError(
             f"The model expects input of shape {expected} but the "
             f"{'preprocessed ' if preprocessed else ''}images have shape {x.shape}. "
@@ -147,18 +170,11 @@ def _to_model_input(
 
 
 def _float32_channels_last(tensor: Any, channels_first: bool) -> Any:
-    """Methods see float32 (N, h, w, C), whatever the model's dtype policy and layout."""
+    """Methods see float32 (N, *spatial, C), whatever the model's dtype policy and layout."""
     if tensor is None:
         return None
     tensor = ops.cast(tensor, "float32")
-    return ops.transpose(tensor, (0, 2, 3, 1)) if channels_first else tensor
-
-
-def _resize(maps: Any, size: tuple[int, int]) -> Any:
-    resized = ops.image.resize(
-        maps[..., None], size, interpolation="bilinear", data_format="channels_last"
-    )
-    return resized[..., 0]
+    return channels_last(tensor) if channels_first else tensor
 
 
 _FLAT_MAP_TOLERANCE = 1e-5
@@ -167,10 +183,11 @@ _FLAT_MAP_TOLERANCE = 1e-5
 
 def _normalise(maps: Any) -> Any:
     # Dividing by the peak first keeps max − min from overflowing near float32's limit.
-    peak = ops.max(ops.abs(maps), axis=(1, 2), keepdims=True)
+    axes = map_axes(maps)
+    peak = ops.max(ops.abs(maps), axis=axes, keepdims=True)
     maps = maps / ops.where(peak > 0, peak, 1.0)
-    low = ops.min(maps, axis=(1, 2), keepdims=True)
-    span = ops.max(maps, axis=(1, 2), keepdims=True) - low
+    low = ops.min(maps, axis=axes, keepdims=True)
+    span = ops.max(maps, axis=axes, keepdims=True) - low
     # A map constant up to rounding (a few ulps after resizing) has nothing to show: it
     # becomes zero, on every backend, rather than a pattern stretched out of rounding noise.
     # After the division by the peak, the span is relative to the map's largest value.
@@ -273,15 +290,19 @@ class CAMExplainer:
 
     Args:
         model: a Keras functional or Sequential image classifier (nested
-            models such as a frozen `keras.applications` base are fine).
+            models such as a frozen `keras.applications` base are fine), or
+            a `Conv1D` classifier of sequences (N, T, C) or a `Conv3D`
+            classifier of volumes (N, D, H, W, C).
         method: a name from `keras_cam.available_methods()`, a `CAMMethod`
             instance (e.g. `keras_cam.methods.ScoreCAM(max_channels=64)`),
             or a list of them. Defaults to `"gradcam"`.
         layer: the target layer's name or `/`-path into nested models
             (`"resnet50/conv5_block3_out"`) or into layers called inside a
             layer (`"vi_t_backbone/vit_encoder/transformer_block_2"`).
-            Defaults to `None`: the last layer with a 4-D output before the
-            head; for a vision transformer, the last block whose output
+            Defaults to `None`: the last feature map before the head, larger
+            than one position (4-D for an image model, 3-D (N, t, C) for a
+            `Conv1D` sequence model, 5-D for a `Conv3D` volume model); for a
+            vision transformer, the last block whose output
             carries gradient on the patch tokens (the input of the last
             block when the head reads only the class token).
         score: `"logit"` differentiates the pre-softmax/sigmoid value (its
@@ -353,6 +374,7 @@ class CAMExplainer:
         self.output = output
         self._compute = backend_module()
         self._split: LayerSplit | None = None
+        self._spatial_rank: int | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
         self._probabilities_warned = False
         if model.built:
@@ -374,6 +396,13 @@ class CAMExplainer:
         units = _outputs.symbolic(self.model, self._output_key()).shape[-1]
         return 2 if units == 1 else int(units)
 
+    @property
+    def spatial_rank(self) -> int:
+        """Spatial axes of the maps: 1 (sequence model), 2 (image or token model), 3 (volumes)."""
+        if self._spatial_rank is None:
+            self._spatial_rank = spatial_rank(self.model)
+        return self._spatial_rank
+
     def _output_key(self, whole: bool = False) -> Any:
         return _outputs.resolve(self.model, self.output, whole)
 
@@ -388,7 +417,9 @@ class CAMExplainer:
 
         Args:
             images: display images, (N, H, W, C) or (N, H, W), uint8 0–255 or
-                float. Heatmaps come back at this size.
+                float. Heatmaps come back at this size. For a 1-D model,
+                sequences (N, T, C) or (N, T); for a 3-D model, volumes
+                (N, D, H, W, C) or (N, D, H, W).
             targets: `"predicted"`, `"label"` (needs `labels`), `"top<k>"`
                 (e.g. `"top3"`: the maps of each image's k highest-scoring
                 classes), `"positive"` (multi-label: the map of every label
@@ -458,16 +489,22 @@ class CAMExplainer:
             per_label = _by_rank(result, labels)
             # Each copy's score is the label's probability (or its logit without a sigmoid).
             positive = per_label.scores > (0.5 if self._activation is not None else 0.0)
+            spatial = (None,) * self.spatial_rank
             found[name] = replace(
                 per_label,
-                heatmaps=per_label.heatmaps * positive[..., None, None],
-                raw=per_label.raw * positive[..., None, None],
+                heatmaps=per_label.heatmaps * positive[(..., *spatial)],
+                raw=per_label.raw * positive[(..., *spatial)],
                 predicted=positive,
             )
         return found
 
     def _resolve(self) -> LayerSplit:
         if self._split is None:
+            if self.aug_smooth and self.spatial_rank != 2:
+                raise ValueError(
+                    f"aug_smooth flips and zooms 2-D images; model {self.model.name!r} takes "
+                    f"{_INPUT_KINDS[self.spatial_rank][0]}s. Drop aug_smooth=True."
+                )
             split = token_split(self.model, self._layer, self._compute, self.tokens)
             if split is None:
                 split = split_model(self.model, self._layer)
@@ -512,8 +549,8 @@ class CAMExplainer:
         self, images: Any, targets: Targets, preprocess: Preprocess | None, labels: Any = None
     ) -> _Batch:
         images = np.asarray(ops.convert_to_numpy(images))
-        size = _display_size(images)
-        inputs = self.model_input(images, preprocess)
+        inputs = self.model_input(images, preprocess)  # builds an unbuilt model first
+        size = _display_size(images, self.spatial_rank)
         arrays: tuple[Any, ...] = ()
         if isinstance(targets, TaskTarget):
             if any(method.name == "cam" for method in self.methods):
@@ -676,7 +713,11 @@ class CAMExplainer:
 
             def rerun_head(images, channels, classes):
                 keep = 1.0 - ops.one_hot(channels, count, axis=-1, dtype=dtype)
-                keep = ops.expand_dims(keep, [2, 3] if split.channels_first else [1, 2])
+                rank = len(activations.shape) - 2
+                if split.channels_first:
+                    keep = ops.reshape(keep, (-1, count, *[1] * rank))
+                else:
+                    keep = per_channel(keep, rank)
                 ablated = ops.take(activations, images, axis=0) * keep
                 return score_of(split.head(ablated, training=False), classes)
 
@@ -815,10 +856,10 @@ class CAMExplainer:
                     ops.all(ops.isfinite(signed_map)), ops.all(ops.isfinite(scores))
                 )
                 raw = ops.relu(signed_map)
-                upsampled = _resize(raw, size)
+                upsampled = resize(raw, size)
                 if self.aug_smooth:
                     upsampled = smoothing.merge(upsampled, count)
-                    raw = _resize(upsampled, raw.shape[1:3])
+                    raw = resize(upsampled, raw.shape[1:])
                 maps[name] = (raw, _normalise(upsampled), finite)
             return (
                 maps,

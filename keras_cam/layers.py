@@ -9,6 +9,12 @@ and outputs, and a Sequential model is a list of layers. Nested models
 (`Sequential([base_model, GlobalAveragePooling2D(), Dense(k)])`) are split
 recursively. No layer is called on new symbolic inputs: the user's graph,
 each layer's `.output` and the model's config stay as they were.
+
+The feature maps looked for have the spatial rank of the model's input: a
+`Conv2D` image model's are 4-D (N, h, w, C), a `Conv1D` sequence model's 3-D
+(N, t, C) and a `Conv3D` volume model's 5-D (N, d, h, w, C). A 3-D layer
+output of an image model is a token sequence, never a 1-D map
+(`keras_cam.capture`).
 """
 
 from __future__ import annotations
@@ -22,8 +28,6 @@ from typing import Any
 import keras
 
 logger = logging.getLogger("keras_cam")
-
-_SPATIAL_RANK = 4
 
 
 @dataclass(frozen=True)
@@ -121,9 +125,37 @@ def output_shape(layer: keras.layers.Layer) -> tuple[int | None, ...] | None:
         return tuple(nodes[-1].output_tensors[0].shape)
 
 
-def _is_spatial(layer: keras.layers.Layer) -> bool:
-    shape = output_shape(layer)
-    return shape is not None and len(shape) == _SPATIAL_RANK
+def _output_rank(layer: keras.layers.Layer) -> int:
+    return len(output_shape(layer) or ())
+
+
+def spatial_rank(model: keras.Model) -> int:
+    """The spatial axes of the model's feature maps: 1 (sequences), 2 (images) or 3 (volumes).
+
+    The input's: (N, T, C) sequences have 1, (N, D, H, W, C) volumes 3, and
+    anything else is an image model (2), also one fed (N, H, W) grayscale
+    images that it reshapes to 4-D maps.
+    """
+    rank = len(model_input_shape(model)) - 2
+    if rank == 1 and any(_output_rank(layer) == 4 for _, layer in iter_layers(model)):
+        return 2
+    return rank if rank in (1, 3) else 2
+
+
+def _is_spatial(layer: keras.layers.Layer, rank: int) -> bool:
+    return _output_rank(layer) == rank + 2
+
+
+# Per spatial rank: the feature map's rank, its layout, and what the model's inputs are.
+_MAP_KINDS = {
+    1: ("3-D", "(N, t, C)", "sequences"),
+    2: ("4-D", "(N, h, w, C)", "images"),
+    3: ("5-D", "(N, d, h, w, C)", "volumes"),
+}
+
+
+def _size_text(sizes: Sequence[int | None]) -> str:
+    return "x".join(str(size) for size in sizes)
 
 
 def iter_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, keras.layers.Layer]]:
@@ -136,8 +168,13 @@ def iter_layers(model: keras.Model, prefix: str = "") -> Iterator[tuple[str, ker
 
 
 def spatial_layers(model: keras.Model) -> list[str]:
-    """Paths of the layers whose output is a 4-D feature map, in execution order."""
-    return [path for path, layer in iter_layers(model) if _is_spatial(layer)]
+    """Paths of the layers whose output is a feature map, in execution order.
+
+    4-D maps for an image model, 3-D for a sequence model, 5-D for a volume
+    model (see `spatial_rank`).
+    """
+    rank = spatial_rank(model)
+    return [path for path, layer in iter_layers(model) if _is_spatial(layer, rank)]
 
 
 def _node_in_graph(model: keras.Model, layer: keras.layers.Layer) -> Any:
@@ -239,8 +276,9 @@ def split_model(model: keras.Model, layer: str | None = None) -> LayerSplit:
         model: a built Keras functional or Sequential model, possibly with
             nested models.
         layer: name of the target layer, or a `/`-path into nested models.
-            `None` picks the last layer with a 4-D output whose activations
-            alone determine the prediction. Defaults to `None`.
+            `None` picks the last feature map (a 4-D output for an image
+            model, 3-D for a sequence model, 5-D for a volume model) whose
+            activations alone determine the prediction. Defaults to `None`.
 
     Returns:
         A `LayerSplit`.
@@ -251,10 +289,13 @@ def split_model(model: keras.Model, layer: str | None = None) -> LayerSplit:
     """
     _check_splittable(model)
     candidates = spatial_layers(model)
+    kind, layout, _ = _MAP_KINDS[spatial_rank(model)]
     if not candidates:
         raise ValueError(
-            f"Model {model.name!r} has no layer with a 4-D (spatial) output, so there is "
-            f"no feature map to explain. keras_cam explains convolutional image models."
+            f"Model {model.name!r} has no layer with a {kind} {layout} output, so there "
+            f"is no feature map to explain. keras_cam explains convolutional models "
+            f"(Conv2D on images, Conv1D on sequences, Conv3D on volumes) and vision "
+            f"transformers."
         )
     if layer is None:
         return _automatic_split(model, candidates)
@@ -271,17 +312,19 @@ def split_model(model: keras.Model, layer: str | None = None) -> LayerSplit:
                 f"No layer {layer!r} in model {model.name!r}. Spatial layers you can pass "
                 f"as `layer=`: {', '.join(candidates[-8:])}."
             )
-    if not _is_spatial(paths[layer]):
+    if layer not in candidates:
         raise ValueError(
-            f"Layer {layer!r} has output shape {output_shape(paths[layer])}, not a 4-D "
-            f"feature map. Spatial layers you can pass as `layer=`: "
+            f"Layer {layer!r} has output shape {output_shape(paths[layer])}, not a "
+            f"{kind} feature map {layout}. Spatial layers you can pass as `layer=`: "
             f"{', '.join(candidates[-8:])}."
         )
     if _is_point(paths[layer]):
+        single = _size_text(spatial_size(paths[layer]))
         warnings.warn(
-            f"keras_cam: layer {layer!r} has a 1x1 spatial output {output_shape(paths[layer])}: "
-            f"its maps cannot show where anything is (every map is constant). Pass an "
-            f"earlier layer or feed larger images.",
+            f"keras_cam: layer {layer!r} has a {single} spatial output "
+            f"{output_shape(paths[layer])}: its maps cannot show where anything is (every "
+            f"map is constant). Pass an earlier layer or feed larger "
+            f"{_MAP_KINDS[len(spatial_size(paths[layer]))][2]}.",
             UserWarning,
             stacklevel=3,
         )
@@ -311,7 +354,7 @@ def spatial_size(layer: keras.Operation) -> tuple[int | None, ...]:
 
 
 def _is_point(layer: keras.Operation) -> bool:
-    """Whether the feature map has a single position (1x1): nothing to localise on it."""
+    """Whether the feature map has a single position (1x1, length 1, 1x1x1): nothing to localise."""
     return all(size == 1 for size in spatial_size(layer))
 
 
@@ -406,16 +449,19 @@ def _raise_point_stage(
     shape = output_shape(layers_by_path[last])
     earlier_hint = (
         f"pass an earlier layer such as layer={earlier!r} "
-        f"({'x'.join(str(s) for s in spatial_size(layers_by_path[earlier]))}), or "
+        f"({_size_text(spatial_size(layers_by_path[earlier]))}), or "
         if earlier
         else ""
     )
     size = model_input_shape(model)[1:]
+    sizes = spatial_size(layers_by_path[last])
+    single, double = _size_text([1] * len(sizes)), _size_text([2] * len(sizes))
+    inputs = _MAP_KINDS[len(sizes)][2]
     raise ValueError(
-        f"The last feature map of model {model.name!r} before its head, {last!r}, is 1x1 "
-        f"(output shape {shape}) at this input size {size}: every class activation map "
-        f"would be blank. Either {earlier_hint}feed larger images, so that {last!r} is at "
-        f"least 2x2 (doubling the input size usually suffices)."
+        f"The last feature map of model {model.name!r} before its head, {last!r}, is "
+        f"{single} (output shape {shape}) at this input size {size}: every class "
+        f"activation map would be blank. Either {earlier_hint}feed larger {inputs}, so that "
+        f"{last!r} is at least {double} (doubling the input size usually suffices)."
     )
 
 
@@ -437,7 +483,14 @@ def model_input_shape(model: keras.Model) -> tuple[int | None, ...]:
     return tuple(model.inputs[0].shape)
 
 
-_GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+_GLOBAL_POOLING = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,17 @@ and negative values are clipped to 0. The faithfulness metrics
 run the model on perturbed copies of the images, batched through one
 compiled forward function per model, the last batch padded so it never
 retraces.
+
+Maps are (N, H, W) for image models, and (N, T) for sequence models or
+(N, D, H, W) for volume models: every metric reads the positions of all
+spatial axes alike (a "pixel" below is a time step or a voxel there), and
+the deletion/insertion curves remove time steps or voxels. Masks and input
+arrays follow the maps' shape.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -28,16 +35,25 @@ _FORWARD: weakref.WeakKeyDictionary[keras.Model, Callable[[Any], Any]] = weakref
 
 def _maps(heatmaps: Any, name: str = "heatmaps") -> np.ndarray:
     maps = np.asarray(heatmaps, dtype=np.float64)
-    if maps.ndim != 3 or len(maps) == 0:
-        raise ValueError(f"{name} must be a non-empty (N, H, W) array, got shape {maps.shape}.")
+    if maps.ndim not in (2, 3, 4) or len(maps) == 0:
+        raise ValueError(
+            f"{name} must be a non-empty (N, H, W) array ((N, T) for sequences, "
+            f"(N, D, H, W) for volumes), got shape {maps.shape}."
+        )
     return np.clip(np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
+
+
+def _spatial(maps: np.ndarray) -> tuple[int, ...]:
+    """The spatial axes of maps (N, *spatial)."""
+    return tuple(range(1, maps.ndim))
 
 
 def _maps_and_masks(heatmaps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
     maps, masks = _maps(heatmaps), np.asarray(masks, dtype=bool)
     if maps.shape != masks.shape:
         raise ValueError(
-            f"heatmaps and masks must both be (N, H, W) of the same shape, got "
+            f"heatmaps and masks must both be (N, H, W) (or (N, T), (N, D, H, W)) of the "
+            f"same shape, got "
             f"{maps.shape} and {masks.shape}. Resize the masks to the heatmaps' size "
             f"(the explainer returns heatmaps at the images' size)."
         )
@@ -105,8 +121,8 @@ def energy_in_mask(
     0.75
     """
     maps, masks = _maps_and_masks(heatmaps, masks)
-    total = maps.sum(axis=(1, 2))
-    inside = (maps * masks).sum(axis=(1, 2))
+    total = maps.sum(axis=_spatial(maps))
+    inside = (maps * masks).sum(axis=_spatial(maps))
     return _reduce(np.where(total > 0, inside / np.where(total > 0, total, 1.0), 0.0), per_image)
 
 
@@ -167,7 +183,7 @@ def focus(heatmaps: np.ndarray, per_image: bool = False) -> float | np.ndarray:
     (0.0, 1.0)
     """
     maps = _maps(heatmaps)
-    pixels = maps.shape[1] * maps.shape[2]
+    pixels = math.prod(maps.shape[1:])
     if pixels < 2:
         raise ValueError("focus needs maps of at least 2 pixels.")
     flat = maps.reshape(len(maps), -1)
@@ -222,15 +238,16 @@ def _faithfulness_inputs(
     preprocess: Preprocess | None,
     batch_size: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Float images (N, H, W, C), maps, class ids and the unperturbed scores."""
+    """Float images (N, *spatial, C), maps (N, *spatial), class ids and the unperturbed scores."""
     images = np.asarray(ops.convert_to_numpy(images), dtype=np.float32)
-    if images.ndim == 3:
-        images = images[..., None]
     maps = _maps(heatmaps)
-    if images.ndim != 4 or images.shape[:3] != maps.shape:
+    if images.ndim == maps.ndim:
+        images = images[..., None]  # one channel: grayscale images, mono sequences
+    if images.shape[:-1] != maps.shape:
         raise ValueError(
-            f"heatmaps {maps.shape} must match the images' (N, H, W) {images.shape[:3]}; "
-            f"pass result.heatmaps, which the explainer returns at the images' size."
+            f"heatmaps {maps.shape} must match the images' (N, H, W) {images.shape[:-1]} "
+            f"((N, T) for sequences, (N, D, H, W) for volumes); pass result.heatmaps, "
+            f"which the explainer returns at the images' size."
         )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
@@ -249,16 +266,48 @@ def _faithfulness_inputs(
     return images, maps, classes, _class_outputs(outputs, classes)
 
 
-def _baseline(images: np.ndarray, baseline: str | float) -> np.ndarray:
-    if baseline == "blur":
-        sigma = max(images.shape[1:3]) / 16
+def _blur_along(values: np.ndarray, axis: int, sigma: float) -> np.ndarray:
+    """A zero-padded Gaussian blur of `values` along one axis (the kernel of `_blur`)."""
+    radius = round(2 * sigma)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    padding = [(radius, radius) if a == axis else (0, 0) for a in range(values.ndim)]
+    padded = np.pad(values, padding)
+    length = values.shape[axis]
+    return sum(
+        weight * np.take(padded, np.arange(i, i + length), axis=axis)
+        for i, weight in enumerate(kernel / kernel.sum())
+    )
+
+
+def _blur(images: np.ndarray) -> np.ndarray:
+    """A Gaussian blur of (N, *spatial, C) inputs, σ = the largest spatial size / 16.
+
+    Images go through `keras.ops.image.gaussian_blur` (zero padding, a
+    (2·round(2σ) + 1)-tap kernel). Sequences and volumes get the same
+    Gaussian along each axis in turn (it is separable), in numpy: the
+    backends disagree on `gaussian_blur` with a kernel that is not square.
+    """
+    spatial = images.shape[1:-1]
+    sigma = max(spatial) / 16
+    if len(spatial) == 2:
         kernel = 2 * round(2 * sigma) + 1
         blurred = ops.image.gaussian_blur(
             images, (kernel, kernel), (sigma, sigma), data_format="channels_last"
         )
         return np.asarray(ops.convert_to_numpy(blurred), dtype=np.float32)
+    blurred = images.astype(np.float64)
+    for axis in range(1, len(spatial) + 1):
+        blurred = _blur_along(blurred, axis, sigma)
+    return blurred.astype(np.float32)
+
+
+def _baseline(images: np.ndarray, baseline: str | float) -> np.ndarray:
+    if baseline == "blur":
+        return _blur(images)
     if baseline == "mean":
-        return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+        spatial = tuple(range(1, images.ndim - 1))
+        return np.broadcast_to(images.mean(axis=spatial, keepdims=True), images.shape)
     if isinstance(baseline, (int, float)):
         return np.full_like(images, float(baseline))
     raise ValueError(f"baseline must be 'blur', 'mean' or a number, got {baseline!r}.")
@@ -282,18 +331,17 @@ def _auc_curve(
         model, images, heatmaps, classes, preprocess, batch_size
     )
     background = _baseline(images, baseline)
-    count, height, width = maps.shape
-    pixels = height * width
+    count, pixels = len(maps), math.prod(maps.shape[1:])
     # Rank 0 = most salient pixel; ties keep row-major order.
     order = np.argsort(-maps.reshape(count, -1), axis=1, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(pixels)[None], axis=1)
-    rank = rank.reshape(count, height, width, 1)
+    rank = rank.reshape(*maps.shape, 1)
     shown = np.round(np.arange(steps + 1) / steps * pixels).astype(np.int64)
 
     def make_batch(indices):
         image, step = indices // (steps + 1), indices % (steps + 1)
-        changed = rank[image] < shown[step][:, None, None, None]
+        changed = rank[image] < shown[step].reshape(-1, *([1] * (rank.ndim - 1)))
         if insert:
             return np.where(changed, images[image], background[image])
         return np.where(changed, background[image], images[image])
@@ -389,7 +437,7 @@ def _masked_scores(model, images, heatmaps, classes, preprocess, batch_size):
     images, maps, classes, full = _faithfulness_inputs(
         model, images, heatmaps, classes, preprocess, batch_size
     )
-    peak = maps.max(axis=(1, 2), keepdims=True)
+    peak = maps.max(axis=_spatial(maps), keepdims=True)
     weights = np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0)[..., None]
     masked = (images * weights).astype(np.float32)
     outputs = _outputs(model, len(images), lambda i: masked[i], preprocess, batch_size)

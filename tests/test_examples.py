@@ -1,7 +1,9 @@
 """The examples run end to end (shortened), as a user would start them."""
 
+import runpy
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,41 @@ def test_task_examples_train_and_print_their_figures(script, printed, tmp_path):
     assert "held-out" in out
     events = read_events(str(tmp_path / "run" / "cam"))
     assert sorted(events["cam/gradcam/grid"]) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "samples"),
+    [
+        ("sequence_cam.py", ("--length", "32"), "sequences"),
+        ("volume_cam.py", ("--size", "8"), "volumes"),
+    ],
+)
+def test_sequence_and_volume_examples_print_the_pointing_game(
+    script, arguments, samples, tmp_path, monkeypatch, capsys
+):
+    path = str(ROOT / "examples" / script)
+    started = time.perf_counter()
+    usage = run(path, "--help", cwd=tmp_path)
+    assert time.perf_counter() - started < 5  # Keras is imported after the arguments
+    assert usage.count("(default:") == 6  # every option says its default
+    # In this process (Keras is imported already): a second interpreter would double the time.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            *(path, "--epochs", "1", "--train-size", "32", "--test-size", "8", *arguments),
+            *("--methods", "gradcam,scorecam", "--log-dir", str(tmp_path / "run")),
+        ],
+    )
+    runpy.run_path(path, run_name="__main__")
+    out = capsys.readouterr().out
+    assert "pointing game (map peak on the" in out
+    assert f"8 held-out {samples}" in out
+    table = out.split("pointing game")[1].split("\n\n")[0].splitlines()[1:]
+    scores = {name: float(value) for name, value in (line.split() for line in table)}
+    assert set(scores) == {"gradcam", "scorecam"}
+    assert all(0.0 <= value <= 1.0 for value in scores.values())
+    events = read_events(str(tmp_path / "run" / "cam"))
+    assert sorted(events["cam/gradcam/grid"]) == [0]
+    assert sorted(events["cam/compare"]) == [0]

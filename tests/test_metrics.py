@@ -84,7 +84,7 @@ def test_focus_by_hand():
     with pytest.raises(ValueError, match="at least 2 pixels"):
         focus(np.ones((1, 1, 1)))
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):
-        focus(np.ones((2, 2)))
+        focus(np.ones(2))  # (N, T) sequence maps are fine, a flat vector is not
 
 
 READ = (1, 2)  # the one pixel the toy model reads

@@ -46,4 +46,4 @@ class AblationCAM(PerturbationMethod):
         scores = forward.scores[:, None]
         drops = scores - ops.reshape(ablated, (images, count))
         weights = ops.where(scores != 0, safe_divide(drops, ops.abs(scores)), drops)
-        return self.spread(weights, kept, activations.shape[-1])
+        return self.spread(weights, kept, activations)

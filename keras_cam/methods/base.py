@@ -3,13 +3,17 @@
 A method turns the target layer's activations `A` (N, h, w, C), the gradients
 `dS/dA` of the explained score `S` and the explained class ids into a map
 (N, h, w). It is written only with `keras.ops`, so one file serves every
-backend and runs inside the explainer's compiled function. ReLU, upsampling,
+backend and runs inside the explainer's compiled function. The same file
+serves every spatial rank: a 1-D model's activations are (N, t, C) and a 3-D
+model's (N, d, h, w, C), so a method reduces over `keras_cam.spatial`'s
+spatial axes and never names them; `(N, h, w)` below stands for `(N, *spatial)`. ReLU, upsampling,
 smoothing and normalisation are shared by the explainer, never repeated in a
 method.
 
 A method defines one of:
 
-- `channel_weights` -> (N, 1, 1, C): the map is `Σ_c w_c A_c` (Grad-CAM, CAM, ...);
+- `channel_weights` -> (N, 1, 1, C) (a 1 per spatial axis): the map is
+  `Σ_c w_c A_c` (Grad-CAM, CAM, ...);
 - `weighted_activations` -> (N, h, w, C): the map is their channel sum
   (HiResCAM, Layer-CAM);
 - `cam` -> (N, h, w) directly (Eigen-CAM).
@@ -87,7 +91,7 @@ class CAMMethod:
     def channel_weights(
         self, activations: Any, gradients: Any, classes: Any, forward: Forward | None = None
     ) -> Any:
-        """Returns one weight per channel and image, shape (N, 1, 1, C)."""
+        """Returns one weight per channel and image, shape (N, 1, 1, C) (a 1 per spatial axis)."""
         raise NotImplementedError(
             f"{type(self).__name__} defines none of channel_weights, weighted_activations, cam"
         )

@@ -3,19 +3,32 @@
 from keras import layers, ops
 
 from keras_cam.methods.base import CAMMethod
+from keras_cam.spatial import per_channel, spatial_axes
 
 # Layers that may sit between the pooling and the Dense layer of a CAM head
 # without changing what the head computes at inference.
-_INFERENCE_NO_OPS = (layers.Dropout, layers.SpatialDropout2D, layers.GaussianNoise, layers.Identity)
+_INFERENCE_NO_OPS = (
+    layers.Dropout,
+    layers.SpatialDropout1D,
+    layers.SpatialDropout2D,
+    layers.SpatialDropout3D,
+    layers.GaussianNoise,
+    layers.Identity,
+)
+_GLOBAL_AVERAGE_POOLING = (
+    layers.GlobalAveragePooling1D,
+    layers.GlobalAveragePooling2D,
+    layers.GlobalAveragePooling3D,
+)
 
 
 class CAM(CAMMethod):
     """CAM: channels weighted by the classifier's Dense kernel.
 
     Zhou et al., "Learning Deep Features for Discriminative Localization",
-    CVPR 2016. Only defined for a head made of global average pooling and one
-    Dense layer, where the class logit is exactly a weighted sum of channel
-    means:
+    CVPR 2016. Only defined for a head made of global average pooling (1-D,
+    2-D or 3-D, matching the map) and one Dense layer, where the class logit
+    is exactly a weighted sum of channel means:
 
         w_c = W[c, k],    L = ReLU(Σ_c w_c A_c)
 
@@ -31,11 +44,12 @@ class CAM(CAMMethod):
         kinds = [type(layer).__name__ for layer in head]
         if (
             len(head) != 2
-            or not isinstance(head[0], layers.GlobalAveragePooling2D)
+            or not isinstance(head[0], _GLOBAL_AVERAGE_POOLING)
             or not isinstance(head[1], layers.Dense)
         ):
             raise ValueError(
-                f"method='cam' needs a head of GlobalAveragePooling2D then Dense after the "
+                f"method='cam' needs a head of GlobalAveragePooling2D then Dense "
+                f"(GlobalAveragePooling1D or 3D for sequences or volumes) after the "
                 f"target layer {split.path!r}, but the model has {kinds}. Use "
                 f"method='gradcam', which works on any differentiable head."
             )
@@ -48,4 +62,4 @@ class CAM(CAMMethod):
             weights = kernel[:, 0][None, :] * sign[:, None]
         else:
             weights = ops.transpose(ops.take(kernel, classes, axis=1))
-        return weights[:, None, None, :]
+        return per_channel(weights, len(spatial_axes(activations)))

@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_cam.methods.base import CAMMethod
+from keras_cam.spatial import spatial_axes
 
 
 class GradCAM(CAMMethod):
@@ -12,10 +13,13 @@ class GradCAM(CAMMethod):
     Gradient-based Localization", ICCV 2017.
 
         w_c = 1/(h·w) Σ_ij ∂S/∂A_ijc,    L = ReLU(Σ_c w_c A_c)
+
+    (the mean runs over every spatial axis: time for a 1-D map, depth, height
+    and width for a 3-D one).
     """
 
     name = "gradcam"
     description = "Grad-CAM (Selvaraju et al. 2017): channels weighted by mean gradient."
 
     def channel_weights(self, activations, gradients, classes, forward=None):
-        return ops.mean(gradients, axis=(1, 2), keepdims=True)
+        return ops.mean(gradients, axis=spatial_axes(gradients), keepdims=True)

@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_cam.methods.base import CAMMethod, safe_divide
+from keras_cam.spatial import spatial_axes
 
 
 class GradCAMPlusPlus(CAMMethod):
@@ -23,7 +24,8 @@ class GradCAMPlusPlus(CAMMethod):
     description = "Grad-CAM++ (Chattopadhay et al. 2018): higher-order gradient weights."
 
     def channel_weights(self, activations, gradients, classes, forward=None):
+        axes = spatial_axes(activations)
         squared = gradients * gradients
-        activation_sums = ops.sum(activations, axis=(1, 2), keepdims=True)
+        activation_sums = ops.sum(activations, axis=axes, keepdims=True)
         alpha = safe_divide(squared, 2.0 * squared + activation_sums * squared * gradients)
-        return ops.sum(alpha * ops.relu(gradients), axis=(1, 2), keepdims=True)
+        return ops.sum(alpha * ops.relu(gradients), axis=axes, keepdims=True)

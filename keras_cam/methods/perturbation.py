@@ -7,6 +7,7 @@ from typing import Any
 from keras import ops
 
 from keras_cam.methods.base import CAMMethod
+from keras_cam.spatial import per_channel, spatial_axes
 
 
 class PerturbationMethod(CAMMethod):
@@ -39,16 +40,15 @@ class PerturbationMethod(CAMMethod):
     def kept_channels(self, activations: Any) -> Any:
         """Indices (N, K) of the channels to perturb, by decreasing mean activation."""
         channels = activations.shape[-1]
+        means = ops.mean(activations, axis=spatial_axes(activations))
         if self.max_channels is None or self.max_channels >= channels:
-            return ops.zeros_like(activations[:, 0, 0, :], dtype="int32") + ops.arange(
-                channels, dtype="int32"
-            )
-        means = ops.mean(activations, axis=(1, 2))
+            return ops.zeros_like(means, dtype="int32") + ops.arange(channels, dtype="int32")
         return ops.cast(ops.top_k(means, self.max_channels, sorted=True)[1], "int32")
 
     @staticmethod
-    def spread(weights: Any, channels: Any, count: int) -> Any:
-        """Weights (N, K) of the kept `channels` -> (N, 1, 1, count), 0 elsewhere."""
+    def spread(weights: Any, channels: Any, activations: Any) -> Any:
+        """Weights (N, K) of the kept `channels` -> (N, 1, ..., 1, C), 0 elsewhere."""
+        count = activations.shape[-1]
         if weights.shape[-1] != count:
             weights = ops.sum(weights[..., None] * ops.one_hot(channels, count), axis=1)
-        return weights[:, None, None, :]
+        return per_channel(weights, len(spatial_axes(activations)))

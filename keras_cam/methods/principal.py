@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -11,22 +12,23 @@ from keras import ops
 def first_component_map(features: Any, reference: Any) -> Any:
     """Projects each location's channel vector on the batch item's first principal component.
 
-    The (h·w, C) matrix of each image is centred per channel; its projection
-    on the first principal component is `u₁·σ₁` of its reduced SVD. That
-    comes from the eigenvector of the smaller of the two Gram matrices
-    (h·w × h·w or C × C), far cheaper than a full SVD. A principal
+    The (L, C) matrix of each image (L locations: h·w for a 2-D map, t or
+    d·h·w for 1-D or 3-D) is centred per channel; its projection on the first
+    principal component is `u₁·σ₁` of its reduced SVD. That comes from the
+    eigenvector of the smaller of the two Gram matrices (L × L or C × C), far
+    cheaper than a full SVD. A principal
     component's sign is arbitrary, so the map is signed to correlate
     positively with `reference`.
 
     Args:
-        features: float32 (N, h, w, C).
-        reference: float32 (N, h, w), e.g. the channel mean of `features`.
+        features: float32 (N, *spatial, C), e.g. (N, h, w, C).
+        reference: float32 (N, *spatial), e.g. the channel mean of `features`.
 
     Returns:
-        float32 (N, h, w).
+        float32 (N, *spatial).
     """
-    _, height, width, channels = features.shape
-    locations = height * width
+    spatial, channels = tuple(features.shape[1:-1]), features.shape[-1]
+    locations = math.prod(spatial)
     flat = ops.reshape(features, (-1, locations, channels))
     # The eigensolver fails on NaN or inf, and the Gram matrix overflows for huge
     # activations: decompose finite values scaled to at most 1, and give an item with a
@@ -48,4 +50,4 @@ def first_component_map(features: Any, reference: Any) -> Any:
     agreement = ops.sum(projection * ops.reshape(reference, (-1, locations)), axis=1)
     sign = ops.where(agreement < 0, -1.0, 1.0)
     projection = ops.where(finite[:, None], projection * sign[:, None] * scale[:, 0], np.nan)
-    return ops.reshape(projection, (-1, height, width))
+    return ops.reshape(projection, (-1, *spatial))

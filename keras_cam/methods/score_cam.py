@@ -3,11 +3,13 @@
 from keras import ops
 
 from keras_cam.methods.perturbation import PerturbationMethod
+from keras_cam.spatial import map_axes, resize
 
 
 def _min_max(maps):
-    low = ops.min(maps, axis=(1, 2), keepdims=True)
-    span = ops.max(maps, axis=(1, 2), keepdims=True) - low
+    axes = map_axes(maps)
+    low = ops.min(maps, axis=axes, keepdims=True)
+    span = ops.max(maps, axis=axes, keepdims=True) - low
     return ops.where(span > 0, (maps - low) / ops.where(span > 0, span, 1.0), 0.0)
 
 
@@ -35,25 +37,24 @@ class ScoreCAM(PerturbationMethod):
     description = "Score-CAM (Wang et al. 2020): channels weighted by masked-input scores."
 
     def channel_weights(self, activations, gradients, classes, forward=None):
-        images, height, width, channels = activations.shape
+        images, *spatial, _ = activations.shape
         kept = self.kept_channels(activations)
         count = kept.shape[-1]
-        maps = ops.take_along_axis(activations, kept[:, None, None, :], axis=-1)
-        maps = ops.reshape(ops.transpose(maps, (0, 3, 1, 2)), (-1, height, width, 1))
+        kept_index = ops.reshape(kept, (images, *([1] * len(spatial)), count))
+        maps = ops.take_along_axis(activations, kept_index, axis=-1)
+        # (N, *spatial, K) -> (N·K, *spatial): one mask per image and kept channel.
+        maps = ops.reshape(ops.moveaxis(maps, -1, 1), (-1, *spatial))
         inputs = forward.inputs
-        size = inputs.shape[2:4] if forward.input_channels_first else inputs.shape[1:3]
+        size = inputs.shape[2:] if forward.input_channels_first else inputs.shape[1:-1]
+        channel_axis = 1 if forward.input_channels_first else -1
 
         def masked_scores(index):
             image = index // count
-            masks = ops.image.resize(
-                ops.take(maps, index, axis=0), size, "bilinear", data_format="channels_last"
-            )
-            masks = _min_max(masks)
-            if forward.input_channels_first:
-                masks = ops.transpose(masks, (0, 3, 1, 2))
+            masks = _min_max(resize(ops.take(maps, index, axis=0), size))
+            masks = ops.expand_dims(masks, channel_axis)
             masked = ops.take(inputs, image, axis=0) * ops.cast(masks, inputs.dtype)
             return forward.score_inputs(masked, ops.take(classes, image))
 
         scores = forward.map_chunks(masked_scores, images * count, self.batch_size)
         weights = ops.softmax(ops.reshape(scores, (images, count)), axis=-1)
-        return self.spread(weights, kept, channels)
+        return self.spread(weights, kept, activations)

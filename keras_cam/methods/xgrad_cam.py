@@ -3,6 +3,7 @@
 from keras import ops
 
 from keras_cam.methods.base import CAMMethod, safe_divide
+from keras_cam.spatial import spatial_axes
 
 
 class XGradCAM(CAMMethod):
@@ -20,5 +21,6 @@ class XGradCAM(CAMMethod):
     description = "XGrad-CAM (Fu et al. 2020): activation-weighted gradient average."
 
     def channel_weights(self, activations, gradients, classes, forward=None):
-        totals = ops.sum(activations, axis=(1, 2), keepdims=True)
-        return ops.sum(safe_divide(activations, totals) * gradients, axis=(1, 2), keepdims=True)
+        axes = spatial_axes(activations)
+        totals = ops.sum(activations, axis=axes, keepdims=True)
+        return ops.sum(safe_divide(activations, totals) * gradients, axis=axes, keepdims=True)
