@@ -38,6 +38,8 @@ from keras_cam.explainer import (
     with_ranks,
 )
 from keras_cam.guidance import CAMGuidedModel
+from keras_cam.layers import model_input_shape
+from keras_cam.log_files import check_log_dir
 from keras_cam.overlay import (
     _colormap_table,
     captioned_grid,
@@ -82,8 +84,16 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
-def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Reads up to `max_images` (images, labels) from arrays, a tf.data.Dataset or a PyDataset."""
+def take_probe(
+    probe: Any, max_images: int, image_shape: tuple[int | None, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reads up to `max_images` (images, labels) from arrays, a tf.data.Dataset or a PyDataset.
+
+    A dataset must yield batches. One whose elements have `image_shape` (the
+    model's input shape without the batch axis, None matching any size)
+    yields single images, which concatenated would read as rows of pixels:
+    that is an error saying to batch it.
+    """
     if isinstance(probe, (tuple, list)) or hasattr(probe, "shape"):
         images, labels = _split_batch(probe)
         images = _numpy(images)
@@ -109,6 +119,11 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
     for batch in batches:
         batch_images, batch_labels = _split_batch(batch)
         batch_images = _numpy(batch_images)
+        if image_shape is not None and _is_one_image(batch_images.shape, image_shape):
+            raise ValueError(
+                f"The probe dataset yields single images of shape {batch_images.shape}, not "
+                f"batches of them; batch it first, e.g. probe.batch({max_images})."
+            )
         images.append(batch_images)
         if batch_labels is not None:
             labels.append(_numpy(batch_labels))
@@ -121,6 +136,21 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
         raise ValueError("Some probe batches have labels and some do not.")
     stacked = np.concatenate(labels)[:max_images] if labels else None
     return np.concatenate(images)[:max_images], stacked
+
+
+def _image_shape(model: keras.Model) -> tuple[int | None, ...] | None:
+    """The model's input shape without the batch axis; None for a model not built yet."""
+    try:
+        return model_input_shape(model)[1:]
+    except AttributeError:  # a Sequential model without an Input
+        return None
+
+
+def _is_one_image(shape: tuple[int, ...], image_shape: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(image_shape) and all(
+        expected is None or expected == size
+        for size, expected in zip(shape, image_shape, strict=True)
+    )
 
 
 def _warn_if_preprocessed(images: np.ndarray) -> None:
@@ -240,7 +270,9 @@ class CAMCallback(keras.callbacks.Callback):
             `(N, D, H, W, C)` in any value range, shown as line plots over
             a map band or as three slices through the map's peak (see
             `keras_cam.cell_display`).
-        log_dir: directory for the event files (created if needed).
+        log_dir: directory for the event files (created if needed); a URL
+            such as `gs://bucket/logs` is written through `tf.io.gfile`
+            (needs TensorFlow installed, on any backend).
         every_n_epochs: explain after every n-th epoch. Defaults to `1`.
         method: a name from `keras_cam.available_methods()`, a `CAMMethod`
             instance, or a list of them. Defaults to `"gradcam"`.
@@ -380,6 +412,7 @@ class CAMCallback(keras.callbacks.Callback):
         _colormap_table(colormap)
         self.probe = probe
         self.log_dir = os.fspath(log_dir)
+        check_log_dir(self.log_dir)
         self.every_n_epochs = int(every_n_epochs)
         self.layer = layer
         self.targets = targets
@@ -460,7 +493,7 @@ class CAMCallback(keras.callbacks.Callback):
             )
             self._batch = None
         if self._batch is None:
-            images, labels = take_probe(self.probe, self.probe_size)
+            images, labels = take_probe(self.probe, self.probe_size, _image_shape(model))
             explainer = self._explainer
             if is_multi_label(self.targets):
                 batch = explainer._positive_batch(images, self.preprocess)
@@ -493,6 +526,8 @@ class CAMCallback(keras.callbacks.Callback):
             self._timelines = {method.name: Timeline() for method in self.methods}
             # The top-k maps ride in the same batch, so one compiled function does everything.
             self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
+        if self.sanity_check:
+            self._check_sanity_check_applies()
         # An interrupted fit may have left events queued and its file open.
         self._finish_writing()
         self._writer = create_writer(self.log_dir, self.writer)
@@ -547,6 +582,18 @@ class CAMCallback(keras.callbacks.Callback):
                 logger.debug("keras_cam: closing a failed event writer failed too: %s", error)
             else:
                 self._fail(error, "while closing the event file")
+
+    def _check_sanity_check_applies(self) -> None:
+        """Fails before training, not after it, where the sanity check has nothing to re-draw."""
+        try:
+            _sanity.kernels_to_randomise(self._explainer)
+        except ValueError:
+            raise ValueError(
+                f"sanity_check=True re-draws the kernels of the layers after the target "
+                f"layer {self._explainer.layer!r}, but they have none (e.g. only pooling "
+                f"and softmax), so the check could not say anything. Pass an earlier "
+                f"layer= or drop sanity_check."
+            ) from None
 
     def _sanity_event(self, step: int) -> None:
         values = {}

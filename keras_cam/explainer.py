@@ -13,9 +13,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cam import explainer_cache, smoothing
 from keras_cam import outputs as _outputs
 from keras_cam import scores as _scores
-from keras_cam import smoothing
 from keras_cam.capture import call_model, token_split
 from keras_cam.compute import backend_module
 from keras_cam.layers import (
@@ -29,11 +29,13 @@ from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
+from keras_cam.progress import progress_bar, resolve_verbose
 from keras_cam.spatial import channels_last, map_axes, per_channel, resize
 from keras_cam.targets import (
     PREDICTED,
     Targets,
     TaskTarget,
+    callable_scores,
     is_multi_label,
     rank_id,
     resolve_class_ids,
@@ -798,7 +800,9 @@ class CAMExplainer:
                     values = [ops.take(array, index, axis=0) for array in arrays]
                     return task.score(outputs, *values, are_logits=are_logits)
                 if score_fn is not None:
-                    return ops.cast(score_fn(outputs), "float32")
+                    return callable_scores(
+                        score_fn, outputs, keras.tree.flatten(outputs)[0].shape[0]
+                    )
                 return _scores.class_scores(
                     outputs, classes_of(outputs) if classes is None else classes
                 )
@@ -881,11 +885,18 @@ def explain(
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
     tokens: TokenLayout | None = None,
+    verbose: int | str = "auto",
 ) -> CAMResult | dict[str, CAMResult]:
-    """Explains a batch in one call: builds a `CAMExplainer` and applies it.
+    """Explains a batch in one call: a `CAMExplainer` of `model`, built once and reused.
 
-    For repeated calls keep a `CAMExplainer`, which compiles once. The
-    arguments are those of `CAMExplainer` and its call.
+    The explainer is kept with the model (and dies with it): calling again
+    with the same options reuses its compiled function, so a loop over
+    batches traces once. The arguments are those of `CAMExplainer` and its
+    call, and `verbose`: as in `model.predict`, `0` silent, `1` a
+    `keras.utils.Progbar` of the call's forward passes (Score-CAM and
+    Ablation-CAM run one per channel and image, and the bar shows the total
+    as the call starts), `2` one line at the end; `"auto"` is 1 in a
+    terminal or notebook and 0 elsewhere. Defaults to `"auto"`.
 
     Example:
 
@@ -895,8 +906,7 @@ def explain(
     ... )                                                            # doctest: +SKIP
     >>> overlays = keras_cam.overlay(images, result.heatmaps)         # doctest: +SKIP
     """
-    explainer = CAMExplainer(
-        model,
+    options = dict(
         method=method,
         layer=layer,
         score=score,
@@ -904,4 +914,11 @@ def explain(
         eigen_smooth=eigen_smooth,
         tokens=tokens,
     )
-    return explainer(images, targets=targets, preprocess=preprocess, labels=labels)
+    # A callable target compiles its own function: one cache entry per callable.
+    own = callable(targets) and not isinstance(targets, TaskTarget)
+    key = explainer_cache.options_key(**options, targets=targets if own else None)
+    explainer = explainer_cache.cached(model, key, lambda: CAMExplainer(model, **options))
+    maps_per_image = top_k(targets) or 1
+    count = len(images) * maps_per_image
+    with progress_bar(explainer, count, resolve_verbose(verbose)):
+        return explainer(images, targets=targets, preprocess=preprocess, labels=labels)
