@@ -44,8 +44,8 @@ from keras_cam.data import make_shapes
 from keras_cam.methods import ScoreCAM
 
 
-def interleaved_medians(fns: dict, runs: int) -> dict[str, float]:
-    """Median seconds per function, the functions taking turns so that drift hits all alike."""
+def interleaved_times(fns: dict, runs: int) -> dict[str, list[float]]:
+    """Seconds per run of each function, the functions taking turns so that drift hits all alike."""
     for fn in fns.values():
         fn()  # warm-up: tracing and first-call allocation
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -54,7 +54,21 @@ def interleaved_medians(fns: dict, runs: int) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_medians(fns: dict, runs: int) -> dict[str, float]:
+    """Median seconds per function over `runs` interleaved rounds."""
+    times = interleaved_times(fns, runs)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> tuple[float, float, float]:
+    """Median and quartiles of the per-round ratios: each round's two runs were back to back,
+    so a load burst that slows one round slows both of its terms."""
+    ratios = [n / d for n, d in zip(numerator, denominator, strict=True)]
+    low, median, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return median, low, high
 
 
 def _method(name: str, score_cam_channels: int):
@@ -211,11 +225,45 @@ def event_cost(events: int, log_dir: str) -> None:
             total.append(time.perf_counter() - start)
         callback.on_train_end()
         per_event = (_bytes_under(directory) - start_bytes) / events
+        blocks_ms = statistics.median(blocking[1:]) * 1000
         print(
-            f"  {name:<10} blocks fit {statistics.median(blocking[1:]) * 1000:.0f} ms, "
+            f"  {name:<10} blocks fit {blocks_ms:.0f} ms, "
             f"total {statistics.median(total[1:]) * 1000:.0f} ms, "
             f"{per_event / 1024:.0f} KiB per event"
         )
+        if name == "default":
+            ours_ms = blocks_ms
+    other_ms = _tf_explain_event(model, probe, events, log_dir)
+    if other_ms is not None:
+        print(
+            f"  tf-explain GradCAMCallback (layer_name='last_conv', one image of 16 maps) "
+            f"blocks fit {other_ms:.0f} ms; ours / theirs = {ours_ms / other_ms:.2f} "
+            f"(target ≤ 0.33)"
+        )
+
+
+def _tf_explain_event(model, probe, events: int, log_dir: str) -> float | None:
+    """Median ms of tf-explain's GradCAMCallback.on_epoch_end (all on the training thread)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    try:
+        from tf_explain.callbacks.grad_cam import GradCAMCallback
+    except ImportError as error:  # tf-explain (and opencv) come with the `bench` extra
+        print(f"  tf-explain not measured: {error}")
+        return None
+    callback = GradCAMCallback(
+        (probe.images.astype("float32"), None),
+        class_index=0,
+        layer_name="last_conv",
+        output_dir=os.path.join(log_dir, "tf_explain"),
+    )
+    callback.set_model(model)
+    times = []
+    for step in range(events):
+        start = time.perf_counter()
+        callback.on_epoch_end(step)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:]) * 1000
 
 
 def callback_overhead(epochs: int, log_dir: str, runs: int) -> None:
@@ -277,18 +325,25 @@ def vit_cam_over_forward(batch: int, runs: int) -> None:
     inputs = keras.ops.convert_to_tensor(images)
     forward = backend_module().compile_function(lambda x: model(x, training=False), model)
     explainer = keras_cam.CAMExplainer(model)
-    medians = interleaved_medians(
+    load_before = os.getloadavg()[0]
+    times = interleaved_times(
         {
             "forward": lambda: keras.ops.convert_to_numpy(forward(inputs)),
             "gradcam": lambda: explainer(images),
         },
         runs,
     )
-    ratio = medians["gradcam"] / medians["forward"]
-    print(f"ViT-Tiny (12 blocks, width 192, patch 16), batch {batch} at 224×224, {runs} runs")
-    print(f"  compiled forward pass: {medians['forward'] * 1000:.0f} ms")
+    ratio, low, high = paired_ratio(times["gradcam"], times["forward"])
+    forward_ms = statistics.median(times["forward"]) * 1000
+    cam_ms = statistics.median(times["gradcam"]) * 1000
+    print(f"ViT-Tiny (12 blocks, width 192, patch 16), batch {batch} at 224×224, {runs} rounds")
     print(
-        f"  gradcam      {medians['gradcam'] * 1000:7.0f} ms   CAM / forward = {ratio:6.3f}"
+        f"  compiled forward pass: {forward_ms:.0f} ms (median), load average "
+        f"{load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"  gradcam      {cam_ms:7.0f} ms   CAM / forward = {ratio:6.3f} "
+        f"(median of per-round ratios; quartiles {low:.3f}–{high:.3f})"
         f"   traced {explainer.trace_count}×   target ≤ 1.3"
     )
     print(f"  layer: {explainer.layer}")

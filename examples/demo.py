@@ -18,16 +18,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
-from keras import layers
-
-import keras_cam
-from keras_cam.data import make_shapes
-from keras_cam.metrics import pointing_game
+# Keras, TensorFlow and keras_cam are imported where they are used, after the command
+# line is parsed: `--help` answers at once.
 
 
-def build_model(size: int, num_classes: int) -> keras.Model:
+def build_model(size: int, num_classes: int):
     """A small convolutional classifier with a GAP→Dense head."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input((size, size, 3))
     x = layers.Rescaling(1 / 255)(inputs)
     for filters, pool in ((32, True), (64, True), (64, False)):
@@ -42,32 +41,39 @@ def build_model(size: int, num_classes: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="shapes_cnn")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log-dir", default="runs/demo")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train-size", type=int, default=3000)
-    parser.add_argument("--size", type=int, default=64)
-    args = parser.parse_args()
+def shapes_arguments(description: str, log_dir: str, epochs: int) -> argparse.Namespace:
+    """The command line shared by the shapes examples (this one and vit_cam.py)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--log-dir", default=log_dir, help="TensorBoard log directory")
+    parser.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    parser.add_argument("--train-size", type=int, default=3000, help="training images")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    return parser.parse_args()
+
+
+def train_with_cam(model, args, optimizer, **cam_options):
+    """Trains `model` on the shapes with TensorBoard and a CAMCallback; returns the test set."""
+    import keras
+
+    import keras_cam
+    from keras_cam.data import make_shapes
 
     keras.utils.set_random_seed(0)
     train = make_shapes(args.train_size, size=args.size, seed=1)
     test = make_shapes(256, size=args.size, seed=2)
-    model = build_model(args.size, len(train.class_names))
-    model.compile(
-        keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-
+    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
     callbacks = [
         keras.callbacks.TensorBoard(args.log_dir),
         keras_cam.CAMCallback(
             (test.images[:16], test.labels[:16]),
             os.path.join(args.log_dir, "cam"),
-            method=["gradcam", "layercam", "scorecam"],
             class_names=train.class_names,
+            probe_masks=test.masks[:16],  # scores the probe's maps (pointing game) every epoch
+            **cam_options,
         ),
     ]
-    started = time.perf_counter()
     model.fit(
         train.images,
         train.labels,
@@ -77,7 +83,15 @@ def main() -> None:
         callbacks=callbacks,
         verbose=2,
     )
-    results = keras_cam.explain(model, test.images, method=list(keras_cam.available_methods()))
+    return test
+
+
+def score_maps(model, test, methods, args, started: float) -> None:
+    """Prints the held-out accuracy, each method's pointing game and how to view the maps."""
+    import keras_cam
+    from keras_cam.metrics import pointing_game
+
+    results = keras_cam.explain(model, test.images, method=methods)
     result = results["gradcam"]
     accuracy = float((result.predicted == test.labels).mean())
     print(f"\ntrained in {time.perf_counter() - started:.0f} s; explained layer {result.layer!r}")
@@ -92,6 +106,21 @@ def main() -> None:
         f"           or:  {tensorboard} --logdir {log_root} "
         f"--samples_per_plugin images={args.epochs}"
     )
+
+
+def main() -> None:
+    args = shapes_arguments(__doc__.splitlines()[0], log_dir="runs/demo", epochs=10)
+    import keras
+
+    import keras_cam
+    from keras_cam.data import CLASS_NAMES
+
+    started = time.perf_counter()
+    model = build_model(args.size, len(CLASS_NAMES))
+    test = train_with_cam(
+        model, args, keras.optimizers.Adam(2e-3), method=["gradcam", "layercam", "scorecam"]
+    )
+    score_maps(model, test, list(keras_cam.available_methods()), args, started)
 
 
 if __name__ == "__main__":

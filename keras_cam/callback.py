@@ -38,6 +38,8 @@ from keras_cam.explainer import (
     with_ranks,
 )
 from keras_cam.guidance import CAMGuidedModel
+from keras_cam.layers import model_input_shape
+from keras_cam.log_files import check_log_dir
 from keras_cam.overlay import (
     ColourBar,
     _colormap_table,
@@ -54,7 +56,7 @@ from keras_cam.targets import (
     is_multi_label,
     labels_to_class_ids,
 )
-from keras_cam.tokens import TokenGrid
+from keras_cam.tokens import TokenLayout, check_layout
 from keras_cam.writer import WRITERS, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
@@ -86,8 +88,16 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
-def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Reads up to `max_images` (images, labels) from arrays, a tf.data.Dataset or a PyDataset."""
+def take_probe(
+    probe: Any, max_images: int, image_shape: tuple[int | None, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Reads up to `max_images` (images, labels) from arrays, a tf.data.Dataset or a PyDataset.
+
+    A dataset must yield batches. One whose elements have `image_shape` (the
+    model's input shape without the batch axis, None matching any size)
+    yields single images, which concatenated would read as rows of pixels:
+    that is an error saying to batch it.
+    """
     if isinstance(probe, (tuple, list)) or hasattr(probe, "shape"):
         images, labels = _split_batch(probe)
         images = _numpy(images)
@@ -113,6 +123,11 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
     for batch in batches:
         batch_images, batch_labels = _split_batch(batch)
         batch_images = _numpy(batch_images)
+        if image_shape is not None and _is_one_image(batch_images.shape, image_shape):
+            raise ValueError(
+                f"The probe dataset yields single images of shape {batch_images.shape}, not "
+                f"batches of them; batch it first, e.g. probe.batch({max_images})."
+            )
         images.append(batch_images)
         if batch_labels is not None:
             labels.append(_numpy(batch_labels))
@@ -125,6 +140,21 @@ def take_probe(probe: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | No
         raise ValueError("Some probe batches have labels and some do not.")
     stacked = np.concatenate(labels)[:max_images] if labels else None
     return np.concatenate(images)[:max_images], stacked
+
+
+def _image_shape(model: keras.Model) -> tuple[int | None, ...] | None:
+    """The model's input shape without the batch axis; None for a model not built yet."""
+    try:
+        return model_input_shape(model)[1:]
+    except AttributeError:  # a Sequential model without an Input
+        return None
+
+
+def _is_one_image(shape: tuple[int, ...], image_shape: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(image_shape) and all(
+        expected is None or expected == size
+        for size, expected in zip(shape, image_shape, strict=True)
+    )
 
 
 def _warn_if_preprocessed(images: np.ndarray) -> None:
@@ -246,7 +276,9 @@ class CAMCallback(keras.callbacks.Callback):
             `(N, D, H, W, C)` in any value range, shown as line plots over
             a map band or as three slices through the map's peak (see
             `keras_cam.cell_display`).
-        log_dir: directory for the event files (created if needed).
+        log_dir: directory for the event files (created if needed); a URL
+            such as `gs://bucket/logs` is written through `tf.io.gfile`
+            (needs TensorFlow installed, on any backend).
         every_n_epochs: explain after every n-th epoch. Defaults to `1`.
         method: a name from `keras_cam.available_methods()`, a `CAMMethod`
             instance, or a list of them. Defaults to `"gradcam"`.
@@ -294,8 +326,8 @@ class CAMCallback(keras.callbacks.Callback):
             `"auto"` (TensorFlow's under the TensorFlow backend, else the
             `tensorboard` package's). Defaults to `"auto"`.
         tokens: how a token layer's output lies on the image, a
-            `keras_cam.TokenGrid`; see `CAMExplainer`. Defaults to `None`:
-            detected from the model.
+            `keras_cam.TokenGrid` or a function to an (N, h, w, C) map; see
+            `CAMExplainer`. Defaults to `None`: detected from the model.
         normalize: which map value gets the full colour: `"image"` (each map
             its own maximum: every map looks equally hot), `"probe"` (the
             largest map of the probe at that event: weak maps look weak) or
@@ -348,7 +380,7 @@ class CAMCallback(keras.callbacks.Callback):
         images: Sequence[str] = DEFAULT_IMAGES,
         probe_size: int | None = None,
         alarms: Sequence[Alarm] = (),
-        tokens: TokenGrid | None = None,
+        tokens: TokenLayout | None = None,
         normalize: str = "probe",
         display: Callable[[np.ndarray], Any] | None = None,
     ) -> None:
@@ -406,6 +438,7 @@ class CAMCallback(keras.callbacks.Callback):
         _colormap_table(colormap)
         self.probe = probe
         self.log_dir = os.fspath(log_dir)
+        check_log_dir(self.log_dir)
         self.every_n_epochs = int(every_n_epochs)
         self.layer = layer
         self.targets = targets
@@ -440,6 +473,7 @@ class CAMCallback(keras.callbacks.Callback):
         self._failing = False
         self._chief = True
         self.log_on_train_end = bool(log_on_train_end)
+        check_layout(tokens)
         self.tokens = tokens
         self._explainer: CAMExplainer | None = None
         self._batch: _Batch | None = None
@@ -486,7 +520,7 @@ class CAMCallback(keras.callbacks.Callback):
             )
             self._batch = None
         if self._batch is None:
-            images, labels = take_probe(self.probe, self.probe_size)
+            images, labels = take_probe(self.probe, self.probe_size, _image_shape(model))
             explainer = self._explainer
             if is_multi_label(self.targets):
                 batch = explainer._positive_batch(images, self.preprocess)
@@ -520,6 +554,8 @@ class CAMCallback(keras.callbacks.Callback):
             self._scales = {method.name: DisplayScale(self.normalize) for method in self.methods}
             # The top-k maps ride in the same batch, so one compiled function does everything.
             self._batch = batch if self.top_k is None else with_ranks(batch, range(self.top_k))
+        if self.sanity_check:
+            self._check_sanity_check_applies()
         # An interrupted fit may have left events queued and its file open.
         self._finish_writing()
         self._writer = create_writer(self.log_dir, self.writer, describe)
@@ -581,6 +617,18 @@ class CAMCallback(keras.callbacks.Callback):
                 logger.debug("keras_cam: closing a failed event writer failed too: %s", error)
             else:
                 self._fail(error, "while closing the event file")
+
+    def _check_sanity_check_applies(self) -> None:
+        """Fails before training, not after it, where the sanity check has nothing to re-draw."""
+        try:
+            _sanity.kernels_to_randomise(self._explainer)
+        except ValueError:
+            raise ValueError(
+                f"sanity_check=True re-draws the kernels of the layers after the target "
+                f"layer {self._explainer.layer!r}, but they have none (e.g. only pooling "
+                f"and softmax), so the check could not say anything. Pass an earlier "
+                f"layer= or drop sanity_check."
+            ) from None
 
     def _sanity_event(self, step: int) -> None:
         values = {}

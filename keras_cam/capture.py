@@ -11,9 +11,10 @@ alike, inside the one compiled function. The same wrapper, returning
 `output * keep`, re-runs the model with channels ablated (Ablation-CAM).
 
 A token layer's (N, T, D) output is shown on its patch grid
-(`keras_cam.tokens`). The default layer of a token model is the last block
-whose output still carries gradient on the patch tokens: with a head that
-reads only the class token, that is the input of the last block.
+(`keras_cam.tokens`), or rearranged by the user's `tokens=` function. The
+default layer of a token model is the last block whose output still carries
+gradient on the patch tokens: with a head that reads only the class token,
+that is the input of the last block.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from keras_cam.layers import (
 )
 from keras_cam.scores import linear_output
 from keras_cam.spatial import per_channel
-from keras_cam.tokens import TokenGrid, detect_grid
+from keras_cam.tokens import TokenGrid, TokenLayout, detect_grid, map_channels
 
 Transform = Callable[[Any], Any]
 
@@ -170,17 +171,21 @@ class CapturedLayer:
         model: the model.
         path: `/`-path of the layer.
         layer: the layer.
-        grid: how its tokens lie on the image, or None for an (N, h, w, C) map.
+        grid: how its output becomes the map: a `TokenGrid` or a function
+            (`tokens=`), or None for an (N, h, w, C) map.
         item_shape: its output shape without the batch axis.
         dtype: its output dtype.
+        channels: with a `grid`, the map channel of each output entry (-1
+            where it is not in the map), as `tokens.map_channels` gives.
     """
 
     model: keras.Model
     path: str
     layer: keras.layers.Layer
-    grid: TokenGrid | None
+    grid: TokenLayout | None
     item_shape: tuple[int, ...]
     dtype: str
+    channels: np.ndarray | None = None
 
     def run(self, x: Any, transform: Transform | None = None) -> tuple[Any, Any]:
         """Model outputs for `x`, and the layer's output, changed by `transform` on the way."""
@@ -190,7 +195,7 @@ class CapturedLayer:
 
     def to_map(self, captured: Any) -> Any:
         """The captured output as a channels-last feature map."""
-        return captured if self.grid is None else self.grid.to_map(captured)
+        return captured if self.grid is None else self.grid(captured)
 
     def activations_and_gradients(
         self, compute: Any, x: Any, score_fn: Callable[[Any], Any], need_gradients: bool
@@ -213,8 +218,10 @@ class CapturedLayer:
         if self.grid is None:
             scale = per_channel(keep, len(self.item_shape) - 1)
         else:
-            patches = self.grid.patch_mask(keep.dtype)[None, :, None]
-            scale = 1.0 - patches * (1.0 - keep[:, None, :])
+            # Entries outside the map (prefix tokens) index the appended column of ones.
+            channels = np.where(self.channels < 0, keep.shape[-1], self.channels)
+            keep = ops.concatenate([keep, ops.ones_like(keep[:, :1])], axis=-1)
+            scale = ops.take(keep, ops.convert_to_tensor(channels), axis=1)
         return self.run(x, lambda output: output * ops.cast(scale, output.dtype))[1]
 
 
@@ -287,14 +294,17 @@ def _grid_of(model: keras.Model, path: str, shape: tuple, tokens: TokenGrid | No
             f"Cannot tell how the {count} tokens of layer {path!r} lie on the "
             f"{_image_size(model)} image (no patch size in the model fits, and no "
             f"rectangle of the image's aspect plus at most 16 leading tokens makes "
-            f"{count}). Pass tokens=keras_cam.TokenGrid(height, width, prefix=...)."
+            f"{count}). Pass tokens=keras_cam.TokenGrid(height, width, prefix=...) or a "
+            f"function that rearranges them into an (N, h, w, C) map."
         )
     return grid
 
 
-def _captured(model, path, layer, output, tokens) -> CapturedLayer:
+def _captured(model, path, layer, output, tokens: TokenLayout | None) -> CapturedLayer:
     shape, rank = tuple(output.shape), spatial_rank(model)
-    if rank != 2:  # a sequence or volume model: its maps only, no tokens
+    if tokens is not None and not isinstance(tokens, TokenGrid):
+        grid = tokens  # the user's function, checked by map_channels on this layer's shape
+    elif rank != 2:  # a sequence or volume model: its maps only, no tokens
         if len(shape) != rank + 2:
             raise ValueError(
                 f"Layer {path!r} outputs shape {shape}, not a feature map of the model's "
@@ -304,15 +314,18 @@ def _captured(model, path, layer, output, tokens) -> CapturedLayer:
     elif len(shape) not in (3, 4):
         raise ValueError(
             f"Layer {path!r} outputs shape {shape}: neither tokens (N, T, D) nor a feature "
-            f"map (N, h, w, C), so there is no map to explain."
+            f"map (N, h, w, C), so there is no map to explain. Pass tokens= a function "
+            f"that rearranges it into an (N, h, w, C) map."
         )
     else:
         grid = _grid_of(model, path, shape, tokens) if len(shape) == 3 else None
-    return CapturedLayer(model, path, layer, grid, shape[1:], str(output.dtype).split(".")[-1])
+    channels = None if grid is None else map_channels(grid, shape[1:])
+    dtype = str(output.dtype).split(".")[-1]
+    return CapturedLayer(model, path, layer, grid, shape[1:], dtype, channels)
 
 
 def capture_layer(
-    model: keras.Model, path: str, compute: Any, tokens: TokenGrid | None = None
+    model: keras.Model, path: str, compute: Any, tokens: TokenLayout | None = None
 ) -> CapturedLayer:
     """A `CapturedLayer` for the layer at `path` (a graph layer or one called inside one)."""
     layers = all_layers(model)
@@ -358,7 +371,7 @@ def default_candidates(model: keras.Model) -> list[str]:
 
 
 def default_token_layer(
-    model: keras.Model, compute: Any, tokens: TokenGrid | None = None
+    model: keras.Model, compute: Any, tokens: TokenLayout | None = None
 ) -> CapturedLayer:
     """The last block whose output carries gradient on the patch tokens.
 
@@ -378,15 +391,20 @@ def default_token_layer(
             captured = _captured(model, path, layers[path], output, tokens)
         except ValueError:
             continue
-        patches = gradient[:, captured.grid.prefix :] if captured.grid else gradient
+        patches = ops.convert_to_numpy(captured.to_map(ops.convert_to_tensor(gradient)))
         if np.abs(patches).max() > 1e-7 * max(np.abs(gradient).max(), 1e-30):
             return captured
     if tokens is not None:
-        counts = sorted({probed[p][0].shape[1] for p in probed if probed[p][0].ndim == 3})
+        shapes = sorted({probed[p][0].shape[1:] for p in probed if probed[p][0].ndim == 3})
+        described = (
+            f"describes {tokens.tokens} tokens"
+            if isinstance(tokens, TokenGrid)
+            else "does not fit or gives no gradient on the map"
+        )
         raise ValueError(
-            f"tokens={tokens} describes {tokens.tokens} tokens but the token layers of model "
-            f"{model.name!r} output {counts}; pass the grid of the layer to explain "
-            f"(and layer= to name it)."
+            f"tokens={tokens} {described} but the token layers of model {model.name!r} output "
+            f"{shapes} (tokens, width); pass the layout of the layer to explain (and layer= "
+            f"to name it)."
         )
     raise ValueError(
         f"No token layer of model {model.name!r} has a gradient on its patch tokens "
@@ -415,7 +433,7 @@ def captured_split(model: keras.Model, captured: CapturedLayer) -> LayerSplit:
 
 
 def token_split(
-    model: keras.Model, layer: str | None, compute: Any, tokens: TokenGrid | None = None
+    model: keras.Model, layer: str | None, compute: Any, tokens: TokenLayout | None = None
 ) -> LayerSplit | None:
     """The split of a token model or of a layer called inside a layer; None for a CNN layer.
 
@@ -423,7 +441,7 @@ def token_split(
         model: the model.
         layer: `/`-path or name of the target, or None for the default.
         compute: the backend's compute module (for the probing pass).
-        tokens: an explicit token grid, or None to detect it.
+        tokens: an explicit token grid or rearranging function, or None to detect it.
     """
     if layer is None:
         if not is_token_model(model):
@@ -436,8 +454,11 @@ def token_split(
         return captured_split(model, default_token_layer(model, compute, tokens))
     graph = dict(iter_layers(model))
     by_name = [path for path in graph if path == layer or path.rsplit("/", 1)[-1] == layer]
-    if len(by_name) == 1 and (
-        spatial_rank(model) != 2 or len(_first_output_shape(graph[by_name[0]]) or ()) != 3
+    rearranged = tokens is not None and not isinstance(tokens, TokenGrid)
+    if (
+        len(by_name) == 1
+        and not rearranged
+        and (spatial_rank(model) != 2 or len(_first_output_shape(graph[by_name[0]]) or ()) != 3)
     ):
         # A graph layer with a spatial (or no) map, or any graph layer of a sequence or
         # volume model (whose 3-D outputs are maps, not tokens): the CNN split handles it.

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from PIL import Image
 
+from keras_cam import log_files
 from keras_cam import metrics as _metrics
 from keras_cam.explainer import CAMResult, Preprocess
 from keras_cam.overlay import Legend, card_pages, draw_border
@@ -102,8 +103,8 @@ def csv_file_for(path: str, header: list[str]) -> str:
     """
     stem, extension = os.path.splitext(path)
     candidate, number = path, 1
-    while os.path.exists(candidate) and os.path.getsize(candidate) > 0:
-        with open(candidate, newline="") as file:
+    while log_files.size(candidate):
+        with log_files.open_text(candidate, "r") as file:
             if next(csv.reader(file), None) == header:
                 return candidate
         number += 1
@@ -156,8 +157,8 @@ class ProbeMetrics:
 
     def append_csv(self, step: int, method: str, values: dict[str, np.ndarray], count: int) -> None:
         """One row per image: step, method, image index, then each metric (empty if none)."""
-        new = not os.path.exists(self.csv_path) or os.path.getsize(self.csv_path) == 0
-        with open(self.csv_path, "a", newline="") as file:
+        new = not log_files.size(self.csv_path)
+        with log_files.open_text(self.csv_path, "a") as file:
             writer = csv.writer(file)
             if new:
                 writer.writerow(self.header)

@@ -13,9 +13,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cam import explainer_cache, smoothing
 from keras_cam import outputs as _outputs
 from keras_cam import scores as _scores
-from keras_cam import smoothing
 from keras_cam.capture import call_model, token_split
 from keras_cam.compute import backend_module
 from keras_cam.layers import (
@@ -29,17 +29,19 @@ from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
+from keras_cam.progress import progress_bar, resolve_verbose
 from keras_cam.spatial import channels_last, map_axes, per_channel, resize
 from keras_cam.targets import (
     PREDICTED,
     Targets,
     TaskTarget,
+    callable_scores,
     is_multi_label,
     rank_id,
     resolve_class_ids,
     top_k,
 )
-from keras_cam.tokens import TokenGrid
+from keras_cam.tokens import TokenLayout, check_layout
 
 logger = logging.getLogger("keras_cam")
 
@@ -343,9 +345,12 @@ class CAMExplainer:
             padded, so nothing retraces). Defaults to `None`: the whole batch
             in one pass.
         tokens: how a token layer's (N, T, D) output lies on the image, a
-            `keras_cam.TokenGrid(height, width, prefix=...)`. Defaults to
-            `None`: read off the model's patch size, else the rectangle of
-            the input's aspect that all but the fewest leading tokens fill.
+            `keras_cam.TokenGrid(height, width, prefix=...)`; for a layout no
+            grid describes, a function (written with `keras.ops`) from the
+            layer's output to an (N, h, w, C) map that only selects and
+            rearranges entries (see `TokenGrid`). Defaults to `None`: read off
+            the model's patch size, else the rectangle of the input's aspect
+            that all but the fewest leading tokens fill.
         output: which output of a multi-output model the target reads: a
             dict key, an output layer name or a position. A detection target
             reads the whole output when it is not given. Defaults to `None`
@@ -373,13 +378,9 @@ class CAMExplainer:
         eigen_smooth: bool = False,
         batch_size: int | None = None,
         output: _outputs.OutputSpec = None,
-        tokens: TokenGrid | None = None,
+        tokens: TokenLayout | None = None,
     ) -> None:
-        if tokens is not None and not isinstance(tokens, TokenGrid):
-            raise ValueError(
-                f"tokens must be None or a keras_cam.TokenGrid(height, width, prefix=...), "
-                f"got {tokens!r}."
-            )
+        check_layout(tokens)
         self.tokens = tokens
         if score not in _scores.SCORES:
             raise ValueError(f"score must be one of {_scores.SCORES}, got {score!r}.")
@@ -824,7 +825,9 @@ class CAMExplainer:
                     values = [ops.take(array, index, axis=0) for array in arrays]
                     return task.score(outputs, *values, are_logits=are_logits)
                 if score_fn is not None:
-                    return ops.cast(score_fn(outputs), "float32")
+                    return callable_scores(
+                        score_fn, outputs, keras.tree.flatten(outputs)[0].shape[0]
+                    )
                 return _scores.class_scores(
                     outputs, classes_of(outputs) if classes is None else classes
                 )
@@ -911,12 +914,19 @@ def explain(
     labels: Any = None,
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
-    tokens: TokenGrid | None = None,
+    tokens: TokenLayout | None = None,
+    verbose: int | str = "auto",
 ) -> CAMResult | dict[str, CAMResult]:
-    """Explains a batch in one call: builds a `CAMExplainer` and applies it.
+    """Explains a batch in one call: a `CAMExplainer` of `model`, built once and reused.
 
-    For repeated calls keep a `CAMExplainer`, which compiles once. The
-    arguments are those of `CAMExplainer` and its call.
+    The explainer is kept with the model (and dies with it): calling again
+    with the same options reuses its compiled function, so a loop over
+    batches traces once. The arguments are those of `CAMExplainer` and its
+    call, and `verbose`: as in `model.predict`, `0` silent, `1` a
+    `keras.utils.Progbar` of the call's forward passes (Score-CAM and
+    Ablation-CAM run one per channel and image, and the bar shows the total
+    as the call starts), `2` one line at the end; `"auto"` is 1 in a
+    terminal or notebook and 0 elsewhere. Defaults to `"auto"`.
 
     Example:
 
@@ -926,8 +936,7 @@ def explain(
     ... )                                                            # doctest: +SKIP
     >>> overlays = keras_cam.overlay(images, result.heatmaps)         # doctest: +SKIP
     """
-    explainer = CAMExplainer(
-        model,
+    options = dict(
         method=method,
         layer=layer,
         score=score,
@@ -935,4 +944,11 @@ def explain(
         eigen_smooth=eigen_smooth,
         tokens=tokens,
     )
-    return explainer(images, targets=targets, preprocess=preprocess, labels=labels)
+    # A callable target compiles its own function: one cache entry per callable.
+    own = callable(targets) and not isinstance(targets, TaskTarget)
+    key = explainer_cache.options_key(**options, targets=targets if own else None)
+    explainer = explainer_cache.cached(model, key, lambda: CAMExplainer(model, **options))
+    maps_per_image = top_k(targets) or 1
+    count = len(images) * maps_per_image
+    with progress_bar(explainer, count, resolve_verbose(verbose)):
+        return explainer(images, targets=targets, preprocess=preprocess, labels=labels)

@@ -11,8 +11,13 @@ from keras_cam.explainer import CAMExplainer, MethodSpec, Preprocess
 from keras_cam.metrics import rank_correlation
 
 
-def _randomised_kernels(explainer: CAMExplainer, scope: str, seed: int) -> list[tuple[Any, Any]]:
-    """(variable, new value) for every kernel to re-draw: the head's, or the whole model's."""
+def kernels_to_randomise(explainer: CAMExplainer, scope: str = "head") -> list[Any]:
+    """The kernels (weights of two or more dimensions) the sanity check re-draws.
+
+    Raises:
+        ValueError: unknown `scope`, or no kernel in it (e.g. a head of only
+            pooling and softmax), so the check could not say anything.
+    """
     if scope not in ("head", "all"):
         raise ValueError(f"randomize must be 'head' or 'all', got {scope!r}.")
     layers = explainer._resolve().head_layers if scope == "head" else explainer.model.layers
@@ -22,6 +27,12 @@ def _randomised_kernels(explainer: CAMExplainer, scope: str, seed: int) -> list[
             f"The {'head after ' + explainer.layer if scope == 'head' else 'model'} has no "
             f"kernel to randomise; use randomize='all' or a layer further from the output."
         )
+    return variables
+
+
+def _randomised_kernels(explainer: CAMExplainer, scope: str, seed: int) -> list[tuple[Any, Any]]:
+    """(variable, new value) for every kernel to re-draw: the head's, or the whole model's."""
+    variables = kernels_to_randomise(explainer, scope)
     rng = np.random.default_rng(seed)
     changes = []
     for variable in variables:

@@ -124,6 +124,24 @@ def resolve_class_ids(
 MULTI_LABEL = "positive"
 
 
+def callable_scores(score_fn: Callable[[Any], Any], outputs: Any, count: int) -> Any:
+    """`score_fn(outputs)` as float32, checked to hold one score per image (shape (N,)).
+
+    The sum of the scores is differentiated, so an (N, K) or scalar result
+    would run and quietly explain the wrong thing; the (static) shape is
+    checked while the function is traced, before any map is made.
+    """
+    scores = score_fn(outputs)
+    shape = tuple(getattr(scores, "shape", ()))
+    if len(shape) != 1 or shape[0] not in (count, None):
+        raise ValueError(
+            f"A callable target must return one score per image, shape ({count},), but it "
+            f"returned shape {shape} for {count} images; select one output per image, "
+            f"e.g. targets=lambda outputs: outputs[:, k]."
+        )
+    return ops.cast(scores, "float32")
+
+
 def is_multi_label(targets: Any) -> bool:
     """Whether `targets` asks for every positive label of a multi-label head."""
     return isinstance(targets, str) and targets == MULTI_LABEL

@@ -7,15 +7,19 @@ tokens and reshaping the rest gives a channels-last map on which every CAM
 method runs as on a CNN's. The grid is read off the model where it says so
 (a `patch_size` attribute of the backbone or its patch-embedding layer) and
 otherwise found as the rectangle of the input's aspect that `T − prefix`
-tokens fill, with the fewest prefix tokens.
+tokens fill, with the fewest prefix tokens. A layout no grid describes
+(tokens stored column by column, windows, channels first) is given as a
+function that rearranges the layer's output into the map.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_cam.layers import sublayers
@@ -30,7 +34,8 @@ class TokenGrid:
 
     Pass one as `tokens=` to `CAMExplainer`, `explain` or `CAMCallback` when
     the grid cannot be read off the model (an unusual patch embedding, tokens
-    pooled into a coarser grid, a prefix longer than 16 tokens).
+    pooled into a coarser grid, a prefix longer than 16 tokens). Calling it
+    on (N, T, D) tokens gives the (N, height, width, D) map.
 
     Args:
         height: rows of patches.
@@ -39,10 +44,19 @@ class TokenGrid:
             class and distillation tokens, 1 + registers for DINOv2).
             Defaults to `0`.
 
+    For a layout no grid describes, pass instead a function (with
+    `keras.ops`) that rearranges the layer's output into an (N, h, w, C) map.
+    It may only select and rearrange entries, because the same function maps
+    the gradients; this is checked when the explainer is built.
+
     Example:
 
     >>> grid = keras_cam.TokenGrid(14, 14, prefix=1)   # ViT-B/16 at 224×224
     >>> keras_cam.explain(vit, images, tokens=grid)    # doctest: +SKIP
+    >>> def columns_first(tokens):                     # 6 columns of 4 tokens, no prefix
+    ...     grid = ops.reshape(tokens, (-1, 6, 4, tokens.shape[-1]))
+    ...     return ops.transpose(grid, (0, 2, 1, 3))   # -> (N, 4, 6, D)
+    >>> keras_cam.explain(model, images, tokens=columns_first)  # doctest: +SKIP
     """
 
     height: int
@@ -63,17 +77,63 @@ class TokenGrid:
         """The length of the token sequence this grid describes."""
         return self.prefix + self.height * self.width
 
-    def to_map(self, tokens: Any) -> Any:
+    def __call__(self, tokens: Any) -> Any:
         """(N, T, D) tokens -> (N, height, width, D), the prefix dropped."""
         return ops.reshape(
             tokens[:, self.prefix :, :], (-1, self.height, self.width, tokens.shape[-1])
         )
 
-    def patch_mask(self, dtype: str = "float32") -> Any:
-        """(T,) 1 on the grid's tokens, 0 on the prefix."""
-        return ops.concatenate(
-            [ops.zeros((self.prefix,), dtype), ops.ones((self.height * self.width,), dtype)]
+
+TokenLayout = TokenGrid | Callable[[Any], Any]
+"""A `TokenGrid`, or a function from a layer's output to an (N, h, w, C) map."""
+
+
+def check_layout(tokens: Any) -> None:
+    """Raises unless `tokens` is None, a `TokenGrid` or a function."""
+    if tokens is not None and not callable(tokens):
+        raise ValueError(
+            f"tokens must be None, a keras_cam.TokenGrid(height, width, prefix=...) or a "
+            f"function from the layer's output to an (N, h, w, C) map, got {tokens!r}."
         )
+
+
+def map_channels(layout: Callable[[Any], Any], item_shape: tuple[int, ...]) -> np.ndarray:
+    """The map channel each entry of a layer's output lands in (-1: not in the map).
+
+    `layout` must only select and rearrange entries (slicing, reshape,
+    transpose, gather): the same function maps the gradients, which is
+    right only for such a rearrangement. Each entry is numbered and the
+    numbers are looked up in the map, which also checks that contract.
+    Ablation-CAM scales a map channel through this index.
+    """
+    size = int(np.prod(item_shape))
+    numbers = np.arange(1, size + 1, dtype="float32").reshape(1, *item_shape)
+    try:
+        mapped = np.asarray(ops.convert_to_numpy(layout(ops.convert_to_tensor(numbers))))
+    except Exception as error:  # the user's function: say which call failed, keep the cause
+        raise ValueError(
+            f"tokens={layout!r} failed on a layer output of shape (1, "
+            f"{', '.join(map(str, item_shape))}): {error}"
+        ) from error
+    entries = np.rint(mapped).astype(np.int64)
+    if (
+        mapped.ndim != 4
+        or mapped.shape[0] != 1
+        or not np.array_equal(entries, mapped)
+        or entries.min(initial=1) < 1
+        or entries.max(initial=1) > size
+        or len(np.unique(entries)) != entries.size
+    ):
+        raise ValueError(
+            f"tokens= must map the layer's output (N, {', '.join(map(str, item_shape))}) to "
+            f"an (N, h, w, C) map by selecting and rearranging entries only (slicing, "
+            f"reshape, transpose), each entry at most once; it gave shape "
+            f"{tuple(mapped.shape)}"
+            f"{'' if mapped.ndim != 4 else ' with entries computed, repeated or invented'}."
+        )
+    channels = np.full(size + 1, -1, dtype=np.int64)
+    channels[entries.ravel()] = np.broadcast_to(np.arange(mapped.shape[-1]), mapped.shape).ravel()
+    return channels[1:].reshape(item_shape)
 
 
 def _patch_sizes(model: keras.Model) -> list[tuple[int, int]]:

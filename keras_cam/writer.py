@@ -39,6 +39,8 @@ from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
+from keras_cam import log_files
+
 logger = logging.getLogger("keras_cam")
 
 WRITERS = ("auto", "tensorflow", "tensorboard")
@@ -305,7 +307,8 @@ def create_writer(
 
     Raises:
         OSError: the directory cannot be created or written.
-        ValueError: unknown `writer`, or `"tensorflow"` without TensorFlow.
+        ValueError: unknown `writer`, or `"tensorflow"` or a remote `log_dir`
+            (`gs://...`) without TensorFlow.
     """
     if writer not in WRITERS:
         raise ValueError(f"writer must be one of {WRITERS}, got {writer!r}.")
@@ -316,8 +319,9 @@ def create_writer(
             "(or 'auto'), which needs only the tensorboard package."
         )
     log_dir = os.fspath(log_dir)
-    os.makedirs(log_dir, exist_ok=True)
-    if not os.access(log_dir, os.W_OK):
+    log_files.check_log_dir(log_dir)
+    log_files.makedirs(log_dir)
+    if not log_files.is_remote(log_dir) and not os.access(log_dir, os.W_OK):
         raise PermissionError(f"Cannot write TensorBoard logs to {log_dir!r}: not writable.")
     if writer == "auto":
         use_tensorflow = has_tensorflow and keras.backend.backend() == "tensorflow"

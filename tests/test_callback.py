@@ -1,5 +1,6 @@
 """CAMCallback in real `fit` runs, read back from the event files it wrote."""
 
+import csv
 import warnings
 
 import keras
@@ -220,6 +221,45 @@ def test_probe_from_tf_data_and_py_dataset(tmp_path):
         )
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback])
         assert len(read_events(str(tmp_path / name))["cam/gradcam"][0]) == 5
+
+
+def test_a_probe_dataset_of_single_images_is_an_error(tmp_path):
+    import tensorflow as tf
+
+    class Images(keras.utils.PyDataset):
+        def __len__(self):
+            return len(X)
+
+        def __getitem__(self, index):
+            return X[index], Y[index]
+
+    unbatched = (tf.data.Dataset.from_tensor_slices((X, Y)), Images())
+    for probe in unbatched:
+        callback = keras_cam.CAMCallback(probe, tmp_path, max_images=4)
+        callback.set_model(conv_classifier())
+        with pytest.raises(ValueError, match=r"single images of shape \(16, 16, 3\).*\.batch\(4\)"):
+            callback.on_train_begin()
+
+
+def test_a_remote_log_dir_is_written_through_tf_io_gfile(tmp_path, monkeypatch):
+    tf = pytest.importorskip("tensorflow")
+    monkeypatch.chdir(tmp_path)  # where a local folder named "ram:" would appear
+    # TensorFlow's in-memory filesystem stands in for gs://: the same gfile path, no
+    # network. The "auto" writer is tf.summary under TensorFlow, the tensorboard
+    # package (through tf.io.gfile where TensorFlow is installed) under JAX and PyTorch.
+    log_dir = f"ram://{tmp_path.name}/logs"
+    callback = keras_cam.CAMCallback(X[:4], log_dir, metrics=("focus",))
+    callback.set_model(conv_classifier())
+    callback.on_train_begin()
+    for epoch in range(2):
+        callback.on_epoch_end(epoch)
+    callback.on_train_end()
+    assert sorted(read_events(log_dir)["cam/gradcam/grid"]) == [0, 1]
+    with tf.io.gfile.GFile(f"{log_dir}/cam_metrics.csv") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["step", "method", "image", "focus"]
+    assert [row[0] for row in rows[1:]] == ["0"] * 4 + ["1"] * 4
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):

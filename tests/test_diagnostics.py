@@ -152,6 +152,19 @@ def test_bad_diagnostics_arguments_fail_at_construction(tmp_path, kwargs, messag
         keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), tmp_path, **kwargs)
 
 
+def test_a_sanity_check_with_no_kernel_to_redraw_fails_before_training(tmp_path):
+    # conv -> GAP -> softmax: the head after the conv has no kernel to randomise.
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same", name="conv")(inputs)
+    outputs = keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    callback = keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), tmp_path, sanity_check=True)
+    callback.set_model(model)
+    message = r"sanity_check=True.*layer 'conv', but they have none.*earlier layer="
+    with pytest.raises(ValueError, match=message):
+        callback.on_train_begin()  # what fit calls before its first batch
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

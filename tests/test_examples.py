@@ -47,20 +47,57 @@ def test_demo_trains_logs_and_scores(tmp_path):
         assert f"  {name} " in out
 
 
-def test_explain_image_saves_the_overlay(tmp_path):
-    photo = np.random.default_rng(0).integers(0, 256, size=(300, 200, 3), dtype=np.uint8)
-    Image.fromarray(photo).save(tmp_path / "photo.jpg")
+def test_explain_image_keeps_the_aspect_and_captions_the_overlay(tmp_path):
+    # A red band in the left sixth of a 3:2 photo: the centre crop cuts it off, unstretched.
+    photo = np.random.default_rng(0).integers(0, 256, size=(200, 300, 3), dtype=np.uint8)
+    photo[:, :50] = (255, 0, 0)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    (tmp_path / "names.txt").write_text("\n".join(f"thing{i}" for i in range(1000)))
     out = run(
         str(ROOT / "examples" / "explain_image.py"),
-        "photo.jpg",
+        "photo.png",
+        "--class-names",
+        "names.txt",
         "--out",
         "cam.png",
         cwd=tmp_path,
     )
     assert "random weights" in out
-    assert "conv5_block3_out" in out
+    assert "Grad-CAM at conv5_block3_out" in out
+    assert " p=" in out
+    assert "thing" in out
     with Image.open(tmp_path / "cam.png") as saved:
-        assert saved.size == (448, 224)
+        picture = np.asarray(saved.convert("RGB"))
+    assert picture.shape[1] >= 448
+    assert picture.shape[0] > 224  # a caption under the pair
+    original = picture[:224, : picture.shape[1] // 2].astype(int)
+    red = (original[..., 0] > 200) & (original[..., 1] < 60) & (original[..., 2] < 60)
+    assert red.mean() < 0.01  # stretched, the band would cover a sixth of it
+
+
+HELP = """
+import contextlib, io, runpy, sys
+sys.path.insert(0, sys.argv[1])
+for script in sys.argv[2:]:
+    sys.argv, text = [script, "--help"], io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.suppress(SystemExit):
+        runpy.run_path(script, run_name="__main__")
+    print(text.getvalue() + "\\0")
+print("keras imported" if "keras" in sys.modules else "no keras")
+"""
+
+
+def test_example_help_lists_every_option_with_its_default_before_importing_keras():
+    scripts = ["demo.py", "vit_cam.py", "explain_image.py"]
+    examples = ROOT / "examples"
+    out = run("-c", HELP, str(examples), *(str(examples / s) for s in scripts), cwd=ROOT)
+    *helps, imported = out.split("\0")
+    assert imported.strip() == "no keras"
+    for script, text in zip(scripts, helps, strict=True):
+        blocks = text.split("\n  --")[1:]
+        assert blocks, script
+        for block in blocks:
+            assert "(default:" in " ".join(block.split()), f"{script}: --{block.split()[0]}"
 
 
 def test_shortcut_learning_runs_its_four_phases(tmp_path):

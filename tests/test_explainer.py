@@ -1,6 +1,10 @@
 """CAMExplainer against independent computations: an explicit GradientTape and plain numpy."""
 
+import gc
+import logging
+import sys
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -14,8 +18,11 @@ from conftest import (
 from keras import layers, ops
 
 import keras_cam
+from keras_cam import explainer_cache
 from keras_cam.compute import backend_module
 from keras_cam.explainer import _normalise
+from keras_cam.methods import ScoreCAM
+from keras_cam.progress import planned_passes
 
 
 def numpy_gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
@@ -178,6 +185,8 @@ def test_nested_base_in_functional_model_with_preprocessing(images):
     np.testing.assert_allclose(result.raw, expected, atol=1e-5 * expected.max())
     # A unique leaf name is enough.
     assert keras_cam.CAMExplainer(model, layer="b_conv1").layer == "base/b_conv1"
+    # So is the layer object itself, also inside a nested base.
+    assert keras_cam.CAMExplainer(model, layer=base.get_layer("b_conv2")).layer == "base/b_conv2"
 
 
 def test_sequential_without_input_is_built_on_first_call(images):
@@ -496,3 +505,54 @@ def test_a_map_negligible_next_to_the_layers_activations_is_all_zero_not_stretch
     kernel, bias = model.get_layer("dense").get_weights()
     model.get_layer("dense").set_weights([kernel * 1e9, bias])
     assert explainer(x).heatmaps.max() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("score", "shape"),
+    [(lambda logits: logits, r"\(4, 3\)"), (lambda logits: ops.sum(logits[:, 0]), r"\(\)")],
+)
+def test_a_callable_target_must_give_one_score_per_image(model, images, score, shape):
+    with pytest.raises(
+        ValueError, match=rf"one score per image, shape \(4,\).*returned shape {shape}"
+    ):
+        keras_cam.explain(model, images, targets=score)
+
+
+def test_explain_reuses_its_explainer_per_model_and_options_and_lets_the_model_go(images, caplog):
+    model = conv_classifier()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(6):
+            keras_cam.explain(model, images)
+    assert "retracing" not in caplog.text
+    cache = model.__dict__[explainer_cache._ATTRIBUTE]
+    (explainer,) = cache.values()
+    assert explainer.trace_count == 1
+    if keras.backend.backend() == "tensorflow":  # one more compile: TF pass only
+        # Options that change the compiled function get their own explainer.
+        keras_cam.explain(model, images, method="layercam")
+        assert len(cache) == 2
+        assert explainer.trace_count == 1
+    alive = weakref.ref(model)
+    del model, cache, explainer
+    gc.collect()
+    assert alive() is None
+
+
+def test_verbose_shows_a_progress_bar_of_the_forward_passes_as_model_predict_does(
+    model, images, capsys, monkeypatch
+):
+    keras_cam.explain(model, images, verbose=0)
+    assert capsys.readouterr().out == ""
+    keras_cam.explain(model, images, verbose=1)
+    shown = capsys.readouterr().out
+    assert "0/4" in shown  # the planned total, as the call starts
+    assert "4/4" in shown
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    keras_cam.explain(model, images)  # "auto": silent where the output is not read live
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match=r"verbose must be 'auto', 0, 1 or 2"):
+        keras_cam.explain(model, images, verbose="yes")
+    # Score-CAM adds one masked pass per image and channel of conv2 (5): 4 + 4 · 5.
+    score_cam = keras_cam.CAMExplainer(model, ["gradcam", ScoreCAM()])
+    assert planned_passes(score_cam, 4) == 24
+    assert planned_passes(keras_cam.CAMExplainer(model, ScoreCAM(max_channels=2)), 4) == 12

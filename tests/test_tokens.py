@@ -36,14 +36,17 @@ class ClassToken(layers.Layer):
 
 
 def hand_vit(
-    size=(16, 24), patch=4, dim=8, blocks=2, class_token=False, activation=None
+    size=(16, 24), patch=4, dim=8, blocks=2, class_token=False, activation=None, columns=False
 ) -> keras.Model:
     """A Keras ViT built from graph layers: patchify, blocks of attention and MLP, a head.
 
     With `class_token` the head reads the class token only; else it averages the tokens.
+    With `columns` the tokens are stored column by column.
     """
     inputs = keras.Input((*size, 3))
     x = layers.Conv2D(dim, patch, strides=patch, name="patchify")(inputs)
+    if columns:
+        x = layers.Permute((2, 1, 3), name="columns_first")(x)
     x = layers.Reshape((-1, dim), name="tokens")(x)
     if class_token:
         x = ClassToken(name="class_token")(x)
@@ -74,13 +77,18 @@ def compiled(fn):
     return jax.jit(fn)
 
 
-def reference_gradcam(before, after, x, grid: TokenGrid, classes=CLASSES):
-    """Grad-CAM from activations `before(x)` and the gradient of `after(a)[class]` w.r.t. them."""
+def reference_gradcam(before, after, x, grid, classes=CLASSES):
+    """Grad-CAM from activations `before(x)` and the gradient of `after(a)[class]` w.r.t. them.
+
+    `grid` is a `TokenGrid`, or a numpy function from the tokens to the map.
+    """
     a = to_numpy(compiled(before)(ops.convert_to_tensor(x)))
     picked = ops.convert_to_tensor(np.array(classes)[:, None])
     g = gradient(compiled(lambda v: ops.take_along_axis(after(v), picked, axis=1)), a)
 
     def grid_of(tokens):
+        if not isinstance(grid, TokenGrid):
+            return grid(tokens)
         return tokens[:, grid.prefix :].reshape(len(x), grid.height, grid.width, -1)
 
     a, g = grid_of(a.astype(np.float64)), grid_of(g.astype(np.float64))
@@ -316,10 +324,56 @@ def test_token_grid_detection():
     grid = TokenGrid(2, 3, prefix=1)
     tokens = np.arange(2 * 7 * 4, dtype="float32").reshape(2, 7, 4)
     np.testing.assert_array_equal(
-        to_numpy(grid.to_map(ops.convert_to_tensor(tokens))), tokens[:, 1:].reshape(2, 2, 3, 4)
+        to_numpy(grid(ops.convert_to_tensor(tokens))), tokens[:, 1:].reshape(2, 2, 3, 4)
     )
     with pytest.raises(ValueError, match="height must be an integer >= 1"):
         TokenGrid(0, 6)
+
+
+def columns_first(tokens):
+    """6 columns of 4 tokens -> the (N, 4, 6, D) map: a layout no TokenGrid describes."""
+    return ops.transpose(ops.reshape(tokens, (-1, 6, 4, tokens.shape[-1])), (0, 2, 1, 3))
+
+
+def test_tokens_function_rearranges_a_layout_no_grid_describes():
+    model = hand_vit(columns=True)
+    x = images((16, 24), seed=9)
+    explainer = keras_cam.CAMExplainer(model, tokens=columns_first)
+    result = explainer(x, targets=CLASSES)
+    assert result.layer == "block1_out"
+    assert result.raw.shape == (3, 4, 6)
+
+    def numpy_columns_first(tokens):
+        return tokens.reshape(len(tokens), 6, 4, -1).transpose(0, 2, 1, 3)
+
+    before, after = graph_reference(model, "block1_out", x)
+    assert_agrees(result, reference_gradcam(before, after, x, numpy_columns_first)[0])
+    explainer(x, targets=[1, 1, 0])
+    assert explainer.trace_count == 1
+
+
+@pytest.mark.slow
+def test_tokens_function_ablation_and_errors():
+    model = hand_vit(columns=True)
+    x = images((16, 24), seed=9)
+    # Attention and mean pooling ignore token order, so the same weights stored row by row
+    # give the same logits: Ablation-CAM through the function equals it through a TokenGrid.
+    rows = hand_vit()
+    rows.set_weights(model.get_weights())
+    ablation = AblationCAM(max_channels=8)
+    by_grid = keras_cam.explain(rows, x, method=ablation, tokens=TokenGrid(4, 6))
+    by_function = keras_cam.explain(model, x, method=ablation, tokens=columns_first)
+    np.testing.assert_allclose(by_function.raw, by_grid.raw, rtol=1e-3, atol=1e-5)
+    assert by_grid.raw.max() > 0
+
+    with pytest.raises(ValueError, match="by selecting and rearranging entries only"):
+        keras_cam.CAMExplainer(model, layer="block1_out", tokens=lambda t: columns_first(2 * t))
+    with pytest.raises(
+        ValueError, match=r"tokens=.* failed on a layer output of shape \(1, 24, 8\)"
+    ):
+        keras_cam.CAMExplainer(
+            model, layer="block1_out", tokens=lambda t: ops.reshape(t, (-1, 5, 5, 8))
+        )
 
 
 @pytest.mark.slow
@@ -332,7 +386,7 @@ def test_token_grid_override_and_errors():
         keras_cam.explain(model, x, layer="block1_out", tokens=TokenGrid(4, 6, prefix=1))
     with pytest.raises(ValueError, match=r"describes 25 tokens but the token layers .* output"):
         keras_cam.CAMExplainer(model, tokens=TokenGrid(5, 5))
-    with pytest.raises(ValueError, match=r"tokens must be None or a keras_cam\.TokenGrid"):
+    with pytest.raises(ValueError, match=r"tokens must be None, a keras_cam\.TokenGrid"):
         keras_cam.CAMExplainer(model, tokens=(4, 6))
     with pytest.raises(ValueError, match=r"No layer 'block9_out'.*Token layers you can pass"):
         keras_cam.explain(model, x, layer="block9_out")

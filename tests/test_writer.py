@@ -128,3 +128,16 @@ def test_auto_writer_follows_the_backend(tmp_path, monkeypatch):
     created.close()
     with pytest.raises(ValueError, match="writer must be one of"):
         create_writer(tmp_path, "tf")
+
+
+def test_a_remote_log_dir_without_tensorflow_is_an_error_before_training(tmp_path, monkeypatch):
+    import keras_cam
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(writer_module.importlib.util, "find_spec", lambda name: None)
+    message = r"'gs://bucket/logs' is on a remote filesystem.*TensorFlow is not installed"
+    with pytest.raises(ValueError, match=message):
+        keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), "gs://bucket/logs")
+    with pytest.raises(ValueError, match=message):
+        create_writer("gs://bucket/logs", "tensorboard")
+    assert list(tmp_path.iterdir()) == []  # no local "gs:" folder
