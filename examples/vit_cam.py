@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 
-from demo import score_maps, shapes_arguments, train_with_cam
+from demo import score_maps, shapes_arguments, shapes_data, train_with_cam
 
 
 def build_vit(size: int, num_classes: int, patch: int = 8, width: int = 64, depth: int = 4):
@@ -71,7 +71,8 @@ def main() -> None:
 
     started = time.perf_counter()
     model = build_vit(args.size, len(CLASS_NAMES))
-    test = train_with_cam(model, args, keras.optimizers.AdamW(1e-3, weight_decay=0.05))
+    train, test = shapes_data(args)
+    train_with_cam(model, train, test, args, keras.optimizers.AdamW(1e-3, weight_decay=0.05))
     score_maps(
         model, test, ["gradcam", "gradcam++", "layercam", "hirescam", "eigencam"], args, started
     )

@@ -19,6 +19,8 @@ import argparse
 import os
 import time
 
+from demo import score_maps, train_with_cam
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
@@ -66,46 +68,17 @@ def main() -> None:
     # Imported after parsing, so that --help answers at once.
     import keras
 
-    import keras_cam
     from keras_cam.data import make_volumes
-    from keras_cam.metrics import pointing_game
 
-    keras.utils.set_random_seed(0)
+    started = time.perf_counter()
     train = make_volumes(args.train_size, size=args.size, seed=1)
     test = make_volumes(args.test_size, size=args.size, seed=2)
     model = build_model(args.size, len(train.class_names))
-    model.compile(
-        keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    callback = keras_cam.CAMCallback(
-        (test.images[:16], test.labels[:16]),
-        os.path.join(args.log_dir, "cam"),
-        method=["gradcam", "layercam"],
-        class_names=train.class_names,
-        probe_masks=test.masks[:16],
-    )
-    started = time.perf_counter()
-    model.fit(
-        train.images,
-        train.labels,
-        validation_data=(test.images, test.labels),
-        epochs=args.epochs,
-        batch_size=32,
-        callbacks=[keras.callbacks.TensorBoard(args.log_dir), callback],
-        verbose=2,
+    train_with_cam(
+        model, train, test, args, keras.optimizers.Adam(3e-3), method=["gradcam", "layercam"]
     )
     methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
-    results = keras_cam.explain(model, test.images, method=methods)
-    accuracy = float((next(iter(results.values())).predicted == test.labels).mean())
-    print(f"\ntrained in {time.perf_counter() - started:.0f} s")
-    print(f"held-out accuracy: {accuracy:.3f}")
-    print(
-        f"pointing game (map peak on the solid), {len(test.images)} held-out volumes; "
-        f"chance {test.masks.mean():.3f}:"
-    )
-    for name, result in results.items():
-        print(f"  {name:<12} {pointing_game(result.heatmaps, test.masks):.3f}")
-    print(f"\nView the maps:  tensorboard --logdir {args.log_dir}")
+    score_maps(model, test, methods, args, started, samples="volumes", target="solid")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,7 @@ def test_sequence_and_volume_examples_print_the_pointing_game(
     assert usage.count("(default:") == 6  # every option says its default
     # In this process (Keras is imported already): a second interpreter would double the time.
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))  # they import demo.py's helpers
     monkeypatch.setattr(
         sys,
         "argv",
