@@ -96,14 +96,17 @@ def screenshot(page: str, png: str, width: int, height: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", default="runs/cli", help="working folder (default: runs/cli)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
-    parser.add_argument("--count", type=int, default=12, help="images to write (default: 12)")
-    parser.add_argument("--screenshot", help="render the contact sheet to this PNG")
-    parser.add_argument(
-        "--window", default="1180x940", help="screenshot WIDTHxHEIGHT (default: 1180x940)"
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--work", default="runs/cli", help="working folder")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs")
+    parser.add_argument("--count", type=int, default=12, help="images to write")
+    parser.add_argument(
+        "--screenshot", help="render the contact sheet to this PNG (headless Chromium)"
+    )
+    parser.add_argument("--window", default="1180x940", help="screenshot WIDTHxHEIGHT")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     command = make_inputs(args.work, args.epochs, args.count)

@@ -16,17 +16,18 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
-from keras import layers
 from shortcut_learning import phase_means
 
-import keras_cam
-from keras_cam.data import make_shapes
-from keras_cam.targets import output
+if TYPE_CHECKING:
+    import keras
+
+# Keras and keras_cam are imported where they are used, after the command line is parsed:
+# `--help` answers at once.
 
 # The sizes' mean and standard deviation over make_shapes' distribution, in percent.
 MEAN_SIZE, SIZE_STD = 8.8, 3.4
@@ -34,6 +35,9 @@ MEAN_SIZE, SIZE_STD = 8.8, 3.4
 
 def build_regressor(size: int) -> keras.Model:
     """Three conv blocks, global average pooling, one linear unit."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input((size, size, 3))
     x = layers.Rescaling(1 / 255)(inputs)
     for filters in (32, 64):
@@ -54,12 +58,20 @@ def object_size(masks: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log-dir", default="runs/regression")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--train-size", type=int, default=1500)
-    parser.add_argument("--size", type=int, default=32)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--log-dir", default="runs/regression", help="TensorBoard log directory")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs")
+    parser.add_argument("--train-size", type=int, default=1500, help="training images")
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
     args = parser.parse_args()
+    import keras
+
+    import keras_cam
+    from keras_cam.data import make_shapes
+    from keras_cam.targets import output
 
     keras.utils.set_random_seed(0)
     train = make_shapes(args.train_size, size=args.size, seed=1)

@@ -18,23 +18,27 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
-from keras import layers
 from shortcut_learning import phase_means
 
-import keras_cam
-from keras_cam.data import make_shapes
-from keras_cam.targets import mean_iou, segmentation
+if TYPE_CHECKING:
+    import keras
+
+# Keras and keras_cam are imported where they are used, after the command line is parsed:
+# `--help` answers at once.
 
 OBJECT = 1
 
 
 def build_segmenter(size: int) -> keras.Model:
     """Two conv blocks at half resolution, then per-pixel logits upsampled to full size."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input((size, size, 3))
     x = layers.Rescaling(1 / 255)(inputs)
     x = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
@@ -47,12 +51,20 @@ def build_segmenter(size: int) -> keras.Model:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log-dir", default="runs/segmentation")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--train-size", type=int, default=800)
-    parser.add_argument("--size", type=int, default=48)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--log-dir", default="runs/segmentation", help="TensorBoard log directory")
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs")
+    parser.add_argument("--train-size", type=int, default=800, help="training images")
+    parser.add_argument("--size", type=int, default=48, help="image side in pixels")
     args = parser.parse_args()
+    import keras
+
+    import keras_cam
+    from keras_cam.data import make_shapes
+    from keras_cam.targets import mean_iou, segmentation
 
     keras.utils.set_random_seed(0)
     train = make_shapes(args.train_size, size=args.size, seed=1)

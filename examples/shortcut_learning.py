@@ -27,15 +27,17 @@ import argparse
 import csv
 import os
 import time
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
-from demo import build_model
 
-import keras_cam
-from keras_cam.data import WATERMARK_COLOURS, add_watermark, make_shapes
+if TYPE_CHECKING:
+    import keras
+
+# Keras and keras_cam are imported where they are used, after the command line is parsed:
+# `--help` answers at once.
 
 # The demo's model: three conv blocks (the backbone), then this head.
 HEAD = ("last_conv", "classifier")
@@ -65,6 +67,8 @@ def freeze_backbone(model: keras.Model) -> None:
 
 def paint_over(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Restamps every image in a random colour, so the stamp no longer predicts the label."""
+    from keras_cam.data import WATERMARK_COLOURS, add_watermark
+
     return add_watermark(images, rng.integers(0, len(WATERMARK_COLOURS), size=len(images)))
 
 
@@ -78,12 +82,22 @@ def phase_means(csv_path: str, metric: str, steps: range) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--log-dir", default="runs/shortcut")
-    parser.add_argument("--epochs", type=int, nargs=3, default=(8, 4, 4), metavar="N")
-    parser.add_argument("--train-size", type=int, default=3000)
-    parser.add_argument("--size", type=int, default=64)
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--log-dir", default="runs/shortcut", help="TensorBoard log directory")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        nargs=3,
+        default=(8, 4, 4),
+        metavar="N",
+        help="epochs of phase 1 (pretrain), 2 (shortcut fine-tuning; also 3b) and 3 (fixed data)",
+    )
+    parser.add_argument("--train-size", type=int, default=3000, help="training images")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument(
         "--guided-fraction", type=float, default=0.2, help="share of images with a mask (3b)"
     )
@@ -93,7 +107,17 @@ def main() -> None:
         action="store_true",
         help="an alarm stops phase 2 when energy in mask stays below 0.3 for 2 epochs",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    import keras
+    from demo import build_model
+
+    import keras_cam
+    from keras_cam.data import add_watermark, make_shapes
+
     started = time.perf_counter()
 
     keras.utils.set_random_seed(0)

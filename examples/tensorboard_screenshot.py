@@ -109,17 +109,28 @@ def tag_run(url: str, tag: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("log_dir")
-    parser.add_argument("out")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("log_dir", help="the TensorBoard log directory to open")
+    parser.add_argument("out", help="the screenshot PNG to write")
     parser.add_argument(
         "--tags",
         nargs="+",
         default=["cam/gradcam/energy_in_mask", "cam/gradcam/drift", "cam/gradcam/timeline"],
+        help="the tags to filter the dashboard to",
     )
     parser.add_argument("--size", default="1500,1000", help="window width,height in pixels")
-    parser.add_argument("--timeout", type=float, default=60.0)
-    parser.add_argument("--attempts", type=int, default=5)
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for TensorBoard to serve"
+    )
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=5,
+        help="most screenshots to take while waiting for the cards to draw",
+    )
     parser.add_argument("--image", nargs=2, metavar=("TAG", "OUT"), help="save a tag's last image")
     args = parser.parse_args()
 
