@@ -39,7 +39,9 @@ def check_log_dir(path: str) -> None:
 
 
 def _gfile() -> Any:
-    import tensorflow as tf
+    # tensorboard's lazy handle resolves to TensorFlow's own gfile where TensorFlow is
+    # installed (check_log_dir guarantees it for URLs), without importing it here.
+    from tensorboard.compat import tf
 
     return tf.io.gfile
 
