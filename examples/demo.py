@@ -53,6 +53,42 @@ def shapes_arguments(description: str, log_dir: str, epochs: int) -> argparse.Na
     return parser.parse_args()
 
 
+SCORED_METHODS = (
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "eigencam",
+    "scorecam",
+)
+
+
+def synthetic_parser(
+    description: str, log_dir: str, train_size: int, test_size: int, samples: str
+) -> argparse.ArgumentParser:
+    """The options shared by the sequence and volume examples; each adds its size option."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--log-dir", default=log_dir, help="TensorBoard log directory")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
+    parser.add_argument("--train-size", type=int, default=train_size, help=f"training {samples}")
+    parser.add_argument("--test-size", type=int, default=test_size, help=f"held-out {samples}")
+    parser.add_argument(
+        "--methods",
+        default="all",
+        help=f"comma-separated methods scored by the pointing game at the end: all, or some "
+        f"of {', '.join(SCORED_METHODS)}",
+    )
+    return parser
+
+
+def scored_methods(args: argparse.Namespace) -> list[str]:
+    """The methods named by `--methods`."""
+    return list(SCORED_METHODS) if args.methods == "all" else args.methods.split(",")
+
+
 def shapes_data(args: argparse.Namespace):
     """The training and held-out shapes for `args.train_size` and `args.size`."""
     from keras_cam.data import make_shapes

@@ -19,29 +19,20 @@ import argparse
 import os
 import time
 
-from demo import score_maps, train_with_cam
+from demo import score_maps, scored_methods, synthetic_parser, train_with_cam
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
-
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = synthetic_parser(
+        __doc__.splitlines()[0],
+        "runs/sequence",
+        train_size=2000,
+        test_size=256,
+        samples="sequences",
     )
-    parser.add_argument("--log-dir", default="runs/sequence", help="TensorBoard log directory")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
-    parser.add_argument("--train-size", type=int, default=2000, help="training sequences")
-    parser.add_argument("--test-size", type=int, default=256, help="held-out sequences")
     parser.add_argument("--length", type=int, default=128, help="time steps per sequence")
-    parser.add_argument(
-        "--methods",
-        default="all",
-        help=f"comma-separated methods scored by the pointing game at the end: all, or some "
-        f"of {', '.join(METHODS)}",
-    )
     return parser.parse_args()
 
 
@@ -75,8 +66,9 @@ def main() -> None:
     train_with_cam(
         model, train, test, args, keras.optimizers.Adam(3e-3), method=["gradcam", "layercam"]
     )
-    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
-    score_maps(model, test, methods, args, started, samples="sequences", target="pattern")
+    score_maps(
+        model, test, scored_methods(args), args, started, samples="sequences", target="pattern"
+    )
 
 
 if __name__ == "__main__":

@@ -19,29 +19,16 @@ import argparse
 import os
 import time
 
-from demo import score_maps, train_with_cam
+from demo import score_maps, scored_methods, synthetic_parser, train_with_cam
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
-
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = synthetic_parser(
+        __doc__.splitlines()[0], "runs/volume", train_size=384, test_size=96, samples="volumes"
     )
-    parser.add_argument("--log-dir", default="runs/volume", help="TensorBoard log directory")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs")
-    parser.add_argument("--train-size", type=int, default=384, help="training volumes")
-    parser.add_argument("--test-size", type=int, default=96, help="held-out volumes")
     parser.add_argument("--size", type=int, default=16, help="side of the cubic volumes")
-    parser.add_argument(
-        "--methods",
-        default="all",
-        help=f"comma-separated methods scored by the pointing game at the end: all, or some "
-        f"of {', '.join(METHODS)}",
-    )
     return parser.parse_args()
 
 
@@ -77,8 +64,7 @@ def main() -> None:
     train_with_cam(
         model, train, test, args, keras.optimizers.Adam(3e-3), method=["gradcam", "layercam"]
     )
-    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
-    score_maps(model, test, methods, args, started, samples="volumes", target="solid")
+    score_maps(model, test, scored_methods(args), args, started, samples="volumes", target="solid")
 
 
 if __name__ == "__main__":
