@@ -402,6 +402,9 @@ class CAMExplainer:
         self._spatial_rank: int | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
         self._probabilities_warned = False
+        # Where finished forward passes are reported while a call runs (explain's
+        # progress bar); read at run time, so the compiled function never retraces.
+        self.on_passes: Callable[[int], None] | None = None
         if model.built:
             self._resolve()
 
@@ -699,6 +702,7 @@ class CAMExplainer:
                 )
                 tensors = tuple(ops.take(tensor, indices, axis=0) for tensor in tensors)
             maps, *shared = function(*tensors)
+            self._report_passes(size * self._copies)  # the unmasked pass of each item
             numpy = {
                 name: [ops.convert_to_numpy(t) for t in values] for name, values in maps.items()
             }
@@ -716,13 +720,25 @@ class CAMExplainer:
         shared = [joined([part[1][i] for part in parts]) for i in range(len(parts[0][1]))]
         return (maps, *shared)
 
+    @property
+    def _copies(self) -> int:
+        """Inputs the compiled function runs per image (augmented copies)."""
+        return len(smoothing.AUGMENTATIONS) if self.aug_smooth else 1
+
+    def _report_passes(self, passes: int) -> None:
+        if self.on_passes is not None:
+            self.on_passes(passes)
+
     def _map_chunks(self, fn: Callable[[Any], Any], count: int, batch_size: int) -> Any:
         size = min(batch_size, count)
+
+        def chunk_done(index: int) -> None:  # on the host, as each chunk finishes
+            self._report_passes(min(size, count - index * size))
 
         def chunk(i):
             # The last chunk repeats the last index: every chunk has one shape.
             indices = ops.minimum(i * size + ops.arange(size, dtype="int32"), count - 1)
-            return ops.cast(fn(indices), "float32")
+            return self._compute.after_chunk(chunk_done, i, ops.cast(fn(indices), "float32"))
 
         chunks = self._compute.map_sequential(chunk, -(-count // size))
         return ops.reshape(chunks, (-1,))[:count]
