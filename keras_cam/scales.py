@@ -132,7 +132,7 @@ class DisplayScale:
     Example:
 
     >>> scale = DisplayScale("run")                                   # doctest: +SKIP
-    >>> maps, top = scale(result)  # top: the raw value shown at full colour
+    >>> maps, top = scale(result)  # top: the raw value at full colour  # doctest: +SKIP
     """
 
     def __init__(self, normalize: str) -> None:

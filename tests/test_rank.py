@@ -307,6 +307,8 @@ def test_blurred_baselines_are_separable_gaussian_blurs():
         (1, (16, 2), ["gradcam"], ()),
         # Score-CAM and deletion feed perturbed volumes through the model in `fit`.
         pytest.param(3, (4, 6, 6, 1), ["gradcam", "scorecam"], ("deletion",), marks=slow),
+        # The smallest volume fit, for the JAX and PyTorch passes (TensorFlow runs the above).
+        pytest.param(3, (4, 4, 4, 1), ["gradcam"], (), marks=other_backends, id="3d-gradcam"),
     ],
 )
 def test_fit_with_the_callback_logs_metrics_for_sequences_and_volumes(
