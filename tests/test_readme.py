@@ -66,6 +66,7 @@ def readme_blocks() -> list[tuple[str, str, bool]]:
 
 
 BLOCKS = readme_blocks()
+pytestmark = pytest.mark.slow  # backend-neutral: once, in the TensorFlow pass
 
 
 def free_names(code: str) -> set[str]:
@@ -316,7 +317,6 @@ def test_every_python_block_is_found():
     assert set(CLAIMS) <= {name for name, *_ in BLOCKS}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("code", "fragment"), [b[1:] for b in BLOCKS], ids=[b[0] for b in BLOCKS])
 def test_readme_block_runs_as_written(code, fragment, request, tmp_path, monkeypatch):
     if fragment:
