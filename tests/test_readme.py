@@ -6,9 +6,9 @@ tiny random models and the synthetic shapes, 1 epoch (`fit` is capped: how
 long to train is the reader's choice, not what is tested), nothing downloaded
 (`keras.applications.ResNet50` and KerasHub's `ViTBackbone` are replaced by
 small stand-ins with the same layer names). What a block's comments say it
-returns is checked by `CLAIMS`. A block preceded by `<!-- fragment -->` would be skipped (none
-is today). The commands in backticks are checked too: `make` targets exist,
-and every `--option` named next to a script is in that script's `--help`.
+returns is checked by `CLAIMS`. A block preceded by `<!-- fragment -->` would be
+skipped (none is today). The commands in backticks are checked too: `make`
+targets exist, and every `--option` named next to a script is in its `--help`.
 """
 
 from __future__ import annotations
