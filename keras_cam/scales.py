@@ -21,9 +21,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from keras import ops
 
-from keras_cam.spatial import resize
+from keras_cam.overlay import resize_maps
 
 if TYPE_CHECKING:
     from keras_cam.explainer import CAMResult
@@ -87,10 +86,7 @@ def _shown_raw(result: CAMResult, rank: int) -> np.ndarray:
 def _resized(raw: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """Raw maps (..., *spatial) resized to `size` over their last len(size) axes."""
     rank = len(size)
-    if raw.shape[-rank:] == size:
-        return raw
-    flat = ops.convert_to_tensor(raw.reshape(-1, *raw.shape[-rank:]))
-    resized = np.asarray(ops.convert_to_numpy(resize(flat, size)), dtype=np.float32)
+    resized = resize_maps(raw.reshape(-1, *raw.shape[-rank:]), tuple(size))
     return resized.reshape(*raw.shape[:-rank], *size)
 
 
@@ -149,5 +145,5 @@ class DisplayScale:
             self.peak = peak = max(self.peak, peak)
         if raw.ndim != 3:  # sequence and volume cells are drawn at the heatmaps' size
             # (image overlays resize their maps themselves).
-            raw = _resized(raw, result.heatmaps.shape[1:])
+            raw = resize_maps(raw, result.heatmaps.shape[1:])
         return raw / peak if peak > 0 else raw, peak
