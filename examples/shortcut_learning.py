@@ -7,8 +7,9 @@ Phase 2 freezes its backbone and fine-tunes a new head on a noisier data set
 fine-tuning data) whose stamp colour follows the label: a perfect shortcut.
 The probe and validation images keep random stamp colours and clean labels.
 The model takes the shortcut: the callback's `energy_in_mask` (share of the
-map on the object) falls, and validation accuracy confirms it. Phase 3 fixes the data (the augmentation repaints every stamp in a
-random colour, so it stops predicting the label) and the metrics recover.
+map on the object) falls, and validation accuracy confirms it. Phase 3 fixes
+the data (the augmentation repaints every stamp in a random colour, so it
+stops predicting the label) and the metrics recover.
 Phase 3b keeps the shortcut data (stamps still follow the labels) and fixes
 the model instead: the same new head as phase 2, fine-tuned with
 `keras_cam.CAMGuidedModel`, which penalises Grad-CAM energy outside the
