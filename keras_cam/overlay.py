@@ -1,4 +1,4 @@
-"""Heatmap overlays and captioned grids: numpy, matplotlib colormaps and Pillow."""
+"""Heatmap overlays and captioned grids: numpy, scipy, matplotlib colormaps and Pillow."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
 
 @functools.lru_cache(maxsize=16)
@@ -49,35 +50,21 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
     return images[..., :3]
 
 
-def _linear_weights(length: int, size: int) -> np.ndarray:
-    """(size, length) matrix of linear interpolation at pixel centres, clamped at the edges."""
-    position = np.clip((np.arange(size) + 0.5) * (length / size) - 0.5, 0, length - 1)
-    low = np.floor(position).astype(np.intp)
-    high = np.minimum(low + 1, length - 1)
-    weights = np.zeros((size, length), np.float32)
-    np.add.at(weights, (np.arange(size), low), 1 - (position - low))
-    np.add.at(weights, (np.arange(size), high), position - low)
-    return weights
-
-
 def resize_maps(maps: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """Linearly resizes float maps (N, *spatial) to `size`, in numpy.
+    """Linearly resizes float maps (N, *spatial) to `size`, on the host.
 
     The convention of `keras_cam.spatial.resize` (pixel centres, clamped at the
-    edges), one axis after the other. Display code runs on the callback's worker
-    thread: numpy there, not the backend's ops, which under JAX or PyTorch would
-    dispatch (and on first use compile) on that thread and compete with training.
+    edges), through `scipy.ndimage.zoom`. Display code runs on the callback's
+    worker thread: scipy there, not the backend's ops, which under JAX or PyTorch
+    would dispatch (and on first use compile) on that thread and compete with
+    training.
     """
     maps = np.asarray(maps, dtype=np.float32)
-    for axis, (length, target) in enumerate(zip(maps.shape[1:], size, strict=True), start=1):
-        if length != target:
-            moved = np.moveaxis(maps, axis, -1) @ _linear_weights(length, target).T
-            maps = np.moveaxis(moved, -1, axis)
-    return maps
-
-
-def _resize_maps(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return resize_maps(heatmaps, tuple(size))
+    size = tuple(int(s) for s in size)
+    if maps.shape[1:] == size:
+        return maps
+    factors = (1.0, *(t / n for t, n in zip(size, maps.shape[1:], strict=True)))
+    return ndimage.zoom(maps, factors, order=1, mode="nearest", grid_mode=True)
 
 
 def colorize(heatmaps: np.ndarray, colormap: str = "jet") -> np.ndarray:
@@ -122,7 +109,7 @@ def overlay(
         raise ValueError(
             f"heatmaps must be (N, h, w) with N = {rgb.shape[0]} images, got {heatmaps.shape}."
         )
-    colours = colorize(_resize_maps(heatmaps, rgb.shape[1:3]), colormap)
+    colours = colorize(resize_maps(heatmaps, rgb.shape[1:3]), colormap)
     blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colours.astype(np.float32)
     return (blended + 0.5).astype(np.uint8)
 

@@ -75,7 +75,7 @@ def test_heatmaps_of_another_size_are_resized_to_the_image():
 @pytest.mark.parametrize(
     ("shape", "size"), [((2, 7, 9), (64, 50)), ((2, 64, 64), (40, 40)), ((1, 5, 6, 7), (9, 3, 13))]
 )
-def test_display_resize_is_the_backends_linear_resize_done_in_numpy(shape, size, monkeypatch):
+def test_display_resize_is_the_backends_linear_resize_done_on_the_host(shape, size, monkeypatch):
     """Same values as the backend's resize; no backend op runs (it would on the worker)."""
     import keras
 
