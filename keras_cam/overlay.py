@@ -138,10 +138,11 @@ def draw_border(image: np.ndarray, color: Sequence[int], width: int = 3) -> np.n
 
 
 # TensorBoard's time-series view (its default dashboard) fits each image into a
-# box of about 407 × 215 px on a default card (measured in Chromium with
-# TensorBoard 2.x, tests/test_browser.py). Pages are laid out so that, fitted
-# into that box, captions are at least 11 px high and images at least 64 px.
-CARD_BOX = (400, 210)
+# box of 404.5 × 215 px on a default card (measured in Chromium with
+# TensorBoard 2.21, window 1500 × 1000, tests/test_browser.py), scaling it up
+# or down to fill the box. Pages are laid out so that, fitted into that box,
+# captions are at least 11 px high and images at least 64 px.
+CARD_BOX = (404, 215)
 MIN_TEXT_PX = 12  # a font this size draws mixed-case captions with >= 11 px of ink
 MIN_IMAGE_PX = 64
 
