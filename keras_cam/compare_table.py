@@ -14,6 +14,7 @@ image under its map; the per-method grids show the originals).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -71,9 +72,11 @@ class _Table:
         return min(1.0, box[0] / self.width, box[1] / self.height(rows))
 
 
-def _headers(ranges: Mapping[str, str], lines: int, with_original: bool) -> list[list[str]]:
+def _headers(
+    names: Sequence[str], ranges: Mapping[str, str], lines: int, with_original: bool
+) -> list[list[str]]:
     """Each picture column's header lines: the method's name and the range of its colours."""
-    heads = [[name, value] if lines == 2 else [f"{name} {value}"] for name, value in ranges.items()]
+    heads = [[name, ranges[name]] if lines == 2 else [f"{name} {ranges[name]}"] for name in names]
     return [["image"], *heads] if with_original else heads
 
 
@@ -100,9 +103,9 @@ def compare_pages(
         originals: (N, h, w, 3) uint8, the probe as displayed.
         pictures: method name -> (N, h, w, 3) uint8 overlays, in column order.
         captions: one caption per probe image (wrapped in the left column).
-        ranges: method name -> the scale of its colours, e.g. `"0-0.042"`
-            (0 at the gradient's left end, the value at its right end), or
-            `"per map"`.
+        ranges: method name -> the scale of its colours, for each method of
+            `pictures`: e.g. `"0-0.042"` (0 at the gradient's left end, the
+            value at its right end), or `"per map"`.
         colormap: the matplotlib colormap of the overlays, drawn as the legend.
         min_cell: small pictures are enlarged (nearest neighbour) to at least
             this many pixels. Defaults to `MIN_IMAGE_PX`.
@@ -126,12 +129,15 @@ def compare_pages(
             f"{count} images, got {len(captions)} captions and "
             f"{[len(p) for p in pictures.values()]} pictures."
         )
+    if missing := [name for name in pictures if name not in ranges]:
+        raise ValueError(f"compare_pages needs the range of every method; {missing} have none.")
     height, width = next(iter(pictures.values())).shape[1:3]
     factor = max(1, math.ceil(min_cell / max(height, width)))
     cell_h, cell_w = height * factor, width * factor
     shown_cell = min(max(cell_h, cell_w), min_image_px)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
+    @functools.cache
     def table(font_size: int, header_lines: int, with_original: bool) -> _Table:
         font = _font(font_size)
         columns = tuple(
@@ -139,7 +145,7 @@ def compare_pages(
                 cell_w,
                 *(math.ceil(measure.textlength(line, font=font)) + font_size // 2 for line in head),
             )
-            for head in _headers(ranges, header_lines, with_original)
+            for head in _headers(list(pictures), ranges, header_lines, with_original)
         )
         return _Table(cell_h, cell_w, font_size, header_lines, 6 * font_size, columns)
 
@@ -152,33 +158,35 @@ def compare_pages(
         readable = font_size * scale >= MIN_TEXT_PX and max(cell_h, cell_w) * scale >= shown_cell
         return layout, scale, readable
 
-    best = None
+    best = ((1, False, 0.0), 1, 2, False)  # one row a page when nothing reads well
     for with_original in (True, False):
         for header_lines in (1, 2):
             for rows in range(1, count + 1):
                 layout, scale, readable = smallest_readable(rows, header_lines, with_original)
+                if not readable:
+                    break  # more rows only shrink the page further
                 # The most rows per page whose cells stay readable; then the original
                 # images shown; then the largest.
-                key = (rows if readable else 0, with_original, scale)
-                if best is None or key > best[0]:
+                key = (rows, with_original, scale)
+                if key > best[0]:
                     best = (key, rows, header_lines, with_original)
     _, rows, header_lines, with_original = best
     pages = math.ceil(count / rows)
-    rows = math.ceil(count / pages)  # balanced pages
+    rows = math.ceil(count / pages)  # balanced pages: a row fewer at most on some
     layout, _, _ = smallest_readable(rows, header_lines, with_original)
-    headers = _headers(ranges, header_lines, with_original)
+    headers = _headers(list(pictures), ranges, header_lines, with_original)
     columns = [originals, *pictures.values()] if with_original else list(pictures.values())
     return np.stack(
         [
             _draw_page(
                 layout,
-                [[column[i] for column in columns] for i in range(start, min(start + rows, count))],
-                captions[start : start + rows],
+                [[column[i] for column in columns] for i in page],
+                [captions[i] for i in page],
                 headers,
                 rows,
                 colormap,
             )
-            for start in range(0, count, rows)
+            for page in np.array_split(np.arange(count), pages)
         ]
     )
 

@@ -147,6 +147,7 @@ MIN_TEXT_PX = 12  # a font this size draws mixed-case captions with >= 11 px of 
 MIN_IMAGE_PX = 64
 
 
+@functools.lru_cache(maxsize=64)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
