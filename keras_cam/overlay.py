@@ -144,14 +144,16 @@ def draw_border(image: np.ndarray, color: Sequence[int], width: int = 3) -> np.n
 
 
 # TensorBoard's time-series view (its default dashboard) fits each image into a
-# box of about 407 × 215 px on a default card (measured in Chromium with
-# TensorBoard 2.x, tests/test_browser.py). Pages are laid out so that, fitted
-# into that box, captions are at least 11 px high and images at least 64 px.
-CARD_BOX = (400, 210)
+# box of 404.5 × 215 px on a default card (measured in Chromium with
+# TensorBoard 2.21, window 1500 × 1000, tests/test_browser.py), scaling it up
+# or down to fill the box. Pages are laid out so that, fitted into that box,
+# captions are at least 11 px high and images at least 64 px.
+CARD_BOX = (404, 215)
 MIN_TEXT_PX = 12  # a font this size draws mixed-case captions with >= 11 px of ink
 MIN_IMAGE_PX = 64
 
 
+@functools.lru_cache(maxsize=64)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
@@ -175,8 +177,8 @@ class ColourBar:
     note: str = ""
 
 
-Legend = ColourBar | Sequence[ColourBar | None] | None
-"""One bar under the whole page, one per image column of a table (None: no bar), or none."""
+Legend = ColourBar | None
+"""One bar under the whole page, or none."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ class _Layout:
     lines: int = 2
     headers: int = 0  # lines of column headers: 0 (none), 1, or 2 when a title is too wide
     pad: int = 4
-    legend: int = 0  # lines of colour bars: 0 (none), 1 (one bar), 2 (a narrow bar per column)
+    legend: int = 0  # lines of colour bars: 0 (none) or 1
 
     @property
     def group_w(self) -> int:
@@ -307,9 +309,7 @@ def card_pages(
             `CARD_BOX`.
         min_image_px: the smallest cell worth showing, in displayed pixels.
             Defaults to `MIN_IMAGE_PX`.
-        legend: a `ColourBar` drawn under the whole page, or one per image
-            of a group (None where a column has none, e.g. the originals), drawn
-            under that column of a table. Defaults to `None`.
+        legend: a `ColourBar` drawn under the whole page. Defaults to `None`.
 
     Returns:
         uint8 (pages, H', W', 3).
@@ -341,7 +341,7 @@ def card_pages(
                 font_size,
                 lines,
                 header_lines(font_size),
-                legend=0 if legend is None else 1 if isinstance(legend, ColourBar) else 2,
+                legend=int(legend is not None),
             )
             scale = layout.shown_scale(rows, box)
             if font_size * scale >= MIN_TEXT_PX:
@@ -403,40 +403,28 @@ def _draw(
             y = top + layout.cell_h + 3 + line * layout.line_h
             draw.text((left, y), text, fill=(0, 0, 0), font=font)
     if legend is not None:
-        top = canvas.height - layout.legend_h + 3
-        if isinstance(legend, ColourBar):
-            box = (pad, top, layout.width - pad)
-            _draw_colour_bar(canvas, legend, box, layout.font_size, stacked=False)
-        for k, bar in enumerate(legend if not isinstance(legend, ColourBar) else ()):
-            if bar is not None:
-                left = pad + k * (layout.cell_w + pad)
-                box = (left, top, left + layout.cell_w)
-                _draw_colour_bar(canvas, bar, box, layout.font_size, stacked=True)
+        box = (pad, canvas.height - layout.legend_h + 3, layout.width - pad)
+        _draw_colour_bar(canvas, legend, box, layout.font_size)
     return np.asarray(canvas)
 
 
 def _draw_colour_bar(
-    canvas: Image.Image, bar: ColourBar, box: tuple[int, int, int], font_size: int, stacked: bool
+    canvas: Image.Image, bar: ColourBar, box: tuple[int, int, int], font_size: int
 ) -> None:
-    """`low` [colour gradient] `high` from x0 to x1, starting at y.
-
-    On one text line, or `stacked`: the gradient across the whole width and
-    the labels under its ends (a table column is too narrow for both).
-    """
+    """`low` [colour gradient] `high` from x0 to x1 on one text line starting at y."""
     x0, y, x1 = box
     draw, font = ImageDraw.Draw(canvas), _font(font_size)
-    low_w = 0 if stacked else math.ceil(draw.textlength(bar.low, font=font)) + 4
+    low_w = math.ceil(draw.textlength(bar.low, font=font)) + 4
     high = f"{bar.high} ({bar.note})" if bar.note else bar.high
     if draw.textlength(high, font=font) + low_w + 4 > (x1 - x0) / 2:
         high = bar.high
-    high_w = 0 if stacked else math.ceil(draw.textlength(high, font=font)) + 4
+    high_w = math.ceil(draw.textlength(high, font=font)) + 4
     left, gradient_w = x0 + low_w + 1, max(8, x1 - x0 - low_w - high_w - 2)
     table = _colormap_table(bar.colormap)[np.linspace(0, 255, gradient_w).round().astype(int)]
     canvas.paste(Image.fromarray(np.repeat(table[None], font_size, axis=0)), (left, y + 1))
     draw.rectangle((left - 1, y, left + gradient_w, y + font_size + 1), outline=(0, 0, 0))
-    label_y = y + font_size + 4 if stacked else y
-    draw.text((x0, label_y), bar.low, fill=(0, 0, 0), font=font)
-    draw.text((x1 - draw.textlength(high, font=font), label_y), high, fill=(0, 0, 0), font=font)
+    draw.text((x0, y), bar.low, fill=(0, 0, 0), font=font)
+    draw.text((x1 - draw.textlength(high, font=font), y), high, fill=(0, 0, 0), font=font)
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int = 2) -> list[str]:
