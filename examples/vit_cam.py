@@ -18,6 +18,12 @@ and offset within the patches from too few examples. The stem gives every
 token a local, translation-equivariant view of its 15×15 pixel neighbourhood,
 and random flips and shifts stop it from memorising the training set. The
 map is still taken from a token tensor, never from the stem.
+
+On the development machine it reached held-out accuracy 0.86 (the CNN: 1.0),
+but its pointing game stayed about 0.25 (the CNN: 0.89): by the last block
+the class token already holds the class, so the gradient on the patch tokens
+at the default layer is tiny and the maps are nearly empty (README, "Model
+kinds", has the figures and the variants tried).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ BATCH_SIZE = 32  # train_with_cam's
 
 
 def build_vit(size: int, num_classes: int, width: int = 64, depth: int = 4):
-    """Augmentation, conv stem (stride 8 in all), class token, `depth` pre-norm blocks, class-token head."""
+    """Flips/shifts, conv stem (stride 8), class token, `depth` pre-norm blocks, token head."""
     import keras
     from keras import layers, ops
 
@@ -77,7 +83,7 @@ def build_vit(size: int, num_classes: int, width: int = 64, depth: int = 4):
 
 
 def warmup_cosine_adamw(epochs: int, train_size: int, peak: float = 1e-3):
-    """AdamW with a linear warm-up over the first 100 steps, then cosine decay; gradients clipped."""
+    """AdamW: linear warm-up over the first 100 steps, then cosine decay; gradients clipped."""
     import keras
 
     steps = epochs * math.ceil(train_size / BATCH_SIZE)
