@@ -37,7 +37,7 @@ BATCH_SIZE = 32  # train_with_cam's
 
 
 def build_vit(size: int, num_classes: int, width: int = 64, depth: int = 4):
-    """Flips/shifts, conv stem (stride 8), class token, `depth` pre-norm blocks, token head."""
+    """Flips/shifts, conv stem (stride 8), class token, `depth` blocks, class-token head."""
     import keras
     from keras import layers, ops
 
