@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -10,6 +11,19 @@ import keras
 import numpy as np
 import pytest
 from keras import layers
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+
+def checkout_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that must import this checkout's code.
+
+    The repository root comes first on PYTHONPATH, so a worktree or a clone tests
+    its own `keras_cam` whatever the virtual environment has installed; `tests/`
+    follows for the workers' `from conftest import ...`.
+    """
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), **extra}
 
 
 @pytest.fixture(autouse=True)

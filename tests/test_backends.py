@@ -6,7 +6,6 @@ the suite.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, read_events
+from conftest import checkout_env, conv_classifier, read_events
 
 import keras_cam
 
@@ -29,10 +28,9 @@ OTHERS = ("jax", "torch")
 
 
 def worker(backend: str, *args: str) -> str:
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(HERE)}
     done = subprocess.run(
         [sys.executable, str(HERE / "backend_worker.py"), *args],
-        env=env,
+        env=checkout_env(KERAS_BACKEND=backend),
         capture_output=True,
         text=True,
         timeout=300,

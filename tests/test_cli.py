@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tomllib
-from conftest import conv_classifier
+from conftest import ROOT, checkout_env, conv_classifier
 from PIL import Image
 from test_contact_sheet import parse_sheet
 
@@ -20,7 +20,6 @@ import keras_cam
 from keras_cam import cli
 from keras_cam.image_files import load_image
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZE = 24
 
 
@@ -31,10 +30,13 @@ def command() -> list[str]:
 
 
 def keras_cam_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    # PYTHONPATH puts this checkout's keras_cam first, whatever the venv has installed.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
-        [*command(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [*command(), *args],
+        cwd=cwd,
+        env=checkout_env(TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -101,9 +103,12 @@ def test_help_and_version_answer_without_importing_keras(tmp_path):
         "        assert done.code == 0, done.code\n"
         "assert 'keras' not in sys.modules, 'keras was imported'\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"keras-cam {keras_cam.__version__}" in done.stdout

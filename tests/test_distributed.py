@@ -5,7 +5,6 @@ only the chief may write.
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, read_events
+from conftest import checkout_env, conv_classifier, read_events
 
 import keras_cam
 
@@ -23,13 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def start(mode, out, backend, **env):
-    environment = {
-        **os.environ,
-        "KERAS_BACKEND": backend,
-        "PYTHONPATH": str(HERE),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        **env,
-    }
+    environment = checkout_env(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", **env)
     return subprocess.Popen(
         [sys.executable, str(HERE / "distributed_worker.py"), mode, str(out)],
         env=environment,

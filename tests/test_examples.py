@@ -8,18 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_events
+from conftest import ROOT, checkout_env, read_events
 from PIL import Image
 
 import keras_cam
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str, cwd: Path) -> str:
     done = subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, *args],
+        cwd=cwd,
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

@@ -15,13 +15,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, read_events
+from conftest import checkout_env, conv_classifier, read_events
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 import keras_cam
 from keras_cam import writer as writer_module
 
-HERE = Path(__file__).resolve().parent
 X = np.random.default_rng(0).integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
 Y = np.arange(16) % 3
 
@@ -101,8 +100,7 @@ def test_every_n_epochs_longer_than_the_run(tmp_path, every, on_end, expected):
 @pytest.mark.parametrize("writer", ["tensorflow", "tensorboard"])
 def test_a_killed_process_leaves_readable_event_files(tmp_path, writer):
     script = f"""
-import sys, numpy as np
-sys.path.insert(0, {str(HERE)!r})
+import numpy as np
 from conftest import conv_classifier
 import keras_cam
 x = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
@@ -118,7 +116,11 @@ while True:
     step += 1
 """
     process = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [sys.executable, "-c", script],
+        env=checkout_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -144,8 +146,7 @@ def test_ctrl_c_between_events_loses_no_event_that_returned(tmp_path):
     # process exits through KeyboardInterrupt, and the queued events are
     # written at interpreter exit before the process ends.
     script = f"""
-import sys, time, numpy as np, keras
-sys.path.insert(0, {str(HERE)!r})
+import time, numpy as np, keras
 from conftest import conv_classifier
 import keras_cam
 from keras_cam import writer as writer_module
@@ -163,7 +164,11 @@ announce = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print
 model.fit(x, np.arange(4) % 3, epochs=1000, verbose=0, callbacks=[callback, announce])
 """
     process = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        env=checkout_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     returned = -1
     try:
