@@ -49,16 +49,35 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
     return images[..., :3]
 
 
-def _resize_maps(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if heatmaps.shape[1:3] == size:
-        return heatmaps
-    # Imported here so that `keras_cam.overlay` (and the package) import without Keras.
-    from keras import ops
+def _linear_weights(length: int, size: int) -> np.ndarray:
+    """(size, length) matrix of linear interpolation at pixel centres, clamped at the edges."""
+    position = np.clip((np.arange(size) + 0.5) * (length / size) - 0.5, 0, length - 1)
+    low = np.floor(position).astype(np.intp)
+    high = np.minimum(low + 1, length - 1)
+    weights = np.zeros((size, length), np.float32)
+    np.add.at(weights, (np.arange(size), low), 1 - (position - low))
+    np.add.at(weights, (np.arange(size), high), position - low)
+    return weights
 
-    resized = ops.image.resize(
-        heatmaps[..., None], size, interpolation="bilinear", data_format="channels_last"
-    )
-    return ops.convert_to_numpy(resized)[..., 0]
+
+def resize_maps(maps: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Linearly resizes float maps (N, *spatial) to `size`, in numpy.
+
+    The convention of `keras_cam.spatial.resize` (pixel centres, clamped at the
+    edges), one axis after the other. Display code runs on the callback's worker
+    thread: numpy there, not the backend's ops, which under JAX or PyTorch would
+    dispatch (and on first use compile) on that thread and compete with training.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    for axis, (length, target) in enumerate(zip(maps.shape[1:], size, strict=True), start=1):
+        if length != target:
+            moved = np.moveaxis(maps, axis, -1) @ _linear_weights(length, target).T
+            maps = np.moveaxis(moved, -1, axis)
+    return maps
+
+
+def _resize_maps(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return resize_maps(heatmaps, tuple(size))
 
 
 def colorize(heatmaps: np.ndarray, colormap: str = "jet") -> np.ndarray:

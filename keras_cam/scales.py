@@ -12,10 +12,9 @@ stays zero under every scale and never sets the scale.
 from __future__ import annotations
 
 import numpy as np
-from keras import ops
 
 from keras_cam.explainer import CAMResult
-from keras_cam.spatial import resize
+from keras_cam.overlay import resize_maps
 
 NORMALIZE = ("image", "probe", "run")
 
@@ -67,6 +66,5 @@ class DisplayScale:
             self.peak = peak = max(self.peak, peak)
         if raw.ndim != 3:  # sequence and volume cells are drawn at the heatmaps' size
             # (image overlays resize their maps themselves).
-            resized = resize(ops.convert_to_tensor(raw), result.heatmaps.shape[1:])
-            raw = np.asarray(ops.convert_to_numpy(resized), dtype=np.float32)
+            raw = resize_maps(raw, result.heatmaps.shape[1:])
         return raw / peak if peak > 0 else raw, peak

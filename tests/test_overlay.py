@@ -14,6 +14,7 @@ from keras_cam.overlay import (
     card_pages,
     colorize,
     draw_border,
+    resize_maps,
     to_rgb_uint8,
 )
 
@@ -69,6 +70,31 @@ def test_heatmaps_of_another_size_are_resized_to_the_image():
     hot = colorize(np.ones((1, 1, 1)))[0, 0, 0]
     np.testing.assert_array_equal(result[0, 0, 0], hot)
     np.testing.assert_array_equal(result[0, 7, 7], colorize(np.zeros((1, 1, 1)))[0, 0, 0])
+
+
+@pytest.mark.parametrize(
+    ("shape", "size"), [((2, 7, 9), (64, 50)), ((2, 64, 64), (40, 40)), ((1, 5, 6, 7), (9, 3, 13))]
+)
+def test_display_resize_is_the_backends_linear_resize_done_in_numpy(shape, size, monkeypatch):
+    """Same values as the backend's resize; no backend op runs (it would on the worker)."""
+    import keras
+
+    from keras_cam.spatial import resize
+
+    maps = np.random.default_rng(0).uniform(size=shape).astype("float32")
+    if len(shape) == 3:
+        expected = keras.ops.image.resize(maps[..., None], size, interpolation="bilinear")[..., 0]
+    else:
+        expected = resize(keras.ops.convert_to_tensor(maps), size)
+    expected = keras.ops.convert_to_numpy(expected)
+    monkeypatch.setattr(keras.ops.image, "resize", None)  # any backend call would fail
+    monkeypatch.setattr(keras.ops, "convert_to_numpy", None)
+    resized = resize_maps(maps, size)
+    assert resized.dtype == np.float32
+    np.testing.assert_allclose(resized, expected, atol=1e-5)
+    if len(shape) == 3:  # overlay() draws maps of another size with it
+        drawn = overlay(np.zeros((shape[0], *size, 3), np.uint8), maps, alpha=1.0)
+        np.testing.assert_array_equal(drawn, colorize(resized))
 
 
 def test_bad_arguments_name_the_problem():

@@ -381,7 +381,7 @@ def test_task_targets_in_a_fit_with_the_callback(task, tmp_path):
         assert events["cam/gradcam/energy_in_mask"][1] == pytest.approx(expected, rel=1e-4)
 
 
-def tiny_retinanet(size=64):
+def tiny_retinanet(size=64, num_classes=2):
     """KerasHub's RetinaNetObjectDetector from a config: a 3-stack ResNet, levels P3–P4."""
     import keras_hub
     from keras_hub.src.models.retinanet.retinanet_backbone import RetinaNetBackbone
@@ -400,7 +400,10 @@ def tiny_retinanet(size=64):
         image_encoder=encoder, min_level=3, max_level=4, use_p5=False, image_shape=(size, size, 3)
     )
     return keras_hub.models.RetinaNetObjectDetector(
-        backbone=backbone, num_classes=2, bounding_box_format="xyxy", pre_logits_num_conv_layers=1
+        backbone=backbone,
+        num_classes=num_classes,
+        bounding_box_format="xyxy",
+        pre_logits_num_conv_layers=1,
     )
 
 
