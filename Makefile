@@ -48,8 +48,8 @@ matrix: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_cam.py
 
-# The fine-tuning diagnostics story and its TensorBoard screenshot (needs: apt install chromium).
-shortcut: $(VENV)/.installed
+# The fine-tuning diagnostics story and its TensorBoard screenshots (Chromium and its driver: `make browser`).
+shortcut: $(VENV)/.installed browser
 	$(BIN)/python examples/shortcut_learning.py --log-dir runs/shortcut
 	$(BIN)/python examples/tensorboard_screenshot.py runs/shortcut docs/shortcut_tensorboard.png \
 		--image cam/gradcam/timeline docs/shortcut_timeline.png

@@ -6,7 +6,9 @@
 
 Starts a real `tensorboard` server on 127.0.0.1 (a free port), waits until it
 has loaded the run, opens its time-series dashboard filtered to the given
-tags in Chromium (`apt install chromium`) and saves the PNG. `--image` also
+tags in headless Chromium through Selenium (`apt install chromium
+chromium-driver`; `make browser`), waits until every card has drawn, shows
+the curves whole with the settings pane closed, and saves the PNG. `--image` also
 saves the last image of one tag at full size, as the server sends it.
 Nothing leaves the machine.
 """
@@ -19,14 +21,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 
 def free_port() -> int:
@@ -51,43 +49,74 @@ def wait_for_tags(url: str, tags: list[str], timeout: float) -> None:
     raise TimeoutError(f"TensorBoard at {url} did not load the tags {tags} in {timeout} s.")
 
 
-def take_screenshot(browser: str, page: str, out: Path, size: str, budget_ms: int) -> None:
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [
-                browser,
-                "--headless=new",
-                "--no-sandbox",
-                "--use-angle=swiftshader",
-                "--enable-unsafe-swiftshader",
-                "--hide-scrollbars",
-                f"--user-data-dir={profile}",
-                f"--window-size={size}",
-                f"--virtual-time-budget={budget_ms}",
-                "--run-all-compositor-stages-before-draw",
-                f"--screenshot={out}",
-                page,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=180,
+# TensorBoard's settings as a user would set them for a run of a few epochs, put
+# where TensorBoard keeps them (the browser's local storage) before it loads:
+# whole, unsmoothed curves (the defaults, "ignore outliers" and smoothing 0.6,
+# crop and bend a line of six points), no step selector or data table under the
+# charts, the settings pane closed.
+SETTINGS = {
+    "ignoreOutliers": False,
+    "scalarSmoothing": 0,
+    "stepSelectorEnabled": False,
+    "timeSeriesSettingsPaneOpened": False,
+}
+
+# Ready when every card in view has drawn: each image card's image has loaded
+# and each scalar card has its line paths (TensorBoard loads cards lazily and
+# fills them after the page itself has loaded, so a fixed delay is not enough).
+CARDS_DRAWN = """
+const images = [...document.querySelectorAll('image-card img')];
+const charts = [...document.querySelectorAll('scalar-card')];
+return {
+  cards: images.length + charts.length,
+  images: images.length && images.every(img => img.complete && img.naturalWidth > 0),
+  charts: charts.every(card => card.querySelectorAll('svg path').length > 2),
+};
+"""
+
+
+def take_screenshot(page: str, out: Path, size: str, cards: int, timeout: float) -> None:
+    """Opens `page` in headless Chromium (Selenium), waits for `cards` drawn cards, saves it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if browser is None or driver_path is None:
+        sys.exit("Chromium and its driver are not installed: apt install chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--hide-scrollbars",
+        f"--window-size={size}",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    width, height = (int(side) for side in size.split(","))
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    try:
+        # The screenshot is the page itself, `size` exactly (the window's own bars excluded).
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        origin = page.split("/?")[0]
+        driver.get(f"{origin}/data/plugins_listing")  # the dashboard's origin, not the app
+        driver.execute_script(
+            "localStorage.setItem('_tb_global_settings', arguments[0]);", json.dumps(SETTINGS)
         )
-
-
-def looks_rendered(png: Path) -> bool:
-    """Whether the cards show data: chart lines in the run's colour and a colourful image.
-
-    Headless Chromium sometimes captures the page before TensorBoard fills
-    its cards; the empty cards are white.
-    """
-    with Image.open(png) as screenshot:
-        pixels = np.asarray(screenshot.convert("RGB"), dtype=np.int16)[
-            80:, 280:-230
-        ]  # the cards, without header, runs and settings
-    spread = pixels.max(axis=-1) - pixels.min(axis=-1)
-    colourful = (spread > 120).mean()
-    dark_lines = ((pixels.max(axis=-1) < 110) & (spread > 15)).sum()
-    return colourful > 0.002 and dark_lines > 500
+        driver.get(page)
+        deadline, state = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            state = driver.execute_script(CARDS_DRAWN)
+            if state["cards"] >= cards and state["images"] and state["charts"]:
+                break
+            time.sleep(0.5)
+        else:
+            sys.exit(f"TensorBoard did not draw its {cards} cards in {timeout} s: {state}")
+        time.sleep(1)  # the last chart's axes settle
+        driver.save_screenshot(str(out))
+    finally:
+        driver.quit()
 
 
 def save_last_image(url: str, tag: str, out: str) -> None:
@@ -121,22 +150,24 @@ def main() -> None:
         default=["cam/gradcam/energy_in_mask", "cam/gradcam/drift", "cam/gradcam/timeline"],
         help="the tags to filter the dashboard to",
     )
-    parser.add_argument("--size", default="1500,1000", help="window width,height in pixels")
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for TensorBoard to serve"
+        "--size", default="1100,860", help="page width,height in pixels (two cards a row)"
     )
     parser.add_argument(
-        "--attempts",
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for TensorBoard to serve the run, then to draw it",
+    )
+    parser.add_argument(
+        "--cards",
         type=int,
-        default=5,
-        help="most screenshots to take while waiting for the cards to draw",
+        default=4,
+        help="cards to wait for (each sample of an image tag is a card of its own)",
     )
     parser.add_argument("--image", nargs=2, metavar=("TAG", "OUT"), help="save a tag's last image")
     args = parser.parse_args()
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        sys.exit("Chromium is not installed: apt install chromium")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -166,13 +197,7 @@ def main() -> None:
         page = f"{url}/?{query}#timeseries"
         out = Path(args.out).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, args.attempts + 1):
-            take_screenshot(browser, page, out, args.size, budget_ms=20000 * attempt)
-            if looks_rendered(out):
-                break
-            print(f"attempt {attempt}: the charts had not rendered yet; trying again")
-        else:
-            sys.exit(f"TensorBoard did not render within {args.attempts} attempts.")
+        take_screenshot(page, out, args.size, args.cards, args.timeout)
         print(f"saved {out}")
         if args.image:
             save_last_image(url, *args.image)

@@ -17,6 +17,7 @@ from keras_cam import sanity as _sanity
 from keras_cam.alarms import Alarm
 from keras_cam.background import BackgroundJobs
 from keras_cam.cell_display import overlay_pictures, probe_pictures, readable_px
+from keras_cam.compare_table import compare_pages
 from keras_cam.diagnostics import (
     WORSE_WHEN_HIGHER,
     ProbeMetrics,
@@ -836,13 +837,12 @@ class CAMCallback(keras.callbacks.Callback):
                 flat_here = [name for name in results if flat[name][i]]
                 note = f" · flat: {', '.join(flat_here)}" if flat_here else ""
                 captions.append(self._caption(first, i) + note)
-            pages = card_pages(
-                [(image, *row) for image, *row in zip(display, *all_overlays, strict=True)],
-                captions,
-                headers=["image", *results],
-                lines=1,
-                min_image_px=self._readable_px,
-                legend=[None, *bars.values()],
+            ranges = {
+                name: f"0-{bar.high}" if bar.low == "0" else "per map" for name, bar in bars.items()
+            }
+            pictures = dict(zip(results, all_overlays, strict=True))
+            pages = compare_pages(
+                display, pictures, captions, ranges, self.colormap, min_image_px=self._readable_px
             )
             self._writer.images("cam/compare", pages, step)
         self._writer.flush()

@@ -1,4 +1,4 @@
-"""Heatmap overlays and captioned grids: numpy, matplotlib colormaps and Pillow."""
+"""Heatmap overlays and captioned grids: numpy, scipy, matplotlib colormaps and Pillow."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 
 
 @functools.lru_cache(maxsize=16)
@@ -49,35 +50,21 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
     return images[..., :3]
 
 
-def _linear_weights(length: int, size: int) -> np.ndarray:
-    """(size, length) matrix of linear interpolation at pixel centres, clamped at the edges."""
-    position = np.clip((np.arange(size) + 0.5) * (length / size) - 0.5, 0, length - 1)
-    low = np.floor(position).astype(np.intp)
-    high = np.minimum(low + 1, length - 1)
-    weights = np.zeros((size, length), np.float32)
-    np.add.at(weights, (np.arange(size), low), 1 - (position - low))
-    np.add.at(weights, (np.arange(size), high), position - low)
-    return weights
-
-
 def resize_maps(maps: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """Linearly resizes float maps (N, *spatial) to `size`, in numpy.
+    """Linearly resizes float maps (N, *spatial) to `size`, on the host.
 
     The convention of `keras_cam.spatial.resize` (pixel centres, clamped at the
-    edges), one axis after the other. Display code runs on the callback's worker
-    thread: numpy there, not the backend's ops, which under JAX or PyTorch would
-    dispatch (and on first use compile) on that thread and compete with training.
+    edges), through `scipy.ndimage.zoom`. Display code runs on the callback's
+    worker thread: scipy there, not the backend's ops, which under JAX or PyTorch
+    would dispatch (and on first use compile) on that thread and compete with
+    training.
     """
     maps = np.asarray(maps, dtype=np.float32)
-    for axis, (length, target) in enumerate(zip(maps.shape[1:], size, strict=True), start=1):
-        if length != target:
-            moved = np.moveaxis(maps, axis, -1) @ _linear_weights(length, target).T
-            maps = np.moveaxis(moved, -1, axis)
-    return maps
-
-
-def _resize_maps(heatmaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return resize_maps(heatmaps, tuple(size))
+    size = tuple(int(s) for s in size)
+    if maps.shape[1:] == size:
+        return maps
+    factors = (1.0, *(t / n for t, n in zip(size, maps.shape[1:], strict=True)))
+    return ndimage.zoom(maps, factors, order=1, mode="nearest", grid_mode=True)
 
 
 def colorize(heatmaps: np.ndarray, colormap: str = "jet") -> np.ndarray:
@@ -122,7 +109,7 @@ def overlay(
         raise ValueError(
             f"heatmaps must be (N, h, w) with N = {rgb.shape[0]} images, got {heatmaps.shape}."
         )
-    colours = colorize(_resize_maps(heatmaps, rgb.shape[1:3]), colormap)
+    colours = colorize(resize_maps(heatmaps, rgb.shape[1:3]), colormap)
     blended = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colours.astype(np.float32)
     return (blended + 0.5).astype(np.uint8)
 
@@ -157,14 +144,16 @@ def draw_border(image: np.ndarray, color: Sequence[int], width: int = 3) -> np.n
 
 
 # TensorBoard's time-series view (its default dashboard) fits each image into a
-# box of about 407 × 215 px on a default card (measured in Chromium with
-# TensorBoard 2.x, tests/test_browser.py). Pages are laid out so that, fitted
-# into that box, captions are at least 11 px high and images at least 64 px.
-CARD_BOX = (400, 210)
+# box of 404.5 × 215 px on a default card (measured in Chromium with
+# TensorBoard 2.21, window 1500 × 1000, tests/test_browser.py), scaling it up
+# or down to fill the box. Pages are laid out so that, fitted into that box,
+# captions are at least 11 px high and images at least 64 px.
+CARD_BOX = (404, 215)
 MIN_TEXT_PX = 12  # a font this size draws mixed-case captions with >= 11 px of ink
 MIN_IMAGE_PX = 64
 
 
+@functools.lru_cache(maxsize=64)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
@@ -188,8 +177,8 @@ class ColourBar:
     note: str = ""
 
 
-Legend = ColourBar | Sequence[ColourBar | None] | None
-"""One bar under the whole page, one per image column of a table (None: no bar), or none."""
+Legend = ColourBar | None
+"""One bar under the whole page, or none."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +193,7 @@ class _Layout:
     lines: int = 2
     headers: int = 0  # lines of column headers: 0 (none), 1, or 2 when a title is too wide
     pad: int = 4
-    legend: int = 0  # lines of colour bars: 0 (none), 1 (one bar), 2 (a narrow bar per column)
+    legend: int = 0  # lines of colour bars: 0 (none) or 1
 
     @property
     def group_w(self) -> int:
@@ -320,9 +309,7 @@ def card_pages(
             `CARD_BOX`.
         min_image_px: the smallest cell worth showing, in displayed pixels.
             Defaults to `MIN_IMAGE_PX`.
-        legend: a `ColourBar` drawn under the whole page, or one per image
-            of a group (None where a column has none, e.g. the originals), drawn
-            under that column of a table. Defaults to `None`.
+        legend: a `ColourBar` drawn under the whole page. Defaults to `None`.
 
     Returns:
         uint8 (pages, H', W', 3).
@@ -354,7 +341,7 @@ def card_pages(
                 font_size,
                 lines,
                 header_lines(font_size),
-                legend=0 if legend is None else 1 if isinstance(legend, ColourBar) else 2,
+                legend=int(legend is not None),
             )
             scale = layout.shown_scale(rows, box)
             if font_size * scale >= MIN_TEXT_PX:
@@ -416,40 +403,28 @@ def _draw(
             y = top + layout.cell_h + 3 + line * layout.line_h
             draw.text((left, y), text, fill=(0, 0, 0), font=font)
     if legend is not None:
-        top = canvas.height - layout.legend_h + 3
-        if isinstance(legend, ColourBar):
-            box = (pad, top, layout.width - pad)
-            _draw_colour_bar(canvas, legend, box, layout.font_size, stacked=False)
-        for k, bar in enumerate(legend if not isinstance(legend, ColourBar) else ()):
-            if bar is not None:
-                left = pad + k * (layout.cell_w + pad)
-                box = (left, top, left + layout.cell_w)
-                _draw_colour_bar(canvas, bar, box, layout.font_size, stacked=True)
+        box = (pad, canvas.height - layout.legend_h + 3, layout.width - pad)
+        _draw_colour_bar(canvas, legend, box, layout.font_size)
     return np.asarray(canvas)
 
 
 def _draw_colour_bar(
-    canvas: Image.Image, bar: ColourBar, box: tuple[int, int, int], font_size: int, stacked: bool
+    canvas: Image.Image, bar: ColourBar, box: tuple[int, int, int], font_size: int
 ) -> None:
-    """`low` [colour gradient] `high` from x0 to x1, starting at y.
-
-    On one text line, or `stacked`: the gradient across the whole width and
-    the labels under its ends (a table column is too narrow for both).
-    """
+    """`low` [colour gradient] `high` from x0 to x1 on one text line starting at y."""
     x0, y, x1 = box
     draw, font = ImageDraw.Draw(canvas), _font(font_size)
-    low_w = 0 if stacked else math.ceil(draw.textlength(bar.low, font=font)) + 4
+    low_w = math.ceil(draw.textlength(bar.low, font=font)) + 4
     high = f"{bar.high} ({bar.note})" if bar.note else bar.high
     if draw.textlength(high, font=font) + low_w + 4 > (x1 - x0) / 2:
         high = bar.high
-    high_w = 0 if stacked else math.ceil(draw.textlength(high, font=font)) + 4
+    high_w = math.ceil(draw.textlength(high, font=font)) + 4
     left, gradient_w = x0 + low_w + 1, max(8, x1 - x0 - low_w - high_w - 2)
     table = _colormap_table(bar.colormap)[np.linspace(0, 255, gradient_w).round().astype(int)]
     canvas.paste(Image.fromarray(np.repeat(table[None], font_size, axis=0)), (left, y + 1))
     draw.rectangle((left - 1, y, left + gradient_w, y + font_size + 1), outline=(0, 0, 0))
-    label_y = y + font_size + 4 if stacked else y
-    draw.text((x0, label_y), bar.low, fill=(0, 0, 0), font=font)
-    draw.text((x1 - draw.textlength(high, font=font), label_y), high, fill=(0, 0, 0), font=font)
+    draw.text((x0, y), bar.low, fill=(0, 0, 0), font=font)
+    draw.text((x1 - draw.textlength(high, font=font), y), high, fill=(0, 0, 0), font=font)
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int = 2) -> list[str]:

@@ -44,10 +44,14 @@ def free_port() -> int:
 
 
 def first_text_height(page: np.ndarray) -> int:
-    """Rows of the first band of black-on-white text (a header or a caption line)."""
+    """Rows of the first band of black-on-white text (a header or a caption line).
+
+    Text rows are grey over the page's right 60 % (the comparison table's
+    header shares its line with the colour gradient on the left).
+    """
     grey = page.max(axis=-1).astype(int) - page.min(axis=-1) < 12
     inked = (page.min(axis=-1) < 100) & grey
-    text_rows = grey.all(axis=1) & inked.any(axis=1)
+    text_rows = grey[:, int(0.4 * page.shape[1]) :].all(axis=1) & inked.any(axis=1)
     rows = np.flatnonzero(text_rows)
     assert rows.size, "no caption or header text found"
     band = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)[0]
@@ -82,6 +86,8 @@ def test_default_images_are_readable_on_tensorboards_default_cards(tmp_path, bro
     )
     model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
     pages = {tag: read_events(str(tmp_path))[tag][1] for tag in IMAGE_TAGS}
+    # 16 probe images, three methods: three rows of 64-px cells a page (16 px drawn 4x).
+    assert len(pages["cam/compare"]) == 6
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -144,6 +150,12 @@ def test_default_images_are_readable_on_tensorboards_default_cards(tmp_path, bro
         server.terminate()
         server.wait(timeout=30)
 
+    print(
+        "RENDERED",
+        rendered,
+        {t: p[0].shape for t, p in pages.items()},
+        {t: len(p) for t, p in pages.items()},
+    )
     for tag, card in rendered.items():
         page = pages[tag][0]
         assert card["natural"] == page.shape[1]
@@ -163,3 +175,7 @@ def test_default_images_are_readable_on_tensorboards_default_cards(tmp_path, bro
         assert scale >= 0.5, f"{tag}: shown as a thumbnail ({card})"
         assert card["width"] >= min(250, 0.9 * page.shape[1]), f"{tag}: {card}"
         assert page.shape[0] <= 2 * page.shape[1]
+    compare = pages["cam/compare"][0]
+    card = rendered["cam/compare"]
+    scale = min(card["width"] / compare.shape[1], card["height"] / compare.shape[0])
+    assert 64 * scale >= 64, f"compare cells shown at {64 * scale:.1f} px ({card})"

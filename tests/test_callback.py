@@ -278,19 +278,27 @@ def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
             assert sorted(events[f"cam/{name}{tag}"]) == [0, 1]
         assert sorted(events[f"cam/{name}/drift"]) == [1]
     pages = events["cam/compare"][1]  # rows split into pages that fit TensorBoard's card
-    assert 1 < len(pages) <= 4
-    table = pages[0]
-    # Four 16-pixel columns (image + three methods), each enlarged to 112 with 4-pixel gaps.
-    assert table.shape[1] == 4 * 112 + 3 * 4 + 2 * 4
-    results = keras_cam.CAMExplainer(model, names[:2])(x[:4])
+    assert len(pages) == 2  # four probe images: 2 + 2 rows (three fit a page)
     assert all(page.shape[0] <= 2 * page.shape[1] for page in pages)
-    # The first image's cell lies under a header band (its text is not white).
-    top = next(t for t in range(60) if np.array_equal(table[t : t + 112 : 7, 4:116:7], x[0]))
-    assert (table[: top - 4, :116] != 255).any()  # the "image" header text
-    for column, name in enumerate(names[:2], start=1):
-        left = 4 + column * (112 + 4)
-        cell = table[top : top + 112 : 7, left : left + 112 : 7]  # undo the ×7 enlargement
-        np.testing.assert_array_equal(cell, keras_cam.overlay(x[:1], results[name].heatmaps[:1])[0])
+    results = keras_cam.CAMExplainer(model, names[:2])(x[:4])
+    # Each method's overlay of each probe image, enlarged 4x, in its row and column.
+    for number, page in enumerate(pages):
+        for row in range(2):
+            i, left = 2 * number + row, 0
+            tops = []
+            for name in names[:2]:
+                cell = keras_cam.overlay(x[i : i + 1], results[name].heatmaps[i : i + 1])[0]
+                top, left = find_cell(page, cell, right_of=left)
+                tops.append(top)
+            assert tops[0] == tops[1]
+
+
+def find_cell(page: np.ndarray, cell: np.ndarray, right_of: int = 0) -> tuple[int, int]:
+    """Top-left corner of `cell` enlarged 4x (16 px drawn 64) in `page`, right of `right_of`."""
+    for y, x in zip(*np.nonzero((page == cell[0, 0]).all(axis=-1)), strict=True):
+        if x > right_of and np.array_equal(page[y : y + 64 : 4, x : x + 64 : 4], cell):
+            return int(y), int(x)
+    raise AssertionError("cell not found in the page")
 
 
 def test_train_begin_logs_where_the_images_are_and_how_to_view_every_step(tmp_path, caplog):

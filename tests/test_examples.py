@@ -133,6 +133,8 @@ def test_vit_example_explains_the_input_of_the_last_block(tmp_path):
         "1",
         "--train-size",
         "64",
+        "--size",
+        "32",  # a 4×4 token grid: the stem and the 256 held-out images cost little
         "--log-dir",
         str(tmp_path / "vit"),
         cwd=tmp_path,
