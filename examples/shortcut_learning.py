@@ -93,7 +93,7 @@ def parse_args() -> argparse.Namespace:
         "--epochs",
         type=int,
         nargs=3,
-        default=(8, 4, 4),
+        default=(8, 8, 4),
         metavar="N",
         help="epochs of phase 1 (pretrain), 2 (shortcut fine-tuning; also 3b) and 3 (fixed data)",
     )
