@@ -176,8 +176,10 @@ class Timeline:
     """Thumbnails of the first probe images' overlays at each event, oldest first.
 
     Memory stays bounded over long runs: at most `max_events` columns of
-    thumbnails no larger than `thumbnail` pixels; when full, every other
-    older column is dropped (the first and the latest stay). Where the
+    thumbnails no larger than `thumbnail` pixels. The columns stay evenly
+    spread over the run: every `stride`-th event, plus the latest; when they
+    no longer fit, the stride doubles (the first event always stays), so a
+    phase in the middle of a long run keeps its columns. Where the
     prediction's correctness is known, each thumbnail has a green (right) or
     red (wrong) border.
     """
@@ -188,6 +190,8 @@ class Timeline:
         self.thumbnail = thumbnail
         self.steps: list[int] = []
         self._columns: list[np.ndarray] = []
+        self._events: list[int] = []  # each column's event number (0, 1, 2, ...)
+        self._stride = 1
 
     def _shrink(self, overlays: np.ndarray) -> np.ndarray:
         height, width = overlays.shape[1:3]
@@ -212,12 +216,23 @@ class Timeline:
                     for thumbnail, right in zip(column, correct[: len(column)], strict=True)
                 ]
             )
+        event = self._events[-1] + 1 if self._events else 0
+        if self._events and self._events[-1] % self._stride:  # kept only as the latest
+            self._keep(range(len(self._events) - 1))
         self.steps.append(step)
         self._columns.append(column)
-        if len(self.steps) > self.max_events:
-            keep = [0, *range(2, len(self.steps) - 1, 2), len(self.steps) - 1]
-            self.steps = [self.steps[i] for i in keep]
-            self._columns = [self._columns[i] for i in keep]
+        self._events.append(event)
+        while len(self._events) > self.max_events:
+            self._stride *= 2
+            last = len(self._events) - 1
+            self._keep(
+                [i for i, e in enumerate(self._events) if e % self._stride == 0 or i == last]
+            )
+
+    def _keep(self, indices: Sequence[int]) -> None:
+        self.steps = [self.steps[i] for i in indices]
+        self._columns = [self._columns[i] for i in indices]
+        self._events = [self._events[i] for i in indices]
 
     def image(
         self, display: np.ndarray, captions: Sequence[str], legend: Legend = None

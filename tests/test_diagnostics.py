@@ -76,14 +76,19 @@ def test_timeline_grows_by_one_column_per_event(tmp_path):
         assert len(step_pages) in (1, 2, 4)
 
 
-def test_timeline_memory_is_bounded():
-    timeline = Timeline(images=2, max_events=6, thumbnail=8)
-    overlays = np.zeros((5, 32, 32, 3), np.uint8)
-    for step in range(20):
+def test_timeline_memory_is_bounded_and_its_columns_evenly_spread():
+    timeline = Timeline(images=2, max_events=8, thumbnail=8)
+    for step in range(28):
+        overlays = np.full((5, 32, 32, 3), step, np.uint8)  # each column shows its step
         timeline.add(step, overlays)
-        assert len(timeline.steps) <= 6
-    assert timeline.steps[0] == 0
-    assert timeline.steps[-1] == 19
+        assert len(timeline.steps) <= 8
+        # Evenly spread: all but the latest one stride apart, from the first event.
+        gaps = set(np.diff(timeline.steps[:-1]))
+        assert len(gaps) <= 1
+        assert timeline.steps[0] == 0
+        assert timeline.steps[-1] == step
+    assert timeline.steps == [0, 4, 8, 12, 16, 20, 24, 27]
+    assert [int(column[0, 0, 0, 0]) for column in timeline._columns] == timeline.steps
     assert timeline._columns[0].shape == (2, 8, 8, 3)
 
 
