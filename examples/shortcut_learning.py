@@ -7,9 +7,9 @@ Phase 2 freezes its backbone and fine-tunes a new head on a noisier data set
 fine-tuning data) whose stamp colour follows the label: a perfect shortcut.
 The probe and validation images keep random stamp colours and clean labels.
 The model takes the shortcut: the callback's `energy_in_mask` (share of the
-map on the object) falls, `drift` spikes, and validation accuracy confirms
-it. Phase 3 fixes the data (the augmentation repaints every stamp in a
-random colour, so it stops predicting the label) and the metrics recover.
+map on the object) falls, and validation accuracy confirms it. Phase 3 fixes
+the data (the augmentation repaints every stamp in a random colour, so it
+stops predicting the label) and the metrics recover.
 Phase 3b keeps the shortcut data (stamps still follow the labels) and fixes
 the model instead: the same new head as phase 2, fine-tuned with
 `keras_cam.CAMGuidedModel`, which penalises Grad-CAM energy outside the
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 # The demo's model: three conv blocks (the backbone), then this head.
 HEAD = ("last_conv", "classifier")
+BATCH_SIZE = 32
 
 
 def new_head(model: keras.Model, seed: int) -> None:
@@ -160,7 +161,7 @@ def main() -> None:
             validation_data=(valid_images, valid.labels),
             initial_epoch=epochs_before,
             epochs=epochs_before + epochs,
-            batch_size=32,
+            batch_size=BATCH_SIZE,
             callbacks=callbacks,
             verbose=0,
         )
@@ -168,8 +169,14 @@ def main() -> None:
 
     e1, e2, e3 = args.epochs
     phases = {}
+    # Phase 1 trains the BatchNorm layers, whose moving statistics (used for validation and by
+    # the frozen backbone of the later phases) trail the weights by about an epoch. At a
+    # constant rate the validation accuracy went 0.61, 0.49, 0.87 over epochs 4-6 and ended at
+    # 0.57, with training accuracy above 0.97; decaying the rate to 0 lets them settle.
+    steps_per_epoch = -(-args.train_size // BATCH_SIZE)
+    pretrain_rate = keras.optimizers.schedules.CosineDecay(2e-3, e1 * steps_per_epoch)
     phases["1 pretrain, stamps in random colours"] = (
-        fit(pretrain_images, train.labels, 0, e1, 2e-3)[-1],
+        fit(pretrain_images, train.labels, 0, e1, pretrain_rate)[-1],
         range(0, e1),
     )
     freeze_backbone(model)

@@ -11,6 +11,8 @@ figure): a few milliseconds per cell, drawn on the callback's worker thread.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -313,13 +315,7 @@ def overlay_pictures(
         return overlay(display, heatmaps, alpha, colormap)
     masks = [None] * len(images) if masks is None else masks
     if rank == 1:
-        cells = [
-            sequence_cell(x, h, colormap, m)
-            for x, h, m in zip(images, heatmaps, masks, strict=True)
-        ]
+        draw = partial(sequence_cell, colormap=colormap)
     else:
-        cells = [
-            volume_cell(x, h, alpha, colormap, m)
-            for x, h, m in zip(images, heatmaps, masks, strict=True)
-        ]
-    return np.stack(cells)
+        draw = partial(volume_cell, alpha=alpha, colormap=colormap)
+    return np.stack([draw(x, h, mask=m) for x, h, m in zip(images, heatmaps, masks, strict=True)])

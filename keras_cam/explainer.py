@@ -30,6 +30,7 @@ from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
 from keras_cam.progress import progress_bar, resolve_verbose
+from keras_cam.scales import OfflineScale, check_offline_normalize, fixed_scale
 from keras_cam.spatial import channels_last, map_axes, per_channel, resize
 from keras_cam.targets import (
     PREDICTED,
@@ -401,6 +402,9 @@ class CAMExplainer:
         self._spatial_rank: int | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
         self._probabilities_warned = False
+        # Where finished forward passes are reported while a call runs (explain's
+        # progress bar); read at run time, so the compiled function never retraces.
+        self.on_passes: Callable[[int], None] | None = None
         if model.built:
             self._resolve()
 
@@ -436,6 +440,7 @@ class CAMExplainer:
         targets: Targets = "predicted",
         preprocess: Preprocess | None = None,
         labels: Any = None,
+        normalize: OfflineScale = "image",
     ) -> CAMResult | dict[str, CAMResult]:
         """Explains a batch.
 
@@ -456,6 +461,19 @@ class CAMExplainer:
                 `keras.applications.resnet50.preprocess_input`). Defaults to
                 `None`: the images are fed as they are.
             labels: sparse or one-hot labels, for `targets="label"`.
+            normalize: which value of `heatmaps` gets the full colour:
+                `"image"`, each map scaled from its own minimum to its
+                maximum (a near-empty map looks as hot as a strong one);
+                `"probe"`, one scale for every map of the call (each method
+                its own: their units differ), the raw maps divided by their
+                largest value, so a weak map stays dim next to a strong one;
+                or a number, the raw value (`CAMResult.raw`'s units) shown at
+                full colour, larger values clipped: one scale across calls,
+                e.g. the largest raw value over a data set. The callback's
+                `"run"` (the running maximum of a training run) has no
+                meaning for one call and is refused. Maps with nothing to
+                show stay zero on every scale. Defaults to `"image"`, as
+                before this option existed.
 
         Returns:
             A `CAMResult`; a dict from method name to `CAMResult` when the
@@ -466,22 +484,31 @@ class CAMExplainer:
             maps of labels not predicted positive are zero, and `predicted`
             is the (N, K) mask of positive labels.
         """
+        normalize = check_offline_normalize(normalize)
         if is_multi_label(targets):
             results = self._explain_positive(images, preprocess)
-            return results[self.method.name] if self._single else results
+        else:
+            results = self._explain_targets(images, targets, preprocess, labels)
+        results = {
+            name: fixed_scale(result, normalize, self.spatial_rank)
+            for name, result in results.items()
+        }
+        return results[self.method.name] if self._single else results
+
+    def _explain_targets(
+        self, images: Any, targets: Targets, preprocess: Preprocess | None, labels: Any
+    ) -> dict[str, CAMResult]:
         k = top_k(targets)
         if k is None:
-            results = self._explain(self._prepare(images, targets, preprocess, labels))
-        else:
-            batch = self._prepare(images, "predicted", preprocess)
-            if k > self.num_classes:
-                raise ValueError(
-                    f"targets='top{k}' asks for more classes than the model scores "
-                    f"({self.num_classes})."
-                )
-            ranked = self._explain(with_ranks(batch, range(k), keep=False))
-            results = {name: _by_rank(result, k) for name, result in ranked.items()}
-        return results[self.method.name] if self._single else results
+            return self._explain(self._prepare(images, targets, preprocess, labels))
+        batch = self._prepare(images, "predicted", preprocess)
+        if k > self.num_classes:
+            raise ValueError(
+                f"targets='top{k}' asks for more classes than the model scores "
+                f"({self.num_classes})."
+            )
+        ranked = self._explain(with_ranks(batch, range(k), keep=False))
+        return {name: _by_rank(result, k) for name, result in ranked.items()}
 
     def _explain_positive(self, images: Any, preprocess: Preprocess | None) -> dict[str, CAMResult]:
         """One map per label of a multi-label head, zero where the label is not predicted."""
@@ -675,6 +702,7 @@ class CAMExplainer:
                 )
                 tensors = tuple(ops.take(tensor, indices, axis=0) for tensor in tensors)
             maps, *shared = function(*tensors)
+            self._report_passes(size * self._copies)  # the unmasked pass of each item
             numpy = {
                 name: [ops.convert_to_numpy(t) for t in values] for name, values in maps.items()
             }
@@ -692,13 +720,25 @@ class CAMExplainer:
         shared = [joined([part[1][i] for part in parts]) for i in range(len(parts[0][1]))]
         return (maps, *shared)
 
+    @property
+    def _copies(self) -> int:
+        """Inputs the compiled function runs per image (augmented copies)."""
+        return len(smoothing.AUGMENTATIONS) if self.aug_smooth else 1
+
+    def _report_passes(self, passes: int) -> None:
+        if self.on_passes is not None:
+            self.on_passes(passes)
+
     def _map_chunks(self, fn: Callable[[Any], Any], count: int, batch_size: int) -> Any:
         size = min(batch_size, count)
+
+        def chunk_done(index: int) -> None:  # on the host, as each chunk finishes
+            self._report_passes(min(size, count - index * size))
 
         def chunk(i):
             # The last chunk repeats the last index: every chunk has one shape.
             indices = ops.minimum(i * size + ops.arange(size, dtype="int32"), count - 1)
-            return ops.cast(fn(indices), "float32")
+            return self._compute.after_chunk(chunk_done, i, ops.cast(fn(indices), "float32"))
 
         chunks = self._compute.map_sequential(chunk, -(-count // size))
         return ops.reshape(chunks, (-1,))[:count]
@@ -915,6 +955,7 @@ def explain(
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
     tokens: TokenLayout | None = None,
+    normalize: OfflineScale = "image",
     verbose: int | str = "auto",
 ) -> CAMResult | dict[str, CAMResult]:
     """Explains a batch in one call: a `CAMExplainer` of `model`, built once and reused.
@@ -922,7 +963,9 @@ def explain(
     The explainer is kept with the model (and dies with it): calling again
     with the same options reuses its compiled function, so a loop over
     batches traces once. The arguments are those of `CAMExplainer` and its
-    call, and `verbose`: as in `model.predict`, `0` silent, `1` a
+    call (`normalize="probe"` draws every map of the call on one scale, so a
+    weak map looks weak; see `CAMExplainer.__call__`), and `verbose`: as in
+    `model.predict`, `0` silent, `1` a
     `keras.utils.Progbar` of the call's forward passes (Score-CAM and
     Ablation-CAM run one per channel and image, and the bar shows the total
     as the call starts), `2` one line at the end; `"auto"` is 1 in a
@@ -935,7 +978,9 @@ def explain(
     ...     model, images, preprocess=keras.applications.resnet50.preprocess_input
     ... )                                                            # doctest: +SKIP
     >>> overlays = keras_cam.overlay(images, result.heatmaps)         # doctest: +SKIP
+    >>> same_scale = keras_cam.explain(model, images, normalize="probe")  # doctest: +SKIP
     """
+    check_offline_normalize(normalize)  # before any work
     options = dict(
         method=method,
         layer=layer,
@@ -951,4 +996,6 @@ def explain(
     maps_per_image = top_k(targets) or 1
     count = len(images) * maps_per_image
     with progress_bar(explainer, count, resolve_verbose(verbose)):
-        return explainer(images, targets=targets, preprocess=preprocess, labels=labels)
+        return explainer(
+            images, targets=targets, preprocess=preprocess, labels=labels, normalize=normalize
+        )

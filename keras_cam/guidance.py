@@ -27,7 +27,9 @@ outside the object, `1 − energy_in_mask` at the layer's resolution. Dividing
 by the signed map's whole mass matters: with `Σ ReLU(S)` instead, a model
 can lower the term by driving its map to zero everywhere (it did, in the
 shortcut example), which hides the evidence instead of moving it. The term
-is scale-free, so λ weighs it against the cross-entropy directly.
+is scale-free, so λ weighs it against the cross-entropy directly. The same
+term guides a `Conv1D` sequence model or a `Conv3D` volume model: the sums
+run over the map's t or d·h·w cells, and the masks are (N, T) or (N, D, H, W).
 
 Because `α_c` is itself a gradient, the loss needs a second-order gradient
 (double backprop through the target layer's gradient); `keras_cam.compute`
@@ -45,29 +47,48 @@ from keras_cam import scores as _scores
 from keras_cam.compute import backend_module
 from keras_cam.explainer import _float32_channels_last
 from keras_cam.layers import split_model
+from keras_cam.spatial import map_axes, spatial_axes
 
 IMAGES = "images"
 MASKS = "masks"
 _EPSILON = 1e-7
+# Per spatial rank of the target layer's map: what it is, and the masks' layout.
+_MASK_KINDS = {
+    1: ("a sequence model", "(N, T)"),
+    2: ("an image model", "(N, H, W)"),
+    3: ("a volume model", "(N, D, H, W)"),
+}
 
 
-def _cell_share_outside(masks: Any, height: int, width: int) -> Any:
-    """(N, H, W) masks -> (N, h, w): the share of each map cell outside the object."""
+def _size_text(size: tuple[int, ...]) -> str:
+    return "×".join(str(length) for length in size)
+
+
+def _cell_share_outside(masks: Any, map_size: tuple[int, ...]) -> Any:
+    """(N, *S) masks -> (N, *s): the share of each map cell outside the object.
+
+    `map_size` is the map's spatial size `s` (1, 2 or 3 axes); each mask axis
+    must be a multiple of the map's, and a trailing channel axis of 1 is dropped.
+    """
+    rank = len(map_size)
     masks = ops.cast(masks, "float32")
-    if len(masks.shape) == 4:
+    if len(masks.shape) == rank + 2 and masks.shape[-1] == 1:
         masks = masks[..., 0]
-    mask_height, mask_width = masks.shape[1], masks.shape[2]
-    if mask_height % height or mask_width % width:
+    kind, layout = _MASK_KINDS[rank]
+    if len(masks.shape) != rank + 1:
+        given = ", ".join(["N", *(str(length) for length in masks.shape[1:])])
         raise ValueError(
-            f"The masks are {mask_height}×{mask_width} but the target layer's map is "
-            f"{height}×{width}; give masks at the input size, a multiple of the map's."
+            f"The target layer's map has {rank} spatial axis(es) ({kind}), so the masks must "
+            f"be {layout} with one mask per input; got masks of shape ({given})."
         )
-    pooled = ops.average_pool(
-        masks[..., None],
-        pool_size=(mask_height // height, mask_width // width),
-        strides=(mask_height // height, mask_width // width),
-        padding="valid",
-    )
+    mask_size = tuple(masks.shape[1:])
+    if any(mask % cell for mask, cell in zip(mask_size, map_size, strict=True)):
+        raise ValueError(
+            f"The masks are {_size_text(mask_size)} but the target layer's map is "
+            f"{_size_text(map_size)}; give masks at the input size, a multiple of the map's."
+        )
+    factors = tuple(mask // cell for mask, cell in zip(mask_size, map_size, strict=True))
+    pooled = ops.average_pool(masks[..., None], factors, strides=factors, padding="valid")
     return 1.0 - pooled[..., 0]
 
 
@@ -75,9 +96,13 @@ def energy_outside_mask(activations: Any, gradients: Any, masks: Any) -> Any:
     """Per-image share of the Grad-CAM map's energy outside the masks, (N,).
 
     Args:
-        activations: (N, h, w, C) target-layer activations.
-        gradients: (N, h, w, C) class-score gradients with respect to them.
-        masks: (N, H, W) object masks (bool or float), H and W multiples of h, w.
+        activations: (N, *s, C) target-layer activations, channels last, with
+            one spatial axis (a sequence model's (N, t, C)), two (N, h, w, C)
+            or three (a volume model's (N, d, h, w, C)).
+        gradients: class-score gradients with respect to them, same shape.
+        masks: (N, *S) object masks (bool or float) with the activations'
+            spatial axes: (N, T), (N, H, W) or (N, D, H, W), each a multiple
+            of the map's.
 
     Returns:
         `1 − Σ (1 − M̄) · ReLU(S) / (Σ |S| + ε)` per image, `S` the signed
@@ -91,14 +116,15 @@ def energy_outside_mask(activations: Any, gradients: Any, masks: Any) -> Any:
     >>> round(float(energy_outside_mask(a, g, m)[0]), 4)
     0.75
     """
-    weights = ops.mean(gradients, axis=(1, 2), keepdims=True)
+    weights = ops.mean(gradients, axis=spatial_axes(gradients), keepdims=True)
     signed = ops.sum(weights * activations, axis=-1)
-    inside = 1.0 - _cell_share_outside(masks, signed.shape[1], signed.shape[2])
+    inside = 1.0 - _cell_share_outside(masks, tuple(signed.shape[1:]))
+    axes = map_axes(signed)
     # The denominator is the signed map's whole mass, not only its positive part: a map
     # driven to zero or below everywhere then scores 1 (nothing on the object), so the
     # model cannot lower the term by erasing its evidence instead of moving it.
-    evidence = ops.sum(ops.abs(signed), axis=(1, 2)) + _EPSILON
-    return 1.0 - ops.sum(ops.relu(signed) * inside, axis=(1, 2)) / evidence
+    evidence = ops.sum(ops.abs(signed), axis=axes) + _EPSILON
+    return 1.0 - ops.sum(ops.relu(signed) * inside, axis=axes) / evidence
 
 
 def _class_ids(y: Any, classes: int) -> Any:
@@ -112,7 +138,9 @@ class CAMGuidedModel(keras.Model):
 
     A thin wrapper: its variables are `model`'s, so after `fit` the wrapped
     model holds the fine-tuned weights (save or use `model` itself). Feed it
-    a dict `{"images": x, "masks": m}` with one (H, W) mask per image; an
+    a dict `{"images": x, "masks": m}` with one (H, W) mask per image (a
+    `Conv1D` sequence model: one (T,) mask per sequence; a `Conv3D` volume
+    model: one (D, H, W) mask per volume; the key stays `"images"`); an
     all-zero mask means "no annotation" and that image gets the plain loss
     only, so masks for a fraction of the training set are enough. Plain
     images (no dict) train and evaluate without the penalty. The penalty
@@ -129,7 +157,8 @@ class CAMGuidedModel(keras.Model):
     The penalty is computed whenever masks are fed, also with `weight=0`.
 
     Args:
-        model: a built Keras classifier (functional or Sequential).
+        model: a built Keras classifier (functional or Sequential) of images,
+            sequences or volumes.
         layer: target layer name or `/`-path, as in `CAMExplainer`.
             Defaults to `None` (automatic).
         weight: λ, the weight of the penalty against the model's loss.

@@ -145,7 +145,7 @@ def drift(previous: np.ndarray, current: np.ndarray, per_image: bool = False) ->
     Example:
 
     >>> before = np.array([[[0.0, 1.0], [2.0, 3.0]]])
-    >>> drift(before, 2 * before), drift(before, -before)
+    >>> drift(before, 2 * before), round(drift(before, 3 - before), 6)  # same, inverted
     (0.0, 2.0)
     """
     before, after = _maps(previous, "previous"), _maps(current, "current")

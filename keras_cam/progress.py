@@ -4,7 +4,10 @@ A Grad-CAM call costs about one forward pass, but Score-CAM and Ablation-CAM
 run one masked forward pass per channel and image (2048 per image at
 ResNet50's last block): minutes on a CPU. The bar is a `keras.utils.Progbar`
 counted in forward passes and shows the planned total as soon as the call
-starts, so a long call says up front how long it will be.
+starts, so a long call says up front how long it will be. It advances as each
+chunk of masked passes finishes: the compiled function reports every chunk to
+the host (`compute.*.after_chunk`) through `CAMExplainer.on_passes`, which is
+read at run time, so showing the bar never retraces.
 """
 
 from __future__ import annotations
@@ -38,15 +41,21 @@ def resolve_verbose(verbose: Any) -> int:
 def planned_passes(explainer: Any, images: int) -> int:
     """Forward passes of one call: one per image, plus one per kept channel and image for
     each perturbation method (Score-CAM, Ablation-CAM; Ablation-CAM's are cheap where the
-    head starts with pooling and a Dense layer, which it updates in closed form)."""
+    head starts with pooling and a Dense layer, which it updates in closed form).
+
+    An image counts once per augmented copy (`aug_smooth`), and a last chunk of
+    `batch_size` images is padded to full size: its padding runs too.
+    """
     split = explainer._resolve()
     shape = split.layer.output.shape
     channels = int(shape[1] if split.channels_first else shape[-1])
-    passes = images
+    chunk = min(explainer.batch_size or images, images)
+    items = -(-images // chunk) * chunk * explainer._copies
+    passes = items
     for method in explainer.methods:
         if isinstance(method, PerturbationMethod):
             kept = min(method.max_channels or channels, channels)
-            passes += images * kept
+            passes += items * kept
     return passes
 
 
@@ -63,5 +72,10 @@ def progress_bar(explainer: Any, images: int, verbose: int) -> Iterator[None]:
         passes, unit = images, "image"
     bar = keras.utils.Progbar(passes, verbose=verbose, unit_name=unit)
     bar.update(0)
-    yield
+    if unit == "pass":
+        explainer.on_passes = bar.add
+    try:
+        yield
+    finally:
+        explainer.on_passes = None
     bar.update(passes, finalize=True)

@@ -51,6 +51,7 @@ class TokenGrid:
 
     Example:
 
+    >>> import keras_cam
     >>> grid = keras_cam.TokenGrid(14, 14, prefix=1)   # ViT-B/16 at 224×224
     >>> keras_cam.explain(vit, images, tokens=grid)    # doctest: +SKIP
     >>> def columns_first(tokens):                     # 6 columns of 4 tokens, no prefix

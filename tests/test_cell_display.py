@@ -153,33 +153,9 @@ def test_wrong_shapes_are_named(call, message):
         call()
 
 
-# In the callback: a real fit, the event file read back.
+# In the callback: a real fit, the event files read back.
 
-
-def _fit_and_read(tmp_path, data, conv, pool):
-    import keras
-    from conftest import read_events
-    from keras import layers
-
-    import keras_cam
-
-    inputs = keras.Input(data.images.shape[1:])
-    x = conv(4, 3, padding="same", activation="relu", name="features")(inputs)
-    outputs = layers.Dense(3)(pool()(x))
-    model = keras.Model(inputs, outputs)
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    probe = (data.images[:3], data.labels[:3])
-    callback = keras_cam.CAMCallback(
-        probe,
-        tmp_path,
-        method=["gradcam", "layercam"],
-        probe_masks=data.masks[:3],
-        class_names=data.class_names,
-        normalize="image",  # drawn as explain()'s heatmaps: compared below
-    )
-    model.fit(data.images, data.labels, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
-    results = keras_cam.explain(model, data.images[:3], method=["gradcam", "layercam"])
-    return read_events(str(tmp_path)), results
+METHODS = ["gradcam", "layercam"]
 
 
 def _first_map_cell(page, cell):
@@ -194,35 +170,82 @@ def _assert_nearly_equal(drawn, expected):
     assert differs.mean() < 0.02, differs.mean()
 
 
-@pytest.mark.slow
-def test_sequence_probes_are_drawn_in_every_image_tag(tmp_path):
+def _sequences():
     from keras import layers
 
     from keras_cam.data import make_sequences
 
     data = make_sequences(16, length=32, seed=0)
-    events, results = _fit_and_read(tmp_path, data, layers.Conv1D, layers.GlobalAveragePooling1D)
-    for tag in ("cam/gradcam/grid", "cam/layercam/grid", "cam/compare", "cam/gradcam/timeline"):
-        assert sorted(events[tag]) == [0], tag
-    page = events["cam/gradcam/grid"][0][0]
-    expected = sequence_cell(data.images[0], results["gradcam"].heatmaps[0], mask=data.masks[0])
-    assert page.shape[1] <= 400  # one (signal | map) pair per row: shown at full size
-    _assert_nearly_equal(_first_map_cell(page, expected), expected)
-    plain = sequence_cell(data.images[0], None, mask=data.masks[0])
-    np.testing.assert_array_equal(page[4 : 4 + plain.shape[0], 4 : 4 + plain.shape[1]], plain)
+    return data, layers.Conv1D, layers.GlobalAveragePooling1D, sequence_cell
 
 
-@pytest.mark.slow
-def test_volume_probes_are_drawn_in_every_image_tag(tmp_path):
+def _volumes():
     from keras import layers
 
     from keras_cam.data import make_volumes
 
     data = make_volumes(16, size=8, seed=0)
-    events, results = _fit_and_read(tmp_path, data, layers.Conv3D, layers.GlobalAveragePooling3D)
+    return data, layers.Conv3D, layers.GlobalAveragePooling3D, volume_cell
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", [_sequences, _volumes], ids=["sequence", "volume"])
+def test_probes_are_drawn_in_every_image_tag_on_the_scale_asked_for(tmp_path, kind):
+    """One fit, two callbacks: `normalize="image"` draws each map to its own range, `"run"`
+    every map over the largest raw value of the run so far; the maps are recomputed at
+    each epoch's end and scaled in numpy, and the cells drawn from them must match."""
+    import keras
+    from cam_references import interpolate
+    from conftest import read_events
+    from keras import layers
+
+    import keras_cam
+
+    data, conv, pool, draw = kind()
+    inputs = keras.Input(data.images.shape[1:])
+    x = conv(4, 3, padding="same", activation="relu", name="features")(inputs)
+    model = keras.Model(inputs, layers.Dense(3)(pool()(x)))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    probe = data.images[:3].copy()
+    probe[0] *= 0.2  # a faint input: its map is weak next to the others'
+    explained = []  # each epoch's maps, recomputed with the weights the callbacks see
+    recorder = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: explained.append(
+            keras_cam.explain(model, probe, method=METHODS)
+        )
+    )
+    callbacks = [recorder] + [
+        keras_cam.CAMCallback(
+            (probe, data.labels[:3]),
+            tmp_path / normalize,
+            method=METHODS,
+            probe_masks=data.masks[:3],
+            class_names=data.class_names,
+            normalize=normalize,
+        )
+        for normalize in ("image", "run")
+    ]
+    model.fit(data.images, data.labels, epochs=2, batch_size=16, verbose=0, callbacks=callbacks)
+    shown = {normalize: read_events(str(tmp_path / normalize)) for normalize in ("image", "run")}
     for tag in ("cam/gradcam/grid", "cam/layercam/grid", "cam/compare", "cam/gradcam/timeline"):
-        assert sorted(events[tag]) == [0], tag
-    page = events["cam/layercam/grid"][0][0]
-    heatmap = results["layercam"].heatmaps[0]
-    expected = volume_cell(data.images[0], heatmap, mask=data.masks[0])
-    _assert_nearly_equal(_first_map_cell(page, expected), expected)
+        assert sorted(shown["run"][tag]) == [0, 1], tag
+    size = probe.shape[1:-1]
+    for name in METHODS:
+        peak = 0.0
+        for step, results in enumerate(explained):
+            result = results[name]
+            assert (result.heatmaps.reshape(3, -1).max(1) > 0).all()  # none flat
+            peak = max(peak, float(result.raw.max()))
+            run = interpolate(result.raw.astype(np.float64), size) / peak
+            for normalize, heatmap in (("image", result.heatmaps[0]), ("run", run[0])):
+                page = shown[normalize][f"cam/{name}/grid"][step][0]
+                expected = draw(probe[0], heatmap, mask=data.masks[0])
+                _assert_nearly_equal(_first_map_cell(page, expected), expected)
+        # The faint input's map is drawn dim on the shared scale, at full colour alone.
+        assert run[0].max() < 0.5
+        assert result.heatmaps[0].max() == 1.0
+    page = shown["image"]["cam/gradcam/grid"][1][0]
+    plain = draw(probe[0], None, mask=data.masks[0])
+    np.testing.assert_array_equal(page[4 : 4 + plain.shape[0], 4 : 4 + plain.shape[1]], plain)
+    if draw is sequence_cell:
+        assert page.shape[1] <= 400  # one (signal | map) pair per row: shown at full size

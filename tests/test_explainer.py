@@ -5,6 +5,7 @@ import logging
 import sys
 import warnings
 import weakref
+from typing import ClassVar
 
 import keras
 import numpy as np
@@ -556,3 +557,67 @@ def test_verbose_shows_a_progress_bar_of_the_forward_passes_as_model_predict_doe
     score_cam = keras_cam.CAMExplainer(model, ["gradcam", ScoreCAM()])
     assert planned_passes(score_cam, 4) == 24
     assert planned_passes(keras_cam.CAMExplainer(model, ScoreCAM(max_channels=2)), 4) == 12
+
+
+@pytest.mark.slow  # the scale is numpy after the compiled call: one backend is enough
+def test_normalize_probe_puts_every_map_of_the_call_on_one_scale_without_retracing():
+    model = nonlinear_head_model()
+    x = np.random.default_rng(1).normal(size=(5, 12, 12, 3)).astype("float32")
+    x[1] *= 0.05  # a faint image: its map is weak, and must look weak
+    classes = np.array([0, 1, 2, 1, 0])
+    expected = numpy_gradcam(*tape_activations_and_gradients(model, x, "target", classes))
+    explainer = keras_cam.CAMExplainer(model, ["gradcam", "layercam"], layer="target")
+    # The target layer is at full resolution: the heatmaps are the raw maps over one peak.
+    probe = explainer(x, targets=classes, normalize="probe")
+    np.testing.assert_allclose(probe["gradcam"].heatmaps, expected / expected.max(), atol=1e-4)
+    layercam = probe["layercam"]  # each method on its own scale: their units differ
+    np.testing.assert_allclose(layercam.heatmaps, layercam.raw / layercam.raw.max(), atol=1e-5)
+    fixed = explainer(x, targets=classes, normalize=float(expected[2].max()))["gradcam"]
+    np.testing.assert_allclose(
+        fixed.heatmaps, np.clip(expected / expected[2].max(), 0, 1), atol=1e-4
+    )
+    image = explainer(x, targets=classes)["gradcam"]  # the default: each map to its own range
+    np.testing.assert_allclose(image.heatmaps, numpy_normalise(expected), atol=1e-4)
+    assert explainer.trace_count == 1
+    top = keras_cam.explain(model, x, layer="target", targets="top2", normalize="probe")
+    assert top.heatmaps.shape == (5, 2, 12, 12)
+    np.testing.assert_allclose(top.heatmaps, top.raw / top.raw.max(), atol=1e-5)
+    with pytest.raises(ValueError, match=r"normalize='run' is the callback's"):
+        keras_cam.explain(model, x, normalize="run")
+
+
+class RecordingProgbar(keras.utils.Progbar):
+    """A Progbar that keeps every value it was moved to."""
+
+    made: ClassVar[list["RecordingProgbar"]] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+        RecordingProgbar.made.append(self)
+
+    def update(self, current, values=None, finalize=None):
+        self.seen.append(current)
+        super().update(current, values, finalize)
+
+
+def test_the_progress_bar_advances_once_per_chunk_of_masked_passes_without_retracing(
+    model, images, monkeypatch
+):
+    monkeypatch.setattr(keras.utils, "Progbar", RecordingProgbar)
+    RecordingProgbar.made.clear()
+    score_cam = ScoreCAM(batch_size=3)
+    for _ in range(2):
+        keras_cam.explain(model, images[:2], method=score_cam, verbose=1)
+    # 2 images · 5 channels of conv2 = 10 masked passes in chunks of 3: 3 full, 1 of 1;
+    # then the 2 unmasked passes of the call itself, and the final update.
+    for bar in RecordingProgbar.made:
+        assert bar.target == 12  # said up front
+        steps = np.diff(bar.seen[:-1])
+        assert sorted(steps) == [1, 2, 3, 3, 3]
+        assert bar.seen[0] == 0
+        assert bar.seen[-2:] == [12, 12]
+    assert len(RecordingProgbar.made) == 2
+    (explainer,) = model.__dict__[explainer_cache._ATTRIBUTE].values()
+    assert explainer.trace_count == 1
+    assert explainer.on_passes is None  # nothing reported once the call is over

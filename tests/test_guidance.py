@@ -9,44 +9,58 @@ from keras import layers
 import keras_cam
 from keras_cam.guidance import energy_outside_mask
 
+# Per spatial rank: input size (pooled by 2 to the target map), conv, pooling, global pooling.
+KINDS = {
+    1: ((8,), layers.Conv1D, layers.AveragePooling1D, layers.GlobalAveragePooling1D),
+    2: ((8, 8), layers.Conv2D, layers.AveragePooling2D, layers.GlobalAveragePooling2D),
+    3: ((4, 4, 4), layers.Conv3D, layers.AveragePooling3D, layers.GlobalAveragePooling3D),
+}
 
-def tiny_model():
-    """Conv → pool → target conv (4×4) → GAP → Dense: Grad-CAM has a closed form here."""
-    inputs = keras.Input((8, 8, 3))
-    x = layers.Conv2D(4, 3, padding="same", activation="tanh", name="conv1")(inputs)
-    x = layers.AveragePooling2D(2)(x)
-    x = layers.Conv2D(5, 3, padding="same", activation="softplus", name="target")(x)
-    x = layers.GlobalAveragePooling2D()(x)
+
+def tiny_model(rank=2):
+    """Conv → pool → target conv → GAP → Dense: Grad-CAM has a closed form here."""
+    size, conv, pool, global_pool = KINDS[rank]
+    inputs = keras.Input((*size, 3))
+    x = conv(4, 3, padding="same", activation="tanh", name="conv1")(inputs)
+    x = pool(2)(x)
+    x = conv(5, 3, padding="same", activation="softplus", name="target")(x)
+    x = global_pool()(x)
     outputs = layers.Dense(3, activation="softmax", name="dense")(x)
     return keras.Model(inputs, outputs)
 
 
-def batch():
+def batch(rank=2):
+    size = KINDS[rank][0]
     rng = np.random.default_rng(0)
-    images = rng.uniform(-1, 1, (6, 8, 8, 3)).astype("float32")
+    images = rng.uniform(-1, 1, (6, *size, 3)).astype("float32")
     labels = np.array([0, 1, 2, 0, 1, 2])
-    masks = np.zeros((6, 8, 8), dtype="float32")
-    masks[0, 0:4, 0:6] = 1
-    masks[1, 2:8, 4:8] = 1
-    masks[2, 3:7, 1:5] = 1
-    masks[4, 0:8, 0:3] = 1  # images 3 and 5 have no annotation: no penalty
+    masks = np.zeros((6, *size), dtype="float32")
+    for image in (0, 1, 2, 4):  # images 3 and 5 have no annotation: no penalty
+        box = []
+        for length in size:
+            low = rng.integers(0, length - 1)
+            box.append(slice(low, rng.integers(low + 1, length + 1)))
+        masks[(image, *box)] = 1
     return images, labels, masks
 
 
 def numpy_penalty(model, features, images, labels, masks):
     """The guidance term from the target layer's activations and the Dense kernel alone.
 
-    With a GAP→Dense head, ∂logit_k/∂A_ijc = W[c, k] / (h·w), so the Grad-CAM weight of
-    channel c is W[c, k] / (h·w): no autodiff involved.
+    With a GAP→Dense head, ∂logit_k/∂A_c = W[c, k] / (cells of the map), so the Grad-CAM
+    weight of channel c is W[c, k] / cells: no autodiff involved.
     """
     activations = np.asarray(features(images), dtype=np.float64)
     kernel = np.asarray(model.get_layer("dense").get_weights()[0], dtype=np.float64)
-    count, height, width, _ = activations.shape
-    weights = kernel[:, labels].T / (height * width)  # (N, C)
-    signed = np.einsum("nhwc,nc->nhw", activations, weights)
-    inside = masks.reshape(count, height, 2, width, 2).mean(axis=(2, 4))
-    evidence = np.abs(signed).sum(axis=(1, 2)) + 1e-7
-    share = 1 - (np.maximum(signed, 0) * inside).sum(axis=(1, 2)) / evidence
+    count, *map_size, _ = activations.shape
+    weights = kernel[:, labels].T / np.prod(map_size)  # (N, C)
+    signed = np.einsum("n...c,nc->n...", activations, weights)
+    # Each map cell covers 2 mask entries per axis: its share inside is their mean.
+    pairs = [length for cell in map_size for length in (cell, 2)]
+    inside = masks.reshape(count, *pairs).mean(axis=tuple(range(2, 2 * len(map_size) + 1, 2)))
+    cells = tuple(range(1, signed.ndim))
+    evidence = np.abs(signed).sum(axis=cells) + 1e-7
+    share = 1 - (np.maximum(signed, 0) * inside).sum(axis=cells) / evidence
     annotated = masks.reshape(count, -1).max(axis=1) > 0
     return share[annotated].mean()
 
@@ -57,15 +71,42 @@ def test_penalty_in_closed_form():
     masks = keras.ops.zeros((1, 4, 4))
     # A map with no positive evidence has nothing on the object: the full penalty.
     assert float(energy_outside_mask(activations, gradients, masks)[0]) == 1.0
-    with pytest.raises(ValueError, match="multiple of the map's"):
+    with pytest.raises(ValueError, match=r"masks are 3×3 but the target layer's map is 2×2"):
         energy_outside_mask(activations, -gradients, keras.ops.zeros((1, 3, 3)))
+    sequence = keras.ops.ones((2, 4, 3))  # a Conv1D layer's (N, t, C) activations
+    with pytest.raises(ValueError, match=r"must be \(N, T\) .*got masks of shape \(N, 8, 8\)"):
+        energy_outside_mask(sequence, sequence, keras.ops.zeros((2, 8, 8)))
 
 
-def test_train_step_applies_the_finite_difference_gradient_of_the_guidance_term():
-    """Runs on every backend: double backprop inside the compiled train step."""
-    images, labels, masks = batch()
-    model = tiny_model()
-    weight = 2.0
+@pytest.mark.slow
+def test_masks_of_another_rank_than_the_map_are_refused_before_training():
+    images, labels, masks = batch(3)
+    guided = keras_cam.CAMGuidedModel(tiny_model(3), layer="target")
+    guided.compile("sgd", "sparse_categorical_crossentropy")
+    before = [w.copy() for w in guided.get_weights()]
+    with pytest.raises(
+        ValueError, match=r"must be \(N, D, H, W\) .*got masks of shape \(N, 4, 4\)"
+    ):
+        guided.fit({"images": images, "masks": masks[:, 0]}, labels, epochs=1, verbose=0)
+    for kept, weights in zip(before, guided.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, weights)  # no step was taken
+
+
+# The ranks share every backend-specific line (the double backprop): 2-D runs on every
+# backend, 1-D and 3-D in the TensorFlow pass.
+@pytest.mark.parametrize(
+    "rank",
+    [
+        pytest.param(1, id="sequence", marks=pytest.mark.slow),
+        pytest.param(2, id="image"),
+        pytest.param(3, id="volume", marks=pytest.mark.slow),
+    ],
+)
+def test_train_step_applies_the_finite_difference_gradient_of_the_guidance_term(rank):
+    """Double backprop inside the compiled train step."""
+    images, labels, masks = batch(rank)
+    model = tiny_model(rank)
+    weight = 20.0  # the term moves the weights little: a large λ lifts it above rounding
     guided = keras_cam.CAMGuidedModel(model, layer="target", weight=weight)
     # A zero data loss isolates the guidance term; SGD(1) makes the update the gradient.
     guided.compile(keras.optimizers.SGD(1.0), lambda y_true, y_pred: 0.0 * keras.ops.sum(y_pred))

@@ -3,8 +3,8 @@
 Activations come from a Keras sub-model, gradients from the backend's own
 autodiff (GradientTape / jax.grad / torch.autograd) through a head written out
 from the weights; the maps are then computed in float64 numpy from each
-paper's formula, over every spatial axis. The same reference code serves
-both ranks, as one method file serves every rank in the library.
+paper's formula, over every spatial axis (`cam_references`). The same
+reference code serves every rank, as one method file does in the library.
 """
 
 import csv
@@ -13,15 +13,23 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import gradient, read_events
+from cam_references import (
+    CLASSES,
+    REFERENCES,
+    assert_maps_equal,
+    channel_sum,
+    features,
+    interpolate,
+    min_max,
+    tape,
+)
+from conftest import read_events
 from keras import layers, ops
 
 import keras_cam
 from keras_cam import metrics
 from keras_cam.layers import spatial_rank
 from keras_cam.methods import AblationCAM, ScoreCAM
-
-CLASSES = np.array([0, 2, 1])
 
 # Per spatial rank: the input shape (channels last), the conv and pooling layers.
 SHAPES = {1: (12, 2), 3: (4, 5, 4, 2)}
@@ -37,6 +45,9 @@ tensorflow_pass = pytest.mark.skipif(
 )
 other_backends = pytest.mark.skipif(
     keras.backend.backend() == "tensorflow", reason="TensorFlow runs every method"
+)
+torch_pass = pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="the PyTorch pass; over the JAX pass's budget"
 )
 slow = pytest.mark.slow
 
@@ -56,151 +67,6 @@ def reference_model(rank: int) -> keras.Model:
 
 def inputs_for(rank: int, count: int = 3, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 1, (count, *SHAPES[rank])).astype("float32")
-
-
-def spatial(a: np.ndarray) -> tuple[int, ...]:
-    """The spatial axes of channels-last activations (N, *spatial, C)."""
-    return tuple(range(1, a.ndim - 1))
-
-
-def head_logits(model, activations):
-    """The head from the weights: pointwise conv, ReLU, mean over positions, Dense."""
-    mix, out = model.get_layer("mix"), model.get_layer("out")
-    kernel = ops.reshape(mix.kernel, mix.kernel.shape[-2:])
-    hidden = ops.relu(ops.einsum("n...c,cd->n...d", activations, kernel) + mix.bias)
-    pooled = ops.mean(hidden, axis=tuple(range(1, len(hidden.shape) - 1)))
-    return ops.matmul(pooled, out.kernel) + out.bias
-
-
-def features(model, x):
-    return ops.convert_to_numpy(keras.Model(model.input, model.get_layer("target").output)(x))
-
-
-def tape(model, x, classes):
-    a = features(model, x)
-    picked = ops.convert_to_tensor(classes[:, None])
-    g = gradient(lambda v: ops.take_along_axis(head_logits(model, v), picked, axis=1), a)
-    return a.astype(np.float64), g.astype(np.float64)
-
-
-def logit_of(model, activations, classes):
-    """`head_logits` in numpy (the perturbation references score many inputs)."""
-    mix, out = (
-        [np.asarray(w, np.float64) for w in model.get_layer(name).get_weights()]
-        for name in ("mix", "out")
-    )
-    hidden = np.maximum(activations @ mix[0].reshape(mix[0].shape[-2:]) + mix[1], 0)
-    logits = hidden.reshape(len(hidden), -1, hidden.shape[-1]).mean(1) @ out[0] + out[1]
-    return logits[np.arange(len(classes)), classes]
-
-
-def interpolate(maps: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """Linear resizing along each axis in turn, pixel centres aligned, clamped at the edges."""
-    for axis, target in enumerate(size, start=1):
-        source = maps.shape[axis]
-        position = np.clip((np.arange(target) + 0.5) * source / target - 0.5, 0, source - 1)
-        low = np.floor(position).astype(int)
-        high = np.minimum(low + 1, source - 1)
-        shape = [1] * maps.ndim
-        shape[axis] = target
-        share = (position - low).reshape(shape)
-        maps = np.take(maps, low, axis=axis) * (1 - share) + np.take(maps, high, axis=axis) * share
-    return maps
-
-
-def min_max(maps: np.ndarray) -> np.ndarray:
-    """Each map scaled to [0, 1]; a constant map becomes 0."""
-    axes = tuple(range(1, maps.ndim))
-    low, high = maps.min(axis=axes, keepdims=True), maps.max(axis=axes, keepdims=True)
-    return np.where(high > low, (maps - low) / np.where(high > low, high - low, 1), 0)
-
-
-def channel_sum(weights, a):
-    return (weights.reshape(len(a), *[1] * (a.ndim - 2), -1) * a).sum(-1)
-
-
-def ref_gradcam(model, x, a, g):
-    return channel_sum(g.mean(axis=spatial(a)), a)
-
-
-def ref_gradcam_plus_plus(model, x, a, g):
-    sums = a.sum(axis=spatial(a), keepdims=True)
-    denominator = 2 * g**2 + sums * g**3
-    alpha = np.where(denominator != 0, g**2 / np.where(denominator != 0, denominator, 1), 0)
-    return channel_sum((alpha * np.maximum(g, 0)).sum(axis=spatial(a)), a)
-
-
-def ref_xgradcam(model, x, a, g):
-    sums = a.sum(axis=spatial(a), keepdims=True)
-    share = np.where(sums != 0, a / np.where(sums != 0, sums, 1), 0)
-    return channel_sum((share * g).sum(axis=spatial(a)), a)
-
-
-def ref_hirescam(model, x, a, g):
-    return (g * a).sum(-1)
-
-
-def ref_layercam(model, x, a, g):
-    return (np.maximum(g, 0) * a).sum(-1)
-
-
-def ref_eigencam(model, x, a, g):
-    maps = []
-    for item in a:
-        flat = item.reshape(-1, item.shape[-1])
-        centred = flat - flat.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        projection = centred @ vt[0]
-        if projection @ item.mean(-1).reshape(-1) < 0:
-            projection = -projection
-        maps.append(projection.reshape(item.shape[:-1]))
-    return np.stack(maps)
-
-
-def ref_scorecam(model, x, a, g):
-    weights = np.zeros((len(a), a.shape[-1]))
-    for i in range(len(a)):
-        masks = min_max(interpolate(np.moveaxis(a[i], -1, 0), x.shape[1:-1]))  # (C, *spatial)
-        masked = (x[i][None] * masks[..., None]).astype("float32")
-        scores = logit_of(model, features(model, masked), np.full(len(masks), CLASSES[i]))
-        weights[i] = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
-    return channel_sum(weights, a)
-
-
-def ref_ablationcam(model, x, a, g):
-    weights = np.zeros((len(a), a.shape[-1]))
-    for i in range(len(a)):
-        ablated = np.repeat(a[i][None], a.shape[-1], axis=0)
-        for channel in range(a.shape[-1]):
-            ablated[channel, ..., channel] = 0
-        base = logit_of(model, a[i][None], CLASSES[i : i + 1])[0]
-        dropped = logit_of(model, ablated, np.full(a.shape[-1], CLASSES[i]))
-        weights[i] = (base - dropped) / abs(base)
-    return channel_sum(weights, a)
-
-
-REFERENCES = {
-    "gradcam": ref_gradcam,
-    "gradcam++": ref_gradcam_plus_plus,
-    "xgradcam": ref_xgradcam,
-    "hirescam": ref_hirescam,
-    "layercam": ref_layercam,
-    "eigencam": ref_eigencam,
-    "scorecam": ref_scorecam,
-    "ablationcam": ref_ablationcam,
-}
-
-
-def correlation(a, b):
-    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
-
-
-def assert_maps_equal(actual, expected):
-    expected = np.maximum(expected, 0)
-    assert expected.max() > 0, "an all-zero reference map compares nothing"
-    scale = float(expected.max())
-    np.testing.assert_allclose(actual / scale, expected / scale, atol=1e-5)
-    assert correlation(actual, expected) >= 0.999
 
 
 # Score- and Ablation-CAM in chunks that do not divide the N·C passes (the last one padded).
@@ -444,6 +310,9 @@ def test_blurred_baselines_are_separable_gaussian_blurs():
         (1, (16, 2), ["gradcam"], ()),
         # Score-CAM and deletion feed perturbed volumes through the model in `fit`.
         pytest.param(3, (4, 6, 6, 1), ["gradcam", "scorecam"], ("deletion",), marks=slow),
+        # The smallest volume fit, for the PyTorch pass (TensorFlow runs the above). Under JAX
+        # it took 26 s (compiling the Conv3D train step), over that pass's budget.
+        pytest.param(3, (4, 4, 4, 1), ["gradcam"], (), marks=torch_pass, id="3d-gradcam"),
     ],
 )
 def test_fit_with_the_callback_logs_metrics_for_sequences_and_volumes(
@@ -467,8 +336,10 @@ def test_fit_with_the_callback_logs_metrics_for_sequences_and_volumes(
     with open(tmp_path / "cam_metrics.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 2 * len(methods) * 4  # epochs × methods × probe inputs
-    # The last event's numbers are those of the trained model's maps, computed anew.
-    results = keras_cam.explain(model, x[:4], method=methods)
+    # The last event's numbers are those of the trained model's maps, computed anew (by the
+    # callback's own explainer: no second compile, and still one trace).
+    results = callback.explainer(x[:4])
+    assert callback.explainer.trace_count == 1
     events = read_events(str(tmp_path))
     for name, result in results.items():
         last = [row for row in rows if row["step"] == "1" and row["method"] == name]

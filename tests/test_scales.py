@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_cam.explainer import CAMResult
-from keras_cam.scales import DisplayScale, flat_maps
+from keras_cam.scales import DisplayScale, check_offline_normalize, fixed_scale, flat_maps
 
 
 def result(raw, flat=()):
@@ -74,3 +74,53 @@ def test_a_flat_map_stays_zero_and_never_sets_the_scale():
 def test_an_unknown_scale_names_the_choices():
     with pytest.raises(ValueError, match=r"normalize must be one of 'image', 'probe', 'run'"):
         DisplayScale("batch")
+
+
+def interpolate(row, centres):
+    return np.interp(centres, np.arange(len(row)), row)
+
+
+def linear_resize(maps, size):
+    """Independent linear resize of (N, *spatial): one axis at a time, pixel centres, clamped."""
+    for axis, (old, new) in enumerate(zip(maps.shape[1:], size, strict=True), start=1):
+        centres = np.clip((np.arange(new) + 0.5) * old / new - 0.5, 0, old - 1)
+        maps = np.apply_along_axis(interpolate, axis, maps, centres)
+    return maps
+
+
+@pytest.mark.parametrize(
+    ("raw_size", "size"), [((5,), (15,)), ((2, 4), (4, 8)), ((2, 3, 2), (4, 6, 4))], ids=str
+)
+def test_fixed_scales_of_explain_are_the_raw_maps_upsampled_over_one_peak(raw_size, size):
+    rank = len(raw_size)
+    raw = np.random.default_rng(0).uniform(size=(3, *raw_size)).astype(np.float32)
+    raw *= np.array([1.0, 0.5, 0.1], np.float32).reshape(-1, *[1] * rank)
+    raw[0] *= 1e3  # the strongest map, but flat (negligible) for the explainer
+    heatmaps = np.ones((3, *size), np.float32)
+    heatmaps[0] = 0.0
+    count, ids = 3, np.zeros(3, np.int64)
+    event = CAMResult(heatmaps, raw, ids, np.zeros(count), "layer", "gradcam", ids, ids)
+    upsampled = linear_resize(raw.astype(np.float64), size)
+    upsampled[0] = 0.0
+    assert fixed_scale(event, "image", rank) is event
+    probe = fixed_scale(event, "probe", rank)
+    np.testing.assert_allclose(probe.heatmaps, upsampled / raw[1:].max(), atol=1e-6)
+    assert probe.heatmaps[2].max() < probe.heatmaps[1].max() / 2  # a weak map stays dim
+    fixed = fixed_scale(event, float(raw[2].max()), rank)  # full colour at the weakest's peak
+    np.testing.assert_allclose(fixed.heatmaps, np.clip(upsampled / raw[2].max(), 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(fixed.raw, raw)  # only the heatmaps change
+
+
+@pytest.mark.parametrize(
+    ("normalize", "message"),
+    [
+        ("run", r"'run' is the callback's running maximum.*normalize='probe'.*or a number"),
+        ("batch", r"normalize must be 'image' .*'probe' .*or a number > 0"),
+        (0.0, r"a finite number > 0, got 0.0"),
+        (float("nan"), r"a finite number > 0, got nan"),
+        (True, r"normalize must be 'image'"),
+    ],
+)
+def test_offline_scales_refuse_what_explain_cannot_apply(normalize, message):
+    with pytest.raises(ValueError, match=message):
+        check_offline_normalize(normalize)

@@ -81,6 +81,16 @@ def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     return jax.lax.map(fn, jnp.arange(count))
 
 
+def after_chunk(callback: Callable[[int], None], index: Any, value: Any) -> Any:
+    """`value`, with `callback(index)` run on the host once `value` is computed.
+
+    `jax.debug.callback` inside the jitted loop: it runs at every iteration of
+    every call without retracing; passing `value` makes it wait for the chunk.
+    """
+    jax.debug.callback(lambda i, _: callback(int(i)), index, value)
+    return value
+
+
 def probe_gradients(
     run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
     x: Any,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -61,6 +62,22 @@ def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     memory of a large perturbation batch bounded.
     """
     return tf.map_fn(fn, tf.range(count), parallel_iterations=1, fn_output_signature=tf.float32)
+
+
+def after_chunk(callback: Callable[[int], None], index: Any, value: Any) -> Any:
+    """`value`, once `callback(index)` has run on the host after `value` was computed.
+
+    A stateful `tf.numpy_function` inside the traced loop: it runs at every
+    iteration of every call, and the graph is traced once.
+    """
+
+    def call(i: Any, _: Any) -> np.ndarray:
+        callback(int(i))
+        return np.int32(0)
+
+    done = tf.numpy_function(call, [index, value], tf.int32, stateful=True)
+    with tf.control_dependencies([done]):
+        return tf.identity(value)
 
 
 def probe_gradients(

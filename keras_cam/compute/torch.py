@@ -86,6 +86,12 @@ def map_sequential(fn: Callable[[Any], Any], count: int) -> Any:
     return torch.stack([fn(i) for i in range(count)])
 
 
+def after_chunk(callback: Callable[[int], None], index: Any, value: Any) -> Any:
+    """`value`, after `callback(index)`: PyTorch runs eagerly, the chunk is done."""
+    callback(int(index))
+    return value
+
+
 def probe_gradients(
     run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
     x: Any,
