@@ -303,6 +303,26 @@ def one_epoch(fit):
     return capped
 
 
+@contextlib.contextmanager
+def fresh_default_summary_writer(directory):
+    """Under TensorFlow, a live default `tf.summary` writer while the block runs.
+
+    Keras' TensorBoard callback writes its `batch_*` scalars to whatever default
+    writer the thread has; in this long test process an earlier test can leave
+    a closed one there (a user's fresh process has none), which would fail the
+    block for a reason that is not the README's.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(directory / "stray_summaries"))
+    with writer.as_default():
+        yield
+    writer.close()
+
+
 def run_block(code: str) -> dict:
     """Executes the block in a namespace holding the free names it uses."""
     missing = free_names(code) - set(FIXTURES)
@@ -332,7 +352,8 @@ def test_readme_block_runs_as_written(code, fragment, request, tmp_path, monkeyp
     rng = np.random.default_rng(0)
     for name in ("cat.jpg", "dog.jpg"):
         Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(name)
-    namespace = run_block(code)
+    with fresh_default_summary_writer(tmp_path):
+        namespace = run_block(code)
     block = request.node.callspec.id
     if block in CLAIMS:
         CLAIMS[block](namespace, code)

@@ -396,8 +396,13 @@ def tiny_retinanet(size=64, num_classes=2):
         use_pre_activation=False,
         image_shape=(size, size, 3),
     )
-    backbone = RetinaNetBackbone(
-        image_encoder=encoder, min_level=3, max_level=4, use_p5=False, image_shape=(size, size, 3)
+    backbone = RetinaNetBackbone(  # named: an earlier RetinaNet in the process would add "_1"
+        image_encoder=encoder,
+        min_level=3,
+        max_level=4,
+        use_p5=False,
+        image_shape=(size, size, 3),
+        name="retina_net_backbone",
     )
     return keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone,
