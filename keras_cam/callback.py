@@ -790,13 +790,14 @@ class CAMCallback(keras.callbacks.Callback):
         for message in alarms:
             self._writer.text("cam/alarms", message, step)
         all_overlays = []
-        bars, flat = {}, {}
+        bars, ranges, flat = {}, {}, {}
         for name, combined in results.items():
             every = take_images(combined, 0, measured)  # without the top-k ranks
             flat[name] = flat_maps(every)[:count]
             maps, top = self._scales[name](every)
             every = replace(every, heatmaps=maps)
             bars[name] = self._colour_bar(top)
+            ranges[name] = "per map" if top is None else f"0-{bars[name].high}"
             result = take_images(every, 0, count)
             overlays = self._overlays(np.arange(count), result.heatmaps)
             all_overlays.append(overlays)
@@ -837,9 +838,6 @@ class CAMCallback(keras.callbacks.Callback):
                 flat_here = [name for name in results if flat[name][i]]
                 note = f" · flat: {', '.join(flat_here)}" if flat_here else ""
                 captions.append(self._caption(first, i) + note)
-            ranges = {
-                name: f"0-{bar.high}" if bar.low == "0" else "per map" for name, bar in bars.items()
-            }
             pictures = dict(zip(results, all_overlays, strict=True))
             pages = compare_pages(
                 display, pictures, captions, ranges, self.colormap, min_image_px=self._readable_px
