@@ -11,15 +11,25 @@ alike, inside the one compiled function. The same wrapper, returning
 `output * keep`, re-runs the model with channels ablated (Ablation-CAM).
 
 A token layer's (N, T, D) output is shown on its patch grid
-(`keras_cam.tokens`), or rearranged by the user's `tokens=` function. The
-default layer of a token model is the last block whose output still carries
-gradient on the patch tokens: with a head that reads only the class token,
-that is the input of the last block.
+(`keras_cam.tokens`), or rearranged by the user's `tokens=` function.
+
+The default layer of a token model is the last block or normalisation
+output that carries gradient on the patch tokens and is not *scale-blind*.
+A tensor that reaches the score only through a per-token normalisation
+(LayerNorm: `f(s·x) = f(x)`) has, by Euler's theorem, a gradient orthogonal
+to its activation at every token, so HiResCAM is zero there and Grad-CAM
+keeps only noise. That is the case of a block's output followed by the
+final LayerNorm (mean pooling) and of the last block's input when the head
+reads only the class token (its patch tokens reach the score only through
+the block's first LayerNorm). The normalisation's output is the map to
+explain: the final norm for mean pooling, the last block's first norm for a
+class token (pytorch-grad-cam's recipe for ViTs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +60,21 @@ _NOT_BLOCKS = (
     keras.layers.Activation,
     keras.layers.Identity,
 )
+
+# Per-token normalisations, invariant to each token's scale: their outputs are candidates,
+# since their inputs are scale-blind when nothing else reads them.
+_TOKEN_NORMALISATIONS = (
+    keras.layers.LayerNormalization,
+    keras.layers.RMSNormalization,
+    keras.layers.GroupNormalization,
+    keras.layers.UnitNormalization,
+)
+
+# Behind a LayerNorm, |cos(gradient, activation)| is epsilon / (variance + epsilon) at each
+# position instead of Euler's exact zero (about 1e-3 for Keras' default epsilon on unit
+# variance); random directions give about 1 / sqrt(channels) (0.04 for 768). The 90th
+# percentile is judged, so that a few near-constant positions do not decide.
+_BLIND_COSINE = 0.01
 
 
 def _is_model(layer: Any) -> bool:
@@ -197,6 +222,10 @@ class CapturedLayer:
         """The captured output as a channels-last feature map."""
         return captured if self.grid is None else self.grid(captured)
 
+    def map_of(self, values: np.ndarray) -> np.ndarray:
+        """`to_map` on a numpy array of the layer's output shape."""
+        return ops.convert_to_numpy(self.to_map(ops.convert_to_tensor(values)))
+
     def activations_and_gradients(
         self, compute: Any, x: Any, score_fn: Callable[[Any], Any], need_gradients: bool
     ) -> tuple[Any, Any, Any]:
@@ -239,7 +268,8 @@ def _sample_input(model: keras.Model) -> Any:
 def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: Any):
     """Runs one random image; returns path -> (output, gradient of a mix of the logits).
 
-    Only layers that run exactly once are returned. The first, recording
+    Only layers that run exactly once are returned, in the order their calls
+    returned (a block's normalisations before the block). The first, recording
     pass only gives the shapes of the zeros: under JAX it is traced and
     dropped from the one compiled probe.
     """
@@ -251,13 +281,25 @@ def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: A
         return ops.sum(ops.cast(outputs, "float32") * ops.convert_to_tensor(mix), axis=-1)
 
     def probe(x):
-        with hooked(dict.fromkeys(layers.values())) as recorded:
+        returned = []
+
+        def noting(layer):
+            def note(output):
+                returned.append(layer)
+                return output
+
+            return note
+
+        with hooked({layer: noting(layer) for layer in layers.values()}) as recorded:
             call_model(model, x)
-        paths = [
-            path
-            for path, layer in layers.items()
-            if len(recorded[layer]) == 1 and hasattr(recorded[layer][0], "shape")
-        ]
+        paths = sorted(
+            (
+                path
+                for path, layer in layers.items()
+                if len(recorded[layer]) == 1 and hasattr(recorded[layer][0], "shape")
+            ),
+            key=lambda path: returned.index(layers[path]),
+        )
         zeros = [ops.zeros_like(recorded[layers[path]][0]) for path in paths]
 
         def run(x, zeros):
@@ -269,13 +311,15 @@ def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: A
             return [captured[layers[p]][0] for p in paths], outputs
 
         captured, gradients, _ = compute.probe_gradients(run, x, score, zeros)
+        order[:] = paths
         return dict(zip(paths, zip(captured, gradients, strict=True), strict=True))
 
+    order: list[str] = []  # a compiled function's dict output comes back sorted by key
     with linear_output(graph_layers(model)[-1][1]):
         probed = compute.call_once(probe, model, _sample_input(model))
     return {
-        path: (ops.convert_to_numpy(output), ops.convert_to_numpy(gradient))
-        for path, (output, gradient) in probed.items()
+        path: (ops.convert_to_numpy(probed[path][0]), ops.convert_to_numpy(probed[path][1]))
+        for path in order
     }
 
 
@@ -345,7 +389,22 @@ def capture_layer(
             f"Layer {path!r} does not run exactly once when model {model.name!r} is called; "
             f"it cannot be explained."
         )
-    return _captured(model, path, layers[path], probed[path][0], tokens)
+    output, gradient = probed[path]
+    captured = _captured(model, path, layers[path], output, tokens)
+    if scale_blind(captured.map_of(output), captured.map_of(gradient)):
+        _warn_scale_blind(path)
+    return captured
+
+
+def _warn_scale_blind(path: str) -> None:
+    warnings.warn(
+        f"Layer {path!r} reaches the score only through a normalisation that ignores each "
+        f"position's scale (a LayerNormalization): its gradient is orthogonal to its "
+        f"activation at every position, so gradient-weighted maps of it (Grad-CAM, "
+        f"HiResCAM, Layer-CAM, ...) are empty or noise. Explain that normalisation's output "
+        f"instead (the default layer does: leave layer= unset).",
+        stacklevel=4,
+    )
 
 
 def _first_output_shape(layer: keras.layers.Layer) -> tuple[int | None, ...] | None:
@@ -358,16 +417,54 @@ def _first_output_shape(layer: keras.layers.Layer) -> tuple[int | None, ...] | N
 
 
 def default_candidates(model: keras.Model) -> list[str]:
-    """Graph layers with token outputs, an encoder replaced by the blocks it calls."""
+    """Graph layers with token outputs, an encoder replaced by the blocks it calls.
+
+    Per-token normalisations are candidates too, graph layers or called
+    inside a candidate. The list is in graph order; `_probe` gives the
+    order in which the layers return.
+    """
+    layers = all_layers(model)
     paths = []
     for path, layer in graph_layers(model):
         shape = _first_output_shape(layer)
-        if shape is None or len(shape) != 3 or isinstance(layer, _NOT_BLOCKS):
+        if shape is None or len(shape) != 3:
+            continue
+        if isinstance(layer, _TOKEN_NORMALISATIONS):
+            paths.append(path)
+        if isinstance(layer, _NOT_BLOCKS):
             continue
         # A layer that calls several composite layers (an encoder) stands for its blocks.
         blocks = [f"{path}/{sub.name}" for sub in sublayers(layer) if sublayers(sub)]
         paths.extend(blocks if len(blocks) > 1 else [path])
+        paths.extend(
+            inner
+            for inner, sub in layers.items()
+            if inner.startswith(f"{path}/") and isinstance(sub, _TOKEN_NORMALISATIONS)
+        )
     return paths
+
+
+def scale_blind(activations: np.ndarray, gradients: np.ndarray) -> bool:
+    """Whether the gradient is orthogonal to the activation at every position of a map.
+
+    Args:
+        activations: (N, ..., C) a map's activations.
+        gradients: (N, ..., C) the score's gradient with respect to them.
+
+    Returns:
+        True when positions have gradients and nearly all (90%) are
+        orthogonal to their activations (|cosine| < 0.01): the tensor
+        reaches the score only through a per-position scale-invariant
+        function (a LayerNorm), and gradient-weighted maps of it are empty
+        or noise.
+    """
+    a = activations.reshape(-1, activations.shape[-1]).astype(np.float64)
+    g = gradients.reshape(-1, gradients.shape[-1]).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(g, axis=1)
+    if not np.any(norms > 0):
+        return False
+    cosines = np.abs((a * g).sum(axis=1))[norms > 0] / norms[norms > 0]
+    return bool(np.quantile(cosines, 0.9) < _BLIND_COSINE)
 
 
 def default_token_layer(
@@ -382,8 +479,8 @@ def default_token_layer(
     layers = all_layers(model)
     candidates = {path: layers[path] for path in default_candidates(model)}
     probed = _probe(model, candidates, compute)
-    # Outputs were recorded when each call returned: order the paths by the graph.
-    for path in reversed([p for p in candidates if p in probed]):
+    blind = None
+    for path in reversed(probed):  # from the last layer to return
         output, gradient = probed[path]
         if output.ndim != 3:
             continue
@@ -391,9 +488,15 @@ def default_token_layer(
             captured = _captured(model, path, layers[path], output, tokens)
         except ValueError:
             continue
-        patches = ops.convert_to_numpy(captured.to_map(ops.convert_to_tensor(gradient)))
-        if np.abs(patches).max() > 1e-7 * max(np.abs(gradient).max(), 1e-30):
+        patches = captured.map_of(gradient)
+        if np.abs(patches).max() <= 1e-7 * max(np.abs(gradient).max(), 1e-30):
+            continue
+        if not scale_blind(captured.map_of(output), patches):
             return captured
+        blind = blind or captured  # a normalisation of a kind not listed: warned below
+    if blind is not None:
+        _warn_scale_blind(blind.path)
+        return blind
     if tokens is not None:
         shapes = sorted({probed[p][0].shape[1:] for p in probed if probed[p][0].ndim == 3})
         described = (

@@ -51,14 +51,14 @@ def hand_vit(
     if class_token:
         x = ClassToken(name="class_token")(x)
     for i in range(blocks):
-        h = layers.LayerNormalization(name=f"block{i}_norm1")(x)
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm1")(x)
         h = layers.MultiHeadAttention(2, dim // 2, name=f"block{i}_attention")(h, h)
         x = layers.Add(name=f"block{i}_mixed")([x, h])
-        h = layers.LayerNormalization(name=f"block{i}_norm2")(x)
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm2")(x)
         h = layers.Dense(2 * dim, activation="gelu", name=f"block{i}_mlp1")(h)
         h = layers.Dense(dim, name=f"block{i}_mlp2")(h)
         x = layers.Add(name=f"block{i}_out")([x, h])
-    x = layers.LayerNormalization(name="norm")(x)
+    x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
     x = x[:, 0] if class_token else layers.GlobalAveragePooling1D(name="pool")(x)
     outputs = layers.Dense(3, activation=activation, name="logits")(x)
     return keras.Model(inputs, outputs, name="hand_vit")
@@ -110,34 +110,70 @@ def graph_reference(model, path, x):
     return before, after
 
 
+def cosines(before, after, x, grid):
+    """|cos| between each patch token's activation and its gradient (independent tape)."""
+    a = to_numpy(compiled(before)(ops.convert_to_tensor(x))).astype(np.float64)
+    _, g = reference_gradcam(before, after, x, grid)
+    a = a[:, grid.prefix :].reshape(g.shape)
+    return np.abs((a * g).sum(-1)) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(g, axis=-1))
+
+
+def at_first_norm(block_input, norm, rest, x):
+    """`before`/`after` at a block's first norm's output, the block's input (its residual
+    branch) held at its value for `x`: `rest(v, residual)` runs the block on from there."""
+    residual = ops.convert_to_tensor(to_numpy(compiled(block_input)(ops.convert_to_tensor(x))))
+    return (lambda v: norm(block_input(v))), (lambda v: rest(v, residual))
+
+
+def hand_vit_at_last_first_norm(model, x, last=1):
+    """The hand-built class-token ViT split at block `last`'s first LayerNorm."""
+    block_input = keras.Model(model.input, model.get_layer(f"block{last - 1}_out").output)
+
+    def rest(v, residual):
+        h = residual + model.get_layer(f"block{last}_attention")(v, v)
+        mlp = model.get_layer(f"block{last}_norm2"), model.get_layer(f"block{last}_mlp1")
+        h = h + model.get_layer(f"block{last}_mlp2")(mlp[1](mlp[0](h)))
+        return model.get_layer("logits")(model.get_layer("norm")(h)[:, 0])
+
+    return at_first_norm(block_input, model.get_layer(f"block{last}_norm1"), rest, x)
+
+
 @pytest.mark.slow
-def test_hand_built_vit_with_mean_pooling_explains_its_last_block_non_square():
+def test_hand_built_vit_with_mean_pooling_explains_its_final_norm_non_square():
     model = hand_vit()
     x = images((16, 24))
     explainer = keras_cam.CAMExplainer(model)
     result = explainer(x, targets=CLASSES)
-    assert result.layer == "block1_out"
+    assert result.layer == "norm"
     assert explainer._split.capture.grid == TokenGrid(4, 6, prefix=0)
     assert result.raw.shape == (3, 4, 6)
     assert result.heatmaps.shape == (3, 16, 24)
-    expected, _ = reference_gradcam(*graph_reference(model, "block1_out", x), x, TokenGrid(4, 6))
+    expected, _ = reference_gradcam(*graph_reference(model, "norm", x), x, TokenGrid(4, 6))
     assert_agrees(result, expected)
     explainer(x, targets=[1, 1, 0])
     assert explainer.trace_count == 1
 
 
-def test_class_token_head_defaults_to_the_input_of_the_last_block():
+def test_class_token_head_defaults_to_the_last_blocks_first_norm():
     model = hand_vit(class_token=True)
     x = images((16, 24), seed=1)
     grid = TokenGrid(4, 6, prefix=1)
     # At the last block's output only the class token carries gradient: the map is empty.
     _, last_gradients = reference_gradcam(*graph_reference(model, "block1_out", x), x, grid)
     assert np.all(last_gradients == 0)
+    # At its input the patch tokens reach the score only through its first LayerNorm, which
+    # ignores each token's scale: by Euler's theorem every token's gradient is orthogonal
+    # to its activation (HiResCAM is zero there), unlike at that LayerNorm's output. (Up to
+    # the norm's epsilon, ViTs' 1e-6 here: the cosine is epsilon / (variance + epsilon).)
+    assert cosines(*graph_reference(model, "block0_out", x), x, grid).max() < 1e-4
+    assert cosines(*hand_vit_at_last_first_norm(model, x), x, grid).max() > 0.1
 
     result = keras_cam.explain(model, x, targets=CLASSES)
-    assert result.layer == "block0_out"
-    expected, _ = reference_gradcam(*graph_reference(model, "block0_out", x), x, grid)
+    assert result.layer == "block1_norm1"
+    expected, _ = reference_gradcam(*hand_vit_at_last_first_norm(model, x), x, grid)
     assert_agrees(result, expected)
+    with pytest.warns(UserWarning, match="orthogonal to its activation at every position"):
+        keras_cam.CAMExplainer(model, layer="block0_out")
 
 
 def vit_classifier(pooling="token", size=(32, 48), blocks=3):
@@ -177,29 +213,62 @@ def vit_pieces(model, cut):
     return before, after
 
 
-def test_kerashub_vit_default_is_a_block_inside_the_encoder():
+def test_kerashub_vit_default_is_the_last_blocks_first_norm_inside_the_encoder():
     model = vit_classifier(blocks=2)
     x = images((32, 48), seed=2)
     explainer = keras_cam.CAMExplainer(model)
     result = explainer(x, targets=CLASSES)
-    assert result.layer == f"{model.backbone.name}/vit_encoder/transformer_block_1"
+    assert result.layer == f"{model.backbone.name}/vit_encoder/transformer_block_2/ln_1"
     grid = explainer._split.capture.grid
     assert grid == TokenGrid(4, 6, prefix=1)
-    expected, _ = reference_gradcam(*vit_pieces(model, 1), x, grid)
+    encoder = model.backbone.get_layer("vit_encoder")
+    last = encoder.encoder_layers[-1]
+
+    def rest(v, residual):
+        h = residual + last.mha(v, v)
+        h = h + last.mlp(last.layer_norm_2(h))
+        return model.output_dense(encoder.layer_norm(h)[:, 0])
+
+    before, after = at_first_norm(vit_pieces(model, 1)[0], last.layer_norm_1, rest, x)
+    expected, _ = reference_gradcam(before, after, x, grid)
     assert_agrees(result, expected)
     explainer(x, targets=[2, 2, 2])
     assert explainer.trace_count == 1
+
+
+def with_class_0_along_the_mean_token(model, x):
+    """Sets class 0's kernel of a mean-pooled KerasHub ViT along its mean final token.
+
+    Behind the mean, a token's map value is its share of the logit, `kernel · token`. A
+    random ViT's tokens are nearly parallel, so every share of every class can be negative
+    (an empty map); along the mean token, class 0's map has peaks.
+    """
+    tokens = to_numpy(
+        vit_pieces(model, len(model.backbone.get_layer("vit_encoder").encoder_layers))[0](x)
+    )
+    final = to_numpy(model.backbone.get_layer("vit_encoder").layer_norm(tokens))
+    kernel = to_numpy(model.output_dense.kernel)
+    kernel[:, 0] = final[:, 1:].mean(axis=(0, 1))
+    model.output_dense.kernel.assign(kernel)
 
 
 @pytest.mark.slow
 def test_kerashub_vit_paths_into_the_encoder_and_mean_pooling():
     model = vit_classifier(pooling="gap")
     x = images((32, 48), seed=3)
-    result = keras_cam.explain(model, x, targets=CLASSES)
-    assert result.layer == f"{model.backbone.name}/vit_encoder/transformer_block_3"
+    norm = model.backbone.get_layer("vit_encoder").layer_norm
+    before = vit_pieces(model, 3)[0]
+    classes = [0, 0, 0]
+    with_class_0_along_the_mean_token(model, x)
+    result = keras_cam.explain(model, x, targets=classes)
+    assert result.layer == f"{model.backbone.name}/vit_encoder/ln"  # read by the mean only
     grid = TokenGrid(4, 6, prefix=1)
-    assert_agrees(result, reference_gradcam(*vit_pieces(model, 3), x, grid)[0])
-    # Any block by `/`-path or by its own name.
+
+    def after(v):
+        return model.output_dense(ops.mean(v, axis=1))
+
+    expected = reference_gradcam(lambda v: norm(before(v)), after, x, grid, classes)[0]
+    assert_agrees(result, expected)
     # Any block by its `/`-path or its own name.
     result = keras_cam.explain(model, x, layer="transformer_block_1", targets=CLASSES)
     assert result.layer == f"{model.backbone.name}/vit_encoder/transformer_block_1"
@@ -222,17 +291,20 @@ def test_kerashub_deit_drops_class_and_distillation_tokens():
     x = images((32, 48), seed=4)
     explainer = keras_cam.CAMExplainer(model)
     result = explainer(x, targets=CLASSES)
-    assert result.layer == f"{backbone.name}/deit_encoder/transformer_block_1"
+    assert result.layer == f"{backbone.name}/deit_encoder/transformer_block_2/ln_1"
     grid = explainer._split.capture.grid
     assert grid == TokenGrid(4, 6, prefix=2)
     embedding = backbone.get_layer("deit_patching_and_embedding")
     encoder = backbone.get_layer("deit_encoder")
     first, last = encoder.encoder_layers
 
-    def after(v):
-        return model.output_dense(encoder.layer_norm(last(v)[0])[:, 0])
+    def rest(v, residual):
+        h = residual + last.mha(v, v)
+        h = last.output_layer(last.mlp(last.layer_norm_2(h)), h)
+        return model.output_dense(encoder.layer_norm(h)[:, 0])
 
-    expected, _ = reference_gradcam(lambda v: first(embedding(v))[0], after, x, grid)
+    before, after = at_first_norm(lambda v: first(embedding(v))[0], last.layer_norm_1, rest, x)
+    expected, _ = reference_gradcam(before, after, x, grid)
     assert_agrees(result, expected)
 
 
@@ -258,15 +330,18 @@ def test_dinov2_with_registers_and_a_dict_input():
     x = images((42, 42), seed=5)
     explainer = keras_cam.CAMExplainer(model)
     result = explainer(x, targets=CLASSES)
-    assert result.layer == f"{backbone.name}/encoder/layers_0"
+    assert result.layer == f"{backbone.name}/encoder/layers_1/norm1"
     grid = explainer._split.capture.grid
     assert grid == TokenGrid(3, 3, prefix=5)  # class token and 4 registers
     first, last = backbone.encoder.layers
 
-    def after(v):
-        return model.get_layer("head")(backbone.layernorm(last(v))[:, 0])
+    def rest(v, residual):
+        h = residual + last.layer_scale1(last.attention(v))
+        h = h + last.layer_scale2(last.mlp(last.norm2(h)))
+        return model.get_layer("head")(backbone.layernorm(h)[:, 0])
 
-    expected, _ = reference_gradcam(lambda v: first(backbone.embeddings(v)), after, x, grid)
+    before, after = at_first_norm(lambda v: first(backbone.embeddings(v)), last.norm1, rest, x)
+    expected, _ = reference_gradcam(before, after, x, grid)
     assert_agrees(result, expected)
 
 
@@ -286,7 +361,7 @@ def test_swin_last_stage_on_its_downsampled_grid():
     x = images((32, 32), seed=6)
     explainer = keras_cam.CAMExplainer(model)
     result = explainer(x, targets=CLASSES)
-    assert result.layer == f"{backbone.name}/stage_1/blocks_1"
+    assert result.layer == f"{backbone.name}/norm"  # the final norm, read by the mean only
     grid = explainer._split.capture.grid
     assert grid == TokenGrid(4, 4, prefix=0)  # 8×8 patches merged once
     stage0, stage1 = backbone.stages
@@ -295,10 +370,10 @@ def test_swin_last_stage_on_its_downsampled_grid():
         v = stage0(backbone.patch_embedding(v))
         for block in stage1.blocks:
             v = block(v)
-        return v
+        return backbone.norm(v)
 
     def after(v):
-        return model.output_dense(ops.mean(backbone.norm(v), axis=1))
+        return model.output_dense(ops.mean(v, axis=1))
 
     expected, _ = reference_gradcam(before, after, x, grid)
     assert_agrees(result, expected)
@@ -340,13 +415,13 @@ def test_tokens_function_rearranges_a_layout_no_grid_describes():
     x = images((16, 24), seed=9)
     explainer = keras_cam.CAMExplainer(model, tokens=columns_first)
     result = explainer(x, targets=CLASSES)
-    assert result.layer == "block1_out"
+    assert result.layer == "norm"
     assert result.raw.shape == (3, 4, 6)
 
     def numpy_columns_first(tokens):
         return tokens.reshape(len(tokens), 6, 4, -1).transpose(0, 2, 1, 3)
 
-    before, after = graph_reference(model, "block1_out", x)
+    before, after = graph_reference(model, "norm", x)
     assert_agrees(result, reference_gradcam(before, after, x, numpy_columns_first)[0])
     explainer(x, targets=[1, 1, 0])
     assert explainer.trace_count == 1
@@ -395,7 +470,7 @@ def test_token_grid_override_and_errors():
     class_token_model = hand_vit(class_token=True, activation="softmax")
     empty = keras_cam.explain(class_token_model, x, layer="block1_out", targets=CLASSES)
     assert np.all(empty.raw == 0)
-    assert keras_cam.CAMExplainer(class_token_model).layer == "block0_out"
+    assert keras_cam.CAMExplainer(class_token_model).layer == "block1_norm1"
 
 
 @pytest.mark.slow
@@ -405,13 +480,12 @@ def test_every_method_on_a_token_map():
     methods = [m for m in keras_cam.available_methods() if m not in ("cam", "scorecam")]
     methods += [ScoreCAM(max_channels=4), AblationCAM(max_channels=4)]
     methods.remove("ablationcam")
-    results = keras_cam.explain(model, x, method=methods, targets=CLASSES)
+    with_class_0_along_the_mean_token(model, x)
+    results = keras_cam.explain(model, x, method=methods, targets=[0, 0, 0])
     for name, result in results.items():
         assert result.raw.shape == (3, 4, 6), name
         assert np.isfinite(result.heatmaps).all(), name
-        # HiResCAM's map of this random ViT is zero up to rounding (raw peak ~1e-8, a
-        # millionth of the activations): negligible, so drawn flat rather than stretched.
-        assert result.heatmaps.max() > 0 or result.raw.max() < 1e-7, name
+        assert result.heatmaps.max() > 0, name
     with pytest.raises(ValueError, match="method='cam' needs a head of GlobalAveragePooling2D"):
         keras_cam.explain(model, x, method="cam")
 
