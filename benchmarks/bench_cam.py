@@ -15,7 +15,7 @@ ratio of two timings taken in the same run on the same machine.
    passes (deletion/insertion: 16 × 17 images at the default 16 steps).
 4. A small vision transformer (KerasHub ViTBackbone + ViTImageClassifier, random
    weights: ViT-Tiny, 224×224, patch 16, 12 blocks of width 192), batch 8: Grad-CAM at the default
-   layer (the input of the last block, captured inside the encoder) over one compiled
+   layer (the last block's first LayerNorm, captured inside the encoder) over one compiled
    forward pass.
 5. A long run: 200 CAM events of the demo model's callback (default settings): growth of
    the process's resident memory after warm-up, and bytes written per event, for 16 and

@@ -328,9 +328,10 @@ class CAMExplainer:
             Defaults to `None`: the last feature map before the head, larger
             than one position (4-D for an image model, 3-D (N, t, C) for a
             `Conv1D` sequence model, 5-D for a `Conv3D` volume model); for a
-            vision transformer, the last block whose output
-            carries gradient on the patch tokens (the input of the last
-            block when the head reads only the class token).
+            vision transformer, the last token tensor that carries gradient
+            on the patch tokens and is not hidden behind a LayerNorm (the
+            last block's first norm when the head reads only the class
+            token, the final norm for a mean-pooled head).
         score: `"logit"` differentiates the pre-softmax/sigmoid value (its
             gradient does not vanish when the model is confident);
             `"probability"` the probability. Defaults to `"logit"`.

@@ -126,7 +126,7 @@ def test_shortcut_learning_runs_its_four_phases(tmp_path):
     assert len(events["cam/gradcam/timeline"][2][0]) > 0
 
 
-def test_vit_example_explains_the_last_block(tmp_path):
+def test_vit_example_explains_the_last_blocks_first_norm(tmp_path):
     out = run(
         str(ROOT / "examples" / "vit_cam.py"),
         "--epochs",
@@ -139,7 +139,7 @@ def test_vit_example_explains_the_last_block(tmp_path):
         str(tmp_path / "vit"),
         cwd=tmp_path,
     )
-    assert "explained layer 'block1_out'" in out  # mean pooling: the last block's output
+    assert "explained layer 'block1_norm1'" in out  # a class token: the last block's first norm
     assert "pointing game" in out
     events = read_events(str(tmp_path / "vit" / "cam"))
     assert sorted(events["cam/gradcam/grid"]) == [0]
