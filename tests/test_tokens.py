@@ -17,6 +17,7 @@ from conftest import gradient, read_events, to_numpy
 from keras import layers, ops
 
 import keras_cam
+from keras_cam.capture import scale_blind
 from keras_cam.methods import AblationCAM, ScoreCAM
 from keras_cam.tokens import TokenGrid, detect_grid
 
@@ -136,6 +137,25 @@ def hand_vit_at_last_first_norm(model, x, last=1):
         return model.get_layer("logits")(model.get_layer("norm")(h)[:, 0])
 
     return at_first_norm(block_input, model.get_layer(f"block{last}_norm1"), rest, x)
+
+
+@pytest.mark.parametrize("epsilon", [1e-6, 1e-3])
+def test_a_tensor_seen_only_through_a_layer_norm_is_scale_blind(epsilon):
+    """The LayerNorm's gradient in closed form: Euler's zero, up to its epsilon."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 1.5, size=(2, 10, 16))  # (N, T, D) tokens
+    w = rng.normal(size=16)  # the score: w · LN(x_t), summed over the tokens
+    centred = x - x.mean(-1, keepdims=True)
+    std = np.sqrt((centred**2).mean(-1, keepdims=True) + epsilon)
+    y = centred / std
+    # d(w · y)/dx = (w - mean(w) - y (y · w) / D) / std, epsilon included.
+    through_norm = (w - w.mean() - y * (y @ w)[..., None] / 16) / std
+    assert scale_blind(x, through_norm)
+    # A residual branch that also reads x (a block's input) is not blind; nor is a random
+    # gradient, and a zero one has nothing to judge.
+    assert not scale_blind(x, through_norm + 0.1 * rng.normal(size=x.shape))
+    assert not scale_blind(x, rng.normal(size=x.shape))
+    assert not scale_blind(x, np.zeros_like(x))
 
 
 @pytest.mark.slow
