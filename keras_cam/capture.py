@@ -392,17 +392,17 @@ def capture_layer(
     output, gradient = probed[path]
     captured = _captured(model, path, layers[path], output, tokens)
     if scale_blind(captured.map_of(output), captured.map_of(gradient)):
-        _warn_scale_blind(path)
+        _warn_scale_blind(path, "the default layer does: leave layer= unset")
     return captured
 
 
-def _warn_scale_blind(path: str) -> None:
+def _warn_scale_blind(path: str, remedy: str) -> None:
     warnings.warn(
         f"Layer {path!r} reaches the score only through a normalisation that ignores each "
         f"position's scale (a LayerNormalization): its gradient is orthogonal to its "
         f"activation at every position, so gradient-weighted maps of it (Grad-CAM, "
         f"HiResCAM, Layer-CAM, ...) are empty or noise. Explain that normalisation's output "
-        f"instead (the default layer does: leave layer= unset).",
+        f"instead ({remedy}).",
         stacklevel=4,
     )
 
@@ -445,7 +445,7 @@ def default_candidates(model: keras.Model) -> list[str]:
 
 
 def scale_blind(activations: np.ndarray, gradients: np.ndarray) -> bool:
-    """Whether the gradient is orthogonal to the activation at every position of a map.
+    """Whether the gradient is orthogonal to the activation at (nearly) every map position.
 
     Args:
         activations: (N, ..., C) a map's activations.
@@ -470,11 +470,15 @@ def scale_blind(activations: np.ndarray, gradients: np.ndarray) -> bool:
 def default_token_layer(
     model: keras.Model, compute: Any, tokens: TokenLayout | None = None
 ) -> CapturedLayer:
-    """The last block whose output carries gradient on the patch tokens.
+    """The last block or normalisation output with a gradient on the patch tokens, not blind.
 
     A head that reads only the class token gives exactly zero gradient on
     every patch token at the last block's output (only per-token layers
-    follow its attention), so the choice falls on that block's input.
+    follow its attention), and that block's input is scale-blind (see the
+    module's docstring): the choice falls on the block's first norm. Behind
+    a mean, the final norm's output comes first. When only scale-blind
+    layers carry gradient (a normalisation of a kind not listed), the last
+    of them is taken, with a warning.
     """
     layers = all_layers(model)
     candidates = {path: layers[path] for path in default_candidates(model)}
@@ -495,7 +499,7 @@ def default_token_layer(
             return captured
         blind = blind or captured  # a normalisation of a kind not listed: warned below
     if blind is not None:
-        _warn_scale_blind(blind.path)
+        _warn_scale_blind(blind.path, "pass layer= its /-path")
         return blind
     if tokens is not None:
         shapes = sorted({probed[p][0].shape[1:] for p in probed if probed[p][0].ndim == 3})

@@ -158,6 +158,26 @@ def test_a_tensor_seen_only_through_a_layer_norm_is_scale_blind(epsilon):
     assert not scale_blind(x, np.zeros_like(x))
 
 
+class NormalisedMean(layers.Layer):
+    """A LayerNorm and a mean over the tokens in one layer: a normalisation keras_cam does not
+    know, so no candidate comes after the tokens it reads."""
+
+    def call(self, tokens):
+        centred = tokens - ops.mean(tokens, axis=-1, keepdims=True)
+        return ops.mean(centred / ops.sqrt(ops.mean(centred**2, -1, keepdims=True) + 1e-6), 1)
+
+
+def test_when_only_scale_blind_layers_carry_gradient_the_default_warns():
+    inputs = keras.Input((16, 24, 3))
+    x = layers.Conv2D(8, 4, strides=4, name="patchify")(inputs)
+    x = layers.Reshape((-1, 8), name="tokens")(x)
+    x = layers.Dense(8, use_bias=False, name="mix")(x)  # linear: blind behind the norm too
+    model = keras.Model(inputs, layers.Dense(3)(NormalisedMean()(x)), name="blind_vit")
+    with pytest.warns(UserWarning, match=r"'mix' .*\(pass layer= its /-path\)"):
+        explainer = keras_cam.CAMExplainer(model)
+    assert explainer.layer == "mix"
+
+
 @pytest.mark.slow
 def test_hand_built_vit_with_mean_pooling_explains_its_final_norm_non_square():
     model = hand_vit()
