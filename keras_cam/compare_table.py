@@ -26,9 +26,9 @@ from keras_cam.overlay import (
     CARD_BOX,
     MIN_IMAGE_PX,
     MIN_TEXT_PX,
-    _colormap_table,
     _fit_text,
     _font,
+    _gradient_strip,
     _wrap,
 )
 
@@ -207,9 +207,7 @@ def _draw_page(
     legend_y = (layout.header_lines - 1) * line_h
     zero_w = math.ceil(draw.textlength("0", font=font)) + 3
     draw.text((pad, legend_y - pad), "0", fill=(0, 0, 0), font=font)
-    gradient_w = layout.caption_w - zero_w - 2 * pad
-    table = _colormap_table(colormap)[np.linspace(0, 255, gradient_w).round().astype(int)]
-    gradient = Image.fromarray(np.repeat(table[None], layout.font_size, axis=0))
+    gradient = _gradient_strip(colormap, layout.caption_w - zero_w - 2 * pad, layout.font_size)
     canvas.paste(gradient, (pad + zero_w, legend_y + 1))
     for left, width, head in zip(lefts, layout.column_w, headers, strict=True):
         for line, text in enumerate(head):

@@ -408,6 +408,12 @@ def _draw(
     return np.asarray(canvas)
 
 
+def _gradient_strip(colormap: str, width: int, height: int) -> Image.Image:
+    """The colormap from 0 (left) to 1 (right) as a `width`×`height` image."""
+    table = _colormap_table(colormap)[np.linspace(0, 255, width).round().astype(int)]
+    return Image.fromarray(np.repeat(table[None], height, axis=0))
+
+
 def _draw_colour_bar(
     canvas: Image.Image, bar: ColourBar, box: tuple[int, int, int], font_size: int
 ) -> None:
@@ -420,8 +426,7 @@ def _draw_colour_bar(
         high = bar.high
     high_w = math.ceil(draw.textlength(high, font=font)) + 4
     left, gradient_w = x0 + low_w + 1, max(8, x1 - x0 - low_w - high_w - 2)
-    table = _colormap_table(bar.colormap)[np.linspace(0, 255, gradient_w).round().astype(int)]
-    canvas.paste(Image.fromarray(np.repeat(table[None], font_size, axis=0)), (left, y + 1))
+    canvas.paste(_gradient_strip(bar.colormap, gradient_w, font_size), (left, y + 1))
     draw.rectangle((left - 1, y, left + gradient_w, y + font_size + 1), outline=(0, 0, 0))
     draw.text((x0, y), bar.low, fill=(0, 0, 0), font=font)
     draw.text((x1 - draw.textlength(high, font=font), y), high, fill=(0, 0, 0), font=font)

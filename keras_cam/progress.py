@@ -51,12 +51,12 @@ def planned_passes(explainer: Any, images: int) -> int:
     channels = int(shape[1] if split.channels_first else shape[-1])
     chunk = min(explainer.batch_size or images, images)
     items = -(-images // chunk) * chunk * explainer._copies
-    passes = items
-    for method in explainer.methods:
-        if isinstance(method, PerturbationMethod):
-            kept = min(method.max_channels or channels, channels)
-            passes += items * kept
-    return passes
+    kept = [
+        min(method.max_channels or channels, channels)
+        for method in explainer.methods
+        if isinstance(method, PerturbationMethod)
+    ]
+    return items * (1 + sum(kept))
 
 
 @contextmanager

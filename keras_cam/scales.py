@@ -95,7 +95,8 @@ def fixed_scale(result: CAMResult, normalize: OfflineScale, rank: int) -> CAMRes
 
     Args:
         result: a `CAMResult` of an explainer (a top-k or multi-label result too).
-        normalize: `"image"` (returns `result`: each map to its own range),
+        normalize: a value `check_offline_normalize` accepted: `"image"`
+            (returns `result`: each map to its own range),
             `"probe"` (the raw maps divided by their largest value in
             `result`) or a number > 0 (the raw value shown at full colour;
             larger values are clipped to 1).
@@ -106,7 +107,6 @@ def fixed_scale(result: CAMResult, normalize: OfflineScale, rank: int) -> CAMRes
         size, divided by the scale's peak and clipped to [0, 1]; maps with
         nothing to show stay zero.
     """
-    normalize = check_offline_normalize(normalize)
     if normalize == "image":
         return result
     raw = _shown_raw(result, rank)
