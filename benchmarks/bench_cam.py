@@ -38,10 +38,10 @@ import keras
 import numpy as np
 
 import keras_cam
-from keras_cam.callback import DEFAULT_IMAGES
 from keras_cam.compute import backend_module
 from keras_cam.data import make_shapes
 from keras_cam.methods import ScoreCAM
+from keras_cam.training.callback import DEFAULT_IMAGES
 
 
 def interleaved_times(fns: dict, runs: int) -> dict[str, list[float]]:
@@ -133,7 +133,7 @@ class _TimedCAMCallback(keras_cam.CAMCallback):
 
 
 def metric_costs(model, probe, epoch_s: float, runs: int) -> None:
-    from keras_cam import metrics
+    from keras_cam.diagnostics import metrics
 
     images = probe.images
     result = keras_cam.explain(model, images)

@@ -12,7 +12,7 @@ per image, timed from the loaded model to the last file written:
   written from the README would do (a new explainer, so a new trace, each call);
   on the first `--loop-count` images only, as it is slow;
 - hand loop reusing one `CAMExplainer`, still one image per call;
-- `keras_cam.cli.main([...])` in this process, `--metrics none` (the same work
+- `keras_cam.cli.command.main([...])` in this process, `--metrics none` (the same work
   plus the input thumbnails, captions, results.csv and index.html), then with
   the default metrics (focus, average drop, increase in confidence);
 - the `keras-cam` command as a subprocess, `--metrics none`: start-up (importing
@@ -38,7 +38,7 @@ from demo import build_model
 from PIL import Image
 
 import keras_cam
-from keras_cam import cli
+from keras_cam.cli import command as cli
 from keras_cam.data import make_shapes
 
 
@@ -103,7 +103,14 @@ def main() -> None:
         "`keras-cam explain --metrics none` (subprocess, start-up included)": args.count
         / timed(
             lambda: subprocess.run(
-                [sys.executable, "-m", "keras_cam.cli", *command("sub"), "--metrics", "none"],
+                [
+                    sys.executable,
+                    "-m",
+                    "keras_cam.cli.command",
+                    *command("sub"),
+                    "--metrics",
+                    "none",
+                ],
                 check=True,
                 capture_output=True,
             )

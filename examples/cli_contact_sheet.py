@@ -112,7 +112,7 @@ def main() -> None:
     command = make_inputs(args.work, args.epochs, args.count)
     print("keras-cam " + " ".join(command))
     # The command runs in its own process, as a user would start it.
-    status = subprocess.run([sys.executable, "-m", "keras_cam.cli", *command]).returncode
+    status = subprocess.run([sys.executable, "-m", "keras_cam.cli.command", *command]).returncode
     if status != 0:
         sys.exit(status)
     if args.screenshot:

@@ -136,7 +136,7 @@ def score_maps(
 ) -> None:
     """Prints the held-out accuracy, each method's pointing game and how to view the maps."""
     import keras_cam
-    from keras_cam.metrics import pointing_game
+    from keras_cam.diagnostics.metrics import pointing_game
 
     results = keras_cam.explain(model, test.images, method=methods)
     first = next(iter(results.values()))

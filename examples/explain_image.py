@@ -92,7 +92,7 @@ def main() -> None:
     from PIL import Image
 
     import keras_cam
-    from keras_cam.overlay import captioned_grid
+    from keras_cam.render.overlay import captioned_grid
 
     if args.weights is None:
         print("No --weights given: using random weights (the map shows the pipeline, not a model).")

@@ -71,7 +71,7 @@ def main() -> None:
 
     import keras_cam
     from keras_cam.data import make_shapes
-    from keras_cam.targets import output
+    from keras_cam.targets.tasks import output
 
     keras.utils.set_random_seed(0)
     train = make_shapes(args.train_size, size=args.size, seed=1)
@@ -106,7 +106,7 @@ def main() -> None:
     print("validation MAE (percent of the image) by epoch: " + " ".join(f"{v:.2f}" for v in maes))
     print("pointing game of the probe by epoch: " + " ".join(f"{p:.2f}" for p in pointing))
     result = keras_cam.explain(model, test.images, layer="features", targets=output())
-    game = keras_cam.metrics.pointing_game(result.heatmaps, test.masks)
+    game = keras_cam.diagnostics.metrics.pointing_game(result.heatmaps, test.masks)
     area = float(test.masks.mean())
     print(
         f"held-out pointing game {game:.2f} (object area {area:.2f}: a random peak would hit "

@@ -64,7 +64,7 @@ def main() -> None:
 
     import keras_cam
     from keras_cam.data import make_shapes
-    from keras_cam.targets import mean_iou, segmentation
+    from keras_cam.targets.tasks import mean_iou, segmentation
 
     keras.utils.set_random_seed(0)
     train = make_shapes(args.train_size, size=args.size, seed=1)
@@ -104,7 +104,7 @@ def main() -> None:
     result = keras_cam.explain(model, test.images, layer="features", targets=segmentation(OBJECT))
     ious = [mean_iou(p, m) for p, m in zip(result.predicted, test.masks, strict=True)]
     area = float(test.masks.mean())
-    energy = keras_cam.metrics.energy_in_mask(result.heatmaps, test.masks)
+    energy = keras_cam.diagnostics.metrics.energy_in_mask(result.heatmaps, test.masks)
     print(
         f"held-out: mean IoU {np.mean(ious):.2f}; energy in mask {energy:.2f} "
         f"(object area {area:.2f})"

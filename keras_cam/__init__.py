@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from keras_cam.overlay import overlay
+from keras_cam.render.overlay import overlay
 
 __version__ = "0.1.0"
 
@@ -25,26 +25,28 @@ __version__ = "0.1.0"
 # `overlay` imports without Keras and is bound at once: the submodule of the same name
 # would otherwise shadow the function once some code imports it.
 _EXPORTS = {
-    "Alarm": "keras_cam.alarms",
-    "CAMCallback": "keras_cam.callback",
-    "CAMExplainer": "keras_cam.explainer",
-    "CAMGuidedModel": "keras_cam.guidance",
-    "CAMResult": "keras_cam.explainer",
+    "Alarm": "keras_cam.diagnostics.alarms",
+    "CAMCallback": "keras_cam.training.callback",
+    "CAMExplainer": "keras_cam.core.explainer",
+    "CAMGuidedModel": "keras_cam.training.guidance",
+    "CAMResult": "keras_cam.core.explainer",
     "available_methods": "keras_cam.methods",
-    "explain": "keras_cam.explainer",
-    "methods": None,
-    "metrics": None,
-    "sanity_check": "keras_cam.sanity",
-    "sequence_cell": "keras_cam.cell_display",
-    "TokenGrid": "keras_cam.tokens",
-    "volume_cell": "keras_cam.cell_display",
+    "explain": "keras_cam.core.explainer",
+    "sanity_check": "keras_cam.diagnostics.sanity",
+    "sequence_cell": "keras_cam.render.cell_display",
+    "TokenGrid": "keras_cam.core.tokens",
+    "volume_cell": "keras_cam.render.cell_display",
 }
 
+# Public modules, by their public name.
+_MODULES = {"methods": "keras_cam.methods", "metrics": "keras_cam.diagnostics.metrics"}
+
 if TYPE_CHECKING:
-    from keras_cam import methods, metrics
+    from keras_cam import methods
     from keras_cam.alarms import Alarm
     from keras_cam.callback import CAMCallback
     from keras_cam.cell_display import sequence_cell, volume_cell
+    from keras_cam.diagnostics import metrics
     from keras_cam.explainer import CAMExplainer, CAMResult, explain
     from keras_cam.guidance import CAMGuidedModel
     from keras_cam.methods import available_methods
@@ -53,13 +55,12 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'keras_cam' has no attribute {name!r}")
-    module = _EXPORTS[name]
-    if module is None:
-        value = importlib.import_module(f"keras_cam.{name}")
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
     else:
-        value = getattr(importlib.import_module(module), name)
+        raise AttributeError(f"module 'keras_cam' has no attribute {name!r}")
     globals()[name] = value
     return value
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import conv_classifier, read_events
 
 import keras_cam
-from keras_cam import callback as callback_module
+from keras_cam.training import callback as callback_module
 
 SIZE = 16
 
@@ -162,7 +162,7 @@ def test_epochs_without_an_event_add_nothing_and_patience_counts_events(tmp_path
 
 
 def test_log_key_names_methods_as_the_issue_asks():
-    from keras_cam.diagnostics import log_key
+    from keras_cam.diagnostics.tracking import log_key
 
     assert log_key("gradcam", "energy_in_mask") == "cam_gradcam_energy_in_mask"
     assert log_key("gradcam++", "focus") == "cam_gradcampp_focus"
@@ -233,7 +233,7 @@ def test_galleries_show_exactly_the_worst_measured_images(tmp_path, monkeypatch)
             kind = captions[0].split(" ")[1]
             drawn.append(
                 (
-                    kind if kind in keras_cam.callback.WORSE_WHEN_HIGHER else "wrong",
+                    kind if kind in keras_cam.training.callback.WORSE_WHEN_HIGHER else "wrong",
                     groups,
                     captions,
                 )

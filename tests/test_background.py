@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from keras_cam.background import BackgroundJobs
+from keras_cam.training.background import BackgroundJobs
 
 
 def test_jobs_run_in_order_on_another_thread_and_join_waits_for_all():

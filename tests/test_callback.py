@@ -10,7 +10,7 @@ from conftest import conv_classifier, model_that_barely_reads_its_features, read
 from keras import layers, ops
 
 import keras_cam
-from keras_cam import writer as writer_module
+from keras_cam.sinks import tensorboard as writer_module
 
 
 def data(n=24, size=16, classes=3, seed=0):
@@ -388,7 +388,7 @@ def test_normalize_draws_the_raw_maps_on_the_scale_it_names(tmp_path, normalize)
 
 @pytest.mark.slow
 def test_a_negligible_map_is_drawn_flat_and_captioned_so(tmp_path, monkeypatch):
-    from keras_cam import callback as callback_module
+    from keras_cam.training import callback as callback_module
 
     captions = []
 

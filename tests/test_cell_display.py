@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_cam.cell_display import (
+from keras_cam.render.cell_display import (
     BAND_HEIGHT,
     LABEL_HEIGHT,
     PANEL,
@@ -15,7 +15,7 @@ from keras_cam.cell_display import (
     sequence_cell,
     volume_cell,
 )
-from keras_cam.overlay import _colormap_table
+from keras_cam.render.overlay import _colormap_table
 
 BAND_ROW = PLOT_HEIGHT + 2 + BAND_HEIGHT // 2
 WIDTH = SEQUENCE_SIZE[1]

@@ -17,8 +17,8 @@ from PIL import Image
 from test_contact_sheet import parse_sheet
 
 import keras_cam
-from keras_cam import cli
-from keras_cam.image_files import load_image
+from keras_cam.cli import command as cli
+from keras_cam.cli.image_files import load_image
 
 SIZE = 24
 
@@ -26,7 +26,7 @@ SIZE = 24
 def command() -> list[str]:
     """The installed `keras-cam` script next to this Python, else the module it runs."""
     script = Path(sys.executable).parent / "keras-cam"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "keras_cam.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "keras_cam.cli.command"]
 
 
 def keras_cam_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -98,7 +98,7 @@ def test_help_and_version_answer_without_importing_keras(tmp_path):
         "for argv in (['--version'], ['explain', '--help'], ['--help']):\n"
         "    sys.argv = ['keras-cam', *argv]\n"
         "    try:\n"
-        "        runpy.run_module('keras_cam.cli', run_name='__main__')\n"
+        "        runpy.run_module('keras_cam.cli.command', run_name='__main__')\n"
         "    except SystemExit as done:\n"
         "        assert done.code == 0, done.code\n"
         "assert 'keras' not in sys.modules, 'keras was imported'\n"

@@ -4,8 +4,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from keras_cam.compare_table import compare_pages
-from keras_cam.overlay import CARD_BOX, MIN_IMAGE_PX
+from keras_cam.render.compare_table import compare_pages
+from keras_cam.render.overlay import CARD_BOX, MIN_IMAGE_PX
 
 METHODS = ("gradcam", "layercam", "xgradcam", "gradcampp")
 RANGES = dict(zip(METHODS, ("0-0.031", "0-0.45", "0-0.0088", "0-1.2e-05"), strict=True))

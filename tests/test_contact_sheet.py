@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from keras_cam.contact_sheet import SheetRow, contact_sheet_html
+from keras_cam.render.contact_sheet import SheetRow, contact_sheet_html
 
 
 class SheetParser(HTMLParser):

@@ -8,9 +8,9 @@ import pytest
 from conftest import conv_classifier, read_events, skip_if_channels_first_cannot_run
 
 import keras_cam
-from keras_cam import metrics
 from keras_cam.data import make_shapes
-from keras_cam.diagnostics import Timeline
+from keras_cam.diagnostics import metrics
+from keras_cam.diagnostics.tracking import Timeline
 
 
 def shapes_fit(tmp_path, epochs=3, **kwargs):
@@ -243,7 +243,7 @@ def test_a_reused_log_dir_with_other_metrics_keeps_every_csv_valid(tmp_path):
 
 
 def test_timeline_heads_columns_as_keras_prints_epochs_and_frames_right_and_wrong(monkeypatch):
-    from keras_cam import diagnostics
+    from keras_cam.diagnostics import tracking as diagnostics
 
     drawn = {}
 

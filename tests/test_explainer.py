@@ -19,11 +19,11 @@ from conftest import (
 from keras import layers, ops
 
 import keras_cam
-from keras_cam import explainer_cache
 from keras_cam.compute import backend_module
-from keras_cam.explainer import _normalise
+from keras_cam.core import explainer_cache
+from keras_cam.core.explainer import _normalise
+from keras_cam.core.progress import planned_passes
 from keras_cam.methods import ScoreCAM
-from keras_cam.progress import planned_passes
 
 
 def numpy_gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:

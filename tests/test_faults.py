@@ -19,7 +19,7 @@ from conftest import checkout_env, conv_classifier, read_events
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 import keras_cam
-from keras_cam import writer as writer_module
+from keras_cam.sinks import tensorboard as writer_module
 
 X = np.random.default_rng(0).integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
 Y = np.arange(16) % 3
@@ -149,7 +149,7 @@ def test_ctrl_c_between_events_loses_no_event_that_returned(tmp_path):
 import time, numpy as np, keras
 from conftest import conv_classifier
 import keras_cam
-from keras_cam import writer as writer_module
+from keras_cam.sinks import tensorboard as writer_module
 for implementation in (writer_module.TensorFlowWriter, writer_module.TensorBoardWriter):
     original = implementation.images
     def images(self, tag, images, step, original=original):

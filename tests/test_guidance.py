@@ -7,7 +7,7 @@ import pytest
 from keras import layers
 
 import keras_cam
-from keras_cam.guidance import energy_outside_mask
+from keras_cam.training.guidance import energy_outside_mask
 
 # Per spatial rank: input size (pooled by 2 to the target map), conv, pooling, global pooling.
 KINDS = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_cam.image_files import UnreadableImage, find_images, load_image
+from keras_cam.cli.image_files import UnreadableImage, find_images, load_image
 
 
 def _save(path, array) -> str:

@@ -7,7 +7,7 @@ from conftest import conv_classifier, to_numpy
 from keras import layers
 
 import keras_cam
-from keras_cam.layers import spatial_layers, split_model
+from keras_cam.core.layers import spatial_layers, split_model
 
 
 def test_automatic_layer_is_the_last_spatial_layer_before_the_head(model):

@@ -21,7 +21,7 @@ from cam_references import (
 from keras import layers, ops
 
 import keras_cam
-from keras_cam.layers import pooled_head, split_model
+from keras_cam.core.layers import pooled_head, split_model
 from keras_cam.methods import AblationCAM, ScoreCAM
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from keras_cam.layers import split_model
+from keras_cam.core.layers import split_model
 from keras_cam.methods import AblationCAM, Forward, ScoreCAM, available_methods, get_method
 from keras_cam.methods.principal import first_component_map
 

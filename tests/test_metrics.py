@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_cam import metrics
-from keras_cam.metrics import (
+from keras_cam.diagnostics import metrics
+from keras_cam.diagnostics.metrics import (
     average_drop,
     deletion_auc,
     drift,

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from keras_cam import overlay
-from keras_cam.overlay import (
+from keras_cam.render import overlay
+from keras_cam.render.overlay import (
     ColourBar,
     captioned_grid,
     card_pages,
@@ -79,7 +79,7 @@ def test_display_resize_is_the_backends_linear_resize_done_on_the_host(shape, si
     """Same values as the backend's resize; no backend op runs (it would on the worker)."""
     import keras
 
-    from keras_cam.spatial import resize
+    from keras_cam.core.spatial import resize
 
     maps = np.random.default_rng(0).uniform(size=shape).astype("float32")
     if len(shape) == 3:

@@ -9,7 +9,7 @@ from hypothesis.extra import numpy as hnp
 from keras import layers
 
 import keras_cam
-from keras_cam.overlay import overlay, to_rgb_uint8
+from keras_cam.render.overlay import overlay, to_rgb_uint8
 
 SHAPE = (2, 4, 4, 3)
 

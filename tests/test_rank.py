@@ -27,8 +27,8 @@ from conftest import read_events
 from keras import layers, ops
 
 import keras_cam
-from keras_cam import metrics
-from keras_cam.layers import spatial_rank
+from keras_cam.core.layers import spatial_rank
+from keras_cam.diagnostics import metrics
 from keras_cam.methods import AblationCAM, ScoreCAM
 
 # Per spatial rank: the input shape (channels last), the conv and pooling layers.

@@ -390,7 +390,7 @@ def help_text(script: Path) -> str:
 def cli_help() -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-        from keras_cam.cli import build_parser
+        from keras_cam.cli.command import build_parser
 
         build_parser().parse_args(["explain", "--help"])
     return out.getvalue()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from keras_cam.explainer import CAMResult
-from keras_cam.scales import DisplayScale, check_offline_normalize, fixed_scale, flat_maps
+from keras_cam.core.explainer import CAMResult
+from keras_cam.core.scales import DisplayScale, check_offline_normalize, fixed_scale, flat_maps
 
 
 def result(raw, flat=()):

@@ -6,7 +6,7 @@ from conftest import conv_classifier
 from keras import ops
 
 import keras_cam
-from keras_cam import smoothing
+from keras_cam.core import smoothing
 
 
 def ramp(count=2, height=40, width=48):

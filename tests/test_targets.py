@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_cam.targets import PREDICTED, labels_to_class_ids, resolve_class_ids
+from keras_cam.targets.tasks import PREDICTED, labels_to_class_ids, resolve_class_ids
 
 
 def test_forms_of_targets():

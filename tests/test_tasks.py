@@ -18,7 +18,7 @@ from conftest import conv_classifier, gradient, to_numpy
 from keras import layers, ops
 
 import keras_cam
-from keras_cam import targets as T
+from keras_cam.targets import tasks as T
 
 SIZE = 16
 
@@ -377,7 +377,7 @@ def test_task_targets_in_a_fit_with_the_callback(task, tmp_path):
     )
     if task in ("segmentation", "detection"):
         masks = target.region_masks(4, (SIZE, SIZE))
-        expected = keras_cam.metrics.energy_in_mask(final.heatmaps, masks)
+        expected = keras_cam.diagnostics.metrics.energy_in_mask(final.heatmaps, masks)
         assert events["cam/gradcam/energy_in_mask"][1] == pytest.approx(expected, rel=1e-4)
 
 
@@ -451,7 +451,7 @@ def test_detection_on_a_kerashub_retinanet():
 
 
 def test_marks_drawn_on_the_grid():
-    from keras_cam.overlay import draw_box, draw_outline
+    from keras_cam.render.overlay import draw_box, draw_outline
 
     image = np.zeros((8, 8, 3), np.uint8)
     mask = np.zeros((4, 4), bool)

@@ -17,9 +17,9 @@ from conftest import gradient, read_events, to_numpy
 from keras import layers, ops
 
 import keras_cam
-from keras_cam.capture import scale_blind
+from keras_cam.core.capture import scale_blind
+from keras_cam.core.tokens import TokenGrid, detect_grid
 from keras_cam.methods import AblationCAM, ScoreCAM
-from keras_cam.tokens import TokenGrid, detect_grid
 
 keras_hub = pytest.importorskip("keras_hub")
 

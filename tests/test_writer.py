@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from conftest import read_events
 
-from keras_cam import writer as writer_module
-from keras_cam.tags import describe, scalars_layout
-from keras_cam.writer import (
+from keras_cam.sinks import tensorboard as writer_module
+from keras_cam.sinks.tags import describe, scalars_layout
+from keras_cam.sinks.tensorboard import (
     ReopeningWriter,
     TensorBoardWriter,
     TensorFlowWriter,

@@ -5,7 +5,7 @@ A method turns the target layer's activations `A` (N, h, w, C), the gradients
 (N, h, w). It is written only with `keras.ops`, so one file serves every
 backend and runs inside the explainer's compiled function. The same file
 serves every spatial rank: a 1-D model's activations are (N, t, C) and a 3-D
-model's (N, d, h, w, C), so a method reduces over `keras_cam.spatial`'s
+model's (N, d, h, w, C), so a method reduces over `keras_cam.core.spatial`'s
 spatial axes and never names them; `(N, h, w)` below stands for `(N, *spatial)`. ReLU, upsampling,
 smoothing and normalisation are shared by the explainer, never repeated in a
 method.
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from keras import ops
 
 if TYPE_CHECKING:
-    from keras_cam.layers import LayerSplit
+    from keras_cam.core.layers import LayerSplit
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Forward:
         score_ablated: `(images, channels, classes)` -> the score of each
             image with one channel of the target layer set to 0 (the layers
             after the target only, and less where the head allows: see
-            `keras_cam.layers.pooled_head`).
+            `keras_cam.core.layers.pooled_head`).
         map_chunks: `map_chunks(fn, count, batch_size)` evaluates
             `fn(indices)` on index chunks of `batch_size` covering
             `range(count)`, one chunk after another (bounded memory, one

@@ -2,8 +2,8 @@
 
 from keras import layers, ops
 
+from keras_cam.core.spatial import per_channel, spatial_axes
 from keras_cam.methods.base import CAMMethod
-from keras_cam.spatial import per_channel, spatial_axes
 
 # Layers that may sit between the pooling and the Dense layer of a CAM head
 # without changing what the head computes at inference.

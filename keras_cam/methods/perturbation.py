@@ -6,8 +6,8 @@ from typing import Any
 
 from keras import ops
 
+from keras_cam.core.spatial import per_channel, spatial_axes
 from keras_cam.methods.base import CAMMethod
-from keras_cam.spatial import per_channel, spatial_axes
 
 
 class PerturbationMethod(CAMMethod):

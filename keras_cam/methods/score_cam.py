@@ -2,8 +2,8 @@
 
 from keras import ops
 
+from keras_cam.core.spatial import map_axes, resize
 from keras_cam.methods.perturbation import PerturbationMethod
-from keras_cam.spatial import map_axes, resize
 
 
 def _min_max(maps):

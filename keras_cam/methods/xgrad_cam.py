@@ -2,8 +2,8 @@
 
 from keras import ops
 
+from keras_cam.core.spatial import spatial_axes
 from keras_cam.methods.base import CAMMethod, safe_divide
-from keras_cam.spatial import spatial_axes
 
 
 class XGradCAM(CAMMethod):

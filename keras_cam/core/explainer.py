@@ -13,26 +13,27 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cam import explainer_cache, smoothing
-from keras_cam import outputs as _outputs
-from keras_cam import scores as _scores
-from keras_cam.capture import call_model, token_split
 from keras_cam.compute import backend_module
-from keras_cam.layers import (
+from keras_cam.core import explainer_cache, smoothing
+from keras_cam.core import outputs as _outputs
+from keras_cam.core import scores as _scores
+from keras_cam.core.capture import call_model, token_split
+from keras_cam.core.layers import (
     LayerSplit,
     model_input_shape,
     pooled_head,
     spatial_rank,
     split_model,
 )
+from keras_cam.core.progress import progress_bar, resolve_verbose
+from keras_cam.core.scales import OfflineScale, check_offline_normalize, fixed_scale
+from keras_cam.core.spatial import channels_last, map_axes, per_channel, resize
+from keras_cam.core.tokens import TokenLayout, check_layout
 from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
-from keras_cam.progress import progress_bar, resolve_verbose
-from keras_cam.scales import OfflineScale, check_offline_normalize, fixed_scale
-from keras_cam.spatial import channels_last, map_axes, per_channel, resize
-from keras_cam.targets import (
+from keras_cam.targets.tasks import (
     PREDICTED,
     Targets,
     TaskTarget,
@@ -42,7 +43,6 @@ from keras_cam.targets import (
     resolve_class_ids,
     top_k,
 )
-from keras_cam.tokens import TokenLayout, check_layout
 
 logger = logging.getLogger("keras_cam")
 
@@ -454,7 +454,7 @@ class CAMExplainer:
                 (e.g. `"top3"`: the maps of each image's k highest-scoring
                 classes), `"positive"` (multi-label: the map of every label
                 of a K-unit sigmoid head), a class index, one class index per
-                image, a task target (`keras_cam.targets.segmentation`,
+                image, a task target (`keras_cam.targets.tasks.segmentation`,
                 `detection`, `output`, `similarity`), or a callable mapping
                 the model's outputs (logits with `score="logit"`) to a score
                 per image. Defaults to `"predicted"`.

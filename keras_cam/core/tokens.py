@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cam.layers import sublayers
+from keras_cam.core.layers import sublayers
 
 # More leading tokens than this are not a class/distillation/register prefix.
 _MAX_PREFIX = 16

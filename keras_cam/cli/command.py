@@ -6,7 +6,7 @@
 
 Keras (and its backend) is imported only once the arguments are parsed and the
 inputs found, so `--help`, `--version` and argument errors answer at once.
-Messages go to stderr through the `keras_cam.cli` logger; the progress bar and
+Messages go to stderr through the `keras_cam.cli.command` logger; the progress bar and
 the final summary go to stdout.
 
 Exit status of `explain`: 0 when at least one image was explained and nothing
@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 
 from keras_cam import __version__
-from keras_cam.contact_sheet import SheetRow, contact_sheet_html
-from keras_cam.image_files import (
+from keras_cam.cli.image_files import (
     FITS,
     IMAGE_EXTENSIONS,
     LoadedImage,
@@ -43,8 +42,9 @@ from keras_cam.image_files import (
     find_images,
     load_image,
 )
+from keras_cam.render.contact_sheet import SheetRow, contact_sheet_html
 
-logger = logging.getLogger("keras_cam.cli")
+logger = logging.getLogger("keras_cam.cli.command")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -336,7 +336,7 @@ def _with_probabilities(model: Any) -> Any:
     """
     import keras
 
-    from keras_cam.scores import output_activation
+    from keras_cam.core.scores import output_activation
 
     outputs = model.outputs[0]
     if len(model.outputs) != 1 or len(outputs.shape) != 2:
@@ -388,7 +388,7 @@ def _class_names(path: str | None, num_classes: int) -> list[str]:
 
 
 def _targets(text: str, names: list[str]) -> str | int:
-    from keras_cam.targets import top_k
+    from keras_cam.targets.tasks import top_k
 
     if text == "predicted":
         return text
@@ -440,7 +440,7 @@ def _per_image_metrics(
     classes: np.ndarray,
     preprocess: Callable[[np.ndarray], Any] | None,
 ) -> dict[str, np.ndarray]:
-    from keras_cam import metrics
+    from keras_cam.diagnostics import metrics
 
     functions = {
         "average_drop": metrics.average_drop,
@@ -485,8 +485,8 @@ class _Explainer:
     def __init__(self, args: argparse.Namespace, run: _Run, count: int) -> None:
         from keras_cam import CAMExplainer
         from keras_cam.methods import get_method
-        from keras_cam.overlay import colorize
-        from keras_cam.targets import top_k
+        from keras_cam.render.overlay import colorize
+        from keras_cam.targets.tasks import top_k
 
         for name in run.methods:
             try:
@@ -576,7 +576,7 @@ class _Explainer:
     ) -> None:
         from PIL import Image
 
-        from keras_cam.overlay import captioned_grid, overlay
+        from keras_cam.render.overlay import captioned_grid, overlay
 
         stem = f"{index:05d}_{_stem(path)}"
         thumbnail = os.path.join("images", f"{stem}.jpg")
@@ -724,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example:
 
-    >>> from keras_cam.cli import main
+    >>> from keras_cam.cli.command import main
     >>> main(["explain", "model.keras", "photos/", "--out", "cams"])  # doctest: +SKIP
     0
     """

@@ -13,22 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_cam import sanity as _sanity
-from keras_cam.alarms import Alarm
-from keras_cam.background import BackgroundJobs
-from keras_cam.cell_display import overlay_pictures, probe_pictures, readable_px
-from keras_cam.compare_table import compare_pages
-from keras_cam.diagnostics import (
-    WORSE_WHEN_HIGHER,
-    ProbeMetrics,
-    Timeline,
-    check_masks,
-    check_metrics,
-    log_key,
-    worst_images,
-)
-from keras_cam.distributed import is_chief
-from keras_cam.explainer import (
+from keras_cam.core.explainer import (
     CAMExplainer,
     CAMResult,
     MethodSpec,
@@ -38,27 +23,42 @@ from keras_cam.explainer import (
     take_images,
     with_ranks,
 )
-from keras_cam.guidance import CAMGuidedModel
-from keras_cam.layers import model_input_shape
-from keras_cam.log_files import check_log_dir
-from keras_cam.overlay import (
+from keras_cam.core.layers import model_input_shape
+from keras_cam.core.scales import DisplayScale, check_normalize, flat_maps
+from keras_cam.core.tokens import TokenLayout, check_layout
+from keras_cam.diagnostics import sanity as _sanity
+from keras_cam.diagnostics.alarms import Alarm
+from keras_cam.diagnostics.tracking import (
+    WORSE_WHEN_HIGHER,
+    ProbeMetrics,
+    Timeline,
+    check_masks,
+    check_metrics,
+    log_key,
+    worst_images,
+)
+from keras_cam.render.cell_display import overlay_pictures, probe_pictures, readable_px
+from keras_cam.render.compare_table import compare_pages
+from keras_cam.render.overlay import (
     ColourBar,
     _colormap_table,
     captioned_grid,
     card_pages,
     to_rgb_uint8,
 )
-from keras_cam.scales import DisplayScale, check_normalize, flat_maps
-from keras_cam.tags import describe, scalars_layout
-from keras_cam.targets import (
+from keras_cam.sinks.log_files import check_log_dir
+from keras_cam.sinks.tags import describe, scalars_layout
+from keras_cam.sinks.tensorboard import WRITERS, EventWriter, create_writer
+from keras_cam.targets.tasks import (
     MULTI_LABEL,
     Targets,
     TaskTarget,
     is_multi_label,
     labels_to_class_ids,
 )
-from keras_cam.tokens import TokenLayout, check_layout
-from keras_cam.writer import WRITERS, EventWriter, create_writer
+from keras_cam.training.background import BackgroundJobs
+from keras_cam.training.distributed import is_chief
+from keras_cam.training.guidance import CAMGuidedModel
 
 logger = logging.getLogger("keras_cam")
 
@@ -215,7 +215,7 @@ class CAMCallback(keras.callbacks.Callback):
     shortcut shows up next to the loss:
 
     - `cam/<method>/<metric>`: the probe mean of each of `metrics` (see
-      `keras_cam.metrics`; `drift` from the second event on), plus
+      `keras_cam.diagnostics.metrics`; `drift` from the second event on), plus
       `pointing_game` and `energy_in_mask` when `probe_masks` is given;
     - `cam/<method>/per_image`: a histogram of the per-image drift;
     - `cam_metrics.csv` in `log_dir`: one row per event, method and probe
@@ -276,7 +276,7 @@ class CAMCallback(keras.callbacks.Callback):
             or `Conv3D` model, sequences `(N, T, C)` or volumes
             `(N, D, H, W, C)` in any value range, shown as line plots over
             a map band or as three slices through the map's peak (see
-            `keras_cam.cell_display`).
+            `keras_cam.render.cell_display`).
         log_dir: directory for the event files (created if needed); a URL
             such as `gs://bucket/logs` is written through `tf.io.gfile`
             (needs TensorFlow installed, on any backend).

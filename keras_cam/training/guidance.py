@@ -43,11 +43,11 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_cam import scores as _scores
 from keras_cam.compute import backend_module
-from keras_cam.explainer import _float32_channels_last
-from keras_cam.layers import split_model
-from keras_cam.spatial import map_axes, spatial_axes
+from keras_cam.core import scores as _scores
+from keras_cam.core.explainer import _float32_channels_last
+from keras_cam.core.layers import split_model
+from keras_cam.core.spatial import map_axes, spatial_axes
 
 IMAGES = "images"
 MASKS = "masks"

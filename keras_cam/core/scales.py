@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keras_cam.overlay import resize_maps
+from keras_cam.render.overlay import resize_maps
 
 if TYPE_CHECKING:
-    from keras_cam.explainer import CAMResult
+    from keras_cam.core.explainer import CAMResult
 
 NORMALIZE = ("image", "probe", "run")
 OfflineScale = str | float

@@ -12,10 +12,10 @@ import keras
 import numpy as np
 from PIL import Image
 
-from keras_cam import log_files
-from keras_cam import metrics as _metrics
-from keras_cam.explainer import CAMResult, Preprocess
-from keras_cam.overlay import Legend, card_pages, draw_border
+from keras_cam.core.explainer import CAMResult, Preprocess
+from keras_cam.diagnostics import metrics as _metrics
+from keras_cam.render.overlay import Legend, card_pages, draw_border
+from keras_cam.sinks import log_files
 
 MASK_METRICS = ("pointing_game", "energy_in_mask")
 FORWARD_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")

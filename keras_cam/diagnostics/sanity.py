@@ -7,8 +7,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_cam.explainer import CAMExplainer, MethodSpec, Preprocess
-from keras_cam.metrics import rank_correlation
+from keras_cam.core.explainer import CAMExplainer, MethodSpec, Preprocess
+from keras_cam.diagnostics.metrics import rank_correlation
 
 
 def kernels_to_randomise(explainer: CAMExplainer, scope: str = "head") -> list[Any]:

@@ -14,7 +14,7 @@ The feature maps looked for have the spatial rank of the model's input: a
 `Conv2D` image model's are 4-D (N, h, w, C), a `Conv1D` sequence model's 3-D
 (N, t, C) and a `Conv3D` volume model's 5-D (N, d, h, w, C). A 3-D layer
 output of an image model is a token sequence, never a 1-D map
-(`keras_cam.capture`).
+(`keras_cam.core.capture`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class LayerSplit:
         channels_first: whether the activations are (N, C, h, w).
         capture: set when the layer is explained by capturing its output
             inside the model's call (token layers, layers called inside a
-            layer: `keras_cam.capture`); `features` and `head` are then None.
+            layer: `keras_cam.core.capture`); `features` and `head` are then None.
     """
 
     path: str

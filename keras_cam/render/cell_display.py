@@ -16,7 +16,7 @@ from functools import partial
 import numpy as np
 from PIL import Image, ImageDraw
 
-from keras_cam.overlay import (
+from keras_cam.render.overlay import (
     MIN_IMAGE_PX,
     _font,
     colorize,
@@ -227,7 +227,7 @@ def volume_cell(
     image), across height at `h` (`(D, W)`) and across width at `w`
     (`(D, H)`), each titled with its index (`d=5`) and enlarged to a
     60-pixel square. The volume's first channel is shown in grey, scaled to
-    the volume's own range; the map is blended as `keras_cam.overlay` does.
+    the volume's own range; the map is blended as `keras_cam.render.overlay` does.
     A 3-D mask is outlined in white on each slice.
 
     Args:
@@ -306,7 +306,7 @@ def overlay_pictures(
     """The callback's picture of each map, by the maps' rank: (N, h, w, 3) uint8.
 
     Image maps `(N, H, W)` are blended onto the `display` images (as
-    `keras_cam.overlay`); sequence maps `(N, T)` and volume maps
+    `keras_cam.render.overlay`); sequence maps `(N, T)` and volume maps
     `(N, D, H, W)` become `sequence_cell` / `volume_cell` of the raw
     `images`, with their `masks` marked.
     """

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from keras_cam.overlay import (
+from keras_cam.render.overlay import (
     CARD_BOX,
     MIN_IMAGE_PX,
     MIN_TEXT_PX,

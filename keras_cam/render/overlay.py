@@ -53,7 +53,7 @@ def to_rgb_uint8(images: np.ndarray) -> np.ndarray:
 def resize_maps(maps: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """Linearly resizes float maps (N, *spatial) to `size`, on the host.
 
-    The convention of `keras_cam.spatial.resize` (pixel centres, clamped at the
+    The convention of `keras_cam.core.spatial.resize` (pixel centres, clamped at the
     edges), through `scipy.ndimage.zoom`. Display code runs on the callback's
     worker thread: scipy there, not the backend's ops, which under JAX or PyTorch
     would dispatch (and on first use compile) on that thread and compete with

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from keras_cam.overlay import draw_box, draw_outline
+from keras_cam.render.overlay import draw_box, draw_outline
 
 PREDICTED = -1
 

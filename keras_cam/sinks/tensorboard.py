@@ -39,7 +39,7 @@ from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
-from keras_cam import log_files
+from keras_cam.sinks import log_files
 
 logger = logging.getLogger("keras_cam")
 

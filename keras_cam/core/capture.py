@@ -11,7 +11,7 @@ alike, inside the one compiled function. The same wrapper, returning
 `output * keep`, re-runs the model with channels ablated (Ablation-CAM).
 
 A token layer's (N, T, D) output is shown on its patch grid
-(`keras_cam.tokens`), or rearranged by the user's `tokens=` function.
+(`keras_cam.core.tokens`), or rearranged by the user's `tokens=` function.
 
 The default layer of a token model is the last block or normalisation
 output that carries gradient on the patch tokens and is not *scale-blind*.
@@ -38,7 +38,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cam.layers import (
+from keras_cam.core.layers import (
     LayerSplit,
     iter_layers,
     model_input_shape,
@@ -46,9 +46,9 @@ from keras_cam.layers import (
     spatial_rank,
     sublayers,
 )
-from keras_cam.scores import linear_output
-from keras_cam.spatial import per_channel
-from keras_cam.tokens import TokenGrid, TokenLayout, detect_grid, map_channels
+from keras_cam.core.scores import linear_output
+from keras_cam.core.spatial import per_channel
+from keras_cam.core.tokens import TokenGrid, TokenLayout, detect_grid, map_channels
 
 Transform = Callable[[Any], Any]
 

@@ -1,0 +1,5 @@
+"""The `keras-cam` command line."""
+
+from keras_cam.cli.command import main
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""Numbers about maps: metrics, tracking across events, alarms, sanity checks."""

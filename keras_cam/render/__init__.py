@@ -1,0 +1,1 @@
+"""Pictures: numpy in, uint8 images out, no Keras."""

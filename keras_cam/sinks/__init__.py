@@ -1,0 +1,1 @@
+"""Where an event goes: TensorBoard, CSV, a folder."""

@@ -1,0 +1,1 @@
+"""The Keras side: the callback, background writing, distribution, CAM-guided training."""
