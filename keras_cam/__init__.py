@@ -30,6 +30,7 @@ _EXPORTS = {
     "CAMExplainer": "keras_cam.core.explainer",
     "CAMGuidedModel": "keras_cam.training.guidance",
     "CAMResult": "keras_cam.core.explainer",
+    "ExplainOptions": "keras_cam.core.options",
     "available_methods": "keras_cam.methods",
     "explain": "keras_cam.core.explainer",
     "sanity_check": "keras_cam.diagnostics.sanity",
@@ -43,15 +44,17 @@ _MODULES = {"methods": "keras_cam.methods", "metrics": "keras_cam.diagnostics.me
 
 if TYPE_CHECKING:
     from keras_cam import methods
-    from keras_cam.alarms import Alarm
-    from keras_cam.callback import CAMCallback
-    from keras_cam.cell_display import sequence_cell, volume_cell
+    from keras_cam.core.explainer import CAMExplainer, explain
+    from keras_cam.core.options import ExplainOptions
+    from keras_cam.core.result import CAMResult
+    from keras_cam.core.tokens import TokenGrid
     from keras_cam.diagnostics import metrics
-    from keras_cam.explainer import CAMExplainer, CAMResult, explain
-    from keras_cam.guidance import CAMGuidedModel
+    from keras_cam.diagnostics.alarms import Alarm
+    from keras_cam.diagnostics.sanity import sanity_check
     from keras_cam.methods import available_methods
-    from keras_cam.sanity import sanity_check
-    from keras_cam.tokens import TokenGrid
+    from keras_cam.render.cell_display import sequence_cell, volume_cell
+    from keras_cam.training.callback import CAMCallback
+    from keras_cam.training.guidance import CAMGuidedModel
 
 
 def __getattr__(name: str) -> Any:
@@ -75,6 +78,7 @@ __all__ = [
     "CAMExplainer",
     "CAMGuidedModel",
     "CAMResult",
+    "ExplainOptions",
     "TokenGrid",
     "__version__",
     "available_methods",

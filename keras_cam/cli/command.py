@@ -106,6 +106,31 @@ def _positive(text: str) -> int:
     raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
 
 
+def _output(text: str) -> str | int:
+    """`--output`: a position when it is a number, else a dict key or an output layer name."""
+    return int(text) if text.isdigit() else text
+
+
+def _token_grid(text: str) -> Any:
+    """`--tokens HxW[+P]`: a `TokenGrid` of H×W patches after P prefix tokens."""
+    grid, _, prefix = text.lower().replace("×", "x").partition("+")
+    parts = grid.split("x")
+    if (
+        len(parts) == 2
+        and all(p.strip().isdigit() for p in parts)
+        and (not prefix or prefix.strip().isdigit())
+    ):
+        from keras_cam.core.tokens import TokenGrid
+
+        try:
+            return TokenGrid(int(parts[0]), int(parts[1]), prefix=int(prefix or 0))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a token grid: write HEIGHTxWIDTH or HEIGHTxWIDTH+PREFIX, e.g. 14x14+1"
+    )
+
+
 def _alpha(text: str) -> float:
     try:
         value = float(text)
@@ -182,6 +207,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="target layer name or /-path (default: the last 4-D layer before the head)",
     )
     explain.add_argument(
+        "--output",
+        type=_output,
+        default=None,
+        metavar="KEY|NAME|N",
+        help="which output of a multi-output model is explained: a dict key, an output "
+        "layer name or a position (default: the only output)",
+    )
+    explain.add_argument(
+        "--score",
+        choices=("logit", "probability"),
+        default="logit",
+        help="differentiate the pre-softmax logit or the probability",
+    )
+    explain.add_argument(
+        "--tokens",
+        type=_token_grid,
+        default=None,
+        metavar="HxW[+P]",
+        help="how a token layer lies on the image: H×W patches after P prefix tokens, e.g. "
+        "14x14+1 (default: read off the model)",
+    )
+    explain.add_argument(
+        "--aug-smooth",
+        action="store_true",
+        help="average the maps of flipped and zoomed copies (6 times the cost)",
+    )
+    explain.add_argument(
+        "--eigen-smooth",
+        action="store_true",
+        help="first principal component of the weighted activations instead of their sum",
+    )
+    explain.add_argument(
         "--targets",
         default="predicted",
         help="'predicted', 'topK' (the K best classes, e.g. top3), a class index, "
@@ -222,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=32,
         metavar="N",
-        help="images per batch (read, explain, write)",
+        help="images per batch (read, explain, write) and per pass of the CAM function",
     )
     explain.add_argument(
         "--limit",
@@ -371,6 +428,28 @@ def _input_size(model: Any, requested: tuple[int, int] | None, channels_first: b
     return (int(size[0]), int(size[1]))
 
 
+def explain_options(args: argparse.Namespace) -> Any:
+    """The `ExplainOptions` of the command line: one flag per field, named after it."""
+    from keras_cam.core.options import OPTION_NAMES, ExplainOptions
+
+    return ExplainOptions(**{name: getattr(args, name) for name in OPTION_NAMES})
+
+
+def _output_view(model: Any, output: str | int | None) -> Any:
+    """The model with only the `--output` output, so metrics and probabilities read it."""
+    if output is None and len(model.outputs) == 1:
+        return model
+    import keras
+
+    from keras_cam.core import outputs
+
+    try:
+        key = outputs.resolve(model, output)
+    except ValueError as error:
+        raise UsageError(f"--output: {error}") from None
+    return keras.Model(model.inputs, outputs.symbolic(model, key), name=model.name)
+
+
 def _class_names(path: str | None, num_classes: int) -> list[str]:
     if path is None:
         return [str(index) for index in range(num_classes)]
@@ -500,10 +579,16 @@ class _Explainer:
         self.args, self.run, self.writer = args, run, None
         # A run of fewer files than --batch-size is not padded up to it.
         self.batch_size = min(args.batch_size, count)
-        self.model = _with_probabilities(_load_model(args.model))
         try:
+            options = explain_options(args)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        model = _output_view(_load_model(args.model), options.output)
+        self.model = _with_probabilities(model)
+        try:
+            # The view has the chosen output alone: the explainer reads its only output.
             self.explainer = CAMExplainer(
-                self.model, method=run.methods, layer=args.layer, batch_size=self.batch_size
+                self.model, run.methods, options, output=None, batch_size=self.batch_size
             )
             self.layer = self.explainer.layer
         except ValueError as error:

@@ -25,10 +25,11 @@ from keras_cam.core.layers import (
     spatial_rank,
     split_model,
 )
+from keras_cam.core.options import ExplainOptions, explain_options
 from keras_cam.core.progress import progress_bar, resolve_verbose
 from keras_cam.core.scales import OfflineScale, check_offline_normalize, fixed_scale
 from keras_cam.core.spatial import channels_last, map_axes, per_channel, resize
-from keras_cam.core.tokens import TokenLayout, check_layout
+from keras_cam.core.tokens import TokenLayout
 from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
 from keras_cam.methods.perturbation import PerturbationMethod
@@ -322,42 +323,11 @@ class CAMExplainer:
         method: a name from `keras_cam.available_methods()`, a `CAMMethod`
             instance (e.g. `keras_cam.methods.ScoreCAM(max_channels=64)`),
             or a list of them. Defaults to `"gradcam"`.
-        layer: the target layer's name or `/`-path into nested models
-            (`"resnet50/conv5_block3_out"`) or into layers called inside a
-            layer (`"vi_t_backbone/vit_encoder/transformer_block_2"`).
-            Defaults to `None`: the last feature map before the head, larger
-            than one position (4-D for an image model, 3-D (N, t, C) for a
-            `Conv1D` sequence model, 5-D for a `Conv3D` volume model); for a
-            vision transformer, the last token tensor that carries gradient
-            on the patch tokens and is not hidden behind a LayerNorm (the
-            last block's first norm when the head reads only the class
-            token, the final norm for a mean-pooled head).
-        score: `"logit"` differentiates the pre-softmax/sigmoid value (its
-            gradient does not vanish when the model is confident);
-            `"probability"` the probability. Defaults to `"logit"`.
-        aug_smooth: average the maps of horizontally flipped and zoomed
-            copies of each image, each mapped back to the original frame
-            (6 copies: 6 times the cost); `raw` is then the averaged map
-            resampled to the layer's resolution. Defaults to `False`.
-        eigen_smooth: replace the channel sum of each method's weighted
-            activations by their first principal component, which removes
-            noise spread over many channels. Defaults to `False`.
-        batch_size: explain at most this many images per pass of the compiled
-            function; larger batches run in chunks of this size (the last one
-            padded, so nothing retraces). Defaults to `None`: the whole batch
-            in one pass.
-        tokens: how a token layer's (N, T, D) output lies on the image, a
-            `keras_cam.TokenGrid(height, width, prefix=...)`; for a layout no
-            grid describes, a function (written with `keras.ops`) from the
-            layer's output to an (N, h, w, C) map that only selects and
-            rearranges entries (see `TokenGrid`). Defaults to `None`: read off
-            the model's patch size, else the rectangle of the input's aspect
-            that all but the fewest leading tokens fill.
-        output: which output of a multi-output model the target reads: a
-            dict key, an output layer name or a position. A detection target
-            reads the whole output when it is not given. Defaults to `None`
-            (the only output; an error naming the outputs when there are
-            several).
+        options: what is explained and how (layer, score, output, tokens,
+            smoothing, batch size), see `keras_cam.ExplainOptions`. Defaults
+            to `None`: `ExplainOptions()`.
+        **overrides: any `ExplainOptions` field as a keyword (`layer="conv3"`),
+            replacing that field of `options`.
 
     Example:
 
@@ -374,30 +344,14 @@ class CAMExplainer:
         self,
         model: keras.Model,
         method: MethodSpec | Sequence[MethodSpec] = "gradcam",
-        layer: str | None = None,
-        score: str = "logit",
-        aug_smooth: bool = False,
-        eigen_smooth: bool = False,
-        batch_size: int | None = None,
-        output: _outputs.OutputSpec = None,
-        tokens: TokenLayout | None = None,
+        options: ExplainOptions | None = None,
+        **overrides: Any,
     ) -> None:
-        check_layout(tokens)
-        self.tokens = tokens
-        if score not in _scores.SCORES:
-            raise ValueError(f"score must be one of {_scores.SCORES}, got {score!r}.")
+        self.options = explain_options(options, **overrides)
         self.model = model
         self.methods = resolve_methods(method)
         self._single = isinstance(method, (str, CAMMethod))
-        self.score = score
-        self.aug_smooth = bool(aug_smooth)
-        self.eigen_smooth = bool(eigen_smooth)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}.")
-        self.batch_size = batch_size
         self.trace_count = 0
-        self._layer = layer
-        self.output = output
         self._compute = backend_module()
         self._split: LayerSplit | None = None
         self._spatial_rank: int | None = None
@@ -408,6 +362,36 @@ class CAMExplainer:
         self.on_passes: Callable[[int], None] | None = None
         if model.built:
             self._resolve()
+
+    @property
+    def score(self) -> str:
+        """`"logit"` or `"probability"` (see `ExplainOptions`)."""
+        return self.options.score
+
+    @property
+    def aug_smooth(self) -> bool:
+        """Whether maps are averaged over augmented copies (see `ExplainOptions`)."""
+        return self.options.aug_smooth
+
+    @property
+    def eigen_smooth(self) -> bool:
+        """Whether maps are the first principal component (see `ExplainOptions`)."""
+        return self.options.eigen_smooth
+
+    @property
+    def batch_size(self) -> int:
+        """Images per pass of the compiled function (see `ExplainOptions`)."""
+        return self.options.batch_size
+
+    @property
+    def output(self) -> _outputs.OutputSpec:
+        """Which output the target reads (see `ExplainOptions`)."""
+        return self.options.output
+
+    @property
+    def tokens(self) -> TokenLayout | None:
+        """How a token layer lies on the image (see `ExplainOptions`)."""
+        return self.options.tokens
 
     @property
     def method(self) -> CAMMethod:
@@ -557,9 +541,9 @@ class CAMExplainer:
                     f"aug_smooth flips and zooms 2-D images; model {self.model.name!r} takes "
                     f"{_INPUT_KINDS[self.spatial_rank][0]}s. Drop aug_smooth=True."
                 )
-            split = token_split(self.model, self._layer, self._compute, self.tokens)
+            split = token_split(self.model, self.options.layer, self._compute, self.tokens)
             if split is None:
-                split = split_model(self.model, self._layer)
+                split = split_model(self.model, self.options.layer)
             for method in self.methods:
                 method.prepare(split)
             key = _outputs.resolve(self.model, self.output, whole=True)
@@ -948,23 +932,23 @@ def explain(
     images: Any,
     *,
     method: MethodSpec | Sequence[MethodSpec] = "gradcam",
-    layer: str | None = None,
-    score: str = "logit",
     targets: Targets = "predicted",
     preprocess: Preprocess | None = None,
     labels: Any = None,
-    aug_smooth: bool = False,
-    eigen_smooth: bool = False,
-    tokens: TokenLayout | None = None,
     normalize: OfflineScale = "image",
     verbose: int | str = "auto",
+    options: ExplainOptions | None = None,
+    **overrides: Any,
 ) -> CAMResult | dict[str, CAMResult]:
     """Explains a batch in one call: a `CAMExplainer` of `model`, built once and reused.
 
     The explainer is kept with the model (and dies with it): calling again
     with the same options reuses its compiled function, so a loop over
-    batches traces once. The arguments are those of `CAMExplainer` and its
-    call (`normalize="probe"` draws every map of the call on one scale, so a
+    batches traces once. The arguments are those of `CAMExplainer` (`method`,
+    `options` and any `ExplainOptions` field as a keyword: `layer=`,
+    `score=`, `output=`, `tokens=`, `aug_smooth=`, `eigen_smooth=`,
+    `batch_size=`) and of its call (`targets`, `preprocess`, `labels`,
+    `normalize`: `"probe"` draws every map of the call on one scale, so a
     weak map looks weak; see `CAMExplainer.__call__`), and `verbose`: as in
     `model.predict`, `0` silent, `1` a
     `keras.utils.Progbar` of the call's forward passes (Score-CAM and
@@ -980,20 +964,16 @@ def explain(
     ... )                                                            # doctest: +SKIP
     >>> overlays = keras_cam.overlay(images, result.heatmaps)         # doctest: +SKIP
     >>> same_scale = keras_cam.explain(model, images, normalize="probe")  # doctest: +SKIP
+    >>> second = keras_cam.explain(two_headed, images, output="age")  # doctest: +SKIP
     """
     check_offline_normalize(normalize)  # before any work
-    options = dict(
-        method=method,
-        layer=layer,
-        score=score,
-        aug_smooth=aug_smooth,
-        eigen_smooth=eigen_smooth,
-        tokens=tokens,
-    )
+    options = explain_options(options, **overrides)
     # A callable target compiles its own function: one cache entry per callable.
     own = callable(targets) and not isinstance(targets, TaskTarget)
-    key = explainer_cache.options_key(**options, targets=targets if own else None)
-    explainer = explainer_cache.cached(model, key, lambda: CAMExplainer(model, **options))
+    key = explainer_cache.options_key(
+        method=method, options=options, targets=targets if own else None
+    )
+    explainer = explainer_cache.cached(model, key, lambda: CAMExplainer(model, method, options))
     maps_per_image = top_k(targets) or 1
     count = len(images) * maps_per_image
     with progress_bar(explainer, count, resolve_verbose(verbose)):

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_cam.core.explainer import CAMExplainer, MethodSpec, Preprocess
+from keras_cam.core.options import ExplainOptions
 from keras_cam.diagnostics.metrics import rank_correlation
 
 
@@ -47,11 +48,12 @@ def sanity_check(
     images: Any,
     *,
     method: MethodSpec = "gradcam",
-    layer: str | None = None,
     randomize: str = "head",
     preprocess: Preprocess | None = None,
     seed: int = 0,
     explainer: CAMExplainer | None = None,
+    options: ExplainOptions | None = None,
+    **overrides: Any,
 ) -> float:
     """Mean rank correlation between the model's maps and those of a randomised model.
 
@@ -72,12 +74,15 @@ def sanity_check(
         model: the classifier.
         images: display images, as for `CAMExplainer`.
         method: the CAM method. Defaults to `"gradcam"`.
-        layer: the target layer. Defaults to `None` (automatic).
         randomize: `"head"` or `"all"`. Defaults to `"head"`.
         preprocess: maps display images to model input. Defaults to `None`.
         seed: seed of the re-drawn kernels. Defaults to `0`.
         explainer: an existing single-method explainer of `model` to reuse
-            (no new compilation). Defaults to `None`.
+            (no new compilation; it has its own options). Defaults to `None`.
+        options: what is explained and how (`keras_cam.ExplainOptions`),
+            for the explainer made here. Defaults to `None`: `ExplainOptions()`.
+        **overrides: any `ExplainOptions` field as a keyword (`layer=`,
+            `output=`, ...), replacing that field of `options`.
 
     Returns:
         The mean Spearman correlation in [-1, 1]; lower is better.
@@ -88,7 +93,12 @@ def sanity_check(
     0.12
     """
     if explainer is None:
-        explainer = CAMExplainer(model, method, layer=layer)
+        explainer = CAMExplainer(model, method, options, **overrides)
+    elif options is not None or overrides:
+        raise ValueError(
+            "sanity_check got an explainer and explanation options; the explainer has its "
+            "own options: pass one or the other."
+        )
     batch = explainer._prepare(np.asarray(images), "predicted", preprocess)
     before = explainer._explain(batch)[explainer.method.name]
     changes = _randomised_kernels(explainer, randomize, seed)
