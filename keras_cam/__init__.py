@@ -29,7 +29,7 @@ _EXPORTS = {
     "CAMCallback": "keras_cam.training.callback",
     "CAMExplainer": "keras_cam.core.explainer",
     "CAMGuidedModel": "keras_cam.training.guidance",
-    "CAMResult": "keras_cam.core.explainer",
+    "CAMResult": "keras_cam.core.result",
     "ExplainOptions": "keras_cam.core.options",
     "available_methods": "keras_cam.methods",
     "explain": "keras_cam.core.explainer",

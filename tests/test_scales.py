@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_cam.core.explainer import CAMResult
+from keras_cam.core.result import CAMResult
 from keras_cam.core.scales import DisplayScale, check_offline_normalize, fixed_scale, flat_maps
 
 

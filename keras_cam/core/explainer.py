@@ -1,4 +1,4 @@
-"""CAMExplainer and CAMResult: the target layer and the compiled CAM function, built once."""
+"""CAMExplainer and explain(): the target layer and the compiled CAM function, built once."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -27,6 +27,7 @@ from keras_cam.core.layers import (
 )
 from keras_cam.core.options import ExplainOptions, explain_options
 from keras_cam.core.progress import progress_bar, resolve_verbose
+from keras_cam.core.result import CAMResult, PreparedBatch, with_ranks
 from keras_cam.core.scales import OfflineScale, check_offline_normalize, fixed_scale
 from keras_cam.core.spatial import channels_last, map_axes, per_channel, resize
 from keras_cam.core.tokens import TokenLayout
@@ -40,7 +41,6 @@ from keras_cam.targets.tasks import (
     TaskTarget,
     callable_scores,
     is_multi_label,
-    rank_id,
     resolve_class_ids,
     top_k,
 )
@@ -48,60 +48,6 @@ from keras_cam.targets.tasks import (
 logger = logging.getLogger("keras_cam")
 
 Preprocess = Callable[[np.ndarray], Any]
-
-
-@dataclass(frozen=True)
-class CAMResult:
-    """The maps of one batch.
-
-    Attributes:
-        heatmaps: float32 (N, H, W) in [0, 1], resized to the images' size
-            (a 1-D model's: (N, T) at the sequences' length; a 3-D model's:
-            (N, D, H, W) at the volumes' size), each scaled from its own
-            minimum to its maximum. A map with nothing to show is all zero:
-            nothing positive, constant up to rounding, or negligible (its
-            peak below a millionth of the layer's largest activation, e.g.
-            under a saturated softmax).
-        raw: float32 (N, h, w) at the target layer's resolution, after ReLU,
-            not normalised ((N, t) or (N, d, h, w) for 1-D or 3-D models).
-        classes: int (N,) the explained class per image (the predicted class
-            when `targets` is a callable; a task target's class or output
-            index, -1 where it has none).
-        scores: float (N,) the model's output for that class: a probability
-            when the head ends in softmax/sigmoid, else the raw output. With a
-            callable or task target, the differentiated score.
-        layer: `/`-path of the explained layer, e.g. `"resnet50/conv5_block3_out"`.
-        method: name of the CAM method.
-        predicted: int (N,) the model's predicted class per image. With a
-            task target, the task's prediction (see `TaskTarget.prediction`:
-            a label map, a value, a box); with `targets="positive"`, bool
-            (N, K), the labels predicted positive.
-        confidence: float (N,) the probability of the predicted class: the
-            head's own softmax/sigmoid, or softmax over a linear head's logits
-            (sigmoid for a single unit); the raw output only when the output
-            layer is neither (e.g. a custom layer); with a task target, the
-            score.
-    """
-
-    heatmaps: np.ndarray
-    raw: np.ndarray
-    classes: np.ndarray
-    scores: np.ndarray
-    layer: str
-    method: str
-    predicted: np.ndarray
-    confidence: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """A batch ready for the compiled function: model input and class ids as tensors."""
-
-    inputs: Any
-    class_ids: Any
-    score_fn: Callable[[Any], Any] | TaskTarget | None
-    size: tuple[int, ...]
-    arrays: tuple[Any, ...] = ()
 
 
 # What one input of a model with 1, 2 or 3 spatial axes is called, and its axes.
@@ -231,34 +177,6 @@ def _looks_like_probabilities(outputs: Any, unswitched_logits: bool) -> Any:
         return ops.zeros((outputs.shape[0],), dtype="bool")
     sums_to_one = ops.abs(ops.sum(outputs, axis=-1) - 1.0) < 1e-3
     return ops.logical_and(ops.all(outputs >= 0, axis=-1), sums_to_one)
-
-
-def with_ranks(batch: _Batch, ranks: range, keep: bool = True) -> _Batch:
-    """The batch followed (or, with `keep=False`, replaced) by one copy per class rank.
-
-    Copy `r` explains each image's class of rank `r` (0 = predicted), so the
-    whole top-k view runs through the same compiled function as the batch.
-    """
-    count = int(batch.inputs.shape[0])
-    inputs = [batch.inputs] if keep else []
-    ids = [batch.class_ids] if keep else []
-    for rank in ranks:
-        inputs.append(batch.inputs)
-        ids.append(ops.convert_to_tensor(np.full(count, rank_id(rank), dtype=np.int32)))
-    return replace(batch, inputs=ops.concatenate(inputs), class_ids=ops.concatenate(ids))
-
-
-def take_images(result: CAMResult, start: int, stop: int) -> CAMResult:
-    """The part of a result that belongs to images `start:stop` of the batch."""
-    return replace(
-        result,
-        heatmaps=result.heatmaps[start:stop],
-        raw=result.raw[start:stop],
-        classes=result.classes[start:stop],
-        scores=result.scores[start:stop],
-        predicted=result.predicted[start:stop],
-        confidence=result.confidence[start:stop],
-    )
 
 
 def _by_rank(result: CAMResult, k: int) -> CAMResult:
@@ -499,7 +417,7 @@ class CAMExplainer:
         """One map per label of a multi-label head, zero where the label is not predicted."""
         return self._positive_results(self._explain(self._positive_batch(images, preprocess)))
 
-    def _positive_batch(self, images: Any, preprocess: Preprocess | None) -> _Batch:
+    def _positive_batch(self, images: Any, preprocess: Preprocess | None) -> PreparedBatch:
         """K copies of the batch, copy k explaining label k."""
         batch = self._prepare(images, "predicted", preprocess)
         labels = self._label_count()
@@ -583,7 +501,7 @@ class CAMExplainer:
 
     def _prepare(
         self, images: Any, targets: Targets, preprocess: Preprocess | None, labels: Any = None
-    ) -> _Batch:
+    ) -> PreparedBatch:
         images = np.asarray(ops.convert_to_numpy(images))
         inputs = self.model_input(images, preprocess)  # builds an unbuilt model first
         size = _display_size(images, self.spatial_rank)
@@ -605,7 +523,7 @@ class CAMExplainer:
         else:
             class_ids = resolve_class_ids(targets, len(images), self.num_classes, labels)
             score_fn = None
-        return _Batch(
+        return PreparedBatch(
             inputs=ops.convert_to_tensor(inputs),
             class_ids=ops.convert_to_tensor(class_ids),
             score_fn=score_fn,
@@ -613,7 +531,7 @@ class CAMExplainer:
             arrays=arrays,
         )
 
-    def _explain(self, batch: _Batch) -> dict[str, CAMResult]:
+    def _explain(self, batch: PreparedBatch) -> dict[str, CAMResult]:
         task = batch.score_fn if isinstance(batch.score_fn, TaskTarget) else None
         # A task target compiles once per kind and settings; its values are tensors.
         key = (task.static_key() if task else batch.score_fn, batch.size, len(batch.arrays))
@@ -670,7 +588,7 @@ class CAMExplainer:
             stacklevel=4,
         )
 
-    def _run_in_chunks(self, function: Callable[..., Any], batch: _Batch) -> tuple[Any, ...]:
+    def _run_in_chunks(self, function: Callable[..., Any], batch: PreparedBatch) -> tuple[Any, ...]:
         """Runs the compiled function on chunks of `batch_size` images, as numpy.
 
         Every chunk has the same shape (the last one repeats its last image),

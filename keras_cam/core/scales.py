@@ -25,7 +25,7 @@ import numpy as np
 from keras_cam.render.overlay import resize_maps
 
 if TYPE_CHECKING:
-    from keras_cam.core.explainer import CAMResult
+    from keras_cam.core.result import CAMResult
 
 NORMALIZE = ("image", "probe", "run")
 OfflineScale = str | float

@@ -12,7 +12,8 @@ import keras
 import numpy as np
 from PIL import Image
 
-from keras_cam.core.explainer import CAMResult, Preprocess
+from keras_cam.core.explainer import Preprocess
+from keras_cam.core.result import CAMResult
 from keras_cam.diagnostics import metrics as _metrics
 from keras_cam.render.overlay import Legend, card_pages, draw_border
 from keras_cam.sinks import log_files

@@ -13,17 +13,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_cam.core.explainer import (
-    CAMExplainer,
-    CAMResult,
-    MethodSpec,
-    Preprocess,
-    _Batch,
-    resolve_methods,
-    take_images,
-    with_ranks,
-)
+from keras_cam.core.explainer import CAMExplainer, MethodSpec, Preprocess, resolve_methods
 from keras_cam.core.layers import model_input_shape
+from keras_cam.core.result import CAMResult, PreparedBatch, take_images, with_ranks
 from keras_cam.core.scales import DisplayScale, check_normalize, flat_maps
 from keras_cam.core.tokens import TokenLayout, check_layout
 from keras_cam.diagnostics import sanity as _sanity
@@ -477,7 +469,7 @@ class CAMCallback(keras.callbacks.Callback):
         check_layout(tokens)
         self.tokens = tokens
         self._explainer: CAMExplainer | None = None
-        self._batch: _Batch | None = None
+        self._batch: PreparedBatch | None = None
         self._display: np.ndarray | None = None
         self._labels: np.ndarray | None = None
         self._writer: EventWriter | None = None  # used by the worker thread only
