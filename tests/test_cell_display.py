@@ -15,14 +15,14 @@ from keras_cam.render.cell_display import (
     sequence_cell,
     volume_cell,
 )
-from keras_cam.render.overlay import _colormap_table
+from keras_cam.render.overlay import colormap_table
 
 BAND_ROW = PLOT_HEIGHT + 2 + BAND_HEIGHT // 2
 WIDTH = SEQUENCE_SIZE[1]
 
 
 def _lut(values, colormap="jet"):
-    return _colormap_table(colormap)[(np.clip(values, 0, 1) * 255 + 0.5).astype(np.uint8)]
+    return colormap_table(colormap)[(np.clip(values, 0, 1) * 255 + 0.5).astype(np.uint8)]
 
 
 @pytest.mark.parametrize("length", [WIDTH, WIDTH // 4, 3 * WIDTH + 5])

@@ -264,7 +264,7 @@ def tape_gradcam(model: keras.Model, path: str, x: np.ndarray, classes: np.ndarr
 def test_the_automatic_layer_is_in_the_last_stage_and_at_least_2x2(built):
     for variant, model in built.models.items():
         explainer = keras_cam.CAMExplainer(model)
-        map_size = tuple(explainer._resolve().layer.output.shape[1:3])
+        map_size = tuple(explainer.resolved.layer.output.shape[1:3])
         assert map_size == built.final_map, (variant, explainer.layer, map_size)
         assert min(map_size) >= 2
         if built.name.startswith("hub:"):
@@ -345,11 +345,11 @@ def test_convnext_is_explained_at_the_output_of_its_last_stage():
         if layer.name.endswith("_layer_scale"):
             layer.set_weights([np.ones_like(w) for w in layer.get_weights()])
     explainer = keras_cam.CAMExplainer(model)
-    cut = explainer._resolve().layer
+    cut = explainer.resolved.layer
     last_block = model.get_layer("convnext_tiny_stage_3_block_2_identity")
     (node,) = cut._inbound_nodes
     assert last_block.output in node.input_tensors  # inputs + x of the last block
-    assert [layer.name for layer in explainer._resolve().head_layers] == [
+    assert [layer.name for layer in explainer.resolved.head_layers] == [
         "convnext_tiny_head_gap",
         "convnext_tiny_head_layernorm",
         "convnext_tiny_head_dense",

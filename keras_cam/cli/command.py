@@ -593,7 +593,7 @@ class _Explainer:
             self.layer = self.explainer.layer
         except ValueError as error:
             raise UsageError(str(error)) from None
-        channels_first = self.explainer._resolve().channels_first
+        channels_first = self.explainer.resolved.channels_first
         self.size = _input_size(self.model, args.size, channels_first)
         self.names = _class_names(args.class_names, self.explainer.num_classes)
         self.targets = _targets(args.targets, self.names)

@@ -27,9 +27,9 @@ from keras_cam.core.layers import (
 )
 from keras_cam.core.options import ExplainOptions, explain_options
 from keras_cam.core.progress import progress_bar, resolve_verbose
-from keras_cam.core.result import CAMResult, PreparedBatch, with_ranks
+from keras_cam.core.result import CAMResult, PreparedBatch, Resolved, with_ranks
 from keras_cam.core.scales import OfflineScale, check_offline_normalize, fixed_scale
-from keras_cam.core.spatial import channels_last, map_axes, per_channel, resize
+from keras_cam.core.spatial import float32_channels_last, map_axes, per_channel, resize
 from keras_cam.core.tokens import TokenLayout
 from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
@@ -118,14 +118,6 @@ def _to_model_input(
             f"mapping display images to model input.{hint}"
         )
     return x
-
-
-def _float32_channels_last(tensor: Any, channels_first: bool) -> Any:
-    """Methods see float32 (N, *spatial, C), whatever the model's dtype policy and layout."""
-    if tensor is None:
-        return None
-    tensor = ops.cast(tensor, "float32")
-    return channels_last(tensor) if channels_first else tensor
 
 
 _FLAT_MAP_TOLERANCE = 1e-5
@@ -272,6 +264,7 @@ class CAMExplainer:
         self.trace_count = 0
         self._compute = backend_module()
         self._split: LayerSplit | None = None
+        self._resolved: Resolved | None = None
         self._spatial_rank: int | None = None
         self._compiled: dict[Any, Callable[..., Any]] = {}
         self._probabilities_warned = False
@@ -388,34 +381,112 @@ class CAMExplainer:
             is the (N, K) mask of positive labels.
         """
         normalize = check_offline_normalize(normalize)
-        if is_multi_label(targets):
-            results = self._explain_positive(images, preprocess)
+        batch = self.prepare(images, targets, labels, preprocess)
+        maps = self._maps(batch)
+        if batch.positive_labels:
+            results = self._per_label(maps, batch.positive_labels)
+        elif batch.ranks:
+            results = {name: _by_rank(result, batch.ranks) for name, result in maps.items()}
         else:
-            results = self._explain_targets(images, targets, preprocess, labels)
+            results = maps
         results = {
             name: fixed_scale(result, normalize, self.spatial_rank)
             for name, result in results.items()
         }
         return results[self.method.name] if self._single else results
 
-    def _explain_targets(
-        self, images: Any, targets: Targets, preprocess: Preprocess | None, labels: Any
-    ) -> dict[str, CAMResult]:
+    def prepare(
+        self,
+        images: Any,
+        targets: Targets = "predicted",
+        labels: Any = None,
+        preprocess: Preprocess | None = None,
+    ) -> PreparedBatch:
+        """The batch made ready for `run`: model input, class ids and target values as tensors.
+
+        Preparing once and running many times (as `CAMCallback` does with its
+        probe at every event) skips the preprocessing and the checks.
+
+        Args:
+            images: display images, as for `__call__`.
+            targets: as for `__call__`. `"top<k>"` prepares k copies of the
+                batch (copy r explains each image's class of rank r),
+                `"positive"` K copies (copy k explains label k). Defaults to
+                `"predicted"`.
+            labels: sparse or one-hot labels, for `targets="label"`.
+            preprocess: maps `images` to model input. Defaults to `None`.
+
+        Returns:
+            A `PreparedBatch`.
+
+        Example:
+
+        >>> batch = explainer.prepare(images, "label", labels)       # doctest: +SKIP
+        >>> explainer.run(batch)["gradcam"].heatmaps.shape          # doctest: +SKIP
+        (8, 224, 224)
+        """
+        if is_multi_label(targets):
+            return self._positive_batch(images, preprocess)
         k = top_k(targets)
         if k is None:
-            return self._explain(self._prepare(images, targets, preprocess, labels))
+            return self._prepare(images, targets, preprocess, labels)
         batch = self._prepare(images, "predicted", preprocess)
         if k > self.num_classes:
             raise ValueError(
                 f"targets='top{k}' asks for more classes than the model scores "
                 f"({self.num_classes})."
             )
-        ranked = self._explain(with_ranks(batch, range(k), keep=False))
-        return {name: _by_rank(result, k) for name, result in ranked.items()}
+        return replace(with_ranks(batch, range(k), keep=False), ranks=k)
 
-    def _explain_positive(self, images: Any, preprocess: Preprocess | None) -> dict[str, CAMResult]:
-        """One map per label of a multi-label head, zero where the label is not predicted."""
-        return self._positive_results(self._explain(self._positive_batch(images, preprocess)))
+    def run(self, prepared: PreparedBatch) -> dict[str, CAMResult]:
+        """The maps of a prepared batch, one `CAMResult` per method, each image on its own scale.
+
+        Results are flat, one entry per copy in the batch (a `"top<k>"`
+        batch's k copies of N images are N·k entries, rank-major), except for
+        a `"positive"` batch: there each image's maps are the strongest of
+        its positive labels' maps at each pixel (`heatmaps` (N, H, W)), with
+        `classes` and `scores` per label (N, K) and `predicted` the (N, K)
+        mask of positive labels.
+
+        Args:
+            prepared: a batch from `prepare` of this explainer.
+
+        Returns:
+            A dict from method name to `CAMResult`.
+        """
+        results = self._maps(prepared)
+        if not prepared.positive_labels:
+            return results
+        return {
+            name: replace(result, heatmaps=result.heatmaps.max(axis=1), raw=result.raw.max(axis=1))
+            for name, result in self._per_label(results, prepared.positive_labels).items()
+        }
+
+    @property
+    def resolved(self) -> Resolved:
+        """What the explainer found in the model: layer, layout, head (builds the split once)."""
+        if self._resolved is not None:
+            return self._resolved
+        split = self._resolve()
+        try:
+            key = self._output_key()
+            units = _outputs.symbolic(self.model, key).shape[-1]
+            num_classes = None if units is None else (2 if units == 1 else int(units))
+        except (ValueError, AttributeError):  # the whole structure, or several outputs
+            key, num_classes = None, None
+        self._resolved = Resolved(
+            path=split.path,
+            layer=split.layer,
+            head_layers=tuple(split.head_layers),
+            spatial_rank=self.spatial_rank,
+            channels_first=split.channels_first,
+            head_activation=self._activation,
+            confidence_activation=self._confidence_activation,
+            output=key,
+            num_classes=num_classes,
+            passes_per_image=self._copies,
+        )
+        return self._resolved
 
     def _positive_batch(self, images: Any, preprocess: Preprocess | None) -> PreparedBatch:
         """K copies of the batch, copy k explaining label k."""
@@ -431,14 +502,15 @@ class CAMExplainer:
             batch,
             inputs=ops.concatenate([batch.inputs] * labels),
             class_ids=ops.convert_to_tensor(np.repeat(np.arange(labels, dtype=np.int32), count)),
+            positive_labels=labels,
         )
 
     def _label_count(self) -> int:
         return int(_outputs.symbolic(self.model, self._output_key()).shape[-1])
 
-    def _positive_results(self, results: dict[str, CAMResult]) -> dict[str, CAMResult]:
-        """Results of `_positive_batch` -> per-label fields (N, K, ...), negatives zeroed."""
-        labels, found = self._label_count(), {}
+    def _per_label(self, results: dict[str, CAMResult], labels: int) -> dict[str, CAMResult]:
+        """Results of a positive batch -> per-label fields (N, K, ...), negatives zeroed."""
+        found = {}
         for name, result in results.items():
             per_label = _by_rank(result, labels)
             # Each copy's score is the label's probability (or its logit without a sigmoid).
@@ -531,7 +603,7 @@ class CAMExplainer:
             arrays=arrays,
         )
 
-    def _explain(self, batch: PreparedBatch) -> dict[str, CAMResult]:
+    def _maps(self, batch: PreparedBatch) -> dict[str, CAMResult]:
         task = batch.score_fn if isinstance(batch.score_fn, TaskTarget) else None
         # A task target compiles once per kind and settings; its values are tensors.
         key = (task.static_key() if task else batch.score_fn, batch.size, len(batch.arrays))
@@ -792,8 +864,8 @@ class CAMExplainer:
                     if needs_forward
                     else None
                 )
-                activations = _float32_channels_last(activations, split.channels_first)
-                gradients = _float32_channels_last(gradients, split.channels_first)
+                activations = float32_channels_last(activations, split.channels_first)
+                gradients = float32_channels_last(gradients, split.channels_first)
                 signed = {
                     method.name: self._signed_map(
                         method, activations, gradients, item_classes, forward

@@ -178,9 +178,11 @@ def spatial_layers(model: keras.Model) -> list[str]:
 
 
 def _node_in_graph(model: keras.Model, layer: keras.layers.Layer) -> Any:
+    # Keras has no public view of a functional model's graph nodes (operations such as
+    # ConvNeXt's `inputs + x` are nodes but not layers).
     nodes = [
         node
-        for depth_nodes in model._nodes_by_depth.values()
+        for depth_nodes in model._nodes_by_depth.values()  # noqa: SLF001
         for node in depth_nodes
         if node.operation is layer
     ]
@@ -539,4 +541,5 @@ def sublayers(layer: Any) -> list[keras.layers.Layer]:
     """The layers that `layer` calls directly; none for an operation node (`inputs + x`)."""
     if not isinstance(layer, keras.layers.Layer):
         return []
-    return list(layer._flatten_layers(include_self=False, recursive=False))
+    # Keras' only way to list the layers a layer tracks, in the order it made them.
+    return list(layer._flatten_layers(include_self=False, recursive=False))  # noqa: SLF001

@@ -46,11 +46,11 @@ def planned_passes(explainer: Any, images: int) -> int:
     An image counts once per augmented copy (`aug_smooth`), and a last chunk of
     `batch_size` images is padded to full size: its padding runs too.
     """
-    split = explainer._resolve()
+    split = explainer.resolved
     shape = split.layer.output.shape
     channels = int(shape[1] if split.channels_first else shape[-1])
     chunk = min(explainer.batch_size or images, images)
-    items = -(-images // chunk) * chunk * explainer._copies
+    items = -(-images // chunk) * chunk * split.passes_per_image
     kept = [
         min(method.max_channels or channels, channels)
         for method in explainer.methods

@@ -74,6 +74,9 @@ class PreparedBatch:
             `None` for class targets.
         size: the spatial size the maps are resized to (the display images').
         arrays: a task target's per-image tensors (masks, boxes, values).
+        ranks: k for a `"top<k>"` batch of k rank-major copies, else 0.
+        positive_labels: K for a `"positive"` batch of K label-major copies
+            (copy k explains label k), else 0.
     """
 
     inputs: Any
@@ -81,6 +84,47 @@ class PreparedBatch:
     score_fn: Callable[[Any], Any] | TaskTarget | None
     size: tuple[int, ...]
     arrays: tuple[Any, ...] = ()
+    ranks: int = 0
+    positive_labels: int = 0
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a `CAMExplainer` found in its model (`CAMExplainer.resolved`).
+
+    Attributes:
+        path: `/`-path of the explained layer, e.g. `"resnet50/conv5_block3_out"`.
+        layer: the explained layer itself.
+        head_layers: the layers after it, in execution order, nested models
+            flattened.
+        spatial_rank: spatial axes of the maps: 1 (sequences), 2 (images,
+            tokens), 3 (volumes).
+        channels_first: whether the layer's activations are (N, C, ...).
+        head_activation: `"softmax"` or `"sigmoid"` where the explained
+            output ends in one (reported scores are then probabilities), else
+            `None` (logits).
+        confidence_activation: what turns the output into the reported
+            confidence (the head's own, or softmax/sigmoid over a linear
+            head), `None` where neither applies.
+        output: the key (dict key or position) of the explained output;
+            `None` where the target reads the whole structure or there are
+            several outputs and no `output=`.
+        num_classes: classes the explained output scores (a single sigmoid
+            unit scores 2); `None` where `output` is `None`.
+        passes_per_image: inputs the compiled function runs per image (6 with
+            `aug_smooth`, else 1).
+    """
+
+    path: str
+    layer: Any
+    head_layers: tuple[Any, ...]
+    spatial_rank: int
+    channels_first: bool
+    head_activation: str | None
+    confidence_activation: str | None
+    output: Any
+    num_classes: int | None
+    passes_per_image: int
 
 
 def with_ranks(batch: PreparedBatch, ranks: range, keep: bool = True) -> PreparedBatch:

@@ -41,6 +41,14 @@ def channels_last(tensor: Any) -> Any:
     return ops.transpose(tensor, (0, *range(2, rank), 1))
 
 
+def float32_channels_last(tensor: Any, channels_first: bool) -> Any:
+    """Methods see float32 (N, *spatial, C), whatever the model's dtype policy and layout."""
+    if tensor is None:
+        return None
+    tensor = ops.cast(tensor, "float32")
+    return channels_last(tensor) if channels_first else tensor
+
+
 def channels_first(tensor: Any) -> Any:
     """A channels-last tensor `(N, *spatial, C)` -> `(N, C, *spatial)`."""
     rank = len(tensor.shape)

@@ -21,7 +21,7 @@ def kernels_to_randomise(explainer: CAMExplainer, scope: str = "head") -> list[A
     """
     if scope not in ("head", "all"):
         raise ValueError(f"randomize must be 'head' or 'all', got {scope!r}.")
-    layers = explainer._resolve().head_layers if scope == "head" else explainer.model.layers
+    layers = explainer.resolved.head_layers if scope == "head" else explainer.model.layers
     variables = [v for layer in layers for v in layer.trainable_weights if len(v.shape) >= 2]
     if not variables:
         raise ValueError(
@@ -99,15 +99,17 @@ def sanity_check(
             "sanity_check got an explainer and explanation options; the explainer has its "
             "own options: pass one or the other."
         )
-    batch = explainer._prepare(np.asarray(images), "predicted", preprocess)
-    before = explainer._explain(batch)[explainer.method.name]
+    batch = explainer.prepare(np.asarray(images), preprocess=preprocess)
+    before = explainer.run(batch)[explainer.method.name]
     changes = _randomised_kernels(explainer, randomize, seed)
     saved = [(variable, keras.ops.convert_to_numpy(variable)) for variable, _ in changes]
     try:
         for variable, value in changes:
             variable.assign(value)
-        fixed = explainer._prepare(np.asarray(images), before.classes.astype(np.int32), preprocess)
-        after = explainer._explain(fixed)[explainer.method.name]
+        fixed = explainer.prepare(
+            np.asarray(images), before.classes.astype(np.int32), None, preprocess
+        )
+        after = explainer.run(fixed)[explainer.method.name]
     finally:
         for variable, value in saved:
             variable.assign(value)

@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw
 
 from keras_cam.render.overlay import (
     MIN_IMAGE_PX,
-    _font,
     colorize,
     draw_outline,
+    load_font,
     overlay,
     to_rgb_uint8,
 )
@@ -269,7 +269,7 @@ def volume_cell(
     width = 3 * PANEL + 2 * SLICE_GAP
     canvas = Image.new("RGB", (width, LABEL_HEIGHT + PANEL), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = _font(12)
+    font = load_font(12)
     for k, (picture, axis, index) in enumerate(zip(pictures, SLICE_AXES, peak, strict=True)):
         left = k * (PANEL + SLICE_GAP)
         draw.text((left + 1, 0), f"{axis}={index}", fill=(0, 0, 0), font=font)

@@ -26,10 +26,10 @@ from keras_cam.render.overlay import (
     CARD_BOX,
     MIN_IMAGE_PX,
     MIN_TEXT_PX,
-    _fit_text,
-    _font,
-    _gradient_strip,
-    _wrap,
+    fit_text,
+    gradient_strip,
+    load_font,
+    wrap_text,
 )
 
 
@@ -139,7 +139,7 @@ def compare_pages(
 
     @functools.cache
     def table(font_size: int, header_lines: int, with_original: bool) -> _Table:
-        font = _font(font_size)
+        font = load_font(font_size)
         columns = tuple(
             max(
                 cell_w,
@@ -199,7 +199,7 @@ def _draw_page(
     page_rows: int,
     colormap: str,
 ) -> np.ndarray:
-    pad, line_h, font = layout.pad, layout.line_h, _font(layout.font_size)
+    pad, line_h, font = layout.pad, layout.line_h, load_font(layout.font_size)
     canvas = Image.new("RGB", (layout.width, layout.height(page_rows)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     lefts = np.cumsum([2 * pad + layout.caption_w, *(w + pad for w in layout.column_w)])[:-1]
@@ -207,11 +207,11 @@ def _draw_page(
     legend_y = (layout.header_lines - 1) * line_h
     zero_w = math.ceil(draw.textlength("0", font=font)) + 3
     draw.text((pad, legend_y - pad), "0", fill=(0, 0, 0), font=font)
-    gradient = _gradient_strip(colormap, layout.caption_w - zero_w - 2 * pad, layout.font_size)
+    gradient = gradient_strip(colormap, layout.caption_w - zero_w - 2 * pad, layout.font_size)
     canvas.paste(gradient, (pad + zero_w, legend_y + 1))
     for left, width, head in zip(lefts, layout.column_w, headers, strict=True):
         for line, text in enumerate(head):
-            text = _fit_text(draw, text, font, width)
+            text = fit_text(draw, text, font, width)
             draw.text((left, line * line_h - pad), text, fill=(0, 0, 0), font=font)
     lines = max(1, layout.cell_h // line_h)
     for r, (cells, caption) in enumerate(zip(rows, captions, strict=True)):
@@ -228,7 +228,9 @@ def _draw_page(
 
 def _caption_lines(draw: ImageDraw.ImageDraw, caption: str, font, width: int, lines: int):
     """`caption` in at most `lines` lines of `width` px, a new line at each " · " part."""
-    out = [text for part in caption.split(" · ") for text in _wrap(draw, part, font, width, lines)]
+    out = [
+        text for part in caption.split(" · ") for text in wrap_text(draw, part, font, width, lines)
+    ]
     if len(out) > lines:
-        out = [*out[: lines - 1], _fit_text(draw, " ".join(out[lines - 1 :]), font, width)]
+        out = [*out[: lines - 1], fit_text(draw, " ".join(out[lines - 1 :]), font, width)]
     return out

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 
 @functools.lru_cache(maxsize=16)
-def _colormap_table(name: str) -> np.ndarray:
+def colormap_table(name: str) -> np.ndarray:
     """A 256-entry uint8 RGB table: one lookup per pixel instead of a float colormap call."""
     try:
         colormap = matplotlib.colormaps[name]
@@ -70,7 +70,7 @@ def resize_maps(maps: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
 def colorize(heatmaps: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """Maps heatmaps in [0, 1] (N, H, W) to uint8 RGB (N, H, W, 3); NaN counts as 0."""
     heatmaps = np.clip(np.nan_to_num(np.asarray(heatmaps, dtype=np.float32)), 0.0, 1.0)
-    return _colormap_table(colormap)[(heatmaps * 255.0 + 0.5).astype(np.uint8)]
+    return colormap_table(colormap)[(heatmaps * 255.0 + 0.5).astype(np.uint8)]
 
 
 def overlay(
@@ -154,7 +154,8 @@ MIN_IMAGE_PX = 64
 
 
 @functools.lru_cache(maxsize=64)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """PIL's default font at `size` pixels (scalable, no font file needed)."""
     return ImageFont.load_default(size=size)
 
 
@@ -328,7 +329,7 @@ def card_pages(
     def header_lines(font_size: int) -> int:
         if headers is None:
             return 0
-        font, draw = _font(font_size), ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        font, draw = load_font(font_size), ImageDraw.Draw(Image.new("RGB", (1, 1)))
         return 1 + any(draw.textlength(header, font=font) > cell_w for header in headers)
 
     def smallest_readable_font(columns: int, rows: int) -> tuple[_Layout, float]:
@@ -384,12 +385,12 @@ def _draw(
     grid_rows: int,
     legend: Legend = None,
 ) -> np.ndarray:
-    pad, font = layout.pad, _font(layout.font_size)
+    pad, font = layout.pad, load_font(layout.font_size)
     canvas = Image.new("RGB", (layout.width, layout.height(grid_rows)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for k, header in enumerate(headers or ()):
         left = pad + k * (layout.cell_w + pad)
-        for line, text in enumerate(_wrap(draw, header, font, layout.cell_w, layout.headers)):
+        for line, text in enumerate(wrap_text(draw, header, font, layout.cell_w, layout.headers)):
             draw.text((left, 3 + line * layout.line_h), text, fill=(0, 0, 0), font=font)
     for index, (group, caption) in enumerate(zip(rows, captions, strict=True)):
         top = layout.header_h + (index // layout.columns) * layout.row_h + pad
@@ -399,7 +400,7 @@ def _draw(
                 (layout.cell_w, layout.cell_h), Image.Resampling.NEAREST
             )
             canvas.paste(tile, (left + k * (layout.cell_w + pad), top))
-        for line, text in enumerate(_wrap(draw, caption, font, layout.group_w, layout.lines)):
+        for line, text in enumerate(wrap_text(draw, caption, font, layout.group_w, layout.lines)):
             y = top + layout.cell_h + 3 + line * layout.line_h
             draw.text((left, y), text, fill=(0, 0, 0), font=font)
     if legend is not None:
@@ -408,9 +409,9 @@ def _draw(
     return np.asarray(canvas)
 
 
-def _gradient_strip(colormap: str, width: int, height: int) -> Image.Image:
+def gradient_strip(colormap: str, width: int, height: int) -> Image.Image:
     """The colormap from 0 (left) to 1 (right) as a `width`×`height` image."""
-    table = _colormap_table(colormap)[np.linspace(0, 255, width).round().astype(int)]
+    table = colormap_table(colormap)[np.linspace(0, 255, width).round().astype(int)]
     return Image.fromarray(np.repeat(table[None], height, axis=0))
 
 
@@ -419,20 +420,20 @@ def _draw_colour_bar(
 ) -> None:
     """`low` [colour gradient] `high` from x0 to x1 on one text line starting at y."""
     x0, y, x1 = box
-    draw, font = ImageDraw.Draw(canvas), _font(font_size)
+    draw, font = ImageDraw.Draw(canvas), load_font(font_size)
     low_w = math.ceil(draw.textlength(bar.low, font=font)) + 4
     high = f"{bar.high} ({bar.note})" if bar.note else bar.high
     if draw.textlength(high, font=font) + low_w + 4 > (x1 - x0) / 2:
         high = bar.high
     high_w = math.ceil(draw.textlength(high, font=font)) + 4
     left, gradient_w = x0 + low_w + 1, max(8, x1 - x0 - low_w - high_w - 2)
-    canvas.paste(_gradient_strip(bar.colormap, gradient_w, font_size), (left, y + 1))
+    canvas.paste(gradient_strip(bar.colormap, gradient_w, font_size), (left, y + 1))
     draw.rectangle((left - 1, y, left + gradient_w, y + font_size + 1), outline=(0, 0, 0))
     draw.text((x0, y), bar.low, fill=(0, 0, 0), font=font)
     draw.text((x1 - draw.textlength(high, font=font), y), high, fill=(0, 0, 0), font=font)
 
 
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int = 2) -> list[str]:
+def wrap_text(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int = 2) -> list[str]:
     """Breaks `text` at spaces into at most `lines` lines of `width` pixels (then an ellipsis)."""
     out = [""]
     for word in text.split(" "):
@@ -441,10 +442,10 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, lines: int = 2
             out.append(word)
         else:
             out[-1] = candidate
-    return [_fit_text(draw, line, font, width) for line in out]
+    return [fit_text(draw, line, font, width) for line in out]
 
 
-def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     """Shortens `text` with an ellipsis until it fits in `width` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text

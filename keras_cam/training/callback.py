@@ -33,9 +33,9 @@ from keras_cam.render.cell_display import overlay_pictures, probe_pictures, read
 from keras_cam.render.compare_table import compare_pages
 from keras_cam.render.overlay import (
     ColourBar,
-    _colormap_table,
     captioned_grid,
     card_pages,
+    colormap_table,
     to_rgb_uint8,
 )
 from keras_cam.sinks.log_files import check_log_dir
@@ -428,7 +428,7 @@ class CAMCallback(keras.callbacks.Callback):
             )
         self.display = display
         self.methods = resolve_methods(method)
-        _colormap_table(colormap)
+        colormap_table(colormap)
         self.probe = probe
         self.log_dir = os.fspath(log_dir)
         check_log_dir(self.log_dir)
@@ -516,9 +516,9 @@ class CAMCallback(keras.callbacks.Callback):
             images, labels = take_probe(self.probe, self.probe_size, _image_shape(model))
             explainer = self._explainer
             if is_multi_label(self.targets):
-                batch = explainer._positive_batch(images, self.preprocess)
+                batch = explainer.prepare(images, self.targets, preprocess=self.preprocess)
             else:
-                batch = explainer._prepare(images, self.targets, self.preprocess, labels)
+                batch = explainer.prepare(images, self.targets, labels, self.preprocess)
             self._images = images
             rank = explainer.spatial_rank  # 1, 2, 3: sequences, images, volumes
             # Sequence and volume cells scale each sample to its own range.
@@ -704,17 +704,8 @@ class CAMCallback(keras.callbacks.Callback):
                 self._failing = False
 
     def _explained(self) -> dict[str, CAMResult]:
-        results = self._explainer._explain(self._batch)
-        if is_multi_label(self.targets):
-            # The grid shows where all of an image's positive labels look: the
-            # strongest of their maps at each pixel.
-            results = {
-                name: replace(
-                    result, heatmaps=result.heatmaps.max(axis=1), raw=result.raw.max(axis=1)
-                )
-                for name, result in self._explainer._positive_results(results).items()
-            }
-        return results
+        # A "positive" batch's maps are the strongest of each image's positive labels.
+        return self._explainer.run(self._batch)
 
     def _fail(self, error: Exception, when: str) -> None:
         """Warns once per run of consecutive failures (raises with `strict=True`)."""
@@ -932,7 +923,7 @@ class CAMCallback(keras.callbacks.Callback):
         ranks = [take_images(combined, count * (r + 1), count * (r + 2)) for r in range(k)]
         groups, captions = [], []
         # Scores are the head's probabilities where it has a softmax/sigmoid, else logits.
-        label = "logit " if self._explainer._activation is None else "p="
+        label = "logit " if self._explainer.resolved.head_activation is None else "p="
         for i, image in enumerate(self._display[: self.max_images]):
             groups.append([image])
             captions.append(self._title(i))
@@ -965,7 +956,7 @@ class CAMCallback(keras.callbacks.Callback):
         if self._labels is not None:
             parts.append(f"true {self._name(int(self._labels[i]))}")
         confidence = f"{result.confidence[i]:.2f}"
-        if self._explainer._confidence_activation is not None:
+        if self._explainer.resolved.confidence_activation is not None:
             confidence = f"p={confidence}"
         parts.append(f"pred {self._name(int(result.predicted[i]))} {confidence}")
         if result.classes[i] != result.predicted[i] and result.classes[i] >= 0:

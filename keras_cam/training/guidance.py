@@ -45,9 +45,8 @@ from keras import ops
 
 from keras_cam.compute import backend_module
 from keras_cam.core import scores as _scores
-from keras_cam.core.explainer import _float32_channels_last
 from keras_cam.core.layers import split_model
-from keras_cam.core.spatial import map_axes, spatial_axes
+from keras_cam.core.spatial import float32_channels_last, map_axes, spatial_axes
 
 IMAGES = "images"
 MASKS = "masks"
@@ -218,8 +217,8 @@ class CAMGuidedModel(keras.Model):
                 lambda outputs: _scores.class_scores(ops.cast(outputs, "float32"), classes),
             )
         outside = energy_outside_mask(
-            _float32_channels_last(activations, split.channels_first),
-            _float32_channels_last(gradients, split.channels_first),
+            float32_channels_last(activations, split.channels_first),
+            float32_channels_last(gradients, split.channels_first),
             masks,
         )
         axes = tuple(range(1, len(masks.shape)))
