@@ -7,13 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from keras_cam.render import overlay
 from keras_cam.render.overlay import (
     ColourBar,
     captioned_grid,
     card_pages,
     colorize,
     draw_border,
+    overlay,
     resize_maps,
     to_rgb_uint8,
 )

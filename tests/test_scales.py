@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from keras_cam.core.result import CAMResult
-from keras_cam.core.scales import DisplayScale, check_offline_normalize, fixed_scale, flat_maps
+from keras_cam.core.scales import check_offline_normalize, fixed_scale, flat_maps
+from keras_cam.render.display_scale import DisplayScale
 
 
 def result(raw, flat=()):

@@ -469,3 +469,29 @@ def test_marks_drawn_on_the_grid():
     assert boxed.sum() == 2 * 4 + 2 * 3
     iou = T.mean_iou(np.array([[0, 1], [1, 1]]), np.array([[0, 1], [0, 1]]))
     assert iou == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_task_targets_return_their_marks_as_data_and_render_draws_them():
+    from keras_cam.render.overlay import draw_marks
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    overlaid = np.full((8, 8, 3), 100, np.uint8)
+    prediction = np.zeros((4, 4), np.int64)
+    prediction[1:3, 1:3] = 2  # the class's segment: pixels 2..5 at 8x8
+    marks = T.segmentation(2).marks(0, prediction)
+    np.testing.assert_array_equal(marks.outline, prediction == 2)
+    assert marks.box is None
+    drawn, same = draw_marks(image, overlaid, marks)
+    assert same is overlaid
+    ring = np.zeros((8, 8), bool)
+    ring[2:6, 2:6], ring[3:5, 3:5] = True, False
+    np.testing.assert_array_equal(drawn.any(axis=-1), ring)
+    boxes = np.array([[1.0, 2.0, 5.0, 7.0], [0.0, 0.0, 3.0, 3.0]])
+    marks = T.detection(boxes, 0, grid_anchors()).marks(1, None)
+    assert (marks.outline, marks.box) == (None, (0.0, 0.0, 3.0, 3.0))
+    same, boxed = draw_marks(image, overlaid, marks)
+    assert same is image
+    edge = np.zeros((8, 8), bool)
+    edge[0:3, 0:3], edge[1:2, 1:2] = True, False
+    np.testing.assert_array_equal(boxed[..., 0] == 255, edge)
+    assert T.output().marks(0, 1.0) == T.Marks()

@@ -1,17 +1,12 @@
-"""Which map values get the full colour: per image, per probe, or fixed across the run.
+"""Which map values get the full colour offline: `explain(normalize=...)`.
 
 `CAMResult.heatmaps` scales every map to its own maximum, so a map a
-thousand times weaker than its neighbour looks just as hot. The callback
-draws with a `DisplayScale` instead: `"probe"` divides the raw maps of one
-event by the largest of them, `"run"` by the largest seen so far in the run,
-so a map that fades over training fades on screen. A map with nothing to
-show (all-zero heatmap: flat, or negligible next to the layer's activations)
-stays zero under every scale and never sets the scale.
-
-Offline, `explain(normalize=...)` applies the same scales to
-`CAMResult.heatmaps` with `fixed_scale`: `"probe"` is one scale for the maps
-of the call, and a number is a scale fixed across calls (there is no run to
-take a running maximum over).
+thousand times weaker than its neighbour looks just as hot. `fixed_scale`
+applies one scale instead: `"probe"` for the maps of the call, a number for a
+scale fixed across calls. A map with nothing to show (all-zero heatmap: flat,
+or negligible next to the layer's activations) stays zero under every scale
+and never sets the scale. The callback's scales, event after event, are
+`keras_cam.render.display_scale.DisplayScale`.
 """
 
 from __future__ import annotations
@@ -21,25 +16,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from keras import ops
 
-from keras_cam.render.overlay import resize_maps
+from keras_cam.core.spatial import resize
 
 if TYPE_CHECKING:
     from keras_cam.core.result import CAMResult
 
-NORMALIZE = ("image", "probe", "run")
 OfflineScale = str | float
-
-
-def check_normalize(normalize: str) -> str:
-    """`normalize` if it names a scale, else a ValueError saying which exist."""
-    if normalize not in NORMALIZE:
-        raise ValueError(
-            f"normalize must be one of {', '.join(map(repr, NORMALIZE))}, got {normalize!r}: "
-            f"'image' scales each map to its own maximum, 'probe' all maps of an event to "
-            f"their common maximum, 'run' to the largest value seen so far in training."
-        )
-    return normalize
 
 
 def check_offline_normalize(normalize: OfflineScale) -> OfflineScale:
@@ -86,8 +70,9 @@ def _shown_raw(result: CAMResult, rank: int) -> np.ndarray:
 def _resized(raw: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """Raw maps (..., *spatial) resized to `size` over their last len(size) axes."""
     rank = len(size)
-    resized = resize_maps(raw.reshape(-1, *raw.shape[-rank:]), tuple(size))
-    return resized.reshape(*raw.shape[:-rank], *size)
+    # The explainer's own resize: the heatmaps were upsampled with it, on this thread.
+    resized = ops.convert_to_numpy(resize(raw.reshape(-1, *raw.shape[-rank:]), tuple(size)))
+    return np.asarray(resized, dtype=np.float32).reshape(*raw.shape[:-rank], *size)
 
 
 def fixed_scale(result: CAMResult, normalize: OfflineScale, rank: int) -> CAMResult:
@@ -114,36 +99,3 @@ def fixed_scale(result: CAMResult, normalize: OfflineScale, rank: int) -> CAMRes
     shown = _resized(raw, result.heatmaps.shape[-rank:])
     heatmaps = np.clip(shown / peak, 0.0, 1.0) if peak > 0 else np.zeros_like(shown)
     return replace(result, heatmaps=heatmaps.astype(np.float32))
-
-
-class DisplayScale:
-    """Turns one method's maps into display maps in [0, 1], event after event.
-
-    Args:
-        normalize: `"image"` (each map to its own range, as
-            `CAMResult.heatmaps`), `"probe"` (the raw maps of the event
-            divided by their largest value) or `"run"` (divided by the
-            largest raw value of any event so far).
-
-    Example:
-
-    >>> scale = DisplayScale("run")                                   # doctest: +SKIP
-    >>> maps, top = scale(result)  # top: the raw value at full colour  # doctest: +SKIP
-    """
-
-    def __init__(self, normalize: str) -> None:
-        self.normalize = check_normalize(normalize)
-        self.peak = 0.0
-
-    def __call__(self, result: CAMResult) -> tuple[np.ndarray, float | None]:
-        """The display maps (N, h, w) and the raw value at full colour (None: per image)."""
-        if self.normalize == "image":
-            return result.heatmaps, None
-        raw = _shown_raw(result, result.raw.ndim - 1)
-        peak = float(raw.max(initial=0.0))
-        if self.normalize == "run":
-            self.peak = peak = max(self.peak, peak)
-        if raw.ndim != 3:  # sequence and volume cells are drawn at the heatmaps' size
-            # (image overlays resize their maps themselves).
-            raw = resize_maps(raw, result.heatmaps.shape[1:])
-        return raw / peak if peak > 0 else raw, peak

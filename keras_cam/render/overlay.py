@@ -6,6 +6,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -134,6 +135,18 @@ def draw_box(image: np.ndarray, box: Sequence[float], color=(255, 255, 255)) -> 
     x0, y0, x1, y1 = (float(v) for v in box)
     ImageDraw.Draw(canvas).rectangle((x0, y0, x1 - 1, y1 - 1), outline=tuple(color))
     return np.asarray(canvas)
+
+
+def draw_marks(image: np.ndarray, overlaid: np.ndarray, marks: Any) -> tuple[np.ndarray, ...]:
+    """`image` and its overlay with a task target's `Marks` drawn on (`targets.tasks.Marks`).
+
+    The outline (a mask's boundary) goes on the image, the box on the overlay.
+    """
+    if marks.outline is not None:
+        image = draw_outline(image, marks.outline)
+    if marks.box is not None:
+        overlaid = draw_box(overlaid, marks.box)
+    return image, overlaid
 
 
 def draw_border(image: np.ndarray, color: Sequence[int], width: int = 3) -> np.ndarray:

@@ -9,6 +9,7 @@ Example:
 from keras_cam.targets.tasks import (
     MULTI_LABEL,
     DetectionTarget,
+    Marks,
     OutputTarget,
     SegmentationTarget,
     SimilarityTarget,
@@ -22,6 +23,7 @@ from keras_cam.targets.tasks import (
 __all__ = [
     "MULTI_LABEL",
     "DetectionTarget",
+    "Marks",
     "OutputTarget",
     "SegmentationTarget",
     "SimilarityTarget",

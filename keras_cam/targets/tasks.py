@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from keras import ops
 
-from keras_cam.render.overlay import draw_box, draw_outline
-
 PREDICTED = -1
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What a task target marks on one image's pictures, as data (`render` draws it).
+
+    Attributes:
+        outline: a boolean mask (any size, scaled nearest to the image) whose
+            boundary is drawn on the image, e.g. the predicted segment.
+            Defaults to `None`.
+        box: `(x0, y0, x1, y1)` in pixels, drawn on the overlay, e.g. the
+            explained detection. Defaults to `None`.
+    """
+
+    outline: np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None
 
 
 def rank_id(rank: int) -> int:
@@ -218,11 +233,9 @@ class TaskTarget:
         """A short caption of one image: its prediction for this task (and label, if any)."""
         return f"{self!r} {score:.2f}"
 
-    def draw(
-        self, index: int, image: np.ndarray, overlaid: np.ndarray, prediction: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The image and its overlay as the callback's grid shows them (marks drawn on)."""
-        return image, overlaid
+    def marks(self, index: int, prediction: Any) -> Marks:
+        """What the callback's grid marks on image `index` given its `prediction`: nothing."""
+        return Marks()
 
 
 class SegmentationTarget(TaskTarget):
@@ -289,9 +302,9 @@ class SegmentationTarget(TaskTarget):
     def has_region(self) -> bool:
         return self.region is not None
 
-    def draw(self, index, image, overlaid, prediction):
+    def marks(self, index: int, prediction: Any) -> Marks:
         """The outline of the pixels predicted as the class, on the image."""
-        return draw_outline(image, prediction == self.class_id), overlaid
+        return Marks(outline=np.asarray(prediction) == self.class_id)
 
     def _class_mask(self, outputs: Any, class_ids: Any, are_logits: bool) -> Any:
         if outputs.shape[-1] == 1:
@@ -564,10 +577,10 @@ class DetectionTarget(TaskTarget):
 
     has_region = True
 
-    def draw(self, index, image, overlaid, prediction):
+    def marks(self, index: int, prediction: Any) -> Marks:
         """The explained box, on the overlay."""
         box = self.boxes if self.boxes.ndim == 1 else self.boxes[index]
-        return image, draw_box(overlaid, box)
+        return Marks(box=tuple(float(v) for v in box))
 
     def caption(self, prediction: Any, score: float, label: Any, name: str) -> str:
         x0, y0, x1, y1, probability = (float(v) for v in prediction)

@@ -16,7 +16,7 @@ import numpy as np
 from keras_cam.core.explainer import CAMExplainer, MethodSpec, Preprocess, resolve_methods
 from keras_cam.core.layers import model_input_shape
 from keras_cam.core.result import CAMResult, PreparedBatch, take_images, with_ranks
-from keras_cam.core.scales import DisplayScale, check_normalize, flat_maps
+from keras_cam.core.scales import flat_maps
 from keras_cam.core.tokens import TokenLayout, check_layout
 from keras_cam.diagnostics import sanity as _sanity
 from keras_cam.diagnostics.alarms import Alarm
@@ -31,11 +31,13 @@ from keras_cam.diagnostics.tracking import (
 )
 from keras_cam.render.cell_display import overlay_pictures, probe_pictures, readable_px
 from keras_cam.render.compare_table import compare_pages
+from keras_cam.render.display_scale import DisplayScale, check_normalize
 from keras_cam.render.overlay import (
     ColourBar,
     captioned_grid,
     card_pages,
     colormap_table,
+    draw_marks,
     to_rgb_uint8,
 )
 from keras_cam.sinks.log_files import check_log_dir
@@ -795,7 +797,7 @@ class CAMCallback(keras.callbacks.Callback):
                 pairs = list(zip(display, overlays, strict=True))
                 if isinstance(self.targets, TaskTarget):
                     pairs = [
-                        self.targets.draw(i, image, overlaid, result.predicted[i])
+                        draw_marks(image, overlaid, self.targets.marks(i, result.predicted[i]))
                         for i, (image, overlaid) in enumerate(pairs)
                     ]
                 pages = card_pages(
