@@ -42,6 +42,7 @@ from keras_cam.cli.image_files import (
     find_images,
     load_image,
 )
+from keras_cam.diagnostics import registry
 from keras_cam.render.contact_sheet import SheetRow, contact_sheet_html
 
 logger = logging.getLogger("keras_cam.cli.command")
@@ -70,8 +71,9 @@ PREPROCESSING = (
 )
 """`--preprocess` names: `none`, `scale` (÷255) and the `keras.applications` modules."""
 
-METRICS = ("focus", "average_drop", "increase_in_confidence", "deletion", "insertion")
 DEFAULT_METRICS = ("focus", "average_drop", "increase_in_confidence")
+# The metrics of one folder of images: those that need no masks, labels or earlier event.
+_OFFLINE = ("masks", "labels", "previous")
 
 # The files this command writes into --out; --overwrite removes these and nothing else.
 OUTPUTS = ("overlays", "images", "results.csv", "index.html", "skipped.txt")
@@ -296,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         default=",".join(DEFAULT_METRICS),
         metavar="NAME[,NAME...]",
-        help=f"per-map metrics in results.csv, from {', '.join(METRICS)}, or 'none'. "
+        help=f"per-map metrics in results.csv, from "
+        f"{', '.join(registry.metric_names(without=_OFFLINE))}, or 'none'. "
         "average_drop and increase_in_confidence cost 2 forward passes of the batch "
         "each, deletion and insertion 18",
     )
@@ -326,10 +329,11 @@ def _methods(values: Sequence[str] | None) -> list[str]:
 
 def _metrics(text: str) -> list[str]:
     names = [] if text.strip().lower() == "none" else _comma_list(text)
-    unknown = [name for name in names if name not in METRICS]
+    available = registry.metric_names(without=_OFFLINE)
+    unknown = [name for name in names if name not in available]
     if unknown:
         raise UsageError(
-            f"Unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)} or 'none'."
+            f"Unknown metric(s) {', '.join(unknown)}; choose from {', '.join(available)} or 'none'."
         )
     return names
 
@@ -519,29 +523,15 @@ def _per_image_metrics(
     classes: np.ndarray,
     preprocess: Callable[[np.ndarray], Any] | None,
 ) -> dict[str, np.ndarray]:
-    from keras_cam.diagnostics import metrics
-
-    functions = {
-        "average_drop": metrics.average_drop,
-        "increase_in_confidence": metrics.increase_in_confidence,
-        "deletion": metrics.deletion_auc,
-        "insertion": metrics.insertion_auc,
-    }
-    values = {}
-    for name in names:
-        if name == "focus":
-            values[name] = metrics.focus(heatmaps, per_image=True)
-        else:
-            values[name] = functions[name](
-                model,
-                images,
-                heatmaps,
-                classes,
-                preprocess=preprocess,
-                batch_size=len(images),
-                per_image=True,
-            )
-    return values
+    inputs = registry.MetricInputs(
+        maps=heatmaps,
+        classes=classes,
+        model=model,
+        images=images,
+        preprocess=preprocess,
+        batch_size=len(images),
+    )
+    return {name: registry.get_metric(name).compute(inputs) for name in names}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from keras_cam.diagnostics import registry
+
 
 @dataclass
 class Alarm:
@@ -61,6 +63,7 @@ class Alarm:
                 f"Alarm({self.metric!r}) needs exactly one threshold: below= or above=, "
                 f"got below={self.below!r}, above={self.above!r}."
             )
+        registry.get_metric(self.metric)  # an unknown metric names those that exist
         if not isinstance(self.events, (int, np.integer)) or self.events < 1:
             raise ValueError(f"Alarm events must be an integer >= 1, got {self.events!r}.")
 

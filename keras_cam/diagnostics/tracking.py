@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -14,50 +14,65 @@ from PIL import Image
 
 from keras_cam.core.explainer import Preprocess
 from keras_cam.core.result import CAMResult
-from keras_cam.diagnostics import metrics as _metrics
+from keras_cam.diagnostics import registry
 from keras_cam.render.overlay import Legend, card_pages, draw_border
 from keras_cam.sinks import log_files
 
-MASK_METRICS = ("pointing_game", "energy_in_mask")
-FORWARD_METRICS = ("deletion", "insertion", "average_drop", "increase_in_confidence")
-METRICS = ("drift", "focus", *MASK_METRICS, *FORWARD_METRICS)
 
-# Which end of each metric means attention went wrong, for the galleries of worst
-# cases. `focus` has no bad end (a shortcut and a sharp object map are both focused).
-WORSE_WHEN_HIGHER = {
-    "drift": True,
-    "pointing_game": False,
-    "energy_in_mask": False,
-    "deletion": True,  # a faithful map makes the score fall fast: a low AUC
-    "insertion": False,
-    "average_drop": True,
-    "increase_in_confidence": False,
-}
+class _WorseWhenHigher(Mapping):
+    """Metric name -> whether higher is worse, for metrics with a bad end (the galleries').
 
-_FORWARD_FUNCTIONS = {
-    "deletion": _metrics.deletion_auc,
-    "insertion": _metrics.insertion_auc,
-    "average_drop": _metrics.average_drop,
-    "increase_in_confidence": _metrics.increase_in_confidence,
-}
+    A live view of the registry: a metric registered later is in it too.
+    """
+
+    def _table(self) -> dict[str, bool]:
+        return {
+            name: metric.worse_when == "higher"
+            for name, metric in registry.METRICS.items()
+            if metric.worse_when is not None
+        }
+
+    def __getitem__(self, name: str) -> bool:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
 
 
-def check_metrics(names: Sequence[str], has_masks: bool) -> tuple[str, ...]:
+WORSE_WHEN_HIGHER: Mapping[str, bool] = _WorseWhenHigher()
+"""Which end of each metric means attention went wrong; `focus` has no bad end (a shortcut
+and a sharp object map are both focused)."""
+
+
+def check_metrics(
+    names: Sequence[str], has_masks: bool, has_labels: bool = False
+) -> tuple[str, ...]:
     """The metric names to log, in order; the mask metrics are added when masks are given."""
     if isinstance(names, str):
         names = (names,)
-    unknown = [name for name in names if name not in METRICS]
+    unknown = [name for name in names if name not in registry.METRICS]
     if unknown:
-        raise ValueError(f"Unknown metrics {unknown}; available: {', '.join(METRICS)}.")
-    needing_masks = [name for name in names if name in MASK_METRICS]
-    if needing_masks and not has_masks:
         raise ValueError(
-            f"Metrics {needing_masks} need the objects' masks: pass probe_masks=, one "
-            f"(H, W) boolean mask per probe image."
+            f"Unknown metrics {unknown}; available: {', '.join(registry.METRICS)} (add one "
+            f"with keras_cam.diagnostics.registry.register_metric)."
         )
+    for need, has, remedy in (
+        ("masks", has_masks, "pass probe_masks=, one (H, W) boolean mask per probe image"),
+        ("labels", has_labels, "give the probe with its labels, (images, labels)"),
+    ):
+        needing = [name for name in names if need in registry.METRICS[name].needs]
+        if needing and not has:
+            raise ValueError(f"Metrics {needing} need the objects' {need}: {remedy}.")
     chosen = list(dict.fromkeys(names))
     if has_masks:
-        chosen += [name for name in MASK_METRICS if name not in chosen]
+        chosen += [
+            name
+            for name, metric in registry.METRICS.items()
+            if metric.needs == ("masks",) and name not in chosen
+        ]
     return tuple(chosen)
 
 
@@ -121,9 +136,16 @@ class ProbeMetrics:
     scalar).
     """
 
-    def __init__(self, names: tuple[str, ...], masks: np.ndarray | None, csv_path: str) -> None:
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        masks: np.ndarray | None,
+        csv_path: str,
+        labels: np.ndarray | None = None,
+    ) -> None:
         self.names = names
         self.masks = masks
+        self.labels = labels
         self.header = ["step", "method", "image", *names]
         self.csv_path = csv_file_for(csv_path, self.header)
         self._previous: dict[str, np.ndarray] = {}
@@ -138,21 +160,22 @@ class ProbeMetrics:
     ) -> dict[str, np.ndarray]:
         """Per-image values (N,) of every metric that has one at this event."""
         maps = result.heatmaps
+        inputs = registry.MetricInputs(
+            maps=maps,
+            classes=result.classes,
+            model=model,
+            images=images,
+            preprocess=preprocess,
+            masks=self.masks,
+            labels=self.labels,
+            previous=self._previous.get(method),
+        )
         found: dict[str, np.ndarray] = {}
         for name in self.names:
-            if name == "drift":
-                if method in self._previous:
-                    found[name] = _metrics.drift(self._previous[method], maps, per_image=True)
-            elif name == "focus":
-                found[name] = _metrics.focus(maps, per_image=True)
-            elif name == "pointing_game":
-                found[name] = _metrics.pointing_game(maps, self.masks, per_image=True)
-            elif name == "energy_in_mask":
-                found[name] = _metrics.energy_in_mask(maps, self.masks, per_image=True)
-            else:
-                found[name] = _FORWARD_FUNCTIONS[name](
-                    model, images, maps, result.classes, preprocess=preprocess, per_image=True
-                )
+            metric = registry.get_metric(name)
+            if "previous" in metric.needs and inputs.previous is None:
+                continue  # no value at the first event
+            found[name] = metric.compute(inputs)
         self._previous[method] = maps.copy()
         return found
 

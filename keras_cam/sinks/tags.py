@@ -13,51 +13,13 @@ from collections.abc import Sequence
 
 from tensorboard.plugins.custom_scalar import layout_pb2
 
-METRICS = {
+from keras_cam.diagnostics import registry
+
+_SCALARS = {
     "mean_score": (
         "mean score",
         "Mean over the probe images of the explained score: the logit of the explained class "
         "(score='logit', the default) or its probability (score='probability').",
-    ),
-    "drift": (
-        "attention drift",
-        "1 − Pearson correlation between each probe image's map and the same method's map at "
-        "the previous event, averaged over the probe: 0 = where the model looks did not "
-        "change, 1 = unrelated, 2 = inverted. It settles towards 0 as training converges.",
-    ),
-    "focus": (
-        "attention spread (focus)",
-        "Normalised entropy of each map read as a distribution over its pixels, averaged over "
-        "the probe: 0 = all on one pixel, 1 = spread evenly (or nothing to show). Neither end "
-        "is good in itself: compare with what the object covers.",
-    ),
-    "pointing_game": (
-        "pointing game",
-        "Share of probe images whose map peak lies inside the object mask (higher is better).",
-    ),
-    "energy_in_mask": (
-        "energy in mask",
-        "Share of the map's mass inside the object mask, averaged over the probe (higher is "
-        "better; the mask's area share is what a uniform map scores).",
-    ),
-    "deletion": (
-        "deletion AUC",
-        "Area under the class score while the most salient pixels are removed first "
-        "(lower is better: a faithful map finds what the score needs).",
-    ),
-    "insertion": (
-        "insertion AUC",
-        "Area under the class score while the most salient pixels are revealed first "
-        "(higher is better).",
-    ),
-    "average_drop": (
-        "average drop",
-        "Relative class score lost when the image is multiplied by its map (lower is better).",
-    ),
-    "increase_in_confidence": (
-        "increase in confidence",
-        "Share of probe images whose class score rises when the image is multiplied by its "
-        "map (higher is better).",
     ),
     "sanity": (
         "sanity check",
@@ -101,6 +63,14 @@ _FIXED = {
 }
 
 
+def _metrics() -> dict[str, tuple[str, str]]:
+    """(display name, description) of every scalar: the registry's metrics and the others."""
+    found = {
+        name: (metric.display_name, metric.description) for name, metric in registry.METRICS.items()
+    }
+    return {**_SCALARS, **found}
+
+
 def describe(tag: str) -> tuple[str, str]:
     """The display name and description TensorBoard shows for one of the callback's tags.
 
@@ -126,13 +96,14 @@ def describe(tag: str) -> tuple[str, str]:
     if len(parts) == 2:
         return f"{method}: overlays", f"Each probe image with its {method} map, one card each."
     kind = parts[2]
-    if kind.startswith("worst_") and kind[6:] in METRICS:
-        name, description = METRICS[kind[6:]]
+    metrics = _metrics()
+    if kind.startswith("worst_") and kind[6:] in metrics:
+        name, description = metrics[kind[6:]]
         return (
             f"{method}: worst {name}",
             f"The probe images with the worst {name}, with their maps. {name}: {description}",
         )
-    name, description = METRICS.get(kind) or _IMAGES.get(kind) or (kind, "")
+    name, description = metrics.get(kind) or _IMAGES.get(kind) or (kind, "")
     return f"{method}: {name}", description
 
 
