@@ -101,6 +101,23 @@ class _Batch:
     score_fn: Callable[[Any], Any] | TaskTarget | None
     size: tuple[int, ...]
     arrays: tuple[Any, ...] = ()
+    positive: bool = False  # targets="positive": copy k explains label k
+
+
+PreparedBatch = _Batch
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the explainer resolved for its model (read after `prepare`)."""
+
+    layer: str
+    spatial_rank: int
+    head_activation: str | None
+    confidence_activation: str | None
+    num_classes: int | None  # None where no single output is scored (a whole-output task)
+    output: Any
+    passes_per_image: int
 
 
 # What one input of a model with 1, 2 or 3 spatial axes is called, and its axes.
@@ -527,6 +544,7 @@ class CAMExplainer:
         count = int(batch.inputs.shape[0])
         return replace(
             batch,
+            positive=True,
             inputs=ops.concatenate([batch.inputs] * labels),
             class_ids=ops.convert_to_tensor(np.repeat(np.arange(labels, dtype=np.int32), count)),
         )
@@ -578,6 +596,50 @@ class CAMExplainer:
             self._split = split
             logger.info("keras_cam: explaining layer %r of model %r", split.path, self.model.name)
         return self._split
+
+    def prepare(
+        self,
+        images: Any,
+        targets: Targets = "predicted",
+        labels: Any = None,
+        preprocess: Preprocess | None = None,
+    ) -> PreparedBatch:
+        """The batch ready for `run`: model input and class ids as tensors."""
+        if is_multi_label(targets):
+            return self._positive_batch(images, preprocess)
+        return self._prepare(images, targets, preprocess, labels)
+
+    def run(self, prepared: PreparedBatch) -> dict[str, CAMResult]:
+        """The maps of a prepared batch, per method.
+
+        For `targets="positive"` each image's map is the strongest of its
+        positive labels' maps at each pixel.
+        """
+        results = self._explain(prepared)
+        if not prepared.positive:
+            return results
+        return {
+            name: replace(result, heatmaps=result.heatmaps.max(axis=1), raw=result.raw.max(axis=1))
+            for name, result in self._positive_results(results).items()
+        }
+
+    @property
+    def resolved(self) -> Resolved:
+        """The layer, spatial rank, head activation and classes this explainer resolved."""
+        split = self._resolve()
+        try:
+            num_classes = self.num_classes
+        except ValueError:  # several outputs and none chosen: a task reading them all
+            num_classes = None
+        return Resolved(
+            layer=split.path,
+            spatial_rank=self.spatial_rank,
+            head_activation=self._activation,
+            confidence_activation=self._confidence_activation,
+            num_classes=num_classes,
+            output=self.output,
+            passes_per_image=self._copies,
+        )
 
     def model_input(self, images: Any, preprocess: Preprocess | None = None) -> np.ndarray:
         """What the model is fed for these display images: `preprocess`, then checked.
