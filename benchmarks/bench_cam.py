@@ -41,7 +41,7 @@ import keras_cam
 from keras_cam.compute import backend_module
 from keras_cam.data import make_shapes
 from keras_cam.methods import ScoreCAM
-from keras_cam.training.callback import DEFAULT_IMAGES
+from keras_cam.training.options import DEFAULT_IMAGES
 
 
 def interleaved_times(fns: dict, runs: int) -> dict[str, list[float]]:

@@ -166,7 +166,7 @@ def test_a_sanity_check_with_no_kernel_to_redraw_fails_before_training(tmp_path)
         np.zeros((2, 16, 16, 3)), tmp_path, watch=keras_cam.WatchOptions(sanity_check=True)
     )
     callback.set_model(model)
-    message = r"sanity_check=True.*layer 'conv', but they have none.*earlier layer="
+    message = r"sanity_check=True.*layer 'conv', but they have none.*earlier layer \(explain="
     with pytest.raises(ValueError, match=message):
         callback.on_train_begin()  # what fit calls before its first batch
 
