@@ -217,7 +217,7 @@ def test_an_alarm_that_never_breaches_stays_silent(tmp_path):
 
 def test_alarm_configuration_errors_name_the_fix(tmp_path):
     x = shapes_data()[0][:4]
-    with pytest.raises(ValueError, match="add it to metrics="):
+    with pytest.raises(ValueError, match=r"add it to watch=WatchOptions\(metrics="):
         keras_cam.CAMCallback(
             x,
             tmp_path,

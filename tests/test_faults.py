@@ -289,30 +289,29 @@ def test_a_real_full_disk_stops_events_only_while_it_is_full(tmp_path, writer):
 
 
 @pytest.mark.parametrize("writer", ["tensorflow", "tensorboard"])
-def test_the_writer_opens_a_fresh_event_file_after_any_write_error(tmp_path, writer):
+def test_the_sink_opens_a_fresh_event_file_after_any_write_error(tmp_path, writer):
     # Noise does not compress: each event needs new pages on the disk.
     image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
 
-    def write(events, step):
-        events.images("probe", image, step)
-        events.scalar("probe/score", float(step), step)
-        events.flush()
+    def event(step):
+        return keras_cam.Event(step, scalars={"probe/score": float(step)}, images={"probe": image})
 
     with small_tmpfs(tmp_path / "disk") as disk:
-        events = writer_module.create_writer(disk / "logs", writer)
-        write(events, 0)
+        sink = keras_cam.ReopeningSink(keras_cam.TensorBoardSink(disk / "logs", writer))
+        sink.open()
+        sink.write(event(0))
         fill(disk)
         failures = []
         for step in (1, 2):
             try:
-                write(events, step)
+                sink.write(event(step))
             except Exception as error:  # TensorFlow raises ResourceExhaustedError
                 failures.append(error)
         assert failures, "the full disk did not fail any write"
         (disk / "filler").unlink()
         for step in (3, 4):
-            write(events, step)
-        events.close()
+            sink.write(event(step))
+        sink.close()
         found = read_events(str(disk / "logs"))
         assert sorted(found["probe/score"]) == [0, 3, 4]
         assert sorted(found["probe"]) == [0, 3, 4]

@@ -319,14 +319,15 @@ class TensorBoardSink:
             metrics = list(dict.fromkeys(m for names in event.charts.values() for m in names))
             writer.scalars_layout(scalars_layout(methods, metrics))
             self._layout_written = True
-        for tag, text in event.texts.items():
-            writer.text(tag, text, step)
-        for tag, value in event.scalars.items():
-            writer.scalar(tag, value, step)
-        for tag, values in event.histograms.items():
-            writer.histogram(tag, values, step)
+        # Pictures first: the largest writes, so a full disk loses the event whole.
         for tag, pages in event.images.items():
             writer.images(tag, pages, step)
+        for tag, values in event.histograms.items():
+            writer.histogram(tag, values, step)
+        for tag, value in event.scalars.items():
+            writer.scalar(tag, value, step)
+        for tag, text in event.texts.items():
+            writer.text(tag, text, step)
         writer.flush()
 
     def close(self) -> None:
