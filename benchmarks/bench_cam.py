@@ -41,7 +41,7 @@ import keras_cam
 from keras_cam.compute import backend_module
 from keras_cam.data import make_shapes
 from keras_cam.methods import ScoreCAM
-from keras_cam.training.callback import DEFAULT_IMAGES
+from keras_cam.training.options import DEFAULT_IMAGES
 
 
 def interleaved_times(fns: dict, runs: int) -> dict[str, list[float]]:
@@ -179,7 +179,9 @@ def long_run(events: int, log_dir: str) -> None:
     for images in (16, 4):
         directory = os.path.join(log_dir, f"long_{images}")
         shutil.rmtree(directory, ignore_errors=True)
-        callback = keras_cam.CAMCallback((probe.images, probe.labels), directory, max_images=images)
+        callback = keras_cam.CAMCallback(
+            (probe.images, probe.labels), directory, view=keras_cam.ViewOptions(max_images=images)
+        )
         callback.set_model(model)
         callback.on_train_begin()
         warm_up = 30  # fills the 8-column timeline
@@ -214,7 +216,9 @@ def event_cost(events: int, log_dir: str) -> None:
     for name, images in layouts.items():
         directory = os.path.join(log_dir, f"event_{name.strip('+ ')}")
         shutil.rmtree(directory, ignore_errors=True)
-        callback = keras_cam.CAMCallback((probe.images, probe.labels), directory, images=images)
+        callback = keras_cam.CAMCallback(
+            (probe.images, probe.labels), directory, view=keras_cam.ViewOptions(images=images)
+        )
         callback.set_model(model)
         callback.on_train_begin()
         blocking, total, cpu = [], [], []

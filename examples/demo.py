@@ -116,8 +116,8 @@ def train_with_cam(model, train, test, args, optimizer, **cam_options) -> None:
             (test.images[:16], test.labels[:16]),
             os.path.join(args.log_dir, "cam"),
             class_names=train.class_names,
-            probe_masks=test.masks[:16],  # scores the probe's maps (pointing game) every epoch
             **cam_options,
+            watch=keras_cam.WatchOptions(probe_masks=test.masks[:16]),
         ),
     ]
     model.fit(

@@ -81,10 +81,9 @@ def main() -> None:
     callback = keras_cam.CAMCallback(
         (test.images[:16], object_size(test.masks[:16])),
         os.path.join(args.log_dir, "cam"),
-        layer="features",
         targets=output(),
-        probe_masks=test.masks[:16],
-        metrics=("pointing_game",),
+        explain=keras_cam.ExplainOptions(layer="features"),
+        watch=keras_cam.WatchOptions(probe_masks=test.masks[:16], metrics=("pointing_game",)),
     )
     started = time.perf_counter()
     history = model.fit(

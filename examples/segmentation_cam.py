@@ -75,11 +75,10 @@ def main() -> None:
     callback = keras_cam.CAMCallback(
         probe,
         os.path.join(args.log_dir, "cam"),
-        layer="features",
         targets=segmentation(OBJECT),
-        probe_masks=test.masks[:16],
         class_names=["background", "object"],
-        metrics=("energy_in_mask",),
+        explain=keras_cam.ExplainOptions(layer="features"),
+        watch=keras_cam.WatchOptions(probe_masks=test.masks[:16], metrics=("energy_in_mask",)),
     )
     started = time.perf_counter()
     model.fit(

@@ -141,10 +141,9 @@ def main() -> None:
     callback = keras_cam.CAMCallback(
         probe,
         os.path.join(args.log_dir, "cam"),
-        layer=HEAD[0],
-        probe_masks=valid.masks[:16],
         class_names=train.class_names,
-        metrics=("drift", "focus"),
+        explain=keras_cam.ExplainOptions(layer=HEAD[0]),
+        watch=keras_cam.WatchOptions(probe_masks=valid.masks[:16], metrics=("drift", "focus")),
     )
     tensorboard = keras.callbacks.TensorBoard(args.log_dir)
     callbacks = [tensorboard, callback]

@@ -30,7 +30,14 @@ _EXPORTS = {
     "CAMExplainer": "keras_cam.core.explainer",
     "CAMGuidedModel": "keras_cam.training.guidance",
     "CAMResult": "keras_cam.core.result",
+    "CSVSink": "keras_cam.sinks.csv_file",
+    "Event": "keras_cam.sinks.event",
     "ExplainOptions": "keras_cam.core.options",
+    "ReopeningSink": "keras_cam.sinks.event",
+    "Sink": "keras_cam.sinks.event",
+    "TensorBoardSink": "keras_cam.sinks.tensorboard",
+    "ViewOptions": "keras_cam.training.options",
+    "WatchOptions": "keras_cam.training.options",
     "available_methods": "keras_cam.methods",
     "explain": "keras_cam.core.explainer",
     "sanity_check": "keras_cam.diagnostics.sanity",
@@ -53,8 +60,12 @@ if TYPE_CHECKING:
     from keras_cam.diagnostics.sanity import sanity_check
     from keras_cam.methods import available_methods
     from keras_cam.render.cell_display import sequence_cell, volume_cell
+    from keras_cam.sinks.csv_file import CSVSink
+    from keras_cam.sinks.event import Event, ReopeningSink, Sink
+    from keras_cam.sinks.tensorboard import TensorBoardSink
     from keras_cam.training.callback import CAMCallback
     from keras_cam.training.guidance import CAMGuidedModel
+    from keras_cam.training.options import ViewOptions, WatchOptions
 
 
 def __getattr__(name: str) -> Any:
@@ -78,8 +89,15 @@ __all__ = [
     "CAMExplainer",
     "CAMGuidedModel",
     "CAMResult",
+    "CSVSink",
+    "Event",
     "ExplainOptions",
+    "ReopeningSink",
+    "Sink",
+    "TensorBoardSink",
     "TokenGrid",
+    "ViewOptions",
+    "WatchOptions",
     "__version__",
     "available_methods",
     "explain",

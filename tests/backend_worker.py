@@ -43,8 +43,9 @@ def fit(log_dir: str) -> None:
         (x[:4], y[:4]),
         log_dir,
         method=["gradcam", "scorecam"],
-        images=("overlays", "grid", "timeline", "compare"),
-        normalize="image",  # drawn as explain()'s heatmaps: compared across backends
+        view=keras_cam.ViewOptions(
+            images=("overlays", "grid", "timeline", "compare"), normalize="image"
+        ),
     )
     model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
     last = keras_cam.explain(model, x[:4])

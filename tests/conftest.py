@@ -153,3 +153,35 @@ def read_events(log_dir: str) -> dict[str, dict[int, object]]:
                 value = float(array) if array.size == 1 else array  # histogram: (buckets, 3)
             found.setdefault(tag, {})[event.step] = value
     return found
+
+
+_OPTION_GROUPS = {
+    "explain": (
+        "ExplainOptions",
+        ("layer", "score", "output", "tokens", "aug_smooth", "eigen_smooth", "batch_size"),
+    ),
+    "view": (
+        "ViewOptions",
+        ("images", "max_images", "alpha", "colormap", "normalize", "display", "top_k"),
+    ),
+    "watch": (
+        "WatchOptions",
+        ("metrics", "probe_masks", "probe_size", "alarms", "sanity_check", "log_on_train_end"),
+    ),
+}
+
+
+def grouped(**flat):
+    """CAMCallback keyword arguments from flat option names, for parametrised tests.
+
+    `grouped(max_images=4, layer="conv")` is `{"view": ViewOptions(max_images=4),
+    "explain": ExplainOptions(layer="conv")}`; other names pass through.
+    """
+    import keras_cam
+
+    found = {}
+    for group, (kind, fields) in _OPTION_GROUPS.items():
+        chosen = {name: flat.pop(name) for name in fields if name in flat}
+        if chosen:
+            found[group] = getattr(keras_cam, kind)(**chosen)
+    return {**flat, **found}

@@ -61,9 +61,7 @@ def main(mode: str, out: str) -> None:
         x[:4],
         os.path.join(out, f"logs_{task}"),
         method=["gradcam", "scorecam"],
-        top_k=2,
-        images="overlays",
-        normalize="image",  # drawn as explain()'s heatmaps: compared by the test
+        view=keras_cam.ViewOptions(top_k=2, images="overlays", normalize="image"),
     )
     if mode == "multiworker":
         callback.set_model(model)

@@ -8,10 +8,11 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, read_events
+from conftest import conv_classifier, grouped, read_events
 
 import keras_cam
-from keras_cam.training import callback as callback_module
+from keras_cam.diagnostics.tracking import WORSE_WHEN_HIGHER
+from keras_cam.render import event as render_event
 
 SIZE = 16
 
@@ -61,7 +62,10 @@ def cam_callback(log_dir, **kwargs):
     x, y, masks = shapes_data(seed=1)
     kwargs.setdefault("probe_masks", masks[:8])
     return keras_cam.CAMCallback(
-        (x[:8], y[:8]), log_dir, preprocess=lambda im: im / 255.0, max_images=8, **kwargs
+        (x[:8], y[:8]),
+        log_dir,
+        preprocess=lambda im: im / 255.0,
+        **grouped(max_images=8, **kwargs),
     )
 
 
@@ -213,46 +217,56 @@ def test_an_alarm_that_never_breaches_stays_silent(tmp_path):
 
 def test_alarm_configuration_errors_name_the_fix(tmp_path):
     x = shapes_data()[0][:4]
-    with pytest.raises(ValueError, match="add it to metrics="):
-        keras_cam.CAMCallback(x, tmp_path, alarms=[keras_cam.Alarm("deletion", below=0.1)])
+    with pytest.raises(ValueError, match=r"add it to watch=WatchOptions\(metrics="):
+        keras_cam.CAMCallback(
+            x,
+            tmp_path,
+            watch=keras_cam.WatchOptions(alarms=[keras_cam.Alarm("deletion", below=0.1)]),
+        )
     with pytest.raises(ValueError, match="does not run"):
         keras_cam.CAMCallback(
-            x, tmp_path, alarms=[keras_cam.Alarm("focus", above=0.9, method="layercam")]
+            x,
+            tmp_path,
+            watch=keras_cam.WatchOptions(
+                alarms=[keras_cam.Alarm("focus", above=0.9, method="layercam")]
+            ),
         )
     with pytest.raises(ValueError, match="probe_size must be an integer >= max_images"):
-        keras_cam.CAMCallback(x, tmp_path, max_images=8, probe_size=4)
+        keras_cam.CAMCallback(
+            x,
+            tmp_path,
+            view=keras_cam.ViewOptions(max_images=8),
+            watch=keras_cam.WatchOptions(probe_size=4),
+        )
 
 
 @pytest.mark.slow
 def test_galleries_show_exactly_the_worst_measured_images(tmp_path, monkeypatch):
     drawn = []  # the grids of the latest epoch: (kind, groups, captions)
-    real_grid = callback_module.captioned_grid
+    real_grid = render_event.captioned_grid
 
     def recording_grid(groups, captions, **kwargs):
         if captions and captions[0].startswith("#"):  # a gallery: "#i metric value · ..."
             kind = captions[0].split(" ")[1]
             drawn.append(
                 (
-                    kind if kind in keras_cam.training.callback.WORSE_WHEN_HIGHER else "wrong",
+                    kind if kind in WORSE_WHEN_HIGHER else "wrong",
                     groups,
                     captions,
                 )
             )
         return real_grid(groups, captions, **kwargs)
 
-    monkeypatch.setattr(callback_module, "captioned_grid", recording_grid)
+    monkeypatch.setattr(render_event, "captioned_grid", recording_grid)
     x, y, masks = shapes_data(n=24, seed=3)
     model = compiled_model()
     callback = keras_cam.CAMCallback(
         (x, y),
         tmp_path,
         preprocess=lambda im: im / 255.0,
-        probe_masks=masks,
-        max_images=4,
-        probe_size=20,
-        normalize="image",  # drawn as explain()'s heatmaps: compared below
-        batch_size=8,
-        images=("grid", "overlays"),
+        explain=keras_cam.ExplainOptions(batch_size=8),
+        view=keras_cam.ViewOptions(max_images=4, normalize="image", images=("grid", "overlays")),
+        watch=keras_cam.WatchOptions(probe_masks=masks, probe_size=20),
     )
     forget = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: drawn.clear())
     fit(model, [forget, callback], epochs=2)

@@ -6,7 +6,12 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, model_that_barely_reads_its_features, read_events
+from conftest import (
+    conv_classifier,
+    grouped,
+    model_that_barely_reads_its_features,
+    read_events,
+)
 from keras import layers, ops
 
 import keras_cam
@@ -43,8 +48,7 @@ def test_fit_writes_overlays_grid_and_mean_score_at_each_epoch(tmp_path):
         tmp_path,
         class_names=["a", "b", "c"],
         preprocess=lambda im: im / 255.0,
-        images=("grid", "timeline", "overlays"),
-        normalize="image",  # drawn as explain()'s heatmaps: compared below
+        view=keras_cam.ViewOptions(images=("grid", "timeline", "overlays"), normalize="image"),
     )
     model.fit(x / 255.0, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
     events = read_events(str(tmp_path))
@@ -143,7 +147,7 @@ X, Y = data(8)
 def test_bad_input_is_raised_before_any_training_work(tmp_path, make_model, probe, kwargs, message):
     model = compiled(make_model())
     counter = BatchCounter()
-    callback = keras_cam.CAMCallback(probe, tmp_path, **kwargs)
+    callback = keras_cam.CAMCallback(probe, tmp_path, **grouped(**kwargs))
     with pytest.raises(ValueError, match=message):
         model.fit(X, Y, epochs=2, verbose=0, callbacks=[callback, counter])
     assert counter.batches == 0
@@ -162,7 +166,7 @@ def test_bad_input_is_raised_before_any_training_work(tmp_path, make_model, prob
 )
 def test_bad_arguments_fail_at_construction(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        keras_cam.CAMCallback(X, tmp_path, **kwargs)
+        keras_cam.CAMCallback(X, tmp_path, **grouped(**kwargs))
 
 
 def test_a_failing_event_warns_and_training_goes_on(tmp_path, monkeypatch):
@@ -217,7 +221,10 @@ def test_probe_from_tf_data_and_py_dataset(tmp_path):
     model = compiled(conv_classifier())
     for probe, name in ((dataset, "tfdata"), (Batches(), "pydataset")):
         callback = keras_cam.CAMCallback(
-            probe, tmp_path / name, max_images=5, targets="label", images="overlays"
+            probe,
+            tmp_path / name,
+            targets="label",
+            view=keras_cam.ViewOptions(max_images=5, images="overlays"),
         )
         model.fit(X, Y, epochs=1, verbose=0, callbacks=[callback])
         assert len(read_events(str(tmp_path / name))["cam/gradcam"][0]) == 5
@@ -235,7 +242,7 @@ def test_a_probe_dataset_of_single_images_is_an_error(tmp_path):
 
     unbatched = (tf.data.Dataset.from_tensor_slices((X, Y)), Images())
     for probe in unbatched:
-        callback = keras_cam.CAMCallback(probe, tmp_path, max_images=4)
+        callback = keras_cam.CAMCallback(probe, tmp_path, view=keras_cam.ViewOptions(max_images=4))
         callback.set_model(conv_classifier())
         with pytest.raises(ValueError, match=r"single images of shape \(16, 16, 3\).*\.batch\(4\)"):
             callback.on_train_begin()
@@ -248,7 +255,9 @@ def test_a_remote_log_dir_is_written_through_tf_io_gfile(tmp_path, monkeypatch):
     # network. The "auto" writer is tf.summary under TensorFlow, the tensorboard
     # package (through tf.io.gfile where TensorFlow is installed) under JAX and PyTorch.
     log_dir = f"ram://{tmp_path.name}/logs"
-    callback = keras_cam.CAMCallback(X[:4], log_dir, metrics=("focus",))
+    callback = keras_cam.CAMCallback(
+        X[:4], log_dir, watch=keras_cam.WatchOptions(metrics=("focus",))
+    )
     callback.set_model(conv_classifier())
     callback.on_train_begin()
     for epoch in range(2):
@@ -266,7 +275,9 @@ def test_several_methods_write_their_tags_and_a_comparison_table(tmp_path):
     x, y = data()
     model = compiled(conv_classifier())
     methods = ["gradcam", "layercam", keras_cam.methods.ScoreCAM(batch_size=8)]
-    callback = keras_cam.CAMCallback(x[:4], tmp_path, method=methods, normalize="image")
+    callback = keras_cam.CAMCallback(
+        x[:4], tmp_path, method=methods, view=keras_cam.ViewOptions(normalize="image")
+    )
     model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1
     events = read_events(str(tmp_path))
@@ -344,7 +355,7 @@ def test_preprocessed_probe_images_warn_once_and_point_to_preprocess(tmp_path, l
 )
 def test_arguments_of_the_wrong_type_are_type_errors(tmp_path, kwargs, message):
     with pytest.raises(TypeError, match=message):
-        keras_cam.CAMCallback(X, tmp_path, **kwargs)
+        keras_cam.CAMCallback(X, tmp_path, **grouped(**kwargs))
 
 
 @pytest.mark.slow
@@ -353,7 +364,9 @@ def test_normalize_draws_the_raw_maps_on_the_scale_it_names(tmp_path, normalize)
     x, y = data(n=8)
     model = compiled(conv_classifier())
     callback = keras_cam.CAMCallback(
-        (x[:4], y[:4]), tmp_path, images=("overlays", "grid"), normalize=normalize
+        (x[:4], y[:4]),
+        tmp_path,
+        view=keras_cam.ViewOptions(images=("overlays", "grid"), normalize=normalize),
     )
     # The maps fade: the head's weights are halved before each event (Grad-CAM ∝ them).
     dense = model.get_layer("dense")
@@ -388,7 +401,7 @@ def test_normalize_draws_the_raw_maps_on_the_scale_it_names(tmp_path, normalize)
 
 @pytest.mark.slow
 def test_a_negligible_map_is_drawn_flat_and_captioned_so(tmp_path, monkeypatch):
-    from keras_cam.training import callback as callback_module
+    from keras_cam.render import event as render_event
 
     captions = []
 
@@ -396,11 +409,16 @@ def test_a_negligible_map_is_drawn_flat_and_captioned_so(tmp_path, monkeypatch):
         captions.extend(texts)
         return real(groups, texts, *args, **kwargs)
 
-    real = callback_module.card_pages
-    monkeypatch.setattr(callback_module, "card_pages", spy)
+    real = render_event.card_pages
+    monkeypatch.setattr(render_event, "card_pages", spy)
     x, _ = data(n=4)
     model = compiled(model_that_barely_reads_its_features())
-    callback = keras_cam.CAMCallback(x, tmp_path, images=("overlays", "grid"), metrics=())
+    callback = keras_cam.CAMCallback(
+        x,
+        tmp_path,
+        view=keras_cam.ViewOptions(images=("overlays", "grid")),
+        watch=keras_cam.WatchOptions(metrics=()),
+    )
     callback.set_model(model)
     callback.on_train_begin()
     callback.on_epoch_end(0)
@@ -426,10 +444,10 @@ def test_display_maps_preprocessed_probe_images_back_for_drawing(tmp_path):
     callback = keras_cam.CAMCallback(
         preprocessed,
         tmp_path,
-        display=lambda images: (images + 1) * 127.5,
-        alpha=0.0,  # the overlay is then the display image itself
-        images="overlays",
-        metrics=(),
+        view=keras_cam.ViewOptions(
+            display=lambda images: (images + 1) * 127.5, alpha=0.0, images="overlays"
+        ),
+        watch=keras_cam.WatchOptions(metrics=()),
     )
     callback.set_model(model)
     with warnings.catch_warnings():
@@ -442,7 +460,9 @@ def test_display_maps_preprocessed_probe_images_back_for_drawing(tmp_path):
     heatmaps = keras_cam.explain(model, preprocessed).heatmaps
     explained = callback.explainer(preprocessed)["gradcam"].heatmaps
     np.testing.assert_allclose(explained, heatmaps, atol=1e-6)
-    bad = keras_cam.CAMCallback(preprocessed, tmp_path, display=lambda images: images[:, :8])
+    bad = keras_cam.CAMCallback(
+        preprocessed, tmp_path, view=keras_cam.ViewOptions(display=lambda images: images[:, :8])
+    )
     bad.set_model(model)
     with pytest.raises(ValueError, match="display= returned images of shape"):
         bad.on_train_begin()

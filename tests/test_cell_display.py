@@ -219,9 +219,9 @@ def test_probes_are_drawn_in_every_image_tag_on_the_scale_asked_for(tmp_path, ki
             (probe, data.labels[:3]),
             tmp_path / normalize,
             method=METHODS,
-            probe_masks=data.masks[:3],
             class_names=data.class_names,
-            normalize=normalize,
+            view=keras_cam.ViewOptions(normalize=normalize),
+            watch=keras_cam.WatchOptions(probe_masks=data.masks[:3]),
         )
         for normalize in ("image", "run")
     ]

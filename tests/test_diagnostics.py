@@ -5,12 +5,12 @@ import csv
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, read_events, skip_if_channels_first_cannot_run
+from conftest import conv_classifier, grouped, read_events, skip_if_channels_first_cannot_run
 
 import keras_cam
 from keras_cam.data import make_shapes
 from keras_cam.diagnostics import metrics
-from keras_cam.diagnostics.tracking import Timeline
+from keras_cam.render.timeline import Timeline
 
 
 def shapes_fit(tmp_path, epochs=3, **kwargs):
@@ -21,9 +21,8 @@ def shapes_fit(tmp_path, epochs=3, **kwargs):
     callback = keras_cam.CAMCallback(
         (probe.images, probe.labels),
         tmp_path,
-        probe_masks=probe.masks,
         class_names=probe.class_names,
-        **kwargs,
+        **grouped(probe_masks=probe.masks, **kwargs),
     )
     model.fit(data.images / 255.0, data.labels, epochs=epochs, verbose=0, callbacks=[callback])
     return model, probe, callback, read_events(str(tmp_path))
@@ -154,7 +153,7 @@ def test_callback_logs_the_sanity_check_once_at_the_end(tmp_path):
 )
 def test_bad_diagnostics_arguments_fail_at_construction(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), tmp_path, **kwargs)
+        keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), tmp_path, **grouped(**kwargs))
 
 
 def test_a_sanity_check_with_no_kernel_to_redraw_fails_before_training(tmp_path):
@@ -163,9 +162,11 @@ def test_a_sanity_check_with_no_kernel_to_redraw_fails_before_training(tmp_path)
     x = keras.layers.Conv2D(3, 3, padding="same", name="conv")(inputs)
     outputs = keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
-    callback = keras_cam.CAMCallback(np.zeros((2, 16, 16, 3)), tmp_path, sanity_check=True)
+    callback = keras_cam.CAMCallback(
+        np.zeros((2, 16, 16, 3)), tmp_path, watch=keras_cam.WatchOptions(sanity_check=True)
+    )
     callback.set_model(model)
-    message = r"sanity_check=True.*layer 'conv', but they have none.*earlier layer="
+    message = r"sanity_check=True.*layer 'conv', but they have none.*earlier layer \(explain="
     with pytest.raises(ValueError, match=message):
         callback.on_train_begin()  # what fit calls before its first batch
 
@@ -180,7 +181,7 @@ def test_a_sanity_check_with_no_kernel_to_redraw_fails_before_training(tmp_path)
 def test_bad_diagnostics_inputs_fail_before_training(tmp_path, kwargs, message):
     model = conv_classifier()
     model.compile("adam", "sparse_categorical_crossentropy")
-    callback = keras_cam.CAMCallback(np.zeros((4, 16, 16, 3)), tmp_path, **kwargs)
+    callback = keras_cam.CAMCallback(np.zeros((4, 16, 16, 3)), tmp_path, **grouped(**kwargs))
     counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *a: pytest.fail("trained"))
     with pytest.raises(ValueError, match=message):
         model.fit(
@@ -203,7 +204,10 @@ def test_faithfulness_metrics_of_a_channels_first_model(tmp_path):
     model.compile("adam", "sparse_categorical_crossentropy")
     probe = make_shapes(4, size=16, seed=1)
     callback = keras_cam.CAMCallback(
-        probe.images, tmp_path, metrics=("deletion", "average_drop"), strict=True
+        probe.images,
+        tmp_path,
+        strict=True,
+        watch=keras_cam.WatchOptions(metrics=("deletion", "average_drop")),
     )
     channels_first = probe.images.transpose(0, 3, 1, 2).astype("float32")
     skip_if_channels_first_cannot_run(model, channels_first)
@@ -243,7 +247,7 @@ def test_a_reused_log_dir_with_other_metrics_keeps_every_csv_valid(tmp_path):
 
 
 def test_timeline_heads_columns_as_keras_prints_epochs_and_frames_right_and_wrong(monkeypatch):
-    from keras_cam.diagnostics import tracking as diagnostics
+    from keras_cam.render import timeline as diagnostics
 
     drawn = {}
 

@@ -53,7 +53,7 @@ def test_a_full_disk_warns_once_and_writing_resumes(tmp_path, monkeypatch):
             return original(self, tag, images, step)
 
         monkeypatch.setattr(implementation, "images", images)
-    callback = keras_cam.CAMCallback(X[:4], tmp_path, images="overlays")
+    callback = keras_cam.CAMCallback(X[:4], tmp_path, view=keras_cam.ViewOptions(images="overlays"))
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         history = compiled().fit(X, Y, epochs=6, verbose=0, callbacks=[callback])
@@ -72,7 +72,10 @@ def test_an_interrupted_fit_resumes_without_duplicate_steps(tmp_path):
             if epoch == 1:
                 raise KeyboardInterrupt
 
-    model, callback = compiled(), keras_cam.CAMCallback(X[:4], tmp_path, images="overlays")
+    model, callback = (
+        compiled(),
+        keras_cam.CAMCallback(X[:4], tmp_path, view=keras_cam.ViewOptions(images="overlays")),
+    )
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, Y, epochs=5, verbose=0, callbacks=[callback, Interrupt()])
     model.fit(X, Y, initial_epoch=2, epochs=4, verbose=0, callbacks=[callback])
@@ -88,7 +91,9 @@ def test_an_interrupted_fit_resumes_without_duplicate_steps(tmp_path):
     [(10, False, []), (10, True, [2]), (2, True, [1, 2]), (3, True, [2])],
 )
 def test_every_n_epochs_longer_than_the_run(tmp_path, every, on_end, expected):
-    callback = keras_cam.CAMCallback(X[:4], tmp_path, every_n_epochs=every, log_on_train_end=on_end)
+    callback = keras_cam.CAMCallback(
+        X[:4], tmp_path, every_n_epochs=every, watch=keras_cam.WatchOptions(log_on_train_end=on_end)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         compiled().fit(X, Y, epochs=3, verbose=0, callbacks=[callback])
@@ -106,7 +111,9 @@ import keras_cam
 x = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)
 model = conv_classifier()
 model.compile("adam", "sparse_categorical_crossentropy")
-callback = keras_cam.CAMCallback(x, {str(tmp_path)!r}, writer={writer!r}, images="overlays")
+sink = keras_cam.TensorBoardSink({str(tmp_path)!r}, writer={writer!r})
+view = keras_cam.ViewOptions(images="overlays")
+callback = keras_cam.CAMCallback(x, sinks=[sink], view=view)
 callback.set_model(model)
 callback.on_train_begin()
 step = 0
@@ -261,7 +268,12 @@ def test_a_real_full_disk_stops_events_only_while_it_is_full(tmp_path, writer):
                 (disk / "filler").unlink()
 
         disk_events = keras.callbacks.LambdaCallback(on_epoch_begin=change_the_disk)
-        callback = keras_cam.CAMCallback(X[:4], logs, writer=writer, metrics=(), images="overlays")
+        callback = keras_cam.CAMCallback(
+            X[:4],
+            sinks=[keras_cam.TensorBoardSink(logs, writer=writer)],
+            view=keras_cam.ViewOptions(images="overlays"),
+            watch=keras_cam.WatchOptions(metrics=()),
+        )
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             history = compiled().fit(X, Y, epochs=6, verbose=0, callbacks=[disk_events, callback])
@@ -277,30 +289,29 @@ def test_a_real_full_disk_stops_events_only_while_it_is_full(tmp_path, writer):
 
 
 @pytest.mark.parametrize("writer", ["tensorflow", "tensorboard"])
-def test_the_writer_opens_a_fresh_event_file_after_any_write_error(tmp_path, writer):
+def test_the_sink_opens_a_fresh_event_file_after_any_write_error(tmp_path, writer):
     # Noise does not compress: each event needs new pages on the disk.
     image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
 
-    def write(events, step):
-        events.images("probe", image, step)
-        events.scalar("probe/score", float(step), step)
-        events.flush()
+    def event(step):
+        return keras_cam.Event(step, scalars={"probe/score": float(step)}, images={"probe": image})
 
     with small_tmpfs(tmp_path / "disk") as disk:
-        events = writer_module.create_writer(disk / "logs", writer)
-        write(events, 0)
+        sink = keras_cam.ReopeningSink(keras_cam.TensorBoardSink(disk / "logs", writer))
+        sink.open()
+        sink.write(event(0))
         fill(disk)
         failures = []
         for step in (1, 2):
             try:
-                write(events, step)
+                sink.write(event(step))
             except Exception as error:  # TensorFlow raises ResourceExhaustedError
                 failures.append(error)
         assert failures, "the full disk did not fail any write"
         (disk / "filler").unlink()
         for step in (3, 4):
-            write(events, step)
-        events.close()
+            sink.write(event(step))
+        sink.close()
         found = read_events(str(disk / "logs"))
         assert sorted(found["probe/score"]) == [0, 3, 4]
         assert sorted(found["probe"]) == [0, 3, 4]

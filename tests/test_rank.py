@@ -329,8 +329,9 @@ def test_fit_with_the_callback_logs_metrics_for_sequences_and_volumes(
         (x[:4], y[:4]),
         tmp_path,
         method=methods,
-        probe_masks=masks[:4],
-        metrics=("drift", "focus", *forward_metrics),
+        watch=keras_cam.WatchOptions(
+            probe_masks=masks[:4], metrics=("drift", "focus", *forward_metrics)
+        ),
     )
     history = model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1

@@ -309,7 +309,9 @@ def test_a_one_epoch_fit_explains_with_every_method_and_gradcam_agrees_with_auto
     model.compile(
         "sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False
     )
-    callback = keras_cam.CAMCallback(x, tmp_path, method=methods, metrics=())
+    callback = keras_cam.CAMCallback(
+        x, tmp_path, method=methods, watch=keras_cam.WatchOptions(metrics=())
+    )
     model.fit(x, np.arange(len(x)) % CLASSES, epochs=1, verbose=0, callbacks=[callback])
     assert list(tmp_path.glob("events.out.tfevents.*"))
     results = callback.explainer(x)  # the compiled function of the fit, with the trained weights

@@ -31,7 +31,10 @@ def test_a_probe_larger_than_batch_size_in_the_callback(tmp_path):
     model = conv_classifier()
     model.compile("adam", "sparse_categorical_crossentropy")
     callback = keras_cam.CAMCallback(
-        (x, y), tmp_path, max_images=40, batch_size=16, images="overlays", normalize="image"
+        (x, y),
+        tmp_path,
+        explain=keras_cam.ExplainOptions(batch_size=16),
+        view=keras_cam.ViewOptions(max_images=40, images="overlays", normalize="image"),
     )
     model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1
@@ -54,7 +57,9 @@ def test_memory_does_not_grow_from_event_to_event(tmp_path):
     x = rng.integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
     model = conv_classifier()
     model.compile("adam", "sparse_categorical_crossentropy")
-    callback = keras_cam.CAMCallback(x, tmp_path, metrics=("drift", "focus"))
+    callback = keras_cam.CAMCallback(
+        x, tmp_path, watch=keras_cam.WatchOptions(metrics=("drift", "focus"))
+    )
     model.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[callback])
     callback.on_train_begin()
     for step in range(40):  # warm-up, and fill the 8-column timeline

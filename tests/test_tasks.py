@@ -356,11 +356,9 @@ def test_task_targets_in_a_fit_with_the_callback(task, tmp_path):
         probe,
         tmp_path,
         targets=target,
-        layer="features",
-        output=output,
         strict=True,
-        normalize="image",  # drawn as explain()'s heatmaps: compared below
-        images=("grid", "overlays"),
+        explain=keras_cam.ExplainOptions(layer="features", output=output),
+        view=keras_cam.ViewOptions(normalize="image", images=("grid", "overlays")),
     )
     model.fit(x, y, epochs=2, batch_size=6, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1

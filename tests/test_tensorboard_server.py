@@ -46,11 +46,10 @@ def served_logs(tmp_path, request):
         callbacks=[
             keras_cam.CAMCallback(
                 (x[:4], y[:4]),
-                tmp_path / "cam",
-                max_images=4,
-                writer=request.param,
-                images=("overlays", "grid"),
-                normalize="image",  # drawn as explain()'s heatmaps: compared below
+                sinks=[keras_cam.TensorBoardSink(tmp_path / "cam", writer=request.param)],
+                view=keras_cam.ViewOptions(
+                    max_images=4, images=("overlays", "grid"), normalize="image"
+                ),
             )
         ],
     )

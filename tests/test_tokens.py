@@ -536,7 +536,9 @@ def test_callback_in_fit_on_dinov2_with_a_dict_input(tmp_path):
     x = images((42, 42), count=8, seed=8)
     y = np.arange(8) % 3
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
-    callback = keras_cam.CAMCallback((x[:4], y[:4]), tmp_path, max_images=4, images="overlays")
+    callback = keras_cam.CAMCallback(
+        (x[:4], y[:4]), tmp_path, view=keras_cam.ViewOptions(max_images=4, images="overlays")
+    )
     model.fit({"images": x}, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1
     events = read_events(str(tmp_path))

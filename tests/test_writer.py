@@ -7,7 +7,6 @@ from conftest import read_events
 from keras_cam.sinks import tensorboard as writer_module
 from keras_cam.sinks.tags import describe, scalars_layout
 from keras_cam.sinks.tensorboard import (
-    ReopeningWriter,
     TensorBoardWriter,
     TensorFlowWriter,
     create_writer,
@@ -117,14 +116,13 @@ def test_auto_writer_follows_the_backend(tmp_path, monkeypatch):
 
     expected = TensorFlowWriter if keras.backend.backend() == "tensorflow" else TensorBoardWriter
     created = create_writer(tmp_path)
-    assert isinstance(created, ReopeningWriter)
-    assert isinstance(created._writer, expected)
+    assert isinstance(created, expected)
     created.close()
     monkeypatch.setattr(writer_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match="TensorFlow is not installed; use writer='tensorboard'"):
         create_writer(tmp_path, "tensorflow")
     created = create_writer(tmp_path)  # no TensorFlow: the tensorboard package alone
-    assert isinstance(created._writer, TensorBoardWriter)
+    assert isinstance(created, TensorBoardWriter)
     created.close()
     with pytest.raises(ValueError, match="writer must be one of"):
         create_writer(tmp_path, "tf")

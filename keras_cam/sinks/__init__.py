@@ -1,1 +1,1 @@
-"""Where an event goes: TensorBoard, CSV, a folder."""
+"""Where an event goes: TensorBoard, CSV, a folder; one reopen-after-error path."""

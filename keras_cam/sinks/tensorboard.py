@@ -22,6 +22,7 @@ import importlib.util
 import io
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -40,6 +41,8 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.util import tensor_util
 
 from keras_cam.sinks import log_files
+from keras_cam.sinks.event import Event
+from keras_cam.sinks.tags import describe, scalars_layout
 
 logger = logging.getLogger("keras_cam")
 
@@ -228,65 +231,6 @@ class TensorBoardWriter:
         self._writer.close()
 
 
-class ReopeningWriter:
-    """`EventWriter` that drops its event file on any write error and opens a fresh one next time.
-
-    On a full disk `tf.summary` and the `tensorboard` writer raise
-    `ResourceExhaustedError`-like errors, not `OSError`, and a writer that
-    failed once may never write again (its file ends in a half-written
-    record). So any error closes and drops the underlying writer and is
-    raised again; the next write opens a new event file, which TensorBoard
-    reads after the old one, so nothing written later is hidden.
-
-    Args:
-        open_writer: callable returning a fresh `EventWriter`.
-    """
-
-    def __init__(self, open_writer: Callable[[], EventWriter]) -> None:
-        self._open_writer = open_writer
-        self._writer: EventWriter | None = open_writer()
-
-    def _call(self, name: str, *args: Any) -> None:
-        if self._writer is None:
-            self._writer = self._open_writer()
-        try:
-            getattr(self._writer, name)(*args)
-        except Exception:
-            self._drop()
-            raise
-
-    def _drop(self) -> None:
-        writer, self._writer = self._writer, None
-        try:
-            writer.close()
-        except Exception as error:  # the disk is still full: the write error says why
-            logger.debug("keras_cam: closing a failed event writer failed too: %s", error)
-
-    def images(self, tag: str, images: np.ndarray, step: int) -> None:
-        self._call("images", tag, images, step)
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        self._call("scalar", tag, value, step)
-
-    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
-        self._call("histogram", tag, values, step)
-
-    def text(self, tag: str, text: str, step: int) -> None:
-        self._call("text", tag, text, step)
-
-    def scalars_layout(self, layout: layout_pb2.Layout) -> None:
-        self._call("scalars_layout", layout)
-
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._call("flush")
-
-    def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-
-
 def create_writer(
     log_dir: str | os.PathLike[str], writer: str = "auto", describe: Describe | None = None
 ) -> EventWriter:
@@ -302,8 +246,7 @@ def create_writer(
             metadata, shown in TensorBoard's card info). Defaults to `None`.
 
     Returns:
-        A `ReopeningWriter`: after a write error the next write goes to a
-        fresh event file.
+        An `EventWriter`.
 
     Raises:
         OSError: the directory cannot be created or written.
@@ -327,4 +270,78 @@ def create_writer(
         use_tensorflow = has_tensorflow and keras.backend.backend() == "tensorflow"
         writer = "tensorflow" if use_tensorflow else "tensorboard"
     implementation = TensorFlowWriter if writer == "tensorflow" else TensorBoardWriter
-    return ReopeningWriter(lambda: implementation(log_dir, describe))
+    return implementation(log_dir, describe)
+
+
+class TensorBoardSink:
+    """Writes events to TensorBoard event files under `log_dir`.
+
+    Every tag carries the display name and description of
+    `keras_cam.sinks.tags.describe` (TensorBoard's card info), and the first
+    event with `charts` writes the CUSTOM SCALARS layout, once per sink.
+    Each `open` starts a new event file (TensorBoard reads them all, in
+    order), so a sink reopened after a write error resumes writing.
+
+    Args:
+        log_dir: the directory of the event files (created if needed); a URL
+            such as `gs://bucket/logs` is written through `tf.io.gfile` (needs
+            TensorFlow installed, on any backend).
+        writer: `"tensorflow"` (`tf.summary`), `"tensorboard"` (the
+            `tensorboard` package alone: no TensorFlow needed) or `"auto"`
+            (TensorFlow's under the TensorFlow backend, else the
+            `tensorboard` package's). Defaults to `"auto"`.
+
+    Example:
+
+    >>> sink = keras_cam.TensorBoardSink("runs/cam", writer="tensorboard")  # doctest: +SKIP
+    >>> keras_cam.CAMCallback(probe, sinks=[sink])                         # doctest: +SKIP
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], writer: str = "auto") -> None:
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be one of {WRITERS}, got {writer!r}.")
+        self.log_dir = os.fspath(log_dir)
+        log_files.check_log_dir(self.log_dir)
+        self.writer = writer
+        self._writer: EventWriter | None = None
+        self._layout_written = False
+
+    def open(self) -> None:
+        self.close()
+        self._writer = create_writer(self.log_dir, self.writer, describe)
+
+    def write(self, event: Event) -> None:
+        if self._writer is None:
+            self.open()
+        writer, step = self._writer, event.step
+        if event.charts and not self._layout_written:
+            methods = list(event.charts)
+            metrics = list(dict.fromkeys(m for names in event.charts.values() for m in names))
+            writer.scalars_layout(scalars_layout(methods, metrics))
+            self._layout_written = True
+        # Pictures first: the largest writes, so a full disk loses the event whole.
+        for tag, pages in event.images.items():
+            writer.images(tag, pages, step)
+        for tag, values in event.histograms.items():
+            writer.histogram(tag, values, step)
+        for tag, value in event.scalars.items():
+            writer.scalar(tag, value, step)
+        for tag, text in event.texts.items():
+            writer.text(tag, text, step)
+        writer.flush()
+
+    def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+
+def tensorboard_command(log_dir: str, events: int) -> str:
+    """The command that shows every image step of a run with `events` events.
+
+    TensorBoard keeps a sample of 10 image steps per tag unless told otherwise.
+    """
+    command = f"tensorboard --logdir {shlex.quote(log_dir)}"
+    if events > 10:
+        command += f" --samples_per_plugin images={events}"
+    return command
