@@ -63,7 +63,9 @@ def test_a_registered_metric_reaches_every_reader(toy, tmp_path):
     y = rng.integers(0, 3, 8)
     alarm = keras_cam.Alarm("toy", above=2.0)  # a map's mean is at most 1: never fires
     callback = keras_cam.CAMCallback(
-        (x[:4], y[:4]), tmp_path / "logs", metrics=["toy"], alarms=[alarm]
+        (x[:4], y[:4]),
+        tmp_path / "logs",
+        watch=keras_cam.WatchOptions(metrics=["toy"], alarms=[alarm]),
     )
     history = model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
     expected = _mean_heat(MetricInputs(keras_cam.explain(model, x[:4]).heatmaps, y[:4]))

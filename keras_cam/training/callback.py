@@ -16,10 +16,9 @@ from keras_cam.core.explainer import (
     MethodSpec,
     Preprocess,
     resolve_methods,
-    take_images,
-    with_ranks,
 )
 from keras_cam.core.options import ExplainOptions
+from keras_cam.core.result import take_images, with_ranks
 from keras_cam.diagnostics import sanity as _sanity
 from keras_cam.diagnostics.tracking import ProbeMetrics, check_masks, check_metrics, log_key
 from keras_cam.render.display_scale import DisplayScale
