@@ -6,7 +6,10 @@ from keras_cam.methods.ablation_cam import AblationCAM
 from keras_cam.methods.base import CAMMethod, Forward
 from keras_cam.methods.cam import CAM
 from keras_cam.methods.eigen_cam import EigenCAM
+from keras_cam.methods.eigen_grad_cam import EigenGradCAM
+from keras_cam.methods.fem import FEM
 from keras_cam.methods.grad_cam import GradCAM
+from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_cam.methods.hires_cam import HiResCAM
 from keras_cam.methods.layer_cam import LayerCAM
@@ -34,6 +37,9 @@ for _method in (
     ScoreCAM,
     EigenCAM,
     AblationCAM,
+    FEM,
+    GradCAMElementWise,
+    EigenGradCAM,
 ):
     register(_method)
 
@@ -61,11 +67,14 @@ def get_method(name: str) -> CAMMethod:
 
 __all__ = [
     "CAM",
+    "FEM",
     "AblationCAM",
     "CAMMethod",
     "EigenCAM",
+    "EigenGradCAM",
     "Forward",
     "GradCAM",
+    "GradCAMElementWise",
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
