@@ -27,7 +27,6 @@ from keras_cam.layers import (
 )
 from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
-from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
 from keras_cam.progress import progress_bar, resolve_verbose
 from keras_cam.scales import OfflineScale, check_offline_normalize, fixed_scale
@@ -827,7 +826,7 @@ class CAMExplainer:
         are_logits, activation = self._outputs_are_logits, self._activation
         confidence_activation = self._confidence_activation
         needs_gradients = any(method.uses_gradients for method in methods)
-        needs_forward = any(isinstance(method, PerturbationMethod) for method in methods)
+        needs_forward = any(method.uses_forward for method in methods)
         task = score_fn if isinstance(score_fn, TaskTarget) else None
         key = self._output_key(whole=task is not None and task.reads_all_outputs)
 

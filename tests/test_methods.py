@@ -192,6 +192,8 @@ def test_every_method_is_listed_with_its_paper():
         "fem": "Fuad",
         "gradcamelementwise": "pytorch-grad-cam",
         "eigengradcam": "pytorch-grad-cam",
+        "randomcam": "pytorch-grad-cam",
+        "sobelcam": "pytorch-grad-cam",
     }
     assert set(methods) == set(papers)
     for name, author in papers.items():

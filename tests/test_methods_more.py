@@ -8,11 +8,12 @@ below are written from the formulas, independently of `keras_cam`.
 import keras
 import numpy as np
 import pytest
-from cam_references import CLASSES, assert_maps_equal, correlation, spatial, tape
+from cam_references import CLASSES, assert_maps_equal, channel_sum, correlation, spatial, tape
 from keras import layers
+from scipy import ndimage
 
 import keras_cam
-from keras_cam.methods import FEM, get_method
+from keras_cam.methods import FEM, RandomCAM, get_method
 
 
 def reference_model() -> keras.Model:
@@ -64,10 +65,33 @@ def ref_eigengradcam(a, g):
     return principal_projection(g * a, (g * a).sum(-1))
 
 
+def ref_randomcam(a, g, seed=0):
+    """The weights are the backend's stateless draw from the seed, read back eagerly."""
+    draw = keras.random.uniform((len(a), a.shape[-1]), -1.0, 1.0, seed=seed)
+    return channel_sum(keras.ops.convert_to_numpy(draw).astype(np.float64), a)
+
+
+def ref_sobelcam(x, size):
+    """scipy's Sobel filters ("mirror" is OpenCV's default border), block means to `size`."""
+    grey = np.asarray(x, np.float64) @ np.array([0.299, 0.587, 0.114])
+    # One image at a time: scipy smooths across every other axis, the batch's too.
+    edges = np.stack(
+        [
+            0.5 * np.abs(ndimage.sobel(image, axis=1, mode="mirror"))
+            + 0.5 * np.abs(ndimage.sobel(image, axis=0, mode="mirror"))
+            for image in grey
+        ]
+    )
+    n, height, width = edges.shape
+    rows, cols = size
+    return edges.reshape(n, rows, height // rows, cols, width // cols).mean(axis=(2, 4))
+
+
 REFERENCES = {
     "fem": ref_fem,
     "gradcamelementwise": ref_gradcamelementwise,
     "eigengradcam": ref_eigengradcam,
+    "randomcam": ref_randomcam,
 }
 
 
@@ -110,8 +134,38 @@ def test_all_new_methods_in_one_compiled_function(case):
         assert_maps_equal(results[name].raw, REFERENCES[name](a, g))
 
 
+def test_sobelcam_is_the_inputs_edge_map(case):
+    model, x, a, _ = case
+    result = keras_cam.explain(model, x, method="sobelcam", layer="target")
+    assert_maps_equal(result.raw, ref_sobelcam(x, a.shape[1:3]))
+
+
+def test_sobelcam_averages_edges_down_to_the_layer_resolution():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 1))
+    hidden = layers.Conv2D(2, 2, strides=2, activation="relu", name="target")(inputs)
+    model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(hidden)))
+    x = np.random.default_rng(2).uniform(0, 1, size=(2, 8, 8, 1)).astype("float32")
+    result = keras_cam.explain(model, x, method="sobelcam", layer="target")
+    grey = np.repeat(x, 3, axis=-1)  # one channel is its own grey (the weights sum to 1)
+    assert_maps_equal(result.raw, ref_sobelcam(grey, (4, 4)))
+
+
+def test_randomcam_is_deterministic_given_its_seed(case):
+    model, x, a, g = case
+    explainer = keras_cam.CAMExplainer(model, [RandomCAM(seed=3), "gradcam"], layer="target")
+    first = explainer(x, targets=CLASSES)["randomcam"].raw
+    again = explainer(x, targets=[1, 1, 1])["randomcam"].raw
+    assert explainer.trace_count == 1
+    np.testing.assert_array_equal(first, again)
+    assert_maps_equal(first, ref_randomcam(a, g, seed=3))
+    assert correlation(first, np.maximum(ref_randomcam(a, g, seed=4), 0)) < 0.99
+    with pytest.raises(ValueError, match="seed"):
+        RandomCAM(seed=-1)
+
+
 def test_registry_lists_the_new_methods():
     listed = keras_cam.available_methods()
-    for name in REFERENCES:
+    for name in [*REFERENCES, "sobelcam"]:
         assert name in listed
         assert get_method(name).name == name

@@ -161,3 +161,22 @@ def test_equals_pytorch_grad_cam(nets, name):
         # Without a sign to choose, the reference's own output is compared too.
         _assert_equal_per_image(ours, normalised)
     _assert_equal_per_image(ours, np.maximum(signed, 0))
+
+
+def test_sobelcam_equals_pytorch_grad_cams_sobel_cam(nets):
+    """Its `sobel_cam` takes an RGB uint8 image, rounds the grey image to uint8 and each
+    |∂| too (cv2.convertScaleAbs), clipping at 255. On grey pixels (R = G = B: the grey
+    is exact) of 0..60 nothing clips (|∂| ≤ 4·60), and the maps are equal up to the final
+    rounding. (On full-range noise the clipping bites, r ≈ 0.98; ours does not clip.)"""
+
+    from pytorch_grad_cam.sobel_cam import sobel_cam
+
+    _, model, x, _ = nets
+    pixels = np.repeat(np.round(x[..., :1] * 60), 3, axis=-1).astype(np.uint8)
+    ours = keras_cam.explain(
+        model, pixels.astype("float32"), method="sobelcam", layer="target", targets=CLASSES
+    ).raw
+    theirs = np.stack([sobel_cam(image) for image in pixels]).astype(np.float64)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert np.corrcoef(mine.ravel(), reference.ravel())[0, 1] >= 0.999
+    np.testing.assert_allclose(ours, theirs, atol=1.0)  # uint8 rounding, twice

@@ -13,7 +13,9 @@ from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_cam.methods.hires_cam import HiResCAM
 from keras_cam.methods.layer_cam import LayerCAM
+from keras_cam.methods.random_cam import RandomCAM
 from keras_cam.methods.score_cam import ScoreCAM
+from keras_cam.methods.sobel_cam import SobelCAM
 from keras_cam.methods.xgrad_cam import XGradCAM
 
 _REGISTRY: dict[str, type[CAMMethod]] = {}
@@ -40,6 +42,8 @@ for _method in (
     FEM,
     GradCAMElementWise,
     EigenGradCAM,
+    RandomCAM,
+    SobelCAM,
 ):
     register(_method)
 
@@ -78,7 +82,9 @@ __all__ = [
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "RandomCAM",
     "ScoreCAM",
+    "SobelCAM",
     "XGradCAM",
     "available_methods",
     "get_method",
