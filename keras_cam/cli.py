@@ -21,13 +21,16 @@ Keras cannot load it; 130 when interrupted (what was done so far is written).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import os
+import re
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -946,10 +949,12 @@ def _explain(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     _check_out(args.out, args.overwrite)
-    keras = _import_keras(args.quiet_backend)
+    with _without_native_log_lines(args.quiet_backend):
+        import keras
 
     run = _Run(out=args.out, methods=methods)
-    explainer = _Explainer(args, run, len(files))
+    with _without_native_log_lines(args.quiet_backend):  # loading touches the device
+        explainer = _Explainer(args, run, len(files))
     _prepare_out(args.out)
     run.regression = explainer.regression
     fields = ["file", "method", "rank", *explainer.result_fields, "layer"]
@@ -1028,35 +1033,43 @@ def _method_descriptions() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def _import_keras(quiet: bool) -> Any:
-    """Imports Keras and its backend, dropping TensorFlow's C++ start-up lines when `quiet`.
+# TensorFlow's C++ log lines (absl format: "I0000 00:00:17... 123 port.cc:153] ...").
+_NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d+:\d+:\d+\.\d+ +\d+ [^\]]+\] ")
+_NATIVE_LOG_NOTE = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+@contextlib.contextmanager
+def _without_native_log_lines(quiet: bool) -> Iterator[None]:
+    """Drops TensorFlow's C++ log lines written to stderr in the block, when `quiet`.
 
     TensorFlow writes them (oneDNN, CUDA drivers, `cuInit`) to the process's
-    stderr before its logging is set up, so `TF_CPP_MIN_LOG_LEVEL` alone does
-    not hide them: stderr is pointed at a temporary file during the import,
-    and the file is shown only when the import fails.
+    stderr while it starts and first touches a device, some before its logging
+    is set up, so `TF_CPP_MIN_LOG_LEVEL` alone does not hide them. stderr is
+    pointed at a temporary file in the block; everything else written there
+    (Python warnings, a traceback) is passed on afterwards.
     """
-    if not quiet or "keras" in sys.modules:
-        import keras
-
-        return keras
-    import tempfile
-
+    if not quiet:
+        yield
+        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as caught:
         os.dup2(caught.fileno(), 2)
         try:
-            import keras
-        except BaseException:
-            os.dup2(saved, 2)
-            caught.seek(0)
-            sys.stderr.write(caught.read().decode("utf-8", "replace"))
-            raise
+            yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-    return keras
+            caught.seek(0)
+            lines = caught.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = [
+                line
+                for line in lines
+                if not _NATIVE_LOG_LINE.match(line) and not line.startswith(_NATIVE_LOG_NOTE)
+            ]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def _list_methods() -> int:
