@@ -46,7 +46,7 @@ from keras_cam.layers import (
     spatial_rank,
     sublayers,
 )
-from keras_cam.scores import linear_output
+from keras_cam.scores import head_layer, linear_output
 from keras_cam.spatial import per_channel
 from keras_cam.tokens import TokenGrid, TokenLayout, detect_grid, map_channels
 
@@ -315,7 +315,7 @@ def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: A
         return dict(zip(paths, zip(captured, gradients, strict=True), strict=True))
 
     order: list[str] = []  # a compiled function's dict output comes back sorted by key
-    with linear_output(graph_layers(model)[-1][1]):
+    with linear_output(head_layer(model.outputs[0]) or graph_layers(model)[-1][1]):
         probed = compute.call_once(probe, model, _sample_input(model))
     return {
         path: (ops.convert_to_numpy(probed[path][0]), ops.convert_to_numpy(probed[path][1]))

@@ -21,13 +21,16 @@ Keras cannot load it; 130 when interrupted (what was done so far is written).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import os
+import re
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +73,8 @@ PREPROCESSING = (
 )
 """`--preprocess` names: `none`, `scale` (÷255) and the `keras.applications` modules."""
 
+TASKS = ("auto", "classification", "regression")
+
 METRICS = ("focus", "average_drop", "increase_in_confidence", "deletion", "insertion")
 DEFAULT_METRICS = ("focus", "average_drop", "increase_in_confidence")
 
@@ -104,6 +109,23 @@ def _positive(text: str) -> int:
     if text.isdigit() and int(text) >= 1:
         return int(text)
     raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+
+
+def _number(text: str) -> float:
+    """A finite number; `A/B` is read as a fraction (`1/255`)."""
+    numerator, slash, denominator = text.partition("/")
+    try:
+        value = float(numerator) / float(denominator) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        value = float("nan")
+    if np.isfinite(value):
+        return value
+    raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (e.g. 0.5 or 1/255)")
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    """One number, or one per channel: `0.485,0.456,0.406`."""
+    return tuple(_number(part.strip()) for part in text.split(","))
 
 
 def _alpha(text: str) -> float:
@@ -190,10 +212,50 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--preprocess",
         default="none",
-        choices=PREPROCESSING,
-        metavar="NAME",
-        help="maps RGB pixels 0-255 to model input: 'none' (as they are), 'scale' (÷255) "
-        f"or a keras.applications family ({', '.join(PREPROCESSING[2:])})",
+        metavar="NAME|MODULE:FUNCTION",
+        help="maps pixels 0-255 to model input: 'none' (as they are), 'scale' (÷255), "
+        f"a keras.applications family ({', '.join(PREPROCESSING[2:])}), or your own "
+        "function, imported: e.g. 'mypackage.data:preprocess' (a module on PYTHONPATH or "
+        "in the current folder) takes a float32 batch (N, H, W, C) of 0-255 pixels and "
+        "returns the model's input",
+    )
+    explain.add_argument(
+        "--scale",
+        type=_number,
+        default=None,
+        metavar="FACTOR",
+        help="input = (pixels × FACTOR - --mean) / --std, per channel; e.g. "
+        "--scale 1/255 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (ImageNet "
+        "normalisation) (default: 1)",
+    )
+    explain.add_argument(
+        "--mean",
+        type=_numbers,
+        default=None,
+        metavar="M[,M...]",
+        help="subtracted after --scale: one value, or one per channel (default: 0)",
+    )
+    explain.add_argument(
+        "--std",
+        type=_numbers,
+        default=None,
+        metavar="S[,S...]",
+        help="divides after --mean: one value, or one per channel (default: 1)",
+    )
+    explain.add_argument(
+        "--output",
+        default=None,
+        metavar="KEY",
+        help="for a model with several outputs, the one to explain: a dict key, an "
+        "output layer name or a position (0, 1, ...)",
+    )
+    explain.add_argument(
+        "--task",
+        choices=TASKS,
+        default="auto",
+        help="'classification' reports classes and probabilities; 'regression' explains "
+        "the output value itself (what increases it) and reports it as 'value'. 'auto': "
+        "regression for one linear output unit, else classification",
     )
     explain.add_argument(
         "--size",
@@ -237,9 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--colormap", default="jet", help="a matplotlib colormap name")
     explain.add_argument(
         "--metrics",
-        default=",".join(DEFAULT_METRICS),
+        default=None,
         metavar="NAME[,NAME...]",
-        help=f"per-map metrics in results.csv, from {', '.join(METRICS)}, or 'none'. "
+        help=f"per-map metrics in results.csv, from {', '.join(METRICS)}, or 'none' "
+        f"(default: {','.join(DEFAULT_METRICS)}; focus for a regression). "
         "average_drop and increase_in_confidence cost 2 forward passes of the batch "
         "each, deletion and insertion 18",
     )
@@ -258,6 +321,7 @@ class _Run:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     conversions: set[str] = field(default_factory=set)
+    regression: bool = False
 
 
 def _methods(values: Sequence[str] | None) -> list[str]:
@@ -267,7 +331,9 @@ def _methods(values: Sequence[str] | None) -> list[str]:
     return names
 
 
-def _metrics(text: str) -> list[str]:
+def _metrics(text: str | None) -> list[str]:
+    if text is None:
+        return list(DEFAULT_METRICS)
     names = [] if text.strip().lower() == "none" else _comma_list(text)
     unknown = [name for name in names if name not in METRICS]
     if unknown:
@@ -320,55 +386,136 @@ def _load_model(path: str) -> Any:
         ) from error
 
 
-def _output_layer(model: Any) -> Any:
-    layer = model.layers[-1]
-    while hasattr(layer, "layers") and layer.layers:
-        layer = layer.layers[-1]
-    return layer
+def _select_output(model: Any, spec: str | None) -> Any:
+    """The model reduced to the output `--output` names (the model itself when it has one).
 
-
-def _with_probabilities(model: Any) -> Any:
-    """The model with a softmax (sigmoid for one unit) appended when its head has none.
-
-    The explainer differentiates the logits either way (the appended activation
-    is switched off while it traces), so the maps are unchanged; the reported
-    scores become probabilities.
+    Everything downstream (the explainer, the probability, the metrics) then
+    sees a model with one output.
     """
     import keras
 
-    from keras_cam.scores import output_activation
+    from keras_cam import outputs
+
+    named = outputs.describe(model)
+    count = len(model.outputs)
+    if spec is None:
+        if count == 1:
+            return model
+        raise UsageError(
+            f"The model has {count} outputs: {named}. Choose the one to explain with "
+            f"--output (a dict key, an output layer name or a position), e.g. --output 0."
+        )
+    choice: str | int = spec
+    try:
+        key = outputs.resolve(model, choice)
+    except ValueError:
+        if not spec.isdigit():
+            raise UsageError(f"--output {spec!r} is not an output of the model: {named}.") from None
+        choice = int(spec)
+        try:
+            key = outputs.resolve(model, choice)
+        except ValueError:
+            raise UsageError(
+                f"--output {spec}: the model has outputs 0 to {count - 1}: {named}."
+            ) from None
+    if count == 1:
+        return model
+    return keras.Model(model.inputs, outputs.symbolic(model, key), name=model.name)
+
+
+def _is_regression(model: Any, task: str) -> bool:
+    """`--task`, or for `auto`, whether the head is one linear unit (an age, a price)."""
+    import keras
+
+    from keras_cam.scores import head_layer, output_activation
+
+    if task != "auto":
+        return task == "regression"
+    output = model.outputs[0]
+    head = head_layer(output)
+    linear = getattr(head, "activation", None) is keras.activations.linear
+    if (
+        len(output.shape) == 2
+        and output.shape[-1] == 1
+        and linear
+        and output_activation(head) is None
+    ):
+        logger.info(
+            "the model ends in one linear unit (%s): explaining it as a regression (the "
+            "value and what increases it); pass --task classification for a binary "
+            "classifier that outputs a logit",
+            head.name,
+        )
+        return True
+    return False
+
+
+def _with_probabilities(model: Any) -> Any:
+    """The model with a softmax (sigmoid for one unit) appended when its head is linear.
+
+    The head is found through pass-through layers (Reshape, Flatten, Dropout)
+    and nested models, as the library finds it, so a softmax that is not on
+    the last layer is never applied twice. The explainer differentiates the
+    logits either way (the appended activation is switched off while it
+    traces), so the maps are unchanged; the reported scores become
+    probabilities. A head the library cannot read (a Lambda, a custom layer)
+    is left as it is.
+    """
+    import keras
+
+    from keras_cam.scores import confidence_activation, head_layer, output_activation
 
     outputs = model.outputs[0]
     if len(model.outputs) != 1 or len(outputs.shape) != 2:
         return model
-    if output_activation(_output_layer(model)) is not None:
+    head = head_layer(outputs)
+    if output_activation(head) is not None:
+        return model
+    activation = confidence_activation(head, outputs.shape[-1])
+    if activation is None:
+        logger.info(
+            "the model's output layer %r has no softmax/sigmoid that keras-cam can read: "
+            "its outputs are reported as they are",
+            getattr(head, "name", "?"),
+        )
         return model
     logger.info(
-        "the model's output has no softmax: probabilities are the %s of its outputs",
-        "sigmoid" if outputs.shape[-1] == 1 else "softmax",
+        "the model's output has no softmax: probabilities are the %s of its outputs", activation
     )
-    if outputs.shape[-1] == 1:
-        activation = keras.layers.Activation("sigmoid", name="keras_cam_probability")
+    if activation == "sigmoid":
+        layer = keras.layers.Activation("sigmoid", name="keras_cam_probability")
     else:
-        activation = keras.layers.Softmax(name="keras_cam_probability")
-    return keras.Model(model.inputs, activation(outputs), name=model.name)
+        layer = keras.layers.Softmax(name="keras_cam_probability")
+    return keras.Model(model.inputs, layer(outputs), name=model.name)
 
 
-def _input_size(model: Any, requested: tuple[int, int] | None, channels_first: bool) -> tuple:
+CHANNEL_MODES = {1: "grayscale", 3: "RGB", 4: "RGBA"}
+
+
+def _input_size(
+    model: Any, requested: tuple[int, int] | None, channels_first: bool
+) -> tuple[tuple[int, int], int]:
+    """The (height, width) images are fitted to, and the model's channel count (1, 3 or 4)."""
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4:
         raise UsageError(f"The model takes input of shape {shape}, not images (N, H, W, C).")
     size = shape[2:4] if channels_first else shape[1:3]
+    channels = shape[1] if channels_first else shape[3]
+    if channels not in CHANNEL_MODES:
+        raise UsageError(
+            f"The model takes images with {channels} channels; keras-cam reads image files "
+            f"as grayscale (1 channel), RGB (3) or RGBA (4)."
+        )
     if requested is not None:
         if any(s is not None and s != r for s, r in zip(size, requested, strict=True)):
             raise UsageError(
                 f"--size {requested[0]}x{requested[1]} does not match the model's input "
                 f"size {size[0]}x{size[1]}; leave --size out."
             )
-        return requested
+        return requested, int(channels)
     if None in size:
         raise UsageError("The model accepts any input size: give one with --size, e.g. 224.")
-    return (int(size[0]), int(size[1]))
+    return (int(size[0]), int(size[1])), int(channels)
 
 
 def _class_names(path: str | None, num_classes: int) -> list[str]:
@@ -411,14 +558,124 @@ def _targets(text: str, names: list[str]) -> str | int:
     )
 
 
-def _preprocess(name: str) -> Callable[[np.ndarray], Any] | None:
+def _regression_targets(model: Any, args: argparse.Namespace) -> tuple[list[str], Any]:
+    """Unit names and the target of a regression: the value itself, `--targets N` for unit N."""
+    from keras_cam.targets import output
+
+    units = int(np.prod(model.outputs[0].shape[1:]))
+    if args.class_names is not None:
+        raise UsageError("--class-names names classes; a regression head has none: leave it out.")
+    if args.targets == "predicted" and units == 1:
+        return ["value"], output(0)
+    if args.targets.isdigit() and int(args.targets) < units:
+        return [f"unit {i}" for i in range(units)], output(int(args.targets))
+    raise UsageError(
+        f"--targets {args.targets}: a regression output with {units} unit(s) is explained one "
+        f"unit at a time: give its index, 0 to {units - 1}"
+        + (" (or leave --targets out)." if units == 1 else ".")
+    )
+
+
+def _regression_metrics(text: str | None) -> list[str]:
+    """Only `focus` reads a map alone; the others compare class probabilities."""
+    if text is None:
+        return ["focus"]
+    names = _metrics(text)
+    others = [name for name in names if name != "focus"]
+    if others:
+        raise UsageError(
+            f"--metrics {','.join(others)} compare class probabilities; a regression has "
+            f"none: use --metrics focus or none."
+        )
+    return names
+
+
+def _user_function(spec: str) -> Callable[[np.ndarray], Any]:
+    """Imports `module:function` (the current folder is searched too, as `python -m` does)."""
+    import importlib
+
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise UsageError(f"--preprocess {spec!r}: write MODULE:FUNCTION, e.g. mypackage.data:prep.")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise UsageError(
+            f"--preprocess {spec}: cannot import {module_name!r} ({type(error).__name__}: "
+            f"{error}); run from the folder that holds it or add it to PYTHONPATH."
+        ) from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise UsageError(f"--preprocess {spec}: module {module_name!r} has no function {name!r}.")
+    return lambda images: function(np.asarray(images, np.float32))
+
+
+def _normalisation(
+    scale: float | None, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
+) -> Callable[[np.ndarray], Any]:
+    """(pixels × scale − mean) / std, per channel."""
+    factor = 1.0 if scale is None else scale
+
+    def per_channel(values: Sequence[float] | None, default: float, option: str) -> np.ndarray:
+        if values is None:
+            return np.full(channels, default, np.float32)
+        if len(values) not in (1, channels):
+            raise UsageError(
+                f"{option} has {len(values)} values; give one, or one per channel (the model "
+                f"takes {channels})."
+            )
+        return np.broadcast_to(np.asarray(values, np.float32), (channels,)).copy()
+
+    shift = per_channel(mean, 0.0, "--mean")
+    spread = per_channel(std, 1.0, "--std")
+    if np.any(spread == 0):
+        raise UsageError("--std must not be 0.")
+    return lambda images: (np.asarray(images, np.float32) * factor - shift) / spread
+
+
+def _preprocess(args: argparse.Namespace, channels: int) -> Callable[[np.ndarray], Any] | None:
+    """The function from pixels (0-255, the model's channels) to the model's input."""
+    name = args.preprocess
+    custom = [args.scale, args.mean, args.std]
+    if any(value is not None for value in custom):
+        if name != "none":
+            raise UsageError(
+                f"--preprocess {name} and --scale/--mean/--std both say how to preprocess: "
+                f"give one of them."
+            )
+        return _normalisation(args.scale, args.mean, args.std, channels)
+    if ":" in name:
+        return _user_function(name)
+    if name not in PREPROCESSING:
+        raise UsageError(
+            f"--preprocess {name!r}: choose from {', '.join(PREPROCESSING)}, or name your own "
+            f"function as MODULE:FUNCTION."
+        )
     if name == "none":
         return None
     if name == "scale":
         return lambda images: images / 255.0
+    if channels != 3:
+        raise UsageError(
+            f"--preprocess {name} expects RGB images; the model takes {channels} channel(s). "
+            f"Use --scale/--mean/--std or your own MODULE:FUNCTION."
+        )
     import keras
 
     return getattr(keras.applications, name).preprocess_input
+
+
+def _display(pixels: np.ndarray) -> np.ndarray:
+    """RGB for the thumbnails and overlays: gray repeated, RGBA shown on white."""
+    if pixels.shape[-1] == 1:
+        return np.repeat(pixels, 3, axis=-1)
+    if pixels.shape[-1] == 4:
+        alpha = pixels[..., 3:].astype(np.float32) / 255.0
+        shown = pixels[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.round(shown).astype(np.uint8)
+    return pixels
 
 
 def _stem(path: str) -> str:
@@ -500,7 +757,9 @@ class _Explainer:
         self.args, self.run, self.writer = args, run, None
         # A run of fewer files than --batch-size is not padded up to it.
         self.batch_size = min(args.batch_size, count)
-        self.model = _with_probabilities(_load_model(args.model))
+        model = _select_output(_load_model(args.model), args.output)
+        self.regression = _is_regression(model, args.task)
+        self.model = model if self.regression else _with_probabilities(model)
         try:
             self.explainer = CAMExplainer(
                 self.model, method=run.methods, layer=args.layer, batch_size=self.batch_size
@@ -509,22 +768,54 @@ class _Explainer:
         except ValueError as error:
             raise UsageError(str(error)) from None
         channels_first = self.explainer._resolve().channels_first
-        self.size = _input_size(self.model, args.size, channels_first)
-        self.names = _class_names(args.class_names, self.explainer.num_classes)
-        self.targets = _targets(args.targets, self.names)
-        self.ranks = top_k(self.targets) or 1
+        self.size, self.channels = _input_size(self.model, args.size, channels_first)
+        if self.regression:
+            self.names, self.targets = _regression_targets(self.model, args)
+            self.ranks = 1
+        else:
+            self.names = _class_names(args.class_names, self.explainer.num_classes)
+            self.targets = _targets(args.targets, self.names)
+            self.ranks = top_k(self.targets) or 1
         if self.ranks > len(self.names):
             raise UsageError(
                 f"--targets {args.targets}: the model scores only {len(self.names)} classes."
             )
-        self.preprocess = _preprocess(args.preprocess)
+        self.preprocess = _preprocess(args, self.channels)
         self.metrics = _metrics(args.metrics)
+        if self.regression:
+            self.metrics = _regression_metrics(args.metrics)
+
+    @property
+    def result_fields(self) -> list[str]:
+        """The columns of results.csv that say what was explained."""
+        return ["unit", "value"] if self.regression else ["class", "name", "probability"]
+
+    def _result_cells(self, class_id: int, score: float) -> dict[str, Any]:
+        if self.regression:
+            return {"unit": class_id, "value": f"{score:.6g}"}
+        return {"class": class_id, "name": self.names[class_id], "probability": f"{score:.6f}"}
+
+    def _caption(self, class_id: int, score: float, rank: int) -> str:
+        if self.regression:
+            return f"value={score:.4g}" if class_id == 0 else f"unit {class_id}={score:.4g}"
+        text = f"{self.names[class_id]} p={score:.2f}"
+        return text if self.ranks == 1 else f"#{rank + 1} {text}"
+
+    @property
+    def input_note(self) -> str:
+        """What the summary says about the images the model was given, if anything."""
+        if self.channels == 3:
+            return ""
+        return (
+            f"; images converted to {CHANNEL_MODES[self.channels]} for the model's "
+            f"{self.channels}-channel input"
+        )
 
     def load(self, paths: Sequence[str]) -> list[tuple[str, LoadedImage]]:
         loaded = []
         for path in paths:
             try:
-                image = load_image(path, self.size, self.args.fit)
+                image = load_image(path, self.size, self.args.fit, self.channels)
             except UnreadableImage as error:
                 logger.warning("skipped %s: not a readable image (%s)", path, error)
                 self.run.skipped.append((path, str(error)))
@@ -532,8 +823,9 @@ class _Explainer:
             if image.conversion and image.conversion not in self.run.conversions:
                 self.run.conversions.add(image.conversion)
                 logger.info(
-                    "converting %s images to 8-bit RGB (first: %s; said once)",
+                    "converting %s images to 8-bit %s for the model (first: %s; said once)",
                     image.conversion,
+                    CHANNEL_MODES[self.channels],
                     path,
                 )
             loaded.append((path, image))
@@ -580,7 +872,8 @@ class _Explainer:
 
         stem = f"{index:05d}_{_stem(path)}"
         thumbnail = os.path.join("images", f"{stem}.jpg")
-        Image.fromarray(image.pixels).save(os.path.join(self.run.out, thumbnail), quality=90)
+        shown = _display(image.pixels)
+        Image.fromarray(shown).save(os.path.join(self.run.out, thumbnail), quality=90)
         for rank in range(self.ranks):
             overlays = {}
             for method, maps in per_method.items():
@@ -588,14 +881,10 @@ class _Explainer:
                 score = float(maps.scores[offset, rank])
                 name = self.names[class_id]
                 heatmap = maps.heatmaps[offset, rank]
-                blended = overlay(
-                    image.pixels[None], heatmap[None], self.args.alpha, self.args.colormap
-                )[0]
-                caption = (
-                    f"{name} p={score:.2f}"
-                    if self.ranks == 1
-                    else (f"#{rank + 1} {name} p={score:.2f}")
-                )
+                blended = overlay(shown[None], heatmap[None], self.args.alpha, self.args.colormap)[
+                    0
+                ]
+                caption = self._caption(class_id, score, rank)
                 picture = captioned_grid([[blended]], [caption])
                 suffix = "" if self.ranks == 1 else f"_top{rank + 1}"
                 relative = os.path.join("overlays", f"{stem}_{method}{suffix}.png")
@@ -609,9 +898,7 @@ class _Explainer:
                         "file": path,
                         "method": method,
                         "rank": rank + 1,
-                        "class": class_id,
-                        "name": name,
-                        "probability": f"{score:.6f}",
+                        **self._result_cells(class_id, score),
                         "layer": self.layer,
                         "peak_x": peak_x,
                         "peak_y": peak_y,
@@ -634,7 +921,7 @@ class _Explainer:
 
 
 def _write_sheet(run: _Run, title: str, summary: str) -> None:
-    page = contact_sheet_html(run.rows, run.methods, title, summary)
+    page = contact_sheet_html(run.rows, run.methods, title, summary, regression=run.regression)
     with open(os.path.join(run.out, "index.html"), "w", encoding="utf-8") as file:
         file.write(page)
 
@@ -662,12 +949,15 @@ def _explain(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     _check_out(args.out, args.overwrite)
-    import keras
+    with _without_native_log_lines(args.quiet_backend):
+        import keras
 
     run = _Run(out=args.out, methods=methods)
-    explainer = _Explainer(args, run, len(files))
+    with _without_native_log_lines(args.quiet_backend):  # loading touches the device
+        explainer = _Explainer(args, run, len(files))
     _prepare_out(args.out)
-    fields = ["file", "method", "rank", "class", "name", "probability", "layer"]
+    run.regression = explainer.regression
+    fields = ["file", "method", "rank", *explainer.result_fields, "layer"]
     fields += ["peak_x", "peak_y", *explainer.metrics, "overlay"]
     start = time.perf_counter()
     interrupted = False
@@ -696,7 +986,7 @@ def _explain(args: argparse.Namespace) -> int:
     summary = (
         f"{run.explained} images explained with {', '.join(methods)} in {seconds:.1f} s; "
         f"{len(run.skipped)} skipped (not readable), {len(run.failed)} failed, "
-        f"{found.ignored} files without an image extension ignored"
+        f"{found.ignored} files without an image extension ignored{explainer.input_note}"
     )
     _write_sheet(run, os.path.basename(args.model), summary)
     _write_skipped(run)
@@ -709,10 +999,81 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK if run.explained and not run.failed else EXIT_FAILED
 
 
-def _list_methods() -> int:
-    from keras_cam.methods import available_methods
+def _method_descriptions() -> dict[str, str]:
+    """`name -> description` of the built-in methods, read from their source files.
 
-    methods = available_methods()
+    Importing the methods would import Keras and its backend (seconds, and
+    TensorFlow's start-up lines) only to print a list; their class attributes
+    are plain strings, read here with `ast`. A test checks the result against
+    `keras_cam.available_methods()`.
+    """
+    import ast
+
+    found = {}
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), "methods")
+    for file_name in sorted(os.listdir(folder)):
+        if not file_name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, file_name), encoding="utf-8") as file:
+            tree = ast.parse(file.read())
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            strings = {
+                target.id: statement.value.value
+                for statement in node.body
+                if isinstance(statement, ast.Assign)
+                and isinstance(statement.value, ast.Constant)
+                and isinstance(statement.value.value, str)
+                for target in statement.targets
+                if isinstance(target, ast.Name)
+            }
+            if "name" in strings and "description" in strings:
+                found[strings["name"]] = strings["description"]
+    return dict(sorted(found.items()))
+
+
+# TensorFlow's C++ log lines (absl format: "I0000 00:00:17... 123 port.cc:153] ...").
+_NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d+:\d+:\d+\.\d+ +\d+ [^\]]+\] ")
+_NATIVE_LOG_NOTE = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+@contextlib.contextmanager
+def _without_native_log_lines(quiet: bool) -> Iterator[None]:
+    """Drops TensorFlow's C++ log lines written to stderr in the block, when `quiet`.
+
+    TensorFlow writes them (oneDNN, CUDA drivers, `cuInit`) to the process's
+    stderr while it starts and first touches a device, some before its logging
+    is set up, so `TF_CPP_MIN_LOG_LEVEL` alone does not hide them. stderr is
+    pointed at a temporary file in the block; everything else written there
+    (Python warnings, a traceback) is passed on afterwards.
+    """
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = [
+                line
+                for line in lines
+                if not _NATIVE_LOG_LINE.match(line) and not line.startswith(_NATIVE_LOG_NOTE)
+            ]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def _list_methods() -> int:
+    methods = _method_descriptions()
     width = max(map(len, methods))
     for name, description in methods.items():
         print(f"{name:<{width}}  {description}")
@@ -734,6 +1095,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # TensorFlow's C++ log lines are silenced unless the user chose a level.
+    args.quiet_backend = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.command == "methods":

@@ -82,13 +82,17 @@ _COLUMNS = (
     ("name", "class", False),
     ("probability", "probability", True),
 )
+# A regression head has no class: the explained output value takes their place.
+_REGRESSION_COLUMNS = (_COLUMNS[0], _COLUMNS[1], ("probability", "value", True))
 
 
 def _url(path: str) -> str:
     return html.escape(quote(path.replace("\\", "/")), quote=True)
 
 
-def _row(index: int, row: SheetRow, methods: Sequence[str], shown: str) -> str:
+def _row(
+    index: int, row: SheetRow, methods: Sequence[str], shown: str, regression: bool = False
+) -> str:
     attributes = (
         f'data-order="{index}" data-file="{html.escape(row.file, quote=True)}" '
         f'data-name="{html.escape(row.name, quote=True)}" data-class="{row.class_id}" '
@@ -104,6 +108,8 @@ def _row(index: int, row: SheetRow, methods: Sequence[str], shown: str) -> str:
         f'<td class="num">{row.probability:.3f}</td>',
         f'<td><img src="{_url(row.image)}" alt="{alt}" loading="lazy"></td>',
     ]
+    if regression:
+        cells[2:4] = [f'<td class="num" title="{name}">{row.probability:.4g}</td>']
     for method in methods:
         source = _url(row.overlays[method])
         cells.append(f'<td><img src="{source}" alt="{method}: {alt}" loading="lazy"></td>')
@@ -116,6 +122,7 @@ def contact_sheet_html(
     title: str,
     summary: str = "",
     thumbnail: int = 160,
+    regression: bool = False,
 ) -> str:
     """The page: a table of rows sortable by file, class and probability.
 
@@ -125,13 +132,16 @@ def contact_sheet_html(
         title: the page title (e.g. the model file).
         summary: one line of text under the title. Defaults to `""`.
         thumbnail: displayed width of every picture in CSS pixels. Defaults to `160`.
+        regression: rows explain an output value (`probability` holds it), not a
+            class: one "value" column replaces class and probability. Defaults to
+            `False`.
 
     Returns:
         The HTML document as a string.
     """
     headers = [
         f'<th class="sortable" data-key="{key}" data-numeric="{int(numeric)}">{label}</th>'
-        for key, label, numeric in _COLUMNS
+        for key, label, numeric in (_REGRESSION_COLUMNS if regression else _COLUMNS)
     ]
     headers.append("<th>image</th>")
     headers.extend(f"<th>{html.escape(method)}</th>" for method in methods)
@@ -139,7 +149,7 @@ def contact_sheet_html(
     folders = [os.path.dirname(os.path.abspath(row.file)) for row in rows]
     common = os.path.commonpath(folders) if folders else ""
     body = "\n".join(
-        _row(index, row, methods, os.path.relpath(os.path.abspath(row.file), common))
+        _row(index, row, methods, os.path.relpath(os.path.abspath(row.file), common), regression)
         for index, row in enumerate(rows)
     )
     return (

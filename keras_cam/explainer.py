@@ -562,16 +562,16 @@ class CAMExplainer:
             for method in self.methods:
                 method.prepare(split)
             key = _outputs.resolve(self.model, self.output, whole=True)
-            output_layer = (
-                split.output_layer
-                if key is None
-                else _outputs.producing_layer(_outputs.symbolic(self.model, key))
-            )
+            # The head is found through pass-through layers and nested models, so a
+            # wrapped classifier is explained on the same logits as the classifier.
+            output = None if key is None else _outputs.symbolic(self.model, key)
+            output_layer = split.output_layer if key is None else _scores.head_layer(output)
             self._activation = _scores.output_activation(output_layer or split.output_layer)
             self._output_layer = output_layer
             self._outputs_are_logits = self.score == "logit" or self._activation is None
             self._confidence_activation = _scores.confidence_activation(
-                output_layer or split.output_layer
+                output_layer or split.output_layer,
+                None if output is None else output.shape[-1],
             )
             self._pooled_head = None if split.capture else pooled_head(self.model, split)
             self._split = split
@@ -675,7 +675,8 @@ class CAMExplainer:
         warnings.warn(
             f"keras_cam: score='logit', but the outputs of model {self.model.name!r} look "
             f"like probabilities (non-negative, each row sums to 1) and its output layer "
-            f"{self._split.output_layer.name!r} has no softmax/sigmoid activation that can be "
+            f"{(self._output_layer or self._split.output_layer).name!r} has no "
+            f"softmax/sigmoid activation that can be "
             f"switched off (a softmax inside a Lambda or a custom layer?), so the maps "
             f"differentiate probabilities, whose gradients vanish once the model is "
             f"confident. Expose the logits: end the model with a Dense layer with "

@@ -211,7 +211,7 @@ class CAMGuidedModel(keras.Model):
         activations = split.features(images, training=False)
         # The logit, not the probability, as the callback's default score; the head's
         # softmax/sigmoid is skipped while this part of the step is traced.
-        with _scores.linear_output(split.output_layer):
+        with _scores.linear_output(_scores.head_layer(self.model.outputs[0]) or split.output_layer):
             _, gradients = self._compute.differentiable_gradients(
                 split.head,
                 activations,

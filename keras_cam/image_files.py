@@ -124,7 +124,8 @@ class LoadedImage:
     """A decoded image fitted to the model's input size.
 
     Attributes:
-        pixels: uint8 (height, width, 3) RGB at the model's input size.
+        pixels: uint8 (height, width, channels) at the model's input size:
+            grayscale, RGB or RGBA as the model takes.
         placement: how original pixels map to `pixels`.
         conversion: what was converted to reach 8-bit RGB (e.g. `"grayscale"`,
             `"alpha channel"`, `"16-bit"`), or None for an 8-bit RGB file.
@@ -163,6 +164,23 @@ def _to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
     return image.convert("RGB"), words.get(mode, mode)
 
 
+def _to_channels(image: Image.Image, channels: int) -> tuple[Image.Image, str | None]:
+    """8-bit grayscale (1 channel), RGB (3) or RGBA (4), and a word for what was converted."""
+    if channels == 4:
+        if image.mode == "RGBA":
+            return image, None
+        if image.mode in ("LA", "PA", "RGBa", "La") or "transparency" in image.info:
+            return image.convert("RGBA"), f"{image.mode} to RGBA"
+        rgb, word = _to_rgb(image)
+        return rgb.convert("RGBA"), f"{word or 'RGB'}, opaque alpha added"
+    if channels == 1 and image.mode == "L":
+        return image, None
+    rgb, word = _to_rgb(image)
+    if channels == 1:
+        return rgb.convert("L"), "colour" if word is None else word
+    return rgb, word
+
+
 def _fit(image: Image.Image, size: tuple[int, int], fit: str) -> tuple[Image.Image, Placement]:
     """Resizes to `size` (height, width): centre crop, letterbox pad or stretch."""
     height, width = size
@@ -181,15 +199,17 @@ def _fit(image: Image.Image, size: tuple[int, int], fit: str) -> tuple[Image.Ima
         scale = min(width / w, height / h)
         inner = (max(1, round(w * scale)), max(1, round(h * scale)))
         offset = ((width - inner[0]) // 2, (height - inner[1]) // 2)
-        canvas = Image.new("RGB", (width, height))
+        canvas = Image.new(image.mode, (width, height))
         canvas.paste(image.resize(inner, resample), offset)
         placement = Placement(inner[0] / w, inner[1] / h, *map(float, offset), w, h)
         return canvas, placement
     raise ValueError(f"fit must be one of {FITS}, got {fit!r}.")
 
 
-def load_image(path: str, size: tuple[int, int], fit: str = "crop") -> LoadedImage:
-    """Decodes `path` (first frame; EXIF orientation applied) as RGB fitted to `size`.
+def load_image(
+    path: str, size: tuple[int, int], fit: str = "crop", channels: int = 3
+) -> LoadedImage:
+    """Decodes `path` (first frame; EXIF orientation applied) fitted to `size`.
 
     Args:
         path: an image file Pillow can decode.
@@ -198,6 +218,8 @@ def load_image(path: str, size: tuple[int, int], fit: str = "crop") -> LoadedIma
             `"pad"` scales it to fit inside and pads with black (letterbox),
             `"stretch"` resizes to `size` ignoring the aspect ratio. Defaults
             to `"crop"`.
+        channels: 1 (grayscale), 3 (RGB) or 4 (RGBA): the model's channel
+            count. Defaults to `3`.
 
     Raises:
         UnreadableImage: the file is not an image Pillow can decode
@@ -207,8 +229,9 @@ def load_image(path: str, size: tuple[int, int], fit: str = "crop") -> LoadedIma
         with Image.open(path) as opened:
             image = ImageOps.exif_transpose(opened)
             image.load()
-            rgb, conversion = _to_rgb(image)
+            rgb, conversion = _to_channels(image, channels)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise UnreadableImage(f"{type(error).__name__}: {error}") from error
     fitted, placement = _fit(rgb, size, fit)
-    return LoadedImage(np.asarray(fitted, dtype=np.uint8), placement, conversion)
+    pixels = np.asarray(fitted, dtype=np.uint8)
+    return LoadedImage(pixels[..., None] if pixels.ndim == 2 else pixels, placement, conversion)
