@@ -749,16 +749,12 @@ class _Explainer:
             per_method[method] = _MethodMaps(heatmaps, classes, scores, values)
         for offset, (path, image) in enumerate(loaded):
             try:
-                csv_text, rows, flat = self._write_image(
-                    positions[path], path, image, offset, per_method
-                )
+                self._write_image(positions[path], path, image, offset, per_method)
             except Exception as error:  # a name or a full disk: this file fails, not the batch
                 logger.error(
                     "failed to write %s: %s: %s", _shown(path), type(error).__name__, error
                 )
                 self.journal.failed(path, f"{type(error).__name__}: {error}")
-                continue
-            self.journal.explained(path, csv_text, rows, flat)
 
     def _write_image(
         self,
@@ -767,8 +763,31 @@ class _Explainer:
         image: LoadedImage,
         offset: int,
         per_method: dict[str, _MethodMaps],
+    ) -> None:
+        """Writes one image's thumbnail and overlays, then records its rows in one step."""
+        written: list[str] = []
+        try:
+            csv_text, rows, flat = self._write_files(
+                index, path, image, offset, per_method, written
+            )
+            self.journal.explained(path, csv_text, rows, flat)
+        except BaseException:
+            # An image is recorded whole or leaves nothing: no overlay without its row.
+            if not self.journal.has(path):
+                for relative in written:
+                    with contextlib.suppress(OSError):
+                        os.remove(self.run.folder.path(relative))
+            raise
+
+    def _write_files(
+        self,
+        index: int,
+        path: str,
+        image: LoadedImage,
+        offset: int,
+        per_method: dict[str, _MethodMaps],
+        written: list[str],
     ) -> tuple[str, list[SheetRow], int]:
-        """Writes one image's thumbnail and overlays; returns its CSV text and sheet rows."""
         from PIL import Image
 
         from keras_cam.overlay import captioned_grid, overlay
@@ -781,6 +800,7 @@ class _Explainer:
         stem = self.journal.names.claim(f"{index:05d}_{_stem(path)}", suffixes)
         thumbnail = f"images/{stem}.jpg"
         self.run.folder.record(thumbnail)
+        written.append(thumbnail)
         Image.fromarray(image.pixels).save(self.run.folder.path(thumbnail), quality=90)
         csv_rows, sheet_rows, flat = [], [], 0
         for rank in range(self.ranks):
@@ -804,6 +824,7 @@ class _Explainer:
                 suffix = "" if self.ranks == 1 else f"_top{rank + 1}"
                 relative = f"overlays/{stem}_{method}{suffix}.png"
                 self.run.folder.record(relative)
+                written.append(relative)
                 Image.fromarray(picture).save(self.run.folder.path(relative), compress_level=1)
                 overlays[method] = relative
                 # A flat map has no peak: the cells stay empty rather than claim (0, 0).
@@ -948,6 +969,9 @@ class _Journal:
                 }
             )
 
+    def has(self, path: str) -> bool:
+        return _real(path) in self.done
+
     def skipped(self, path: str, why: str) -> None:
         with _deferred_interrupt():
             self.run.skipped.append((path, why))
@@ -1050,14 +1074,14 @@ def _explain(args: argparse.Namespace) -> int:
     methods = _methods(args.method)
     _metrics(args.metrics)
     folder = _OutFolder(args.out)
-    _check_out(folder, args.overwrite, args.resume)
     # This command's own earlier outputs are never taken as inputs.
     exclude = [folder.path(name) for name in _FOLDERS if folder.is_ours(name)]
     found = find_images(args.images, exclude=exclude)
     if found.missing:
         raise UsageError(f"No such file or folder, and no glob match: {', '.join(found.missing)}.")
     files = found.files[: args.limit] if args.limit else found.files
-    _check_inputs(folder, args.images, files)
+    _check_inputs(folder, args.images, found.files)
+    _check_out(folder, args.overwrite, args.resume)
     if not files:
         logger.error(
             "no image files found in %s (%d files without an image extension ignored%s).",

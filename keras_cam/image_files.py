@@ -85,12 +85,15 @@ class _Walk:
             level = root.rstrip(os.sep).count(os.sep) - top_depth + 1
             descend = depth is None or level < depth
             kept = []
-            for name in sorted(dirs):
+            # Real folders first, so that a folder reached also through a link keeps its
+            # own path.
+            for name in sorted(dirs, key=lambda n: os.path.islink(os.path.join(root, n))):
                 real = _real(os.path.join(root, name))
                 if real not in seen:
                     kept.append(name)
                     if descend:
                         seen.add(real)
+            kept.sort()
             dirs[:] = kept if descend else []
             for name in kept:
                 yield os.path.join(root, name), True
