@@ -13,8 +13,9 @@ Exit status of `explain`: 0 when at least one image was explained and nothing
 failed unexpectedly (undecodable image files are skipped, not failures); 1 when
 no image was explained, or explaining some batch raised an error; 2 for a
 command-line error (unknown option, method, preprocessing or target, no such
-input, a non-empty `--out` without `--overwrite`, a layer the model lacks,
-class names that do not match the model); 3 when the model file is missing or
+input, a non-empty `--out` without `--overwrite`, an `--out` another run holds or
+whose outputs would hold an input, `--resume` with other options, a layer the model
+lacks, class names that do not match the model); 3 when the model file is missing or
 Keras cannot load it; 130 when interrupted (what was done so far is written).
 """
 
