@@ -13,8 +13,9 @@ Exit status of `explain`: 0 when at least one image was explained and nothing
 failed unexpectedly (undecodable image files are skipped, not failures); 1 when
 no image was explained, or explaining some batch raised an error; 2 for a
 command-line error (unknown option, method, preprocessing or target, no such
-input, a non-empty `--out` without `--overwrite`, a layer the model lacks,
-class names that do not match the model); 3 when the model file is missing or
+input, a non-empty `--out` without `--overwrite`, an `--out` another run holds or
+whose outputs would hold an input, `--resume` with other options, a layer the model
+lacks, class names that do not match the model); 3 when the model file is missing or
 Keras cannot load it; 130 when interrupted (what was done so far is written).
 """
 
@@ -23,10 +24,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
+import json
 import logging
 import os
 import re
-import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -78,8 +81,13 @@ TASKS = ("auto", "classification", "regression")
 METRICS = ("focus", "average_drop", "increase_in_confidence", "deletion", "insertion")
 DEFAULT_METRICS = ("focus", "average_drop", "increase_in_confidence")
 
-# The files this command writes into --out; --overwrite removes these and nothing else.
-OUTPUTS = ("overlays", "images", "results.csv", "index.html", "skipped.txt")
+# The files this command writes into --out. Every file and folder it creates is also
+# listed in .keras-cam/manifest.txt; --overwrite removes the listed ones and nothing else.
+OUTPUTS = ("overlays", "images", "results.csv", "index.html", "skipped.txt", "status.json")
+_FOLDERS = ("overlays", "images")
+_STATE = ".keras-cam"  # manifest.txt, journal.jsonl (what is done, for --resume), lock
+# Options that may differ between an interrupted run and its --resume.
+_RESUME_FREE = ("command", "resume", "overwrite", "quiet", "out")
 
 
 class UsageError(Exception):
@@ -190,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="write into a non-empty --out, replacing this command's earlier outputs",
+    )
+    explain.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run into --out (same options), skipping the images "
+        "it has done",
     )
     explain.add_argument(
         "--method",
@@ -322,6 +336,10 @@ class _Run:
     failed: list[tuple[str, str]] = field(default_factory=list)
     conversions: set[str] = field(default_factory=set)
     regression: bool = False
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    not_processed: list[str] = field(default_factory=list)
+    flat: int = 0
+    folder: _OutFolder | None = None
 
 
 def _methods(values: Sequence[str] | None) -> list[str]:
@@ -343,27 +361,168 @@ def _metrics(text: str | None) -> list[str]:
     return names
 
 
-def _check_out(out: str, overwrite: bool) -> None:
-    if os.path.isfile(out):
+def _shown(path: str) -> str:
+    """`path` as text for reports: bytes that are not UTF-8 shown as `\\xff`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _cell(text: str) -> str:
+    """A CSV text cell that a spreadsheet cannot run as a formula (OWASP: prefix ')."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _real(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+class _OutFolder:
+    """--out and the record of what this command wrote there (the manifest).
+
+    Every file and folder the command creates is appended to the manifest as it is
+    created, so that --overwrite can remove exactly those, after an interrupted or
+    killed run too, and never a file the user put there.
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.state = os.path.join(out, _STATE)
+        self.manifest_path = os.path.join(self.state, "manifest.txt")
+        self.ours = self._read_manifest()
+        self._lock_file: Any = None
+
+    def _read_manifest(self) -> set[str]:
+        try:
+            with open(self.manifest_path, encoding="utf-8") as file:
+                return {line.rstrip("\n") for line in file if line.strip()}
+        except OSError:
+            return set()
+
+    def path(self, relative: str) -> str:
+        return os.path.join(self.out, relative)
+
+    def is_ours(self, relative: str) -> bool:
+        return relative in self.ours
+
+    def contents(self) -> list[str]:
+        """What --out holds besides this command's state folder."""
+        if not os.path.isdir(self.out):
+            return []
+        return sorted(name for name in os.listdir(self.out) if name != _STATE)
+
+    def foreign_outputs(self) -> list[str]:
+        """Output names present in --out that the manifest does not list as ours."""
+        return [
+            name for name in OUTPUTS if os.path.lexists(self.path(name)) and not self.is_ours(name)
+        ]
+
+    def lock(self) -> None:
+        """Holds --out for this run (released when the process ends, even killed)."""
+        os.makedirs(self.state, exist_ok=True)
+        self._lock_file = open(os.path.join(self.state, "lock"), "a+")  # noqa: SIM115
+        try:
+            _lock(self._lock_file)
+        except OSError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise UsageError(
+                f"Another keras-cam run is writing into --out {self.out}; wait for it to "
+                f"finish or choose another --out."
+            ) from None
+        self.ours = self._read_manifest()  # as the previous holder left it
+
+    def record(self, relative: str) -> None:
+        if relative not in self.ours:
+            self.ours.add(relative)
+            with open(self.manifest_path, "a", encoding="utf-8") as file:
+                file.write(relative + "\n")
+
+    def make_folder(self, relative: str) -> None:
+        if not os.path.isdir(self.path(relative)):
+            os.makedirs(self.path(relative))
+            self.record(relative)
+
+    def clear(self) -> None:
+        """Removes the files the manifest lists, then its folders if they are empty."""
+        listed = sorted(self.ours, key=lambda name: -name.count("/"))
+        for relative in listed:
+            path = self.path(relative)
+            if os.path.islink(path) or os.path.isfile(path):
+                os.remove(path)
+        for relative in listed:
+            with contextlib.suppress(OSError):  # not empty: it holds the user's files
+                os.rmdir(self.path(relative))
+        self.ours = {name for name in self.ours if os.path.lexists(self.path(name))}
+        with open(self.manifest_path, "w", encoding="utf-8") as file:
+            file.writelines(f"{name}\n" for name in sorted(self.ours))
+
+    def write_text(self, relative: str, text: str) -> None:
+        """Writes a whole output file at once (a temporary file, then renamed)."""
+        temporary = os.path.join(self.state, relative + ".tmp")
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+        self.record(relative)
+        os.replace(temporary, self.path(relative))
+
+
+def _lock(file: Any) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _check_out(folder: _OutFolder, overwrite: bool, resume: bool) -> None:
+    out = folder.out
+    if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; name a folder.")
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+    if resume:
+        if overwrite:
+            raise UsageError("--resume continues a run and --overwrite replaces it: pick one.")
+        if not folder.is_ours("status.json"):
+            raise UsageError(
+                f"--resume: --out {out} holds no keras-cam run to continue (no status.json "
+                f"written by keras-cam); leave --resume out to start one."
+            )
+        return
+    if folder.contents() and not overwrite:
         raise UsageError(
             f"--out {out} is not empty; choose another folder or pass --overwrite "
-            f"(which replaces this command's outputs there: {', '.join(OUTPUTS)})."
+            f"(which removes only the files an earlier keras-cam run wrote there), or "
+            f"--resume to continue an interrupted run."
+        )
+    foreign = folder.foreign_outputs()
+    if foreign:
+        raise UsageError(
+            f"--out {out} holds {', '.join(foreign)}, which keras-cam did not write (they "
+            f"are not in {_STATE}/manifest.txt) and which it would write into; --overwrite "
+            f"never touches files it did not create: choose another --out."
         )
 
 
-def _prepare_out(out: str) -> None:
-    """Removes this command's earlier outputs (nothing else) and makes the folders."""
-    if os.path.isdir(out):
-        for name in OUTPUTS:
-            path = os.path.join(out, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-    os.makedirs(os.path.join(out, "overlays"), exist_ok=True)
-    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+def _check_inputs(folder: _OutFolder, specs: Sequence[str], files: Sequence[str]) -> None:
+    """Refuses inputs that lie inside what the command writes into --out."""
+    out = _real(folder.out)
+    written = [os.path.join(out, name) for name in (*_FOLDERS, _STATE)]
+    fixed = {os.path.join(out, name) for name in OUTPUTS if name not in _FOLDERS}
+
+    def inside(path: str) -> bool:
+        real = _real(path)
+        return real in fixed or any(
+            real == place or real.startswith(place + os.sep) for place in written
+        )
+
+    clash = [spec for spec in specs if os.path.isdir(spec) and inside(spec)]
+    clash += [path for path in files if inside(path)]
+    if clash:
+        raise UsageError(
+            f"Input {_shown(clash[0])} lies inside what keras-cam writes into --out "
+            f"{folder.out} ({', '.join(OUTPUTS)}); choose an --out outside your input "
+            f"folders, e.g. a new folder next to them."
+        )
 
 
 def _load_model(path: str) -> Any:
@@ -679,14 +838,35 @@ def _display(pixels: np.ndarray) -> np.ndarray:
 
 
 def _stem(path: str) -> str:
+    """An output name part from any input name: ASCII letters, digits, - _ . (≤ 40)."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-    return safe[:60] or "image"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
+    return safe[:40] or "image"
 
 
-def _peak(heatmap: np.ndarray) -> tuple[int, int]:
+def _peak(heatmap: np.ndarray) -> tuple[int, int] | None:
+    """(x, y) of the map's maximum; None for a flat map, which has no peak."""
+    if not np.ptp(heatmap) > 0:  # also False for a NaN map
+        return None
     row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     return int(col), int(row)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Holds a Ctrl-C until the block ends, so that one image is recorded whole or not at all."""
+    pending: list[Any] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *args: pending.append(args))
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            raise KeyboardInterrupt
 
 
 def _per_image_metrics(
@@ -754,7 +934,7 @@ class _Explainer:
             colorize(np.zeros((1, 1, 1)), args.colormap)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        self.args, self.run, self.writer = args, run, None
+        self.args, self.run, self.journal = args, run, None
         # A run of fewer files than --batch-size is not padded up to it.
         self.batch_size = min(args.batch_size, count)
         model = _select_output(_load_model(args.model), args.output)
@@ -793,7 +973,11 @@ class _Explainer:
     def _result_cells(self, class_id: int, score: float) -> dict[str, Any]:
         if self.regression:
             return {"unit": class_id, "value": f"{score:.6g}"}
-        return {"class": class_id, "name": self.names[class_id], "probability": f"{score:.6f}"}
+        return {
+            "class": class_id,
+            "name": _cell(self.names[class_id]),
+            "probability": f"{score:.6f}",
+        }
 
     def _caption(self, class_id: int, score: float, rank: int) -> str:
         if self.regression:
@@ -817,8 +1001,12 @@ class _Explainer:
             try:
                 image = load_image(path, self.size, self.args.fit, self.channels)
             except UnreadableImage as error:
-                logger.warning("skipped %s: not a readable image (%s)", path, error)
-                self.run.skipped.append((path, str(error)))
+                logger.warning("skipped %s: not a readable image (%s)", _shown(path), error)
+                self.journal.skipped(path, str(error))
+                continue
+            except Exception as error:  # MemoryError too: this file fails, not the run
+                logger.error("failed to read %s: %s: %s", _shown(path), type(error).__name__, error)
+                self.journal.failed(path, f"{type(error).__name__}: {error}")
                 continue
             if image.conversion and image.conversion not in self.run.conversions:
                 self.run.conversions.add(image.conversion)
@@ -826,12 +1014,12 @@ class _Explainer:
                     "converting %s images to 8-bit %s for the model (first: %s; said once)",
                     image.conversion,
                     CHANNEL_MODES[self.channels],
-                    path,
+                    _shown(path),
                 )
             loaded.append((path, image))
         return loaded
 
-    def explain(self, first_index: int, loaded: list[tuple[str, LoadedImage]]) -> None:
+    def explain(self, positions: dict[str, int], loaded: list[tuple[str, LoadedImage]]) -> None:
         count = len(loaded)
         pixels = np.stack([image.pixels for _, image in loaded])
         # Every batch has the same size (the last one repeats its last image), so the
@@ -855,8 +1043,13 @@ class _Explainer:
             values = {k: v.reshape(self.ranks, -1).T for k, v in values.items()}
             per_method[method] = _MethodMaps(heatmaps, classes, scores, values)
         for offset, (path, image) in enumerate(loaded):
-            self._write_image(first_index + offset, path, image, offset, per_method)
-        self.run.explained += count
+            try:
+                self._write_image(positions[path], path, image, offset, per_method)
+            except Exception as error:  # a name or a full disk: this file fails, not the batch
+                logger.error(
+                    "failed to write %s: %s: %s", _shown(path), type(error).__name__, error
+                )
+                self.journal.failed(path, f"{type(error).__name__}: {error}")
 
     def _write_image(
         self,
@@ -866,14 +1059,46 @@ class _Explainer:
         offset: int,
         per_method: dict[str, _MethodMaps],
     ) -> None:
+        """Writes one image's thumbnail and overlays, then records its rows in one step."""
+        written: list[str] = []
+        try:
+            csv_text, rows, flat = self._write_files(
+                index, path, image, offset, per_method, written
+            )
+            self.journal.explained(path, csv_text, rows, flat)
+        except BaseException:
+            # An image is recorded whole or leaves nothing: no overlay without its row.
+            if not self.journal.has(path):
+                for relative in written:
+                    with contextlib.suppress(OSError):
+                        os.remove(self.run.folder.path(relative))
+            raise
+
+    def _write_files(
+        self,
+        index: int,
+        path: str,
+        image: LoadedImage,
+        offset: int,
+        per_method: dict[str, _MethodMaps],
+        written: list[str],
+    ) -> tuple[str, list[SheetRow], int]:
         from PIL import Image
 
         from keras_cam.overlay import captioned_grid, overlay
 
-        stem = f"{index:05d}_{_stem(path)}"
-        thumbnail = os.path.join("images", f"{stem}.jpg")
+        suffixes = [
+            f"_{method}{'' if self.ranks == 1 else f'_top{r + 1}'}"
+            for method in per_method
+            for r in range(self.ranks)
+        ]
+        stem = self.journal.names.claim(f"{index:05d}_{_stem(path)}", suffixes)
+        thumbnail = f"images/{stem}.jpg"
+        self.run.folder.record(thumbnail)
+        written.append(thumbnail)
         shown = _display(image.pixels)
-        Image.fromarray(shown).save(os.path.join(self.run.out, thumbnail), quality=90)
+        Image.fromarray(shown).save(self.run.folder.path(thumbnail), quality=90)
+        csv_rows, sheet_rows, flat = [], [], 0
         for rank in range(self.ranks):
             overlays = {}
             for method, maps in per_method.items():
@@ -884,32 +1109,37 @@ class _Explainer:
                 blended = overlay(shown[None], heatmap[None], self.args.alpha, self.args.colormap)[
                     0
                 ]
-                caption = self._caption(class_id, score, rank)
+                peak = _peak(heatmap)
+                flat += peak is None
+                caption = self._caption(class_id, score, rank) + (
+                    " (flat map)" if peak is None else ""
+                )
                 picture = captioned_grid([[blended]], [caption])
                 suffix = "" if self.ranks == 1 else f"_top{rank + 1}"
-                relative = os.path.join("overlays", f"{stem}_{method}{suffix}.png")
-                Image.fromarray(picture).save(
-                    os.path.join(self.run.out, relative), compress_level=1
-                )
+                relative = f"overlays/{stem}_{method}{suffix}.png"
+                self.run.folder.record(relative)
+                written.append(relative)
+                Image.fromarray(picture).save(self.run.folder.path(relative), compress_level=1)
                 overlays[method] = relative
-                peak_x, peak_y = image.placement.to_original(*_peak(heatmap))
-                self.writer.writerow(
+                # A flat map has no peak: the cells stay empty rather than claim (0, 0).
+                peak_x, peak_y = image.placement.to_original(*peak) if peak else ("", "")
+                csv_rows.append(
                     {
-                        "file": path,
-                        "method": method,
+                        "file": _cell(_shown(path)),
+                        "method": _cell(method),
                         "rank": rank + 1,
                         **self._result_cells(class_id, score),
-                        "layer": self.layer,
+                        "layer": _cell(self.layer),
                         "peak_x": peak_x,
                         "peak_y": peak_y,
                         **{k: f"{v[offset, rank]:.6f}" for k, v in maps.metrics.items()},
-                        "overlay": relative.replace(os.sep, "/"),
+                        "overlay": _cell(relative),
                     }
                 )
             # Every method explains the same class (same targets, same forward pass).
-            self.run.rows.append(
+            sheet_rows.append(
                 SheetRow(
-                    file=path,
+                    file=_shown(path),
                     image=thumbnail,
                     overlays=overlays,
                     class_id=class_id,
@@ -918,80 +1148,313 @@ class _Explainer:
                     rank=rank + 1,
                 )
             )
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self.journal.fields).writerows(csv_rows)
+        return text.getvalue(), sheet_rows, flat
 
 
-def _write_sheet(run: _Run, title: str, summary: str) -> None:
-    page = contact_sheet_html(run.rows, run.methods, title, summary, regression=run.regression)
-    with open(os.path.join(run.out, "index.html"), "w", encoding="utf-8") as file:
-        file.write(page)
+class _Names:
+    """Output names unique in --out: never one that a recorded image uses, nor a user's file."""
+
+    def __init__(self, folder: _OutFolder, taken: set[str]) -> None:
+        self.folder, self.taken = folder, taken
+
+    def _free(self, relative: str) -> bool:
+        if relative in self.taken:
+            return False
+        return self.folder.is_ours(relative) or not os.path.lexists(self.folder.path(relative))
+
+    def claim(self, stem: str, suffixes: Sequence[str]) -> str:
+        for attempt in range(1, 10_000):
+            candidate = stem if attempt == 1 else f"{stem}_{attempt}"
+            names = [f"images/{candidate}.jpg"]
+            names += [f"overlays/{candidate}{suffix}.png" for suffix in suffixes]
+            if all(self._free(name) for name in names):
+                self.taken.update(names)
+                return candidate
+        raise OSError(f"no free output name for {stem}")
 
 
-def _write_skipped(run: _Run) -> None:
-    listed = [(path, f"skipped: {why}") for path, why in run.skipped]
+class _Journal:
+    """results.csv and .keras-cam/journal.jsonl: each image recorded whole, in one write.
+
+    The journal holds what each input came to (explained, with its sheet rows and the
+    end of its rows in results.csv; skipped; failed), so that `--resume` can rebuild
+    the report and continue after the last image recorded.
+    """
+
+    def __init__(self, run: _Run, fields: list[str], resume: bool) -> None:
+        self.run, self.fields = run, fields
+        folder = run.folder
+        self.path = os.path.join(folder.state, "journal.jsonl")
+        csv_path = folder.path("results.csv")
+        taken: set[str] = set()
+        self.done: set[str] = set()
+        csv_end = None
+        if resume:
+            csv_end = self._replay(taken)
+        folder.record("results.csv")
+        if csv_end is None or not os.path.isfile(csv_path):
+            with open(csv_path, "w", newline="", encoding="utf-8") as file:
+                csv.DictWriter(file, fieldnames=fields).writeheader()
+        else:
+            with open(csv_path, "r+b") as file:  # drop rows of an image not recorded whole
+                file.truncate(csv_end)
+        folder.record(f"{_STATE}/journal.jsonl")
+        self.csv = open(csv_path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        if csv_end is None:
+            self.file.truncate(0)
+            self._append({"csv_end": self.csv.tell()})
+        self.names = _Names(folder, taken)
+
+    def _replay(self, taken: set[str]) -> int | None:
+        outcome: dict[str, dict] = {}
+        csv_end = None
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                lines = file.readlines()
+        except OSError:
+            return None
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short by a crash: that image is redone
+                continue
+            csv_end = entry.get("csv_end", csv_end)
+            if "file" in entry:
+                outcome[entry["file"]] = entry
+        for path, entry in outcome.items():
+            if "rows" in entry:
+                rows = [SheetRow(**row) for row in entry["rows"]]
+                self.run.rows.extend(rows)
+                self.run.explained += 1
+                self.run.flat += entry.get("flat", 0)
+                for row in rows:
+                    taken.add(row.image)
+                    taken.update(row.overlays.values())
+            elif "skipped" in entry:
+                self.run.skipped.append((path, entry["skipped"]))
+            else:
+                continue  # failed before: tried again
+            self.done.add(_real(path))
+        return csv_end
+
+    def _append(self, entry: dict) -> None:
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+
+    def explained(self, path: str, csv_text: str, rows: list[SheetRow], flat: int) -> None:
+        with _deferred_interrupt():
+            self.csv.write(csv_text)
+            self.csv.flush()
+            self.run.rows.extend(rows)
+            self.run.explained += 1
+            self.run.flat += flat
+            self.done.add(_real(path))
+            self._append(
+                {
+                    "file": path,
+                    "rows": [row.__dict__ for row in rows],
+                    "flat": flat,
+                    "csv_end": self.csv.tell(),
+                }
+            )
+
+    def has(self, path: str) -> bool:
+        return _real(path) in self.done
+
+    def skipped(self, path: str, why: str) -> None:
+        with _deferred_interrupt():
+            self.run.skipped.append((path, why))
+            self.done.add(_real(path))
+            self._append({"file": path, "skipped": why})
+
+    def failed(self, path: str, why: str) -> None:
+        with _deferred_interrupt():
+            self.run.failed.append((path, why))
+            self.done.add(_real(path))
+            self._append({"file": path, "failed": why})
+
+    def close(self) -> None:
+        self.csv.close()
+        self.file.close()
+
+
+def _colour_stops(colormap: str) -> list[str]:
+    from keras_cam.overlay import colorize
+
+    colours = colorize(np.linspace(0.0, 1.0, 11)[None, None, :], colormap)[0, 0]
+    return ["#{:02x}{:02x}{:02x}".format(*map(int, colour)) for colour in colours]
+
+
+def _not_explained(run: _Run) -> list[tuple[str, str]]:
+    """Every input or folder not explained, with why: skipped.txt, the sheet, the summary."""
+    listed = [(folder, f"skipped: folder not readable ({why})") for folder, why in run.unreadable]
+    listed += [(path, f"skipped: {why}") for path, why in run.skipped]
     listed += [(path, f"failed: {why}") for path, why in run.failed]
+    listed += [
+        (path, "not processed: the run was interrupted (continue with --resume)")
+        for path in run.not_processed
+    ]
+    return [(_shown(path), why) for path, why in listed]
+
+
+def _write_report(run: _Run, title: str, summary: str, notice: str, colormap: str) -> None:
+    listed = _not_explained(run)
+    page = contact_sheet_html(
+        run.rows,
+        run.methods,
+        title,
+        summary,
+        skipped=listed,
+        colors=_colour_stops(colormap),
+        notice=notice,
+        regression=run.regression,
+    )
+    run.folder.write_text("index.html", page)
+    skipped_path = run.folder.path("skipped.txt")
     if listed:
-        with open(os.path.join(run.out, "skipped.txt"), "w", encoding="utf-8") as file:
-            file.writelines(f"{path}\t{why}\n" for path, why in listed)
+        run.folder.write_text("skipped.txt", "".join(f"{path}\t{why}\n" for path, why in listed))
+    elif run.folder.is_ours("skipped.txt") and os.path.isfile(skipped_path):
+        os.remove(skipped_path)  # from the interrupted run this one completes
+
+
+def _write_status(run: _Run, state: str, options: dict, total: int) -> None:
+    status = {
+        "state": state,
+        "keras_cam": __version__,
+        "images": total,
+        "explained": run.explained,
+        "skipped": len(run.skipped),
+        "failed": len(run.failed),
+        "not_processed": len(run.not_processed),
+        "unreadable_folders": len(run.unreadable),
+        "flat_maps": run.flat,
+        "options": options,
+    }
+    run.folder.write_text("status.json", json.dumps(status, indent=1) + "\n")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The options that --resume must repeat, as JSON values."""
+    chosen = {k: v for k, v in vars(args).items() if k not in _RESUME_FREE}
+    chosen["images"] = list(chosen["images"])
+    return json.loads(json.dumps(chosen))
+
+
+def _check_resume(folder: _OutFolder, options: dict) -> None:
+    try:
+        with open(folder.path("status.json"), encoding="utf-8") as file:
+            status = json.load(file)
+        before = status["options"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"--resume: cannot read {folder.path('status.json')}: {error}.") from None
+    changed = [
+        f"--{key.replace('_', '-')} {before.get(key)!r} then, {options.get(key)!r} now"
+        for key in sorted(set(before) | set(options))
+        if before.get(key) != options.get(key)
+    ]
+    if changed:
+        raise UsageError(
+            f"--resume continues a run with the same options; these differ: "
+            f"{'; '.join(changed)}. Repeat the first run's options, or start anew with "
+            f"--overwrite."
+        )
 
 
 def _explain(args: argparse.Namespace) -> int:
     methods = _methods(args.method)
     _metrics(args.metrics)
-    found = find_images(args.images)
+    folder = _OutFolder(args.out)
+    # This command's own earlier outputs are never taken as inputs.
+    exclude = [folder.path(name) for name in _FOLDERS if folder.is_ours(name)]
+    found = find_images(args.images, exclude=exclude)
     if found.missing:
         raise UsageError(f"No such file or folder, and no glob match: {', '.join(found.missing)}.")
     files = found.files[: args.limit] if args.limit else found.files
+    _check_inputs(folder, args.images, found.files)
+    _check_out(folder, args.overwrite, args.resume)
     if not files:
         logger.error(
-            "no image files found in %s (%d files without an image extension ignored).",
+            "no image files found in %s (%d files without an image extension ignored%s).",
             " ".join(args.images),
             found.ignored,
+            "".join(f"; folder not readable: {_shown(f)}" for f, _ in found.unreadable),
         )
         return EXIT_FAILED
-    _check_out(args.out, args.overwrite)
+    options = _options(args)
+    if args.resume:
+        _check_resume(folder, options)
     with _without_native_log_lines(args.quiet_backend):
         import keras
 
-    run = _Run(out=args.out, methods=methods)
+    run = _Run(out=args.out, methods=methods, folder=folder)
+    run.unreadable = list(found.unreadable)
+    for path, why in found.unreadable:
+        logger.warning("skipped folder %s: not readable (%s)", _shown(path), why)
     with _without_native_log_lines(args.quiet_backend):  # loading touches the device
         explainer = _Explainer(args, run, len(files))
-    _prepare_out(args.out)
     run.regression = explainer.regression
+    folder.lock()
+    # Again, now that --out is held: another run may have written there meanwhile.
+    _check_out(folder, args.overwrite, args.resume)
+    if args.overwrite:
+        folder.clear()
+    for name in _FOLDERS:
+        folder.make_folder(name)
     fields = ["file", "method", "rank", *explainer.result_fields, "layer"]
     fields += ["peak_x", "peak_y", *explainer.metrics, "overlay"]
+    journal = explainer.journal = _Journal(run, fields, args.resume)
+    todo = [path for path in files if _real(path) not in journal.done]
+    positions = {path: index for index, path in enumerate(files)}  # output names follow it
+    if args.resume:
+        logger.info("resuming: %d of %d images left to do", len(todo), len(files))
+    _write_status(run, "running", options, len(files))
     start = time.perf_counter()
     interrupted = False
-    with open(os.path.join(args.out, "results.csv"), "w", newline="", encoding="utf-8") as file:
-        explainer.writer = csv.DictWriter(file, fieldnames=fields)
-        explainer.writer.writeheader()
-        progress = keras.utils.Progbar(
-            len(files), unit_name="image", verbose=0 if args.quiet else 1
+    progress = keras.utils.Progbar(len(todo), unit_name="image", verbose=0 if args.quiet else 1)
+    first = 0
+    try:
+        for first in range(0, len(todo), explainer.batch_size):
+            paths = todo[first : first + explainer.batch_size]
+            loaded = explainer.load(paths)
+            if loaded:
+                try:
+                    explainer.explain(positions, loaded)
+                except Exception as error:  # MemoryError too: the batch fails, not the run
+                    logger.exception("failed to explain %d images", len(loaded))
+                    reason = f"{type(error).__name__}: {error}"
+                    for path, _ in loaded:
+                        journal.failed(path, reason)
+            progress.add(len(paths))
+        first = len(todo)
+    except KeyboardInterrupt:
+        interrupted = True
+    with _deferred_interrupt():
+        journal.close()
+        seconds = time.perf_counter() - start
+        if interrupted:
+            run.not_processed = [path for path in todo[first:] if _real(path) not in journal.done]
+        summary = (
+            f"{run.explained} images explained with {', '.join(methods)} in {seconds:.1f} s; "
+            f"{len(run.skipped)} skipped (not readable), {len(run.failed)} failed, "
+            f"{found.ignored} files without an image extension ignored{explainer.input_note}"
         )
-        try:
-            for first in range(0, len(files), explainer.batch_size):
-                paths = files[first : first + explainer.batch_size]
-                loaded = explainer.load(paths)
-                if loaded:
-                    try:
-                        explainer.explain(first, loaded)
-                    except Exception as error:
-                        logger.exception("failed to explain %d images", len(loaded))
-                        reason = f"{type(error).__name__}: {error}"
-                        run.failed.extend((path, reason) for path, _ in loaded)
-                    file.flush()
-                progress.add(len(paths))
-        except KeyboardInterrupt:
-            interrupted = True
-    seconds = time.perf_counter() - start
-    summary = (
-        f"{run.explained} images explained with {', '.join(methods)} in {seconds:.1f} s; "
-        f"{len(run.skipped)} skipped (not readable), {len(run.failed)} failed, "
-        f"{found.ignored} files without an image extension ignored{explainer.input_note}"
-    )
-    _write_sheet(run, os.path.basename(args.model), summary)
-    _write_skipped(run)
+        if run.unreadable:
+            summary += f", {len(run.unreadable)} folders not readable"
+        if run.flat:
+            summary += f"; {run.flat} flat maps (no peak)"
+        notice = ""
+        if interrupted:
+            notice = (
+                f"Interrupted: {len(run.not_processed)} of {len(files)} images not processed "
+                f"(listed below and in skipped.txt); continue with the same command and --resume."
+            )
+        _write_report(run, os.path.basename(args.model), summary, notice, args.colormap)
+        _write_status(run, "interrupted" if interrupted else "complete", options, len(files))
     print(f"keras-cam: {'interrupted; ' if interrupted else ''}{summary}.")
-    for path, why in run.skipped + run.failed:
+    for path, why in _not_explained(run):
         print(f"  not explained: {path} ({why})")
     print(f"keras-cam: wrote {os.path.join(args.out, 'index.html')} and results.csv")
     if interrupted:
@@ -1108,6 +1571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelError as error:
         logger.error("%s", error)
         return EXIT_MODEL
+    except KeyboardInterrupt:
+        logger.error("interrupted before any image was explained")
+        return EXIT_INTERRUPTED
     finally:
         logger.removeHandler(handler)
 
