@@ -48,7 +48,7 @@ from keras_cam.layers import (
 )
 from keras_cam.scores import linear_output
 from keras_cam.spatial import per_channel
-from keras_cam.tokens import TokenGrid, TokenLayout, detect_grid, map_channels
+from keras_cam.tokens import TokenGrid, TokenLayout, check_grid, detect_grid, map_channels
 
 Transform = Callable[[Any], Any]
 
@@ -331,6 +331,7 @@ def _grid_of(model: keras.Model, path: str, shape: tuple, tokens: TokenGrid | No
                 f"tokens={tokens} describes {tokens.tokens} tokens but layer {path!r} "
                 f"outputs {count} (shape {shape})."
             )
+        check_grid(model, tokens, _image_size(model))
         return tokens
     grid = detect_grid(model, count, _image_size(model))
     if grid is None:
@@ -480,6 +481,8 @@ def default_token_layer(
     layers carry gradient (a normalisation of a kind not listed), the last
     of them is taken, with a warning.
     """
+    if isinstance(tokens, TokenGrid):  # a wrong grid is refused as such, not as "no layer"
+        check_grid(model, tokens, _image_size(model))
     layers = all_layers(model)
     candidates = {path: layers[path] for path in default_candidates(model)}
     probed = _probe(model, candidates, compute)
