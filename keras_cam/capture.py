@@ -48,7 +48,14 @@ from keras_cam.layers import (
 )
 from keras_cam.scores import linear_output
 from keras_cam.spatial import per_channel
-from keras_cam.tokens import TokenGrid, TokenLayout, check_grid, detect_grid, map_channels
+from keras_cam.tokens import (
+    GridContradiction,
+    TokenGrid,
+    TokenLayout,
+    check_grid,
+    detect_grid,
+    map_channels,
+)
 
 Transform = Callable[[Any], Any]
 
@@ -481,8 +488,6 @@ def default_token_layer(
     layers carry gradient (a normalisation of a kind not listed), the last
     of them is taken, with a warning.
     """
-    if isinstance(tokens, TokenGrid):  # a wrong grid is refused as such, not as "no layer"
-        check_grid(model, tokens, _image_size(model))
     layers = all_layers(model)
     candidates = {path: layers[path] for path in default_candidates(model)}
     probed = _probe(model, candidates, compute)
@@ -493,6 +498,8 @@ def default_token_layer(
             continue
         try:
             captured = _captured(model, path, layers[path], output, tokens)
+        except GridContradiction:
+            raise  # a grid of this layer's count that the model lays out otherwise
         except ValueError:
             continue
         patches = captured.map_of(gradient)

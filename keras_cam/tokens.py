@@ -224,6 +224,10 @@ def detect_grid(model: keras.Model, tokens: int, image_size: tuple[int, int]) ->
     return _aspect_grid(tokens, height, width)
 
 
+class GridContradiction(ValueError):
+    """An explicit `TokenGrid` of a layer's token count that the model lays out otherwise."""
+
+
 def check_grid(model: keras.Model, grid: TokenGrid, image_size: tuple[int, int]) -> None:
     """Refuses an explicit grid that contradicts the layout the model itself tells.
 
@@ -250,7 +254,7 @@ def check_grid(model: keras.Model, grid: TokenGrid, image_size: tuple[int, int])
         if fitting
         else f"its {image_size[0]}x{image_size[1]} input's aspect"
     )
-    raise ValueError(
+    raise GridContradiction(
         f"tokens={grid} contradicts model {model.name!r}: {source} lays its {grid.tokens} "
         f"tokens out as {told} ({told.prefix} leading token(s), then {told.height} rows of "
         f"{told.width}). With {grid} every patch would be drawn in the wrong place. Pass "
