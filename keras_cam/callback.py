@@ -34,6 +34,7 @@ from keras_cam.explainer import (
     MethodSpec,
     Preprocess,
     _Batch,
+    own_inputs,
     resolve_methods,
     take_images,
     with_ranks,
@@ -99,9 +100,14 @@ def take_probe(
     yields single images, which concatenated would read as rows of pixels:
     that is an error saying to batch it.
     """
-    if isinstance(probe, (tuple, list)) or hasattr(probe, "shape"):
+    if isinstance(probe, (tuple, list, dict)) or hasattr(probe, "shape"):
         images, labels = _split_batch(probe)
-        images = _numpy(images)
+        images = _numpy(own_inputs(None, images))  # a one-input model's {"name": images}
+        if image_shape is not None and _is_one_image(images.shape, image_shape):
+            raise ValueError(
+                f"The probe is one image of shape {images.shape}, not a batch of them; add a "
+                f"batch axis: images[None]."
+            )
         if labels is not None:
             labels = _numpy(labels)
             if len(labels) != len(images):
@@ -123,7 +129,7 @@ def take_probe(
     images, labels, count = [], [], 0
     for batch in batches:
         batch_images, batch_labels = _split_batch(batch)
-        batch_images = _numpy(batch_images)
+        batch_images = _numpy(own_inputs(None, batch_images))
         if image_shape is not None and _is_one_image(batch_images.shape, image_shape):
             raise ValueError(
                 f"The probe dataset yields single images of shape {batch_images.shape}, not "

@@ -48,7 +48,14 @@ from keras_cam.layers import (
 )
 from keras_cam.scores import head_layer, linear_output
 from keras_cam.spatial import per_channel
-from keras_cam.tokens import TokenGrid, TokenLayout, detect_grid, map_channels
+from keras_cam.tokens import (
+    GridContradiction,
+    TokenGrid,
+    TokenLayout,
+    check_grid,
+    detect_grid,
+    map_channels,
+)
 
 Transform = Callable[[Any], Any]
 
@@ -331,6 +338,7 @@ def _grid_of(model: keras.Model, path: str, shape: tuple, tokens: TokenGrid | No
                 f"tokens={tokens} describes {tokens.tokens} tokens but layer {path!r} "
                 f"outputs {count} (shape {shape})."
             )
+        check_grid(model, tokens, _image_size(model))
         return tokens
     grid = detect_grid(model, count, _image_size(model))
     if grid is None:
@@ -490,6 +498,8 @@ def default_token_layer(
             continue
         try:
             captured = _captured(model, path, layers[path], output, tokens)
+        except GridContradiction:
+            raise  # a grid of this layer's count that the model lays out otherwise
         except ValueError:
             continue
         patches = captured.map_of(gradient)

@@ -12,6 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+from keras.src.models.functional import Functional
 
 from keras_cam import explainer_cache, smoothing
 from keras_cam import outputs as _outputs
@@ -106,6 +107,31 @@ class _Batch:
 _INPUT_KINDS = {1: ("sequence", "T"), 2: ("image", "H, W"), 3: ("volume", "D, H, W")}
 
 
+def _class_output_error(model: keras.Model, shape: tuple[Any, ...]) -> str:
+    """Why class targets cannot read an output of `shape`, and which target can."""
+    if len(shape) == 4:
+        remedy = (
+            "a per-pixel (segmentation) output: explain a class over its pixels with "
+            "targets=keras_cam.targets.segmentation(class_id) (optionally with region=)"
+        )
+    elif len(shape) == 3:
+        remedy = (
+            "per-position scores (a detector's anchors, a sequence labeller): explain them "
+            "with targets=keras_cam.targets.detection(...) or a callable returning one "
+            "score per image"
+        )
+    else:
+        remedy = (
+            "not (N, K) class scores: explain it with targets=keras_cam.targets.output(index) "
+            "or a callable returning one score per image"
+        )
+    return (
+        f"Class targets ('predicted', 'label', 'top<k>', 'positive', class indices) read an "
+        f"(N, K) output of class scores, but the explained output of model {model.name!r} "
+        f"has shape {shape}: {remedy}."
+    )
+
+
 def _display_size(images: np.ndarray, rank: int) -> tuple[int, ...]:
     """The spatial size of display inputs (N, *spatial) or (N, *spatial, C), channels last."""
     kind, axes = _INPUT_KINDS[rank]
@@ -124,6 +150,24 @@ def _display_size(images: np.ndarray, rank: int) -> tuple[int, ...]:
     if images.shape[0] == 0:
         raise ValueError(f"Got an empty batch of {kind}s.")
     return tuple(int(size) for size in images.shape[1 : rank + 1])
+
+
+def _image_array(model: keras.Model, images: Any) -> np.ndarray:
+    """The images as a real-valued numpy array (from the model's own input structure too)."""
+    images = np.asarray(ops.convert_to_numpy(own_inputs(model, images)))
+    if np.iscomplexobj(images):
+        raise ValueError(
+            f"The images are complex ({images.dtype}); a CAM explains real-valued input. "
+            f"Pass the real part, the magnitude (np.abs) or both as channels."
+        )
+    if images.dtype == object or not (
+        np.issubdtype(images.dtype, np.number) or images.dtype == bool
+    ):
+        raise ValueError(
+            f"The images must be a numeric array (N, H, W[, C]), got {images.dtype} of shape "
+            f"{images.shape}."
+        )
+    return images
 
 
 def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
@@ -277,6 +321,60 @@ def _by_rank(result: CAMResult, k: int) -> CAMResult:
     )
 
 
+def _check_graph_model(model: Any) -> None:
+    """Raises unless `model` is a functional or Sequential Keras model (a graph to split)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"keras_cam explains a keras.Model (functional or Sequential), got "
+            f"{type(model).__name__}."
+        )
+    if isinstance(model, (keras.Sequential, Functional)):
+        return
+    names = ", ".join(repr(layer.name) for layer in model.layers[:6])
+    raise TypeError(
+        f"Model {model.name!r} is a subclassed keras.Model ({type(model).__name__}): its "
+        f"call() is Python code, not a graph of layers, so keras_cam cannot split it at a "
+        f"feature map; subclassed models are not supported. Wrap its layers in a functional "
+        f"model that repeats the steps of call() (it shares their trained weights): "
+        f"`inputs = keras.Input(shape); x = model.conv(inputs); ...; "
+        f"wrapped = keras.Model(inputs, model.head(x))`, and explain `wrapped`"
+        f"{f' (its layers: {names})' if names else ''}. Wrapping the whole model as one "
+        f"layer (keras.Model(inputs, model(inputs))) hides those layers again."
+    )
+
+
+def own_inputs(model: keras.Model | None, images: Any) -> Any:
+    """The one input array of `images` given in the model's own input structure.
+
+    A model built on `{"images": keras.Input(...)}` (or `[keras.Input(...)]`)
+    is fed a dict (or list) of one array; keras_cam explains models of one
+    input, so that array is what is explained. With `model=None` a dict's
+    key is not checked.
+    """
+    names = [getattr(tensor, "name", None) for tensor in getattr(model, "inputs", None) or []]
+    if isinstance(images, dict):
+        if len(images) != 1:
+            raise ValueError(
+                f"Got a dict of {len(images)} inputs ({sorted(map(str, images))}); keras_cam "
+                f"explains models of one image input: pass that input's array."
+            )
+        ((key, value),) = images.items()
+        try:
+            structure = model.input
+        except (AttributeError, ValueError):  # a Sequential model not built yet
+            structure = None
+        keys = list(structure) if isinstance(structure, dict) else names
+        if model is not None and keys and key not in keys:
+            raise ValueError(
+                f"The inputs dict has key {key!r} but model {model.name!r} takes "
+                f"{keys}; use the model's own key."
+            )
+        return value
+    if isinstance(images, (list, tuple)) and len(images) == 1 and hasattr(images[0], "shape"):
+        return images[0]
+    return images
+
+
 MethodSpec = str | CAMMethod
 
 
@@ -381,6 +479,7 @@ class CAMExplainer:
         output: _outputs.OutputSpec = None,
         tokens: TokenLayout | None = None,
     ) -> None:
+        _check_graph_model(model)
         check_layout(tokens)
         self.tokens = tokens
         if score not in _scores.SCORES:
@@ -420,9 +519,17 @@ class CAMExplainer:
 
     @property
     def num_classes(self) -> int:
-        """Classes the model scores; a single-unit sigmoid head scores 2."""
-        units = _outputs.symbolic(self.model, self._output_key()).shape[-1]
-        return 2 if units == 1 else int(units)
+        """Classes the model scores; a single-unit sigmoid head scores 2.
+
+        Raises:
+            ValueError: the explained output is not (N, K) class scores (a
+                segmentation map, per-anchor scores): a class target cannot
+                read it, a task target can.
+        """
+        shape = tuple(_outputs.symbolic(self.model, self._output_key()).shape)
+        if len(shape) != 2:
+            raise ValueError(_class_output_error(self.model, shape))
+        return 2 if shape[-1] == 1 else int(shape[-1])
 
     @property
     def spatial_rank(self) -> int:
@@ -518,6 +625,15 @@ class CAMExplainer:
         """K copies of the batch, copy k explaining label k."""
         batch = self._prepare(images, "predicted", preprocess)
         labels = self._label_count()
+        if self._activation == "softmax":
+            # Softmax probabilities compete and sum to 1: at most one exceeds 0.5, so
+            # "every positive label" would silently be "the predicted class, if confident".
+            raise ValueError(
+                f"targets='positive' explains a multi-label head of K independent sigmoid "
+                f"units, but the output of model {self.model.name!r} ends in a softmax "
+                f"(single-label: its classes compete and sum to 1). Use targets='predicted' "
+                f"or 'top<k>' (e.g. 'top3') for the k highest-scoring classes."
+            )
         if labels < 2:
             raise ValueError(
                 "targets='positive' explains a multi-label head of K sigmoid units; this "
@@ -584,7 +700,7 @@ class CAMExplainer:
         Grayscale gains a channel axis and channels-last images are transposed
         for a channels-first model when there is no `preprocess`.
         """
-        images = np.asarray(ops.convert_to_numpy(images))
+        images = _image_array(self.model, images)
         x = _preprocessed(images, preprocess)
         if x.ndim == 0 or len(x) != len(images):
             raise ValueError(
@@ -599,7 +715,7 @@ class CAMExplainer:
     def _prepare(
         self, images: Any, targets: Targets, preprocess: Preprocess | None, labels: Any = None
     ) -> _Batch:
-        images = np.asarray(ops.convert_to_numpy(images))
+        images = _image_array(self.model, images)
         inputs = self.model_input(images, preprocess)  # builds an unbuilt model first
         size = _display_size(images, self.spatial_rank)
         arrays: tuple[Any, ...] = ()
@@ -956,6 +1072,7 @@ def explain(
     aug_smooth: bool = False,
     eigen_smooth: bool = False,
     tokens: TokenLayout | None = None,
+    output: _outputs.OutputSpec = None,
     normalize: OfflineScale = "image",
     verbose: int | str = "auto",
 ) -> CAMResult | dict[str, CAMResult]:
@@ -964,7 +1081,9 @@ def explain(
     The explainer is kept with the model (and dies with it): calling again
     with the same options reuses its compiled function, so a loop over
     batches traces once. The arguments are those of `CAMExplainer` and its
-    call (`normalize="probe"` draws every map of the call on one scale, so a
+    call (`output=` picks the output of a multi-output model the target
+    reads, by dict key, output layer name or position;
+    `normalize="probe"` draws every map of the call on one scale, so a
     weak map looks weak; see `CAMExplainer.__call__`), and `verbose`: as in
     `model.predict`, `0` silent, `1` a
     `keras.utils.Progbar` of the call's forward passes (Score-CAM and
@@ -989,11 +1108,14 @@ def explain(
         aug_smooth=aug_smooth,
         eigen_smooth=eigen_smooth,
         tokens=tokens,
+        output=output,
     )
+    _check_graph_model(model)
     # A callable target compiles its own function: one cache entry per callable.
     own = callable(targets) and not isinstance(targets, TaskTarget)
     key = explainer_cache.options_key(**options, targets=targets if own else None)
     explainer = explainer_cache.cached(model, key, lambda: CAMExplainer(model, **options))
+    images = own_inputs(model, images)
     maps_per_image = top_k(targets) or 1
     count = len(images) * maps_per_image
     with progress_bar(explainer, count, resolve_verbose(verbose)):

@@ -51,6 +51,7 @@ def sanity_check(
     randomize: str = "head",
     preprocess: Preprocess | None = None,
     seed: int = 0,
+    output: str | int | None = None,
     explainer: CAMExplainer | None = None,
 ) -> float:
     """Mean rank correlation between the model's maps and those of a randomised model.
@@ -76,6 +77,9 @@ def sanity_check(
         randomize: `"head"` or `"all"`. Defaults to `"head"`.
         preprocess: maps display images to model input. Defaults to `None`.
         seed: seed of the re-drawn kernels. Defaults to `0`.
+        output: which output of a multi-output model is explained: a dict
+            key, an output layer name or a position (as for `CAMExplainer`).
+            Defaults to `None` (the only output).
         explainer: an existing single-method explainer of `model` to reuse
             (no new compilation). Defaults to `None`.
 
@@ -88,15 +92,20 @@ def sanity_check(
     0.12
     """
     if explainer is None:
-        explainer = CAMExplainer(model, method, layer=layer)
-    batch = explainer._prepare(np.asarray(images), "predicted", preprocess)
+        explainer = CAMExplainer(model, method, layer=layer, output=output)
+    elif output is not None and output != explainer.output:
+        raise ValueError(
+            f"sanity_check(output={output!r}) but the given explainer explains "
+            f"output={explainer.output!r}; pass one or the other."
+        )
+    batch = explainer._prepare(images, "predicted", preprocess)
     before = explainer._explain(batch)[explainer.method.name]
     changes = _randomised_kernels(explainer, randomize, seed)
     saved = [(variable, keras.ops.convert_to_numpy(variable)) for variable, _ in changes]
     try:
         for variable, value in changes:
             variable.assign(value)
-        fixed = explainer._prepare(np.asarray(images), before.classes.astype(np.int32), preprocess)
+        fixed = explainer._prepare(images, before.classes.astype(np.int32), preprocess)
         after = explainer._explain(fixed)[explainer.method.name]
     finally:
         for variable, value in saved:
