@@ -217,7 +217,9 @@ class TensorBoardWriter:
             os.getpid(),
             next(self._uid),
         )
-        self._file = log_files.open_binary(os.path.join(os.fspath(log_dir), name))
+        log_dir = os.fspath(log_dir)
+        log_files.makedirs(log_dir)
+        self._file = log_files.open_binary(os.path.join(log_dir, name))
         self._records = RecordWriter(self._file)
         self._metadata = _Metadata(describe)
         try:
