@@ -931,10 +931,15 @@ class CAMCallback(keras.callbacks.Callback):
             if measured > count:
                 self._write_galleries(name, every, values[name], step)
             timeline = self._timelines[name]
-            timeline.add(step, overlays, self._correct(result))
+            scale = None if top is None else ranges[name]
+            timeline.add(step, overlays, self._correct(result), scale)
             if "timeline" in shown:
                 titles = [self._title(i) for i in range(count)]
-                pages = timeline.image(display, titles, legend=bars[name])
+                # Each column is drawn on its own event's range, named in its header.
+                legend = bars[name]
+                if scale is not None:
+                    legend = replace(legend, high="max", note="range over each column")
+                pages = timeline.image(display, titles, legend=legend)
                 self._writer.images(f"{tag}/timeline", pages, step)
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)
