@@ -244,18 +244,6 @@ def test_cam_metrics_go_to_the_logs_only_when_named(tmp_path):
         keras_cam.CAMCallback(X, tmp_path, log_metrics=["energy_in_mask"])
 
 
-def test_several_explainers_in_one_script_print_no_retracing_warning(caplog):
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("tf.function's retracing warning")
-    model = conv_classifier()
-    layers = [layer.name for layer in model.layers if "conv" in layer.name]
-    with caplog.at_level(logging.WARNING):
-        for method in ("gradcam", "gradcam++", "layercam", "hirescam"):
-            for layer in layers:
-                keras_cam.explain(model, X[:2], method=method, layer=layer)
-    assert "retracing" not in caplog.text
-
-
 @pytest.mark.parametrize(
     ("script", "build"),
     [

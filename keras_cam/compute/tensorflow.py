@@ -16,28 +16,17 @@ def is_tracing() -> bool:
     return True
 
 
-class _OwnFunction:
-    """`fn` as an object of its own, without `__code__`.
-
-    TensorFlow counts traces per Python code object: every explainer's CAM
-    function shares one, so a script explaining several methods or layers
-    (one compiled function each, by design) would print "5 out of the last 6
-    calls ... triggered tf.function retracing". Wrapped, each explainer's
-    function is counted apart, and a real retrace of one still warns.
-    """
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self._fn = fn
-
-    def __call__(self, *args: Any) -> Any:
-        return self._fn(*args)
-
-
 def compile_function(fn: Callable[..., Any], model: Any = None) -> Callable[..., Any]:
-    """Traces `fn` into a graph once per input shape; variables are read at each call."""
+    """Traces `fn` into a graph once per input shape; variables are read at each call.
+
+    One compiled function per explainer, by design. TensorFlow counts traces per
+    Python code object, which every explainer's function shares: a script that
+    builds several explainers (methods, layers) prints "5 out of the last 6
+    calls ... triggered tf.function retracing". Each explainer still traces once.
+    """
     # Errors of the traced call become KeyboardInterrupt where one was raised inside
     # (a chunk hook's `tf.numpy_function` hands it back as a TensorFlow error).
-    return interrupts.interruptible(tf.function(_OwnFunction(fn)))
+    return interrupts.interruptible(tf.function(fn))
 
 
 def activations_and_gradients(
