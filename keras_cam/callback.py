@@ -12,7 +12,9 @@ from typing import Any
 
 import keras
 import numpy as np
+from keras.src.utils import io_utils  # Keras' own notes: stdout, or absl when not interactive
 
+from keras_cam import interrupts, log_files
 from keras_cam import sanity as _sanity
 from keras_cam.alarms import Alarm
 from keras_cam.background import BackgroundJobs
@@ -59,7 +61,7 @@ from keras_cam.targets import (
     labels_to_class_ids,
 )
 from keras_cam.tokens import TokenLayout, check_layout
-from keras_cam.writer import WRITERS, EventWriter, create_writer
+from keras_cam.writer import WRITERS, EventWriteError, EventWriter, create_writer
 
 logger = logging.getLogger("keras_cam")
 
@@ -74,6 +76,44 @@ def _check_images(images: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"Unknown images {unknown}; choose from {', '.join(IMAGES)}.")
     return tuple(images)
+
+
+def _clean_class_names(class_names: Sequence[str] | None) -> list[str] | None:
+    """The names as captions draw them: trailing whitespace (a `readlines()` newline) removed.
+
+    A name that still holds a line break cannot be drawn on a one-line
+    caption and would fail every event of the run: it is an error here.
+    """
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names):
+        raise TypeError(
+            f"class_names must be a sequence of strings, one per class, got {class_names!r}."
+        )
+    names = [name.rstrip() for name in class_names]
+    broken = [(i, name) for i, name in enumerate(names) if "\n" in name or "\r" in name]
+    if broken:
+        i, name = broken[0]
+        raise ValueError(
+            f"class_names[{i}] = {name!r} holds a line break; captions are one line per "
+            f"name. Give one name per class without line breaks (e.g. "
+            f"open(path).read().splitlines() rather than readlines())."
+        )
+    return names
+
+
+def _check_log_metrics(log_metrics: Sequence[str] | bool, metrics: Sequence[str]) -> tuple:
+    if isinstance(log_metrics, bool):
+        return tuple(metrics) if log_metrics else ()
+    log_metrics = (log_metrics,) if isinstance(log_metrics, str) else tuple(log_metrics)
+    unknown = [name for name in log_metrics if name not in metrics]
+    if unknown:
+        raise ValueError(
+            f"log_metrics names {unknown}, which this callback does not compute "
+            f"({', '.join(metrics) or 'none'}); add them to metrics= (mask metrics need "
+            f"probe_masks=), or pass log_metrics=True for all of them."
+        )
+    return log_metrics
 
 
 def _split_batch(batch: Any) -> tuple[Any, Any]:
@@ -182,15 +222,27 @@ def _warn_if_preprocessed(images: np.ndarray) -> None:
         )
 
 
+def _runs_root(log_dir: str) -> str:
+    """The folder above the CAM folder, where the training curves of the run usually lie.
+
+    TensorBoard finds runs in every subfolder of `--logdir`: the parent of
+    `runs/exp1/cam` shows the CAM images next to `runs/exp1/train` and
+    `runs/exp1/validation` of Keras' TensorBoard callback.
+    """
+    if log_files.is_remote(log_dir):
+        return log_dir.rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(os.path.normpath(log_dir)) or "."
+
+
 def tensorboard_command(log_dir: str, events: int) -> str:
     """The command that shows every image step of a run with `events` events.
 
     TensorBoard keeps a sample of 10 image steps per tag unless told otherwise.
     """
-    command = f"tensorboard --logdir {shlex.quote(log_dir)}"
-    if events > 10:
-        command += f" --samples_per_plugin images={events}"
-    return command
+    # Every image step is kept: TensorBoard's default keeps a sample of 10 per tag.
+    return (
+        f"tensorboard --logdir {shlex.quote(log_dir)} --samples_per_plugin images={max(events, 10)}"
+    )
 
 
 class CAMCallback(keras.callbacks.Callback):
@@ -390,18 +442,14 @@ class CAMCallback(keras.callbacks.Callback):
         tokens: TokenLayout | None = None,
         normalize: str = "probe",
         display: Callable[[np.ndarray], Any] | None = None,
+        log_metrics: Sequence[str] | bool = (),
     ) -> None:
         super().__init__()
         if isinstance(every_n_epochs, bool):
             raise TypeError("every_n_epochs must be an integer >= 1, got a bool.")
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}.")
-        if class_names is not None and (
-            isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names)
-        ):
-            raise TypeError(
-                f"class_names must be a sequence of strings, one per class, got {class_names!r}."
-            )
+        class_names = _clean_class_names(class_names)
         if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
             raise ValueError(
                 f"every_n_epochs must be an integer >= 1, got {every_n_epochs!r}; "
@@ -450,7 +498,7 @@ class CAMCallback(keras.callbacks.Callback):
         self.layer = layer
         self.targets = targets
         self.preprocess = preprocess
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names = class_names
         self.max_images = int(max_images)
         self.probe_size = int(probe_size)
         self.strict = strict
@@ -463,6 +511,7 @@ class CAMCallback(keras.callbacks.Callback):
         task_regions = isinstance(targets, TaskTarget) and targets.has_region
         self.metrics = check_metrics(metrics, probe_masks is not None or task_regions)
         self.alarms = self._check_alarms(alarms)
+        self.log_metrics = _check_log_metrics(log_metrics, self.metrics)
         self.top_k = None if top_k is None else int(top_k)
         self.sanity_check = sanity_check
         if writer not in WRITERS:
@@ -475,9 +524,13 @@ class CAMCallback(keras.callbacks.Callback):
         self._images: np.ndarray | None = None
         self._diagnostics: ProbeMetrics | None = None
         self._timelines: dict[str, Timeline] = {}
-        self._last_step: int | None = None
+        self._last_step: int | None = None  # the TensorBoard step of the last event, any fit
         self._last_epoch: int | None = None
-        self._failing = False
+        self._last_event_epoch: int | None = None
+        self._step_offset: int | None = None  # fixed at each fit's first epoch
+        self._failing: str | None = None  # "write" or "event" during a run of failures
+        self._hint_shown = False
+        self._interrupts = interrupts.count()
         self._chief = True
         self.log_on_train_end = bool(log_on_train_end)
         check_layout(tokens)
@@ -513,6 +566,8 @@ class CAMCallback(keras.callbacks.Callback):
             return
         for alarm in self.alarms:  # breaches are counted within one `fit`
             alarm.reset()
+        self._interrupts = interrupts.watch()
+        self._step_offset = None
         if self._explainer is None or self._explainer.model is not model:
             self._explainer = CAMExplainer(
                 model,
@@ -573,11 +628,13 @@ class CAMCallback(keras.callbacks.Callback):
             )
             self._submit(lambda: self._writer.scalars_layout(layout), "writing the scalars layout")
             self._layout_written = True
-        logger.info(
-            "keras_cam: CAM images in %s; view them with: %s",
-            self.log_dir,
-            tensorboard_command(self.log_dir, self._events_in_run()),
-        )
+        if not self._hint_shown and (self.params or {}).get("verbose", 1) != 0:
+            self._hint_shown = True
+            # Printed as Keras prints its own notes: a default user never sees INFO logs.
+            io_utils.print_msg(
+                f"keras_cam: CAM images in {self.log_dir}; view them with your training "
+                f"curves: {tensorboard_command(_runs_root(self.log_dir), self._events_in_run())}"
+            )
         # Tracing now surfaces any problem before the first epoch's work, and
         # keeps the compile time out of the epoch timings.
         try:
@@ -588,15 +645,41 @@ class CAMCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if not self._chief:
             return
+        # A Ctrl-C that some code swallowed (see keras_cam.interrupts) stops fit here.
+        interrupts.raise_if_interrupted(self._interrupts)
         self._last_epoch = epoch
+        if self._step_offset is None:
+            self._step_offset = self._offset_for(epoch)
         if (epoch + 1) % self.every_n_epochs == 0:
             self._event(epoch, logs)
+
+    def _offset_for(self, epoch: int) -> int:
+        """Added to this fit's epochs so that no TensorBoard step is written twice.
+
+        A later `fit` (or the same callback on another model) that starts at or
+        before the last step written continues after it, as `initial_epoch`
+        would: TensorBoard shows one image per step and tag, so a rewritten
+        step would hide the earlier run's pictures behind the new ones.
+        """
+        if self._last_step is None or epoch > self._last_step:
+            return 0
+        offset = self._last_step + 1 - epoch
+        logger.warning(
+            "keras_cam: this fit starts at epoch %d, at or before the last CAM step "
+            "written (%d): its events continue at step %d (pass initial_epoch=%d to fit "
+            "to line them up with the epochs).",
+            epoch,
+            self._last_step,
+            epoch + offset,
+            self._last_step + 1,
+        )
+        return offset
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._explainer is None or not self._chief:
             return
         last = self._last_epoch
-        if self.log_on_train_end and last is not None and self._last_step != last:
+        if self.log_on_train_end and last is not None and self._last_event_epoch != last:
             self._event(last)
         if self.sanity_check and self._last_step is not None:
             try:
@@ -604,6 +687,7 @@ class CAMCallback(keras.callbacks.Callback):
             except Exception as error:
                 self._fail(error, "in the sanity check")
         self._finish_writing()
+        interrupts.unwatch()
 
     def _finish_writing(self) -> None:
         """Waits for every queued event, closes the file, and reports the worker's errors."""
@@ -613,17 +697,14 @@ class CAMCallback(keras.callbacks.Callback):
         finally:
             self._close_writer()
 
-    def _close_writer(self, after_error: bool = False) -> None:
+    def _close_writer(self) -> None:
         writer, self._writer = self._writer, None
         if writer is None:
             return
         try:
             writer.close()
         except Exception as error:
-            if after_error:  # already failing: the warning names the first error
-                logger.debug("keras_cam: closing a failed event writer failed too: %s", error)
-            else:
-                self._fail(error, "while closing the event file")
+            self._fail(error, "while closing the event file")
 
     def _check_sanity_check_applies(self) -> None:
         """Fails before training, not after it, where the sanity check has nothing to re-draw."""
@@ -681,8 +762,10 @@ class CAMCallback(keras.callbacks.Callback):
                 )
         return alarms
 
-    def _event(self, step: int, logs: dict[str, Any] | None = None) -> None:
+    def _event(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._report_outcomes()
+        step = epoch + (self._step_offset or 0)
+        when = f"at epoch {epoch}" + (f" (step {step})" if step != epoch else "")
         try:
             model = self.explained_model
             results = self._explained()
@@ -694,15 +777,19 @@ class CAMCallback(keras.callbacks.Callback):
                         log_key(name, metric): float(np.mean(per_image))
                         for name, found in values.items()
                         for metric, per_image in found.items()
+                        if metric in self.log_metrics
                     }
                 )
             alarms = self._sound_alarms(values, step)
         except Exception as error:
-            self._fail(error, f"at epoch {step}")
+            # A Ctrl-C inside compiled code comes back as the framework's error.
+            interrupts.raise_if_interrupted(self._interrupts, error)
+            self._fail(error, when)
             return
         # Drawing, encoding and writing happen on the worker while the next epoch trains.
-        self._submit(lambda: self._draw_event(results, values, alarms, step), f"at epoch {step}")
+        self._submit(lambda: self._draw_event(results, values, alarms, step), when)
         self._last_step = step
+        self._last_event_epoch = epoch
 
     def _events_in_run(self) -> int:
         epochs = int((self.params or {}).get("epochs") or 0)
@@ -715,7 +802,7 @@ class CAMCallback(keras.callbacks.Callback):
                 self._fail(error, when)
             elif self._failing:
                 logger.warning("keras_cam: CAM events written again from %s on", when)
-                self._failing = False
+                self._failing = None
 
     def _explained(self) -> dict[str, CAMResult]:
         results = self._explainer._explain(self._batch)
@@ -731,18 +818,37 @@ class CAMCallback(keras.callbacks.Callback):
         return results
 
     def _fail(self, error: Exception, when: str) -> None:
-        """Warns once per run of consecutive failures (raises with `strict=True`)."""
+        """Warns once per run of consecutive failures of one kind (raises with `strict=True`).
+
+        A write outage (a full disk: `EventWriteError`, or an `OSError` of the
+        CSV) ends when writing works again. Any other error (drawing, a bad
+        setting, non-finite maps) is no outage and is warned as what it is.
+        """
+        outage = isinstance(error, (EventWriteError, OSError))
+        if isinstance(error, EventWriteError) and isinstance(error.__cause__, Exception):
+            error = error.__cause__  # the writer's own error names the cause
         if self.strict:
             raise error
-        if self._failing:
+        kind = "write" if outage else "event"
+        if self._failing == kind:
             logger.info("keras_cam: skipped the event %s too: %s", when, error)
             return
-        self._failing = True
+        self._failing = kind
         names = ", ".join(method.name for method in self.methods)
+        if outage:
+            advice = (
+                "Writing failed: training goes on, and events resume once writing works "
+                "again (this warning is not repeated until then)"
+            )
+        else:
+            advice = (
+                "This is not a write error: it comes from computing or drawing the event and "
+                "will likely fail every later event too (this warning is not repeated "
+                "until an event succeeds). Training goes on"
+            )
         warnings.warn(
             f"keras_cam: skipped the {names} event {when}: {type(error).__name__}: {error}. "
-            f"Training goes on, and events resume once writing works again (this warning "
-            f"is not repeated until then); pass strict=True to raise instead.",
+            f"{advice}; pass strict=True to raise instead.",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -772,13 +878,11 @@ class CAMCallback(keras.callbacks.Callback):
         """Queues `write` for the worker thread, which owns the writer from here on."""
 
         def job() -> None:
-            if self._writer is None:  # dropped after a write error: try a fresh file
+            if self._writer is None:  # closed at the end of a fit
                 self._writer = create_writer(self.log_dir, self.writer, describe)
-            try:
-                write()
-            except Exception:
-                self._close_writer(after_error=True)
-                raise
+            # A write error drops only the event file (the writer opens a fresh one at the
+            # next write); a drawing error leaves it as it is: no new file per failed event.
+            write()
 
         self._jobs.submit(job, when)
 
@@ -795,6 +899,11 @@ class CAMCallback(keras.callbacks.Callback):
         shown = set(self.images)
         for message in alarms:
             self._writer.text("cam/alarms", message, step)
+        # The numbers first: an error while drawing loses the pictures only.
+        for name, combined in results.items():
+            scores = take_images(combined, 0, count).scores
+            self._writer.scalar(f"cam/{name}/mean_score", float(np.mean(scores)), step)
+            self._write_metrics(name, values[name], step, measured)
         all_overlays = []
         bars, ranges, flat = {}, {}, {}
         for name, combined in results.items():
@@ -825,15 +934,18 @@ class CAMCallback(keras.callbacks.Callback):
                     pairs, captions, min_image_px=self._readable_px, legend=bars[name]
                 )
                 self._writer.images(f"{tag}/grid", pages, step)
-            self._writer.scalar(f"{tag}/mean_score", float(np.mean(result.scores)), step)
-            self._write_metrics(name, values[name], step, measured)
             if measured > count:
                 self._write_galleries(name, every, values[name], step)
             timeline = self._timelines[name]
-            timeline.add(step, overlays, self._correct(result))
+            scale = None if top is None else ranges[name]
+            timeline.add(step, overlays, self._correct(result), scale)
             if "timeline" in shown:
                 titles = [self._title(i) for i in range(count)]
-                pages = timeline.image(display, titles, legend=bars[name])
+                # Each column is drawn on its own event's range, named in its header.
+                legend = bars[name]
+                if scale is not None:
+                    legend = replace(legend, high="max", note="range over each column")
+                pages = timeline.image(display, titles, legend=legend)
                 self._writer.images(f"{tag}/timeline", pages, step)
             if self.top_k is not None:
                 self._writer.images(f"{tag}/topk", self._top_k_grid(combined)[None], step)

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -36,7 +38,7 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from keras_cam import log_files
@@ -44,6 +46,15 @@ from keras_cam import log_files
 logger = logging.getLogger("keras_cam")
 
 WRITERS = ("auto", "tensorflow", "tensorboard")
+
+
+class EventWriteError(RuntimeError):
+    """Writing an event failed (a full disk, a lost remote filesystem): an outage, not a bug.
+
+    `ReopeningWriter` raises it from the writer's own error (its `__cause__`),
+    so the callback can tell a write outage, after which writing resumes,
+    from a drawing or configuration error that would repeat at every event.
+    """
 
 
 class EventWriter(Protocol):
@@ -184,24 +195,52 @@ class TensorFlowWriter:
 class TensorBoardWriter:
     """`EventWriter` over the `tensorboard` package alone: no TensorFlow needed.
 
+    Records are written synchronously, on the caller's thread (the callback's
+    background worker), into a file this writer owns: the `tensorboard`
+    package's own `EventFileWriter` adds a thread of its own, which prints a
+    raw traceback on a full disk, and its `close` leaves the file open when
+    the final flush fails. Here a failed write raises to the caller, and
+    `close` releases the file whatever the flush does.
+
     Args:
         log_dir: the directory of the event files.
         describe: gives each tag's display name and description. Defaults to
             `None`: none.
     """
 
+    _uid = itertools.count()
+
     def __init__(self, log_dir: str | os.PathLike[str], describe: Describe | None = None) -> None:
-        self._writer = EventFileWriter(os.fspath(log_dir), filename_suffix=".v2")
+        name = "events.out.tfevents.%010d.%s.%s.%s.v2" % (  # noqa: UP031 (TensorBoard's own)
+            time.time(),
+            socket.gethostname(),
+            os.getpid(),
+            next(self._uid),
+        )
+        log_dir = os.fspath(log_dir)
+        log_files.makedirs(log_dir)
+        self._file = log_files.open_binary(os.path.join(log_dir, name))
+        self._records = RecordWriter(self._file)
         self._metadata = _Metadata(describe)
+        try:
+            self._add(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+            self.flush()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _add(self, event: event_pb2.Event) -> None:
+        self._records.write(event.SerializeToString())
 
     def _write(self, tag: str, tensor: np.ndarray | list[bytes], metadata, step: int) -> None:
         value = summary_pb2.Summary.Value(
             tag=tag, tensor=tensor_util.make_tensor_proto(tensor), metadata=metadata
         )
-        event = event_pb2.Event(
-            wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=[value])
+        self._add(
+            event_pb2.Event(
+                wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=[value])
+            )
         )
-        self._writer.add_event(event)
 
     def images(self, tag: str, images: np.ndarray, step: int) -> None:
         self._write(tag, image_summary_tensor(images), self._metadata("images", tag), step)
@@ -222,10 +261,15 @@ class TensorBoardWriter:
         self._write(tag, tensor, custom_scalar_metadata.create_summary_metadata(), 0)
 
     def flush(self) -> None:
-        self._writer.flush()
+        self._file.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if self._file.closed:
+            return
+        try:
+            self._file.flush()
+        finally:  # a full disk fails the flush: the descriptor is released all the same
+            self._file.close()
 
 
 class ReopeningWriter:
@@ -235,8 +279,9 @@ class ReopeningWriter:
     `ResourceExhaustedError`-like errors, not `OSError`, and a writer that
     failed once may never write again (its file ends in a half-written
     record). So any error closes and drops the underlying writer and is
-    raised again; the next write opens a new event file, which TensorBoard
-    reads after the old one, so nothing written later is hidden.
+    raised again, as `EventWriteError` from the original; the next write
+    opens a new event file, which TensorBoard reads after the old one, so
+    nothing written later is hidden.
 
     Args:
         open_writer: callable returning a fresh `EventWriter`.
@@ -247,13 +292,14 @@ class ReopeningWriter:
         self._writer: EventWriter | None = open_writer()
 
     def _call(self, name: str, *args: Any) -> None:
-        if self._writer is None:
-            self._writer = self._open_writer()
         try:
+            if self._writer is None:
+                self._writer = self._open_writer()
             getattr(self._writer, name)(*args)
-        except Exception:
-            self._drop()
-            raise
+        except Exception as error:
+            if self._writer is not None:
+                self._drop()
+            raise EventWriteError(f"{type(error).__name__}: {error}") from error
 
     def _drop(self) -> None:
         writer, self._writer = self._writer, None
@@ -284,7 +330,10 @@ class ReopeningWriter:
     def close(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except Exception as error:
+                raise EventWriteError(f"{type(error).__name__}: {error}") from error
 
 
 def create_writer(
