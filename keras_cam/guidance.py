@@ -58,7 +58,7 @@ MASKS = "masks"
 PENALTIES = ("rrr", "gradcam")
 # λ per penalty when `weight` is not given: the value the decoy benchmark
 # (`benchmarks/bench_decoy.py`) found best for each.
-DEFAULT_WEIGHTS = {"rrr": 10.0, "gradcam": 1.0}
+DEFAULT_WEIGHTS = {"rrr": 100.0, "gradcam": 1.0}
 _EPSILON = 1e-7
 # Per spatial rank of the target layer's map: what it is, and the masks' layout.
 _MASK_KINDS = {
@@ -294,7 +294,7 @@ class CAMGuidedModel(keras.Model):
         layer: target layer name or `/`-path, as in `CAMExplainer`, or a list
             of them (`"gradcam"` only). Defaults to `None` (automatic).
         weight: λ, the weight of the penalty against the model's loss, finite
-            and >= 0. Defaults to `None`: 10 for `"rrr"`, 1 for `"gradcam"`.
+            and >= 0. Defaults to `None`: 100 for `"rrr"`, 1 for `"gradcam"`.
         penalty: `"rrr"` or `"gradcam"`. Defaults to `"rrr"`.
         name: the wrapper's name. Defaults to `None` (`<model>_cam_guided`).
 
@@ -336,6 +336,9 @@ class CAMGuidedModel(keras.Model):
         self._split = self._splits[0]
         self._compute = backend_module()
         self._guidance = keras.metrics.Mean(name="cam_guidance")
+        # Its variables are the built model's: built too, so `load_weights` works on a
+        # fresh wrapper before any call.
+        self.built = True
 
     @property
     def layer(self) -> str:
