@@ -127,7 +127,7 @@ def test_gradcam_penalty_masks_at_input_size_resized_by_area_against_numpy():
         return_dict=True,
     )
     features = keras.Model(model.input, model.get_layer("target").output)
-    activations = np.asarray(features(images.astype("float32")), np.float64)  # (4, 6, 6, 5)
+    activations = keras.ops.convert_to_numpy(features(images.astype("float32"))).astype(np.float64)
     kernel = np.asarray(model.get_layer("dense").get_weights()[0], np.float64)
     signed = np.einsum("nhwc,nc->nhw", activations, kernel[:, labels].T / 36)
     inside = numpy_area_resize(masks > 0, 6)
