@@ -361,7 +361,7 @@ class CAMCallback(keras.callbacks.Callback):
             `CAMExplainer`). Defaults to `False`.
         eigen_smooth: first principal component smoothing (see
             `CAMExplainer`). Defaults to `False`.
-        probe_masks: (N, H, W) boolean object masks of the probe images
+        probe_masks: (N, H, W) object masks (rule: `metrics.binary_masks`) of the probes
             ((N, T) for sequences, (N, D, H, W) for volumes, then also marked
             on their cells), for the localisation metrics. Defaults to `None`.
         metrics: names from `"drift"`, `"focus"`, `"pointing_game"`,

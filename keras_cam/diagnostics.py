@@ -92,7 +92,7 @@ def check_masks(masks: Any, count: int, size: tuple[int, ...]) -> np.ndarray:
             f"probe_masks must be {axes} with one mask per probe input of size "
             f"{'×'.join(str(s) for s in size)} (at least {count}), got shape {masks.shape}."
         )
-    return masks[:count].astype(bool)
+    return _metrics.binary_masks(masks[:count], "probe_masks")
 
 
 def csv_file_for(path: str, header: list[str]) -> str:
