@@ -180,6 +180,9 @@ def test_several_outputs_and_a_regression_head(tmp_path):
     size_model = keras.Model(as_dict.inputs, as_dict.outputs[1])
     reference = keras_cam.explain(size_model, x, targets=output(0), verbose=0)
     for row, heatmap in zip(rows, reference.heatmaps, strict=True):
+        if not heatmap.max() > 0:  # a flat map has no peak
+            assert (row["peak_x"], row["peak_y"]) == ("", "")
+            continue
         peak_y, peak_x = np.unravel_index(np.argmax(heatmap), heatmap.shape)
         assert (int(row["peak_x"]), int(row["peak_y"])) == (peak_x, peak_y)
     page = (tmp_path / "o3" / "index.html").read_text()
@@ -232,6 +235,9 @@ def test_softmax_before_reshape_in_a_wrapped_classifier_is_applied_once(tmp_path
         atol=1e-4,
     )
     for row, heatmap in zip(rows, reference.heatmaps, strict=True):
+        if not heatmap.max() > 0:  # a flat map has no peak
+            assert (row["peak_x"], row["peak_y"]) == ("", "")
+            continue
         peak_y, peak_x = np.unravel_index(np.argmax(heatmap), heatmap.shape)
         assert (int(row["peak_x"]), int(row["peak_y"])) == (peak_x, peak_y)
 
