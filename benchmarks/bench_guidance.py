@@ -3,8 +3,10 @@
 Run: `.venv/bin/python benchmarks/bench_guidance.py` (any backend). Both steps are
 the compiled `train_on_batch` of the same model, batch 32 of 64×64 images, every
 image with a mask (the most the guidance can cost); they take turns, medians after
-warm-up. Two settings: the whole model trainable, and the backbone frozen with only
-the head trained (the shortcut example's fine-tuning; target layer `last_conv`).
+warm-up. Each penalty of `CAMGuidedModel` (`rrr`: the input gradient; `gradcam`: the
+Grad-CAM energy at `last_conv`; `gradcam ×2`: at the last two convolutions) in two
+settings: the whole model trainable, and the backbone frozen with only the head
+trained (the shortcut example's fine-tuning).
 """
 
 from __future__ import annotations
@@ -44,21 +46,27 @@ def compare(frozen_backbone: bool, batch: int, runs: int) -> None:
     if frozen_backbone:
         for layer in model.layers:
             layer.trainable = layer.name in ("last_conv", "classifier")
-    guided = keras_cam.CAMGuidedModel(model, layer="last_conv")
-    for trainee in (model, guided):
-        trainee.compile("adam", "sparse_categorical_crossentropy")
-    plain_s, guided_s = [], []
-    for _ in range(3):  # take turns, so load on the machine hits both alike
-        plain_s.append(step_seconds(model, data.images, data.labels, runs))
-        guided_s.append(
-            step_seconds(guided, {"images": data.images, "masks": data.masks}, data.labels, runs)
-        )
-    plain, guided_time = statistics.median(plain_s), statistics.median(guided_s)
+    convolutions = [layer.name for layer in model.layers if "conv" in layer.name.lower()]
+    penalties = {
+        "rrr": {"penalty": "rrr"},
+        "gradcam": {"penalty": "gradcam", "layer": "last_conv"},
+        "gradcam ×2": {"penalty": "gradcam", "layer": convolutions[-2:]},
+    }
+    model.compile("adam", "sparse_categorical_crossentropy")
     setting = "head only (backbone frozen)" if frozen_backbone else "whole model trainable"
-    print(
-        f"  {setting:<28} unguided {1000 * plain:7.1f} ms   guided {1000 * guided_time:7.1f} ms"
-        f"   ratio {guided_time / plain:5.2f}"
-    )
+    fed = {"images": data.images, "masks": data.masks}
+    for name, options in penalties.items():
+        guided = keras_cam.CAMGuidedModel(model, **options)
+        guided.compile("adam", "sparse_categorical_crossentropy")
+        plain_s, guided_s = [], []
+        for _ in range(3):  # take turns, so load on the machine hits both alike
+            plain_s.append(step_seconds(model, data.images, data.labels, runs))
+            guided_s.append(step_seconds(guided, fed, data.labels, runs))
+        plain, guided_time = statistics.median(plain_s), statistics.median(guided_s)
+        print(
+            f"  {setting:<28} {name:<11} unguided {1000 * plain:7.1f} ms   guided "
+            f"{1000 * guided_time:7.1f} ms   ratio {guided_time / plain:5.2f}"
+        )
 
 
 def main() -> None:

@@ -166,6 +166,7 @@ def main() -> None:
     from keras_cam.data import CLASS_NAMES
 
     started = time.perf_counter()
+    keras.utils.set_random_seed(0)  # before the model: its initial weights too
     model = build_model(args.size, len(CLASS_NAMES))
     train, test = shapes_data(args)
     train_with_cam(

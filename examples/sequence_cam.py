@@ -62,6 +62,7 @@ def main() -> None:
     started = time.perf_counter()
     train = make_sequences(args.train_size, length=args.length, seed=1)
     test = make_sequences(args.test_size, length=args.length, seed=2)
+    keras.utils.set_random_seed(0)  # before the model: its initial weights too
     model = build_model(args.length, len(train.class_names))
     train_with_cam(
         model, train, test, args, keras.optimizers.Adam(3e-3), method=["gradcam", "layercam"]

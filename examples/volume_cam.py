@@ -60,6 +60,7 @@ def main() -> None:
     started = time.perf_counter()
     train = make_volumes(args.train_size, size=args.size, seed=1)
     test = make_volumes(args.test_size, size=args.size, seed=2)
+    keras.utils.set_random_seed(0)  # before the model: its initial weights too
     model = build_model(args.size, len(train.class_names))
     train_with_cam(
         model, train, test, args, keras.optimizers.Adam(3e-3), method=["gradcam", "layercam"]

@@ -166,7 +166,15 @@ _OPTION_GROUPS = {
     ),
     "watch": (
         "WatchOptions",
-        ("metrics", "probe_masks", "probe_size", "alarms", "sanity_check", "log_on_train_end"),
+        (
+            "metrics",
+            "probe_masks",
+            "probe_size",
+            "alarms",
+            "sanity_check",
+            "log_on_train_end",
+            "log_metrics",
+        ),
     ),
 }
 

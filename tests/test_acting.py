@@ -61,6 +61,7 @@ def fit(model, callbacks, epochs=4, **kwargs):
 def cam_callback(log_dir, **kwargs):
     x, y, masks = shapes_data(seed=1)
     kwargs.setdefault("probe_masks", masks[:8])
+    kwargs.setdefault("log_metrics", True)
     return keras_cam.CAMCallback(
         (x[:8], y[:8]),
         log_dir,

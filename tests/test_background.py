@@ -25,9 +25,9 @@ def test_jobs_run_in_order_on_another_thread_and_join_waits_for_all():
 
 
 def test_a_full_queue_makes_the_submitter_wait():
-    jobs, release = BackgroundJobs(capacity=2), threading.Event()
-    jobs.submit(release.wait, "running")
-    time.sleep(0.05)  # the worker has taken the first job and blocks in it
+    jobs, release, started = BackgroundJobs(capacity=2), threading.Event(), threading.Event()
+    jobs.submit(lambda: (started.set(), release.wait()), "running")
+    assert started.wait(timeout=60)  # the worker has taken the first job and blocks in it
     for i in range(2):
         jobs.submit(lambda: None, f"queued {i}")
     blocked = threading.Thread(target=jobs.submit, args=(lambda: None, "waits"))
@@ -35,7 +35,7 @@ def test_a_full_queue_makes_the_submitter_wait():
     blocked.join(timeout=0.3)
     assert blocked.is_alive()  # back-pressure: no unbounded queue
     release.set()
-    blocked.join(timeout=5)
+    blocked.join(timeout=60)
     assert not blocked.is_alive()
     jobs.join()
     assert [label for label, _ in jobs.outcomes()] == ["running", "queued 0", "queued 1", "waits"]

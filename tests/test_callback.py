@@ -312,16 +312,27 @@ def find_cell(page: np.ndarray, cell: np.ndarray, right_of: int = 0) -> tuple[in
     raise AssertionError("cell not found in the page")
 
 
-def test_train_begin_logs_where_the_images_are_and_how_to_view_every_step(tmp_path, caplog):
+def test_train_begin_prints_where_the_images_are_and_how_to_view_every_step(tmp_path, capsys):
     model = compiled(conv_classifier())
     callback = keras_cam.CAMCallback(X, tmp_path / "cam", every_n_epochs=1)
     callback.set_model(model)
-    callback.set_params({"epochs": 12, "verbose": 0, "steps": 1})
-    with caplog.at_level("INFO", logger="keras_cam"):
-        callback.on_train_begin()
+    callback.set_params({"epochs": 12, "verbose": 1, "steps": 1})
+    callback.on_train_begin()
     callback.on_train_end()
-    expected = f"tensorboard --logdir {tmp_path / 'cam'} --samples_per_plugin images=12"
-    assert any(expected in record.getMessage() for record in caplog.records)
+    callback.on_train_begin()  # a second fit: said once
+    callback.on_train_end()
+    printed = capsys.readouterr().out
+    # The folder above the CAM folder: TensorBoard shows the training curves beside the maps.
+    expected = f"tensorboard --logdir {tmp_path} --samples_per_plugin images=12"
+    assert printed.count(expected) == 1
+    assert f"CAM images in {tmp_path / 'cam'}" in printed
+
+    quiet = keras_cam.CAMCallback(X, tmp_path / "quiet")
+    quiet.set_model(model)
+    quiet.set_params({"epochs": 12, "verbose": 0, "steps": 1})
+    quiet.on_train_begin()
+    quiet.on_train_end()
+    assert "tensorboard" not in capsys.readouterr().out  # verbose=0 prints nothing
 
 
 @pytest.mark.parametrize(

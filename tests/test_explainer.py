@@ -140,7 +140,8 @@ def test_compiled_once_and_sees_current_weights(model, images, method):
     model.get_layer("conv2").set_weights([conv_kernel * scale, conv_bias])
     flipped = explainer(images, targets=1)
     assert explainer.trace_count == 1
-    assert not np.allclose(first.raw, flipped.raw)
+    # Sobel-CAM is the baseline that ignores the model: its map must not move.
+    assert np.allclose(first.raw, flipped.raw) == (method == "sobelcam")
     np.testing.assert_array_equal(again.classes, [0, 1, 2, 0])
     expected = keras_cam.explain(model, images, method=method, targets=1)
     np.testing.assert_allclose(flipped.raw, expected.raw, rtol=1e-5, atol=1e-7)
@@ -273,6 +274,8 @@ def test_preprocess_maps_display_images_to_model_input(model):
 
 @pytest.mark.parametrize("method", sorted(keras_cam.available_methods()))
 def test_all_zero_activations_give_finite_zero_maps(images, method):
+    if method == "sobelcam":
+        pytest.skip("Sobel-CAM maps the input's edges, not the activations")
     model = conv_classifier()
     for layer_name in ("conv1", "conv2"):
         layer = model.get_layer(layer_name)

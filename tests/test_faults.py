@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -63,7 +64,8 @@ def test_a_full_disk_warns_once_and_writing_resumes(tmp_path, monkeypatch):
     assert "No space left on device" in str(ours[0].message)
     events = read_events(str(tmp_path))
     assert sorted(events["cam/gradcam"]) == [0, 4, 5]
-    assert sorted(events["cam/gradcam/focus"]) == [0, 4, 5]
+    # The numbers are written before the pictures: only the failed image writes are lost.
+    assert sorted(events["cam/gradcam/focus"]) == [0, 1, 2, 3, 4, 5]
 
 
 def test_an_interrupted_fit_resumes_without_duplicate_steps(tmp_path):
@@ -130,7 +132,7 @@ while True:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # a cap, not a timing: load only slows the child
         while process.stdout.readline().strip() != "5":
             assert time.monotonic() < deadline
             assert process.poll() is None
@@ -179,13 +181,15 @@ model.fit(x, np.arange(4) % 3, epochs=1000, verbose=0, callbacks=[callback, anno
     )
     returned = -1
     try:
-        deadline = time.monotonic() + 120
+        # Generous caps, not timings: a loaded machine only makes the child slower. A
+        # SIGINT that some code swallows still stops fit at the next epoch end.
+        deadline = time.monotonic() + 600
         while returned < 3:
             assert time.monotonic() < deadline
             assert process.poll() is None
             returned = int(process.stdout.readline())
         process.send_signal(signal.SIGINT)
-        _, errors = process.communicate(timeout=60)
+        _, errors = process.communicate(timeout=300)
     finally:
         process.kill()
     assert "KeyboardInterrupt" in errors
@@ -195,12 +199,15 @@ model.fit(x, np.arange(4) % 3, epochs=1000, verbose=0, callbacks=[callback, anno
 
 @pytest.mark.slow
 def test_a_slow_writer_blocks_no_epoch_and_loses_no_event(tmp_path, monkeypatch):
-    delay = 0.4
+    # No wall-clock threshold: the writer is held until released, so an epoch that
+    # waited for it would not return before the release.
+    release, written = threading.Event(), []
     for implementation in (writer_module.TensorFlowWriter, writer_module.TensorBoardWriter):
         original = implementation.images
 
         def images(self, tag, images, step, original=original):
-            time.sleep(delay)
+            release.wait(timeout=600)
+            written.append((tag, step))
             return original(self, tag, images, step)
 
         monkeypatch.setattr(implementation, "images", images)
@@ -208,15 +215,15 @@ def test_a_slow_writer_blocks_no_epoch_and_loses_no_event(tmp_path, monkeypatch)
     model.fit(X, Y, epochs=1, verbose=0)  # build the model
     callback.set_model(model)
     callback.on_train_begin()
-    blocked = []
-    for epoch in range(5):
-        started = time.perf_counter()
+    # The queue holds two events and the worker takes one more: three epochs return
+    # while nothing is written yet.
+    for epoch in range(3):
         callback.on_epoch_end(epoch)
-        blocked.append(time.perf_counter() - started)
+    assert written == []
+    release.set()
+    for epoch in range(3, 5):
+        callback.on_epoch_end(epoch)
     callback.on_train_end()
-    # Two images tags per event (grid, timeline) take 2 · delay on the worker; the first
-    # events go straight to the queue, then back-pressure paces the training thread.
-    assert blocked[0] < delay
     events = read_events(str(tmp_path))
     for tag in ("cam/gradcam/grid", "cam/gradcam/timeline", "cam/gradcam/focus"):
         assert sorted(events[tag]) == list(range(5))
@@ -313,5 +320,6 @@ def test_the_sink_opens_a_fresh_event_file_after_any_write_error(tmp_path, write
             sink.write(event(step))
         sink.close()
         found = read_events(str(disk / "logs"))
-        assert sorted(found["probe/score"]) == [0, 3, 4]
+        # The numbers go first: a failed event may keep its scalar, never its picture.
+        assert {0, 3, 4} <= set(found["probe/score"]) <= {0, 1, 2, 3, 4}
         assert sorted(found["probe"]) == [0, 3, 4]

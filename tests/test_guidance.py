@@ -71,8 +71,8 @@ def test_penalty_in_closed_form():
     masks = keras.ops.zeros((1, 4, 4))
     # A map with no positive evidence has nothing on the object: the full penalty.
     assert float(energy_outside_mask(activations, gradients, masks)[0]) == 1.0
-    with pytest.raises(ValueError, match=r"masks are 3×3 but the target layer's map is 2×2"):
-        energy_outside_mask(activations, -gradients, keras.ops.zeros((1, 3, 3)))
+    with pytest.raises(ValueError, match=r"masks are 3×3 but the model's input is 4×4"):
+        energy_outside_mask(activations, -gradients, keras.ops.zeros((1, 3, 3)), (4, 4))
     sequence = keras.ops.ones((2, 4, 3))  # a Conv1D layer's (N, t, C) activations
     with pytest.raises(ValueError, match=r"must be \(N, T\) .*got masks of shape \(N, 8, 8\)"):
         energy_outside_mask(sequence, sequence, keras.ops.zeros((2, 8, 8)))
@@ -81,7 +81,7 @@ def test_penalty_in_closed_form():
 @pytest.mark.slow
 def test_masks_of_another_rank_than_the_map_are_refused_before_training():
     images, labels, masks = batch(3)
-    guided = keras_cam.CAMGuidedModel(tiny_model(3), layer="target")
+    guided = keras_cam.CAMGuidedModel(tiny_model(3), layer="target", penalty="gradcam")
     guided.compile("sgd", "sparse_categorical_crossentropy")
     before = [w.copy() for w in guided.get_weights()]
     with pytest.raises(
@@ -107,7 +107,7 @@ def test_train_step_applies_the_finite_difference_gradient_of_the_guidance_term(
     images, labels, masks = batch(rank)
     model = tiny_model(rank)
     weight = 20.0  # the term moves the weights little: a large λ lifts it above rounding
-    guided = keras_cam.CAMGuidedModel(model, layer="target", weight=weight)
+    guided = keras_cam.CAMGuidedModel(model, layer="target", weight=weight, penalty="gradcam")
     # A zero data loss isolates the guidance term; SGD(1) makes the update the gradient.
     guided.compile(keras.optimizers.SGD(1.0), lambda y_true, y_pred: 0.0 * keras.ops.sum(y_pred))
     before = [np.asarray(w, dtype=np.float64) for w in model.get_weights()]
@@ -171,7 +171,9 @@ def test_guidance_lowers_the_energy_outside_the_masks_when_a_stamp_gives_the_lab
     outside = {}
     for weight in (0.0, 1.0):
         keras.utils.set_random_seed(3)
-        trainee = keras_cam.CAMGuidedModel(small_cnn(32), layer="target", weight=weight)
+        trainee = keras_cam.CAMGuidedModel(
+            small_cnn(32), layer="target", weight=weight, penalty="gradcam"
+        )
         trainee.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
         history = trainee.fit(
             {"images": shortcut, "masks": train.masks & annotated[:, None, None]},

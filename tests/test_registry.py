@@ -65,7 +65,7 @@ def test_a_registered_metric_reaches_every_reader(toy, tmp_path):
     callback = keras_cam.CAMCallback(
         (x[:4], y[:4]),
         tmp_path / "logs",
-        watch=keras_cam.WatchOptions(metrics=["toy"], alarms=[alarm]),
+        watch=keras_cam.WatchOptions(metrics=["toy"], alarms=[alarm], log_metrics=True),
     )
     history = model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
     expected = _mean_heat(MetricInputs(keras_cam.explain(model, x[:4]).heatmaps, y[:4]))

@@ -10,7 +10,7 @@ from conftest import conv_classifier, read_events
 
 import keras_cam
 from keras_cam.sinks.csv_file import CSVSink
-from keras_cam.sinks.event import Event, ReopeningSink
+from keras_cam.sinks.event import Event, EventWriteError, ReopeningSink
 
 X = np.random.default_rng(0).integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
 Y = np.arange(12) % 3
@@ -101,8 +101,9 @@ def test_reopening_sink_closes_a_failed_sink_and_reopens_it_at_the_next_event():
     sink = ReopeningSink(own)
     sink.open()
     sink.write(Event(0))
-    with pytest.raises(OSError, match="step 1"):
+    with pytest.raises(EventWriteError, match="step 1") as raised:
         sink.write(Event(1))
+    assert isinstance(raised.value.__cause__, OSError)  # the sink's own error says why
     assert (own.opened, own.closed) == (1, 1)
     sink.write(Event(2))
     sink.close()

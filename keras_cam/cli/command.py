@@ -13,21 +13,27 @@ Exit status of `explain`: 0 when at least one image was explained and nothing
 failed unexpectedly (undecodable image files are skipped, not failures); 1 when
 no image was explained, or explaining some batch raised an error; 2 for a
 command-line error (unknown option, method, preprocessing or target, no such
-input, a non-empty `--out` without `--overwrite`, a layer the model lacks,
-class names that do not match the model); 3 when the model file is missing or
+input, a non-empty `--out` without `--overwrite`, an `--out` another run holds or
+whose outputs would hold an input, `--resume` with other options, a layer the model
+lacks, class names that do not match the model); 3 when the model file is missing or
 Keras cannot load it; 130 when interrupted (what was done so far is written).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
+import json
 import logging
 import os
-import shutil
+import re
+import signal
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,12 +77,18 @@ PREPROCESSING = (
 )
 """`--preprocess` names: `none`, `scale` (÷255) and the `keras.applications` modules."""
 
+TASKS = ("auto", "classification", "regression")
 DEFAULT_METRICS = ("focus", "average_drop", "increase_in_confidence")
 # The metrics of one folder of images: those that need no masks, labels or earlier event.
 _OFFLINE = ("masks", "labels", "previous")
 
-# The files this command writes into --out; --overwrite removes these and nothing else.
-OUTPUTS = ("overlays", "images", "results.csv", "index.html", "skipped.txt")
+# The files this command writes into --out. Every file and folder it creates is also
+# listed in .keras-cam/manifest.txt; --overwrite removes the listed ones and nothing else.
+OUTPUTS = ("overlays", "images", "results.csv", "index.html", "skipped.txt", "status.json")
+_FOLDERS = ("overlays", "images")
+_STATE = ".keras-cam"  # manifest.txt, journal.jsonl (what is done, for --resume), lock
+# Options that may differ between an interrupted run and its --resume.
+_RESUME_FREE = ("command", "resume", "overwrite", "quiet", "out")
 
 
 class UsageError(Exception):
@@ -108,11 +120,6 @@ def _positive(text: str) -> int:
     raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
 
 
-def _output(text: str) -> str | int:
-    """`--output`: a position when it is a number, else a dict key or an output layer name."""
-    return int(text) if text.isdigit() else text
-
-
 def _token_grid(text: str) -> Any:
     """`--tokens HxW[+P]`: a `TokenGrid` of H×W patches after P prefix tokens."""
     grid, _, prefix = text.lower().replace("×", "x").partition("+")
@@ -131,6 +138,23 @@ def _token_grid(text: str) -> Any:
     raise argparse.ArgumentTypeError(
         f"{text!r} is not a token grid: write HEIGHTxWIDTH or HEIGHTxWIDTH+PREFIX, e.g. 14x14+1"
     )
+
+
+def _number(text: str) -> float:
+    """A finite number; `A/B` is read as a fraction (`1/255`)."""
+    numerator, slash, denominator = text.partition("/")
+    try:
+        value = float(numerator) / float(denominator) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        value = float("nan")
+    if np.isfinite(value):
+        return value
+    raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (e.g. 0.5 or 1/255)")
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    """One number, or one per channel: `0.485,0.456,0.406`."""
+    return tuple(_number(part.strip()) for part in text.split(","))
 
 
 def _alpha(text: str) -> float:
@@ -197,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write into a non-empty --out, replacing this command's earlier outputs",
     )
     explain.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run into --out (same options), skipping the images "
+        "it has done",
+    )
+    explain.add_argument(
         "--method",
         action="append",
         metavar="NAME[,NAME...]",
@@ -207,14 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer",
         default=None,
         help="target layer name or /-path (default: the last 4-D layer before the head)",
-    )
-    explain.add_argument(
-        "--output",
-        type=_output,
-        default=None,
-        metavar="KEY|NAME|N",
-        help="which output of a multi-output model is explained: a dict key, an output "
-        "layer name or a position (default: the only output)",
     )
     explain.add_argument(
         "--score",
@@ -249,10 +271,50 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--preprocess",
         default="none",
-        choices=PREPROCESSING,
-        metavar="NAME",
-        help="maps RGB pixels 0-255 to model input: 'none' (as they are), 'scale' (÷255) "
-        f"or a keras.applications family ({', '.join(PREPROCESSING[2:])})",
+        metavar="NAME|MODULE:FUNCTION",
+        help="maps pixels 0-255 to model input: 'none' (as they are), 'scale' (÷255), "
+        f"a keras.applications family ({', '.join(PREPROCESSING[2:])}), or your own "
+        "function, imported: e.g. 'mypackage.data:preprocess' (a module on PYTHONPATH or "
+        "in the current folder) takes a float32 batch (N, H, W, C) of 0-255 pixels and "
+        "returns the model's input",
+    )
+    explain.add_argument(
+        "--scale",
+        type=_number,
+        default=None,
+        metavar="FACTOR",
+        help="input = (pixels × FACTOR - --mean) / --std, per channel; e.g. "
+        "--scale 1/255 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (ImageNet "
+        "normalisation) (default: 1)",
+    )
+    explain.add_argument(
+        "--mean",
+        type=_numbers,
+        default=None,
+        metavar="M[,M...]",
+        help="subtracted after --scale: one value, or one per channel (default: 0)",
+    )
+    explain.add_argument(
+        "--std",
+        type=_numbers,
+        default=None,
+        metavar="S[,S...]",
+        help="divides after --mean: one value, or one per channel (default: 1)",
+    )
+    explain.add_argument(
+        "--output",
+        default=None,
+        metavar="KEY",
+        help="for a model with several outputs, the one to explain: a dict key, an "
+        "output layer name or a position (0, 1, ...)",
+    )
+    explain.add_argument(
+        "--task",
+        choices=TASKS,
+        default="auto",
+        help="'classification' reports classes and probabilities; 'regression' explains "
+        "the output value itself (what increases it) and reports it as 'value'. 'auto': "
+        "regression for one linear output unit, else classification",
     )
     explain.add_argument(
         "--size",
@@ -296,10 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--colormap", default="jet", help="a matplotlib colormap name")
     explain.add_argument(
         "--metrics",
-        default=",".join(DEFAULT_METRICS),
+        default=None,
         metavar="NAME[,NAME...]",
         help=f"per-map metrics in results.csv, from "
-        f"{', '.join(registry.metric_names(without=_OFFLINE))}, or 'none'. "
+        f"{', '.join(registry.metric_names(without=_OFFLINE))}, or 'none' "
+        f"(default: {','.join(DEFAULT_METRICS)}; focus for a regression). "
         "average_drop and increase_in_confidence cost 2 forward passes of the batch "
         "each, deletion and insertion 18",
     )
@@ -318,6 +381,11 @@ class _Run:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     conversions: set[str] = field(default_factory=set)
+    regression: bool = False
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    not_processed: list[str] = field(default_factory=list)
+    flat: int = 0
+    folder: _OutFolder | None = None
 
 
 def _methods(values: Sequence[str] | None) -> list[str]:
@@ -327,7 +395,9 @@ def _methods(values: Sequence[str] | None) -> list[str]:
     return names
 
 
-def _metrics(text: str) -> list[str]:
+def _metrics(text: str | None) -> list[str]:
+    if text is None:
+        return list(DEFAULT_METRICS)
     names = [] if text.strip().lower() == "none" else _comma_list(text)
     available = registry.metric_names(without=_OFFLINE)
     unknown = [name for name in names if name not in available]
@@ -338,27 +408,168 @@ def _metrics(text: str) -> list[str]:
     return names
 
 
-def _check_out(out: str, overwrite: bool) -> None:
-    if os.path.isfile(out):
+def _shown(path: str) -> str:
+    """`path` as text for reports: bytes that are not UTF-8 shown as `\\xff`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _cell(text: str) -> str:
+    """A CSV text cell that a spreadsheet cannot run as a formula (OWASP: prefix ')."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _real(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+class _OutFolder:
+    """--out and the record of what this command wrote there (the manifest).
+
+    Every file and folder the command creates is appended to the manifest as it is
+    created, so that --overwrite can remove exactly those, after an interrupted or
+    killed run too, and never a file the user put there.
+    """
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.state = os.path.join(out, _STATE)
+        self.manifest_path = os.path.join(self.state, "manifest.txt")
+        self.ours = self._read_manifest()
+        self._lock_file: Any = None
+
+    def _read_manifest(self) -> set[str]:
+        try:
+            with open(self.manifest_path, encoding="utf-8") as file:
+                return {line.rstrip("\n") for line in file if line.strip()}
+        except OSError:
+            return set()
+
+    def path(self, relative: str) -> str:
+        return os.path.join(self.out, relative)
+
+    def is_ours(self, relative: str) -> bool:
+        return relative in self.ours
+
+    def contents(self) -> list[str]:
+        """What --out holds besides this command's state folder."""
+        if not os.path.isdir(self.out):
+            return []
+        return sorted(name for name in os.listdir(self.out) if name != _STATE)
+
+    def foreign_outputs(self) -> list[str]:
+        """Output names present in --out that the manifest does not list as ours."""
+        return [
+            name for name in OUTPUTS if os.path.lexists(self.path(name)) and not self.is_ours(name)
+        ]
+
+    def lock(self) -> None:
+        """Holds --out for this run (released when the process ends, even killed)."""
+        os.makedirs(self.state, exist_ok=True)
+        self._lock_file = open(os.path.join(self.state, "lock"), "a+")  # noqa: SIM115
+        try:
+            _lock(self._lock_file)
+        except OSError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise UsageError(
+                f"Another keras-cam run is writing into --out {self.out}; wait for it to "
+                f"finish or choose another --out."
+            ) from None
+        self.ours = self._read_manifest()  # as the previous holder left it
+
+    def record(self, relative: str) -> None:
+        if relative not in self.ours:
+            self.ours.add(relative)
+            with open(self.manifest_path, "a", encoding="utf-8") as file:
+                file.write(relative + "\n")
+
+    def make_folder(self, relative: str) -> None:
+        if not os.path.isdir(self.path(relative)):
+            os.makedirs(self.path(relative))
+            self.record(relative)
+
+    def clear(self) -> None:
+        """Removes the files the manifest lists, then its folders if they are empty."""
+        listed = sorted(self.ours, key=lambda name: -name.count("/"))
+        for relative in listed:
+            path = self.path(relative)
+            if os.path.islink(path) or os.path.isfile(path):
+                os.remove(path)
+        for relative in listed:
+            with contextlib.suppress(OSError):  # not empty: it holds the user's files
+                os.rmdir(self.path(relative))
+        self.ours = {name for name in self.ours if os.path.lexists(self.path(name))}
+        with open(self.manifest_path, "w", encoding="utf-8") as file:
+            file.writelines(f"{name}\n" for name in sorted(self.ours))
+
+    def write_text(self, relative: str, text: str) -> None:
+        """Writes a whole output file at once (a temporary file, then renamed)."""
+        temporary = os.path.join(self.state, relative + ".tmp")
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+        self.record(relative)
+        os.replace(temporary, self.path(relative))
+
+
+def _lock(file: Any) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _check_out(folder: _OutFolder, overwrite: bool, resume: bool) -> None:
+    out = folder.out
+    if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; name a folder.")
-    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+    if resume:
+        if overwrite:
+            raise UsageError("--resume continues a run and --overwrite replaces it: pick one.")
+        if not folder.is_ours("status.json"):
+            raise UsageError(
+                f"--resume: --out {out} holds no keras-cam run to continue (no status.json "
+                f"written by keras-cam); leave --resume out to start one."
+            )
+        return
+    if folder.contents() and not overwrite:
         raise UsageError(
             f"--out {out} is not empty; choose another folder or pass --overwrite "
-            f"(which replaces this command's outputs there: {', '.join(OUTPUTS)})."
+            f"(which removes only the files an earlier keras-cam run wrote there), or "
+            f"--resume to continue an interrupted run."
+        )
+    foreign = folder.foreign_outputs()
+    if foreign:
+        raise UsageError(
+            f"--out {out} holds {', '.join(foreign)}, which keras-cam did not write (they "
+            f"are not in {_STATE}/manifest.txt) and which it would write into; --overwrite "
+            f"never touches files it did not create: choose another --out."
         )
 
 
-def _prepare_out(out: str) -> None:
-    """Removes this command's earlier outputs (nothing else) and makes the folders."""
-    if os.path.isdir(out):
-        for name in OUTPUTS:
-            path = os.path.join(out, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
-    os.makedirs(os.path.join(out, "overlays"), exist_ok=True)
-    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+def _check_inputs(folder: _OutFolder, specs: Sequence[str], files: Sequence[str]) -> None:
+    """Refuses inputs that lie inside what the command writes into --out."""
+    out = _real(folder.out)
+    written = [os.path.join(out, name) for name in (*_FOLDERS, _STATE)]
+    fixed = {os.path.join(out, name) for name in OUTPUTS if name not in _FOLDERS}
+
+    def inside(path: str) -> bool:
+        real = _real(path)
+        return real in fixed or any(
+            real == place or real.startswith(place + os.sep) for place in written
+        )
+
+    clash = [spec for spec in specs if os.path.isdir(spec) and inside(spec)]
+    clash += [path for path in files if inside(path)]
+    if clash:
+        raise UsageError(
+            f"Input {_shown(clash[0])} lies inside what keras-cam writes into --out "
+            f"{folder.out} ({', '.join(OUTPUTS)}); choose an --out outside your input "
+            f"folders, e.g. a new folder next to them."
+        )
 
 
 def _load_model(path: str) -> Any:
@@ -381,77 +592,146 @@ def _load_model(path: str) -> Any:
         ) from error
 
 
-def _output_layer(model: Any) -> Any:
-    layer = model.layers[-1]
-    while hasattr(layer, "layers") and layer.layers:
-        layer = layer.layers[-1]
-    return layer
+def _select_output(model: Any, spec: str | None) -> Any:
+    """The model reduced to the output `--output` names (the model itself when it has one).
 
-
-def _with_probabilities(model: Any) -> Any:
-    """The model with a softmax (sigmoid for one unit) appended when its head has none.
-
-    The explainer differentiates the logits either way (the appended activation
-    is switched off while it traces), so the maps are unchanged; the reported
-    scores become probabilities.
+    Everything downstream (the explainer, the probability, the metrics) then
+    sees a model with one output.
     """
     import keras
 
-    from keras_cam.core.scores import output_activation
+    from keras_cam.core import outputs
+
+    named = outputs.describe(model)
+    count = len(model.outputs)
+    if spec is None:
+        if count == 1:
+            return model
+        raise UsageError(
+            f"The model has {count} outputs: {named}. Choose the one to explain with "
+            f"--output (a dict key, an output layer name or a position), e.g. --output 0."
+        )
+    choice: str | int = spec
+    try:
+        key = outputs.resolve(model, choice)
+    except ValueError:
+        if not spec.isdigit():
+            raise UsageError(f"--output {spec!r} is not an output of the model: {named}.") from None
+        choice = int(spec)
+        try:
+            key = outputs.resolve(model, choice)
+        except ValueError:
+            raise UsageError(
+                f"--output {spec}: the model has outputs 0 to {count - 1}: {named}."
+            ) from None
+    if count == 1:
+        return model
+    return keras.Model(model.inputs, outputs.symbolic(model, key), name=model.name)
+
+
+def _is_regression(model: Any, task: str) -> bool:
+    """`--task`, or for `auto`, whether the head is one linear unit (an age, a price)."""
+    import keras
+
+    from keras_cam.core.scores import head_layer, output_activation
+
+    if task != "auto":
+        return task == "regression"
+    output = model.outputs[0]
+    head = head_layer(output)
+    linear = getattr(head, "activation", None) is keras.activations.linear
+    if (
+        len(output.shape) == 2
+        and output.shape[-1] == 1
+        and linear
+        and output_activation(head) is None
+    ):
+        logger.info(
+            "the model ends in one linear unit (%s): explaining it as a regression (the "
+            "value and what increases it); pass --task classification for a binary "
+            "classifier that outputs a logit",
+            head.name,
+        )
+        return True
+    return False
+
+
+def _with_probabilities(model: Any) -> Any:
+    """The model with a softmax (sigmoid for one unit) appended when its head is linear.
+
+    The head is found through pass-through layers (Reshape, Flatten, Dropout)
+    and nested models, as the library finds it, so a softmax that is not on
+    the last layer is never applied twice. The explainer differentiates the
+    logits either way (the appended activation is switched off while it
+    traces), so the maps are unchanged; the reported scores become
+    probabilities. A head the library cannot read (a Lambda, a custom layer)
+    is left as it is.
+    """
+    import keras
+
+    from keras_cam.core.scores import confidence_activation, head_layer, output_activation
 
     outputs = model.outputs[0]
     if len(model.outputs) != 1 or len(outputs.shape) != 2:
         return model
-    if output_activation(_output_layer(model)) is not None:
+    head = head_layer(outputs)
+    if output_activation(head) is not None:
+        return model
+    activation = confidence_activation(head, outputs.shape[-1])
+    if activation is None:
+        logger.info(
+            "the model's output layer %r has no softmax/sigmoid that keras-cam can read: "
+            "its outputs are reported as they are",
+            getattr(head, "name", "?"),
+        )
         return model
     logger.info(
-        "the model's output has no softmax: probabilities are the %s of its outputs",
-        "sigmoid" if outputs.shape[-1] == 1 else "softmax",
+        "the model's output has no softmax: probabilities are the %s of its outputs", activation
     )
-    if outputs.shape[-1] == 1:
-        activation = keras.layers.Activation("sigmoid", name="keras_cam_probability")
+    if activation == "sigmoid":
+        layer = keras.layers.Activation("sigmoid", name="keras_cam_probability")
     else:
-        activation = keras.layers.Softmax(name="keras_cam_probability")
-    return keras.Model(model.inputs, activation(outputs), name=model.name)
+        layer = keras.layers.Softmax(name="keras_cam_probability")
+    return keras.Model(model.inputs, layer(outputs), name=model.name)
 
 
-def _input_size(model: Any, requested: tuple[int, int] | None, channels_first: bool) -> tuple:
+CHANNEL_MODES = {1: "grayscale", 3: "RGB", 4: "RGBA"}
+
+
+def _input_size(
+    model: Any, requested: tuple[int, int] | None, channels_first: bool
+) -> tuple[tuple[int, int], int]:
+    """The (height, width) images are fitted to, and the model's channel count (1, 3 or 4)."""
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4:
         raise UsageError(f"The model takes input of shape {shape}, not images (N, H, W, C).")
     size = shape[2:4] if channels_first else shape[1:3]
+    channels = shape[1] if channels_first else shape[3]
+    if channels not in CHANNEL_MODES:
+        raise UsageError(
+            f"The model takes images with {channels} channels; keras-cam reads image files "
+            f"as grayscale (1 channel), RGB (3) or RGBA (4)."
+        )
     if requested is not None:
         if any(s is not None and s != r for s, r in zip(size, requested, strict=True)):
             raise UsageError(
                 f"--size {requested[0]}x{requested[1]} does not match the model's input "
                 f"size {size[0]}x{size[1]}; leave --size out."
             )
-        return requested
+        return requested, int(channels)
     if None in size:
         raise UsageError("The model accepts any input size: give one with --size, e.g. 224.")
-    return (int(size[0]), int(size[1]))
+    return (int(size[0]), int(size[1])), int(channels)
 
 
 def explain_options(args: argparse.Namespace) -> Any:
     """The `ExplainOptions` of the command line: one flag per field, named after it."""
     from keras_cam.core.options import OPTION_NAMES, ExplainOptions
 
-    return ExplainOptions(**{name: getattr(args, name) for name in OPTION_NAMES})
-
-
-def _output_view(model: Any, output: str | int | None) -> Any:
-    """The model with only the `--output` output, so metrics and probabilities read it."""
-    if output is None and len(model.outputs) == 1:
-        return model
-    import keras
-
-    from keras_cam.core import outputs
-
-    try:
-        key = outputs.resolve(model, output)
-    except ValueError as error:
-        raise UsageError(f"--output: {error}") from None
-    return keras.Model(model.inputs, outputs.symbolic(model, key), name=model.name)
+    values = {name: getattr(args, name) for name in OPTION_NAMES}
+    if isinstance(values["output"], str) and values["output"].isdigit():
+        values["output"] = int(values["output"])  # a position (`_select_output` tries a name first)
+    return ExplainOptions(**values)
 
 
 def _class_names(path: str | None, num_classes: int) -> list[str]:
@@ -494,25 +774,156 @@ def _targets(text: str, names: list[str]) -> str | int:
     )
 
 
-def _preprocess(name: str) -> Callable[[np.ndarray], Any] | None:
+def _regression_targets(model: Any, args: argparse.Namespace) -> tuple[list[str], Any]:
+    """Unit names and the target of a regression: the value itself, `--targets N` for unit N."""
+    from keras_cam.targets import output
+
+    units = int(np.prod(model.outputs[0].shape[1:]))
+    if args.class_names is not None:
+        raise UsageError("--class-names names classes; a regression head has none: leave it out.")
+    if args.targets == "predicted" and units == 1:
+        return ["value"], output(0)
+    if args.targets.isdigit() and int(args.targets) < units:
+        return [f"unit {i}" for i in range(units)], output(int(args.targets))
+    raise UsageError(
+        f"--targets {args.targets}: a regression output with {units} unit(s) is explained one "
+        f"unit at a time: give its index, 0 to {units - 1}"
+        + (" (or leave --targets out)." if units == 1 else ".")
+    )
+
+
+def _regression_metrics(text: str | None) -> list[str]:
+    """Only `focus` reads a map alone; the others compare class probabilities."""
+    if text is None:
+        return ["focus"]
+    names = _metrics(text)
+    others = [name for name in names if name != "focus"]
+    if others:
+        raise UsageError(
+            f"--metrics {','.join(others)} compare class probabilities; a regression has "
+            f"none: use --metrics focus or none."
+        )
+    return names
+
+
+def _user_function(spec: str) -> Callable[[np.ndarray], Any]:
+    """Imports `module:function` (the current folder is searched too, as `python -m` does)."""
+    import importlib
+
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise UsageError(f"--preprocess {spec!r}: write MODULE:FUNCTION, e.g. mypackage.data:prep.")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise UsageError(
+            f"--preprocess {spec}: cannot import {module_name!r} ({type(error).__name__}: "
+            f"{error}); run from the folder that holds it or add it to PYTHONPATH."
+        ) from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise UsageError(f"--preprocess {spec}: module {module_name!r} has no function {name!r}.")
+    return lambda images: function(np.asarray(images, np.float32))
+
+
+def _normalisation(
+    scale: float | None, mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
+) -> Callable[[np.ndarray], Any]:
+    """(pixels × scale − mean) / std, per channel."""
+    factor = 1.0 if scale is None else scale
+
+    def per_channel(values: Sequence[float] | None, default: float, option: str) -> np.ndarray:
+        if values is None:
+            return np.full(channels, default, np.float32)
+        if len(values) not in (1, channels):
+            raise UsageError(
+                f"{option} has {len(values)} values; give one, or one per channel (the model "
+                f"takes {channels})."
+            )
+        return np.broadcast_to(np.asarray(values, np.float32), (channels,)).copy()
+
+    shift = per_channel(mean, 0.0, "--mean")
+    spread = per_channel(std, 1.0, "--std")
+    if np.any(spread == 0):
+        raise UsageError("--std must not be 0.")
+    return lambda images: (np.asarray(images, np.float32) * factor - shift) / spread
+
+
+def _preprocess(args: argparse.Namespace, channels: int) -> Callable[[np.ndarray], Any] | None:
+    """The function from pixels (0-255, the model's channels) to the model's input."""
+    name = args.preprocess
+    custom = [args.scale, args.mean, args.std]
+    if any(value is not None for value in custom):
+        if name != "none":
+            raise UsageError(
+                f"--preprocess {name} and --scale/--mean/--std both say how to preprocess: "
+                f"give one of them."
+            )
+        return _normalisation(args.scale, args.mean, args.std, channels)
+    if ":" in name:
+        return _user_function(name)
+    if name not in PREPROCESSING:
+        raise UsageError(
+            f"--preprocess {name!r}: choose from {', '.join(PREPROCESSING)}, or name your own "
+            f"function as MODULE:FUNCTION."
+        )
     if name == "none":
         return None
     if name == "scale":
         return lambda images: images / 255.0
+    if channels != 3:
+        raise UsageError(
+            f"--preprocess {name} expects RGB images; the model takes {channels} channel(s). "
+            f"Use --scale/--mean/--std or your own MODULE:FUNCTION."
+        )
     import keras
 
     return getattr(keras.applications, name).preprocess_input
 
 
+def _display(pixels: np.ndarray) -> np.ndarray:
+    """RGB for the thumbnails and overlays: gray repeated, RGBA shown on white."""
+    if pixels.shape[-1] == 1:
+        return np.repeat(pixels, 3, axis=-1)
+    if pixels.shape[-1] == 4:
+        alpha = pixels[..., 3:].astype(np.float32) / 255.0
+        shown = pixels[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.round(shown).astype(np.uint8)
+    return pixels
+
+
 def _stem(path: str) -> str:
+    """An output name part from any input name: ASCII letters, digits, - _ . (≤ 40)."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-    return safe[:60] or "image"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
+    return safe[:40] or "image"
 
 
-def _peak(heatmap: np.ndarray) -> tuple[int, int]:
+def _peak(heatmap: np.ndarray) -> tuple[int, int] | None:
+    """(x, y) of the map's maximum; None for a flat map, which has no peak."""
+    if not np.ptp(heatmap) > 0:  # also False for a NaN map
+        return None
     row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     return int(col), int(row)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Holds a Ctrl-C until the block ends, so that one image is recorded whole or not at all."""
+    pending: list[Any] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *args: pending.append(args))
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            raise KeyboardInterrupt
 
 
 def _per_image_metrics(
@@ -566,15 +977,16 @@ class _Explainer:
             colorize(np.zeros((1, 1, 1)), args.colormap)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        self.args, self.run, self.writer = args, run, None
+        self.args, self.run, self.journal = args, run, None
         # A run of fewer files than --batch-size is not padded up to it.
         self.batch_size = min(args.batch_size, count)
+        model = _select_output(_load_model(args.model), args.output)
+        self.regression = _is_regression(model, args.task)
+        self.model = model if self.regression else _with_probabilities(model)
         try:
             options = explain_options(args)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        model = _output_view(_load_model(args.model), options.output)
-        self.model = _with_probabilities(model)
         try:
             # The view has the chosen output alone: the explainer reads its only output.
             self.explainer = CAMExplainer(
@@ -584,37 +996,78 @@ class _Explainer:
         except ValueError as error:
             raise UsageError(str(error)) from None
         channels_first = self.explainer.resolved.channels_first
-        self.size = _input_size(self.model, args.size, channels_first)
-        self.names = _class_names(args.class_names, self.explainer.num_classes)
-        self.targets = _targets(args.targets, self.names)
-        self.ranks = top_k(self.targets) or 1
+        self.size, self.channels = _input_size(self.model, args.size, channels_first)
+        if self.regression:
+            self.names, self.targets = _regression_targets(self.model, args)
+            self.ranks = 1
+        else:
+            self.names = _class_names(args.class_names, self.explainer.num_classes)
+            self.targets = _targets(args.targets, self.names)
+            self.ranks = top_k(self.targets) or 1
         if self.ranks > len(self.names):
             raise UsageError(
                 f"--targets {args.targets}: the model scores only {len(self.names)} classes."
             )
-        self.preprocess = _preprocess(args.preprocess)
+        self.preprocess = _preprocess(args, self.channels)
         self.metrics = _metrics(args.metrics)
+        if self.regression:
+            self.metrics = _regression_metrics(args.metrics)
+
+    @property
+    def result_fields(self) -> list[str]:
+        """The columns of results.csv that say what was explained."""
+        return ["unit", "value"] if self.regression else ["class", "name", "probability"]
+
+    def _result_cells(self, class_id: int, score: float) -> dict[str, Any]:
+        if self.regression:
+            return {"unit": class_id, "value": f"{score:.6g}"}
+        return {
+            "class": class_id,
+            "name": _cell(self.names[class_id]),
+            "probability": f"{score:.6f}",
+        }
+
+    def _caption(self, class_id: int, score: float, rank: int) -> str:
+        if self.regression:
+            return f"value={score:.4g}" if class_id == 0 else f"unit {class_id}={score:.4g}"
+        text = f"{self.names[class_id]} p={score:.2f}"
+        return text if self.ranks == 1 else f"#{rank + 1} {text}"
+
+    @property
+    def input_note(self) -> str:
+        """What the summary says about the images the model was given, if anything."""
+        if self.channels == 3:
+            return ""
+        return (
+            f"; images converted to {CHANNEL_MODES[self.channels]} for the model's "
+            f"{self.channels}-channel input"
+        )
 
     def load(self, paths: Sequence[str]) -> list[tuple[str, LoadedImage]]:
         loaded = []
         for path in paths:
             try:
-                image = load_image(path, self.size, self.args.fit)
+                image = load_image(path, self.size, self.args.fit, self.channels)
             except UnreadableImage as error:
-                logger.warning("skipped %s: not a readable image (%s)", path, error)
-                self.run.skipped.append((path, str(error)))
+                logger.warning("skipped %s: not a readable image (%s)", _shown(path), error)
+                self.journal.skipped(path, str(error))
+                continue
+            except Exception as error:  # MemoryError too: this file fails, not the run
+                logger.error("failed to read %s: %s: %s", _shown(path), type(error).__name__, error)
+                self.journal.failed(path, f"{type(error).__name__}: {error}")
                 continue
             if image.conversion and image.conversion not in self.run.conversions:
                 self.run.conversions.add(image.conversion)
                 logger.info(
-                    "converting %s images to 8-bit RGB (first: %s; said once)",
+                    "converting %s images to 8-bit %s for the model (first: %s; said once)",
                     image.conversion,
-                    path,
+                    CHANNEL_MODES[self.channels],
+                    _shown(path),
                 )
             loaded.append((path, image))
         return loaded
 
-    def explain(self, first_index: int, loaded: list[tuple[str, LoadedImage]]) -> None:
+    def explain(self, positions: dict[str, int], loaded: list[tuple[str, LoadedImage]]) -> None:
         count = len(loaded)
         pixels = np.stack([image.pixels for _, image in loaded])
         # Every batch has the same size (the last one repeats its last image), so the
@@ -638,8 +1091,13 @@ class _Explainer:
             values = {k: v.reshape(self.ranks, -1).T for k, v in values.items()}
             per_method[method] = _MethodMaps(heatmaps, classes, scores, values)
         for offset, (path, image) in enumerate(loaded):
-            self._write_image(first_index + offset, path, image, offset, per_method)
-        self.run.explained += count
+            try:
+                self._write_image(positions[path], path, image, offset, per_method)
+            except Exception as error:  # a name or a full disk: this file fails, not the batch
+                logger.error(
+                    "failed to write %s: %s: %s", _shown(path), type(error).__name__, error
+                )
+                self.journal.failed(path, f"{type(error).__name__}: {error}")
 
     def _write_image(
         self,
@@ -649,13 +1107,46 @@ class _Explainer:
         offset: int,
         per_method: dict[str, _MethodMaps],
     ) -> None:
+        """Writes one image's thumbnail and overlays, then records its rows in one step."""
+        written: list[str] = []
+        try:
+            csv_text, rows, flat = self._write_files(
+                index, path, image, offset, per_method, written
+            )
+            self.journal.explained(path, csv_text, rows, flat)
+        except BaseException:
+            # An image is recorded whole or leaves nothing: no overlay without its row.
+            if not self.journal.has(path):
+                for relative in written:
+                    with contextlib.suppress(OSError):
+                        os.remove(self.run.folder.path(relative))
+            raise
+
+    def _write_files(
+        self,
+        index: int,
+        path: str,
+        image: LoadedImage,
+        offset: int,
+        per_method: dict[str, _MethodMaps],
+        written: list[str],
+    ) -> tuple[str, list[SheetRow], int]:
         from PIL import Image
 
         from keras_cam.render.overlay import captioned_grid, overlay
 
-        stem = f"{index:05d}_{_stem(path)}"
-        thumbnail = os.path.join("images", f"{stem}.jpg")
-        Image.fromarray(image.pixels).save(os.path.join(self.run.out, thumbnail), quality=90)
+        suffixes = [
+            f"_{method}{'' if self.ranks == 1 else f'_top{r + 1}'}"
+            for method in per_method
+            for r in range(self.ranks)
+        ]
+        stem = self.journal.names.claim(f"{index:05d}_{_stem(path)}", suffixes)
+        thumbnail = f"images/{stem}.jpg"
+        self.run.folder.record(thumbnail)
+        written.append(thumbnail)
+        shown = _display(image.pixels)
+        Image.fromarray(shown).save(self.run.folder.path(thumbnail), quality=90)
+        csv_rows, sheet_rows, flat = [], [], 0
         for rank in range(self.ranks):
             overlays = {}
             for method, maps in per_method.items():
@@ -663,41 +1154,40 @@ class _Explainer:
                 score = float(maps.scores[offset, rank])
                 name = self.names[class_id]
                 heatmap = maps.heatmaps[offset, rank]
-                blended = overlay(
-                    image.pixels[None], heatmap[None], self.args.alpha, self.args.colormap
-                )[0]
-                caption = (
-                    f"{name} p={score:.2f}"
-                    if self.ranks == 1
-                    else (f"#{rank + 1} {name} p={score:.2f}")
+                blended = overlay(shown[None], heatmap[None], self.args.alpha, self.args.colormap)[
+                    0
+                ]
+                peak = _peak(heatmap)
+                flat += peak is None
+                caption = self._caption(class_id, score, rank) + (
+                    " (flat map)" if peak is None else ""
                 )
                 picture = captioned_grid([[blended]], [caption])
                 suffix = "" if self.ranks == 1 else f"_top{rank + 1}"
-                relative = os.path.join("overlays", f"{stem}_{method}{suffix}.png")
-                Image.fromarray(picture).save(
-                    os.path.join(self.run.out, relative), compress_level=1
-                )
+                relative = f"overlays/{stem}_{method}{suffix}.png"
+                self.run.folder.record(relative)
+                written.append(relative)
+                Image.fromarray(picture).save(self.run.folder.path(relative), compress_level=1)
                 overlays[method] = relative
-                peak_x, peak_y = image.placement.to_original(*_peak(heatmap))
-                self.writer.writerow(
+                # A flat map has no peak: the cells stay empty rather than claim (0, 0).
+                peak_x, peak_y = image.placement.to_original(*peak) if peak else ("", "")
+                csv_rows.append(
                     {
-                        "file": path,
-                        "method": method,
+                        "file": _cell(_shown(path)),
+                        "method": _cell(method),
                         "rank": rank + 1,
-                        "class": class_id,
-                        "name": name,
-                        "probability": f"{score:.6f}",
-                        "layer": self.layer,
+                        **self._result_cells(class_id, score),
+                        "layer": _cell(self.layer),
                         "peak_x": peak_x,
                         "peak_y": peak_y,
                         **{k: f"{v[offset, rank]:.6f}" for k, v in maps.metrics.items()},
-                        "overlay": relative.replace(os.sep, "/"),
+                        "overlay": _cell(relative),
                     }
                 )
             # Every method explains the same class (same targets, same forward pass).
-            self.run.rows.append(
+            sheet_rows.append(
                 SheetRow(
-                    file=path,
+                    file=_shown(path),
                     image=thumbnail,
                     overlays=overlays,
                     class_id=class_id,
@@ -706,77 +1196,313 @@ class _Explainer:
                     rank=rank + 1,
                 )
             )
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self.journal.fields).writerows(csv_rows)
+        return text.getvalue(), sheet_rows, flat
 
 
-def _write_sheet(run: _Run, title: str, summary: str) -> None:
-    page = contact_sheet_html(run.rows, run.methods, title, summary)
-    with open(os.path.join(run.out, "index.html"), "w", encoding="utf-8") as file:
-        file.write(page)
+class _Names:
+    """Output names unique in --out: never one that a recorded image uses, nor a user's file."""
+
+    def __init__(self, folder: _OutFolder, taken: set[str]) -> None:
+        self.folder, self.taken = folder, taken
+
+    def _free(self, relative: str) -> bool:
+        if relative in self.taken:
+            return False
+        return self.folder.is_ours(relative) or not os.path.lexists(self.folder.path(relative))
+
+    def claim(self, stem: str, suffixes: Sequence[str]) -> str:
+        for attempt in range(1, 10_000):
+            candidate = stem if attempt == 1 else f"{stem}_{attempt}"
+            names = [f"images/{candidate}.jpg"]
+            names += [f"overlays/{candidate}{suffix}.png" for suffix in suffixes]
+            if all(self._free(name) for name in names):
+                self.taken.update(names)
+                return candidate
+        raise OSError(f"no free output name for {stem}")
 
 
-def _write_skipped(run: _Run) -> None:
-    listed = [(path, f"skipped: {why}") for path, why in run.skipped]
+class _Journal:
+    """results.csv and .keras-cam/journal.jsonl: each image recorded whole, in one write.
+
+    The journal holds what each input came to (explained, with its sheet rows and the
+    end of its rows in results.csv; skipped; failed), so that `--resume` can rebuild
+    the report and continue after the last image recorded.
+    """
+
+    def __init__(self, run: _Run, fields: list[str], resume: bool) -> None:
+        self.run, self.fields = run, fields
+        folder = run.folder
+        self.path = os.path.join(folder.state, "journal.jsonl")
+        csv_path = folder.path("results.csv")
+        taken: set[str] = set()
+        self.done: set[str] = set()
+        csv_end = None
+        if resume:
+            csv_end = self._replay(taken)
+        folder.record("results.csv")
+        if csv_end is None or not os.path.isfile(csv_path):
+            with open(csv_path, "w", newline="", encoding="utf-8") as file:
+                csv.DictWriter(file, fieldnames=fields).writeheader()
+        else:
+            with open(csv_path, "r+b") as file:  # drop rows of an image not recorded whole
+                file.truncate(csv_end)
+        folder.record(f"{_STATE}/journal.jsonl")
+        self.csv = open(csv_path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        if csv_end is None:
+            self.file.truncate(0)
+            self._append({"csv_end": self.csv.tell()})
+        self.names = _Names(folder, taken)
+
+    def _replay(self, taken: set[str]) -> int | None:
+        outcome: dict[str, dict] = {}
+        csv_end = None
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                lines = file.readlines()
+        except OSError:
+            return None
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short by a crash: that image is redone
+                continue
+            csv_end = entry.get("csv_end", csv_end)
+            if "file" in entry:
+                outcome[entry["file"]] = entry
+        for path, entry in outcome.items():
+            if "rows" in entry:
+                rows = [SheetRow(**row) for row in entry["rows"]]
+                self.run.rows.extend(rows)
+                self.run.explained += 1
+                self.run.flat += entry.get("flat", 0)
+                for row in rows:
+                    taken.add(row.image)
+                    taken.update(row.overlays.values())
+            elif "skipped" in entry:
+                self.run.skipped.append((path, entry["skipped"]))
+            else:
+                continue  # failed before: tried again
+            self.done.add(_real(path))
+        return csv_end
+
+    def _append(self, entry: dict) -> None:
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+
+    def explained(self, path: str, csv_text: str, rows: list[SheetRow], flat: int) -> None:
+        with _deferred_interrupt():
+            self.csv.write(csv_text)
+            self.csv.flush()
+            self.run.rows.extend(rows)
+            self.run.explained += 1
+            self.run.flat += flat
+            self.done.add(_real(path))
+            self._append(
+                {
+                    "file": path,
+                    "rows": [row.__dict__ for row in rows],
+                    "flat": flat,
+                    "csv_end": self.csv.tell(),
+                }
+            )
+
+    def has(self, path: str) -> bool:
+        return _real(path) in self.done
+
+    def skipped(self, path: str, why: str) -> None:
+        with _deferred_interrupt():
+            self.run.skipped.append((path, why))
+            self.done.add(_real(path))
+            self._append({"file": path, "skipped": why})
+
+    def failed(self, path: str, why: str) -> None:
+        with _deferred_interrupt():
+            self.run.failed.append((path, why))
+            self.done.add(_real(path))
+            self._append({"file": path, "failed": why})
+
+    def close(self) -> None:
+        self.csv.close()
+        self.file.close()
+
+
+def _colour_stops(colormap: str) -> list[str]:
+    from keras_cam.render.overlay import colorize
+
+    colours = colorize(np.linspace(0.0, 1.0, 11)[None, None, :], colormap)[0, 0]
+    return ["#{:02x}{:02x}{:02x}".format(*map(int, colour)) for colour in colours]
+
+
+def _not_explained(run: _Run) -> list[tuple[str, str]]:
+    """Every input or folder not explained, with why: skipped.txt, the sheet, the summary."""
+    listed = [(folder, f"skipped: folder not readable ({why})") for folder, why in run.unreadable]
+    listed += [(path, f"skipped: {why}") for path, why in run.skipped]
     listed += [(path, f"failed: {why}") for path, why in run.failed]
+    listed += [
+        (path, "not processed: the run was interrupted (continue with --resume)")
+        for path in run.not_processed
+    ]
+    return [(_shown(path), why) for path, why in listed]
+
+
+def _write_report(run: _Run, title: str, summary: str, notice: str, colormap: str) -> None:
+    listed = _not_explained(run)
+    page = contact_sheet_html(
+        run.rows,
+        run.methods,
+        title,
+        summary,
+        skipped=listed,
+        colors=_colour_stops(colormap),
+        notice=notice,
+        regression=run.regression,
+    )
+    run.folder.write_text("index.html", page)
+    skipped_path = run.folder.path("skipped.txt")
     if listed:
-        with open(os.path.join(run.out, "skipped.txt"), "w", encoding="utf-8") as file:
-            file.writelines(f"{path}\t{why}\n" for path, why in listed)
+        run.folder.write_text("skipped.txt", "".join(f"{path}\t{why}\n" for path, why in listed))
+    elif run.folder.is_ours("skipped.txt") and os.path.isfile(skipped_path):
+        os.remove(skipped_path)  # from the interrupted run this one completes
+
+
+def _write_status(run: _Run, state: str, options: dict, total: int) -> None:
+    status = {
+        "state": state,
+        "keras_cam": __version__,
+        "images": total,
+        "explained": run.explained,
+        "skipped": len(run.skipped),
+        "failed": len(run.failed),
+        "not_processed": len(run.not_processed),
+        "unreadable_folders": len(run.unreadable),
+        "flat_maps": run.flat,
+        "options": options,
+    }
+    run.folder.write_text("status.json", json.dumps(status, indent=1) + "\n")
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The options that --resume must repeat, as JSON values."""
+    chosen = {k: v for k, v in vars(args).items() if k not in _RESUME_FREE}
+    chosen["images"] = list(chosen["images"])
+    return json.loads(json.dumps(chosen))
+
+
+def _check_resume(folder: _OutFolder, options: dict) -> None:
+    try:
+        with open(folder.path("status.json"), encoding="utf-8") as file:
+            status = json.load(file)
+        before = status["options"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"--resume: cannot read {folder.path('status.json')}: {error}.") from None
+    changed = [
+        f"--{key.replace('_', '-')} {before.get(key)!r} then, {options.get(key)!r} now"
+        for key in sorted(set(before) | set(options))
+        if before.get(key) != options.get(key)
+    ]
+    if changed:
+        raise UsageError(
+            f"--resume continues a run with the same options; these differ: "
+            f"{'; '.join(changed)}. Repeat the first run's options, or start anew with "
+            f"--overwrite."
+        )
 
 
 def _explain(args: argparse.Namespace) -> int:
     methods = _methods(args.method)
     _metrics(args.metrics)
-    found = find_images(args.images)
+    folder = _OutFolder(args.out)
+    # This command's own earlier outputs are never taken as inputs.
+    exclude = [folder.path(name) for name in _FOLDERS if folder.is_ours(name)]
+    found = find_images(args.images, exclude=exclude)
     if found.missing:
         raise UsageError(f"No such file or folder, and no glob match: {', '.join(found.missing)}.")
     files = found.files[: args.limit] if args.limit else found.files
+    _check_inputs(folder, args.images, found.files)
+    _check_out(folder, args.overwrite, args.resume)
     if not files:
         logger.error(
-            "no image files found in %s (%d files without an image extension ignored).",
+            "no image files found in %s (%d files without an image extension ignored%s).",
             " ".join(args.images),
             found.ignored,
+            "".join(f"; folder not readable: {_shown(f)}" for f, _ in found.unreadable),
         )
         return EXIT_FAILED
-    _check_out(args.out, args.overwrite)
-    import keras
+    options = _options(args)
+    if args.resume:
+        _check_resume(folder, options)
+    with _without_native_log_lines(args.quiet_backend):
+        import keras
 
-    run = _Run(out=args.out, methods=methods)
-    explainer = _Explainer(args, run, len(files))
-    _prepare_out(args.out)
-    fields = ["file", "method", "rank", "class", "name", "probability", "layer"]
+    run = _Run(out=args.out, methods=methods, folder=folder)
+    run.unreadable = list(found.unreadable)
+    for path, why in found.unreadable:
+        logger.warning("skipped folder %s: not readable (%s)", _shown(path), why)
+    with _without_native_log_lines(args.quiet_backend):  # loading touches the device
+        explainer = _Explainer(args, run, len(files))
+    run.regression = explainer.regression
+    folder.lock()
+    # Again, now that --out is held: another run may have written there meanwhile.
+    _check_out(folder, args.overwrite, args.resume)
+    if args.overwrite:
+        folder.clear()
+    for name in _FOLDERS:
+        folder.make_folder(name)
+    fields = ["file", "method", "rank", *explainer.result_fields, "layer"]
     fields += ["peak_x", "peak_y", *explainer.metrics, "overlay"]
+    journal = explainer.journal = _Journal(run, fields, args.resume)
+    todo = [path for path in files if _real(path) not in journal.done]
+    positions = {path: index for index, path in enumerate(files)}  # output names follow it
+    if args.resume:
+        logger.info("resuming: %d of %d images left to do", len(todo), len(files))
+    _write_status(run, "running", options, len(files))
     start = time.perf_counter()
     interrupted = False
-    with open(os.path.join(args.out, "results.csv"), "w", newline="", encoding="utf-8") as file:
-        explainer.writer = csv.DictWriter(file, fieldnames=fields)
-        explainer.writer.writeheader()
-        progress = keras.utils.Progbar(
-            len(files), unit_name="image", verbose=0 if args.quiet else 1
+    progress = keras.utils.Progbar(len(todo), unit_name="image", verbose=0 if args.quiet else 1)
+    first = 0
+    try:
+        for first in range(0, len(todo), explainer.batch_size):
+            paths = todo[first : first + explainer.batch_size]
+            loaded = explainer.load(paths)
+            if loaded:
+                try:
+                    explainer.explain(positions, loaded)
+                except Exception as error:  # MemoryError too: the batch fails, not the run
+                    logger.exception("failed to explain %d images", len(loaded))
+                    reason = f"{type(error).__name__}: {error}"
+                    for path, _ in loaded:
+                        journal.failed(path, reason)
+            progress.add(len(paths))
+        first = len(todo)
+    except KeyboardInterrupt:
+        interrupted = True
+    with _deferred_interrupt():
+        journal.close()
+        seconds = time.perf_counter() - start
+        if interrupted:
+            run.not_processed = [path for path in todo[first:] if _real(path) not in journal.done]
+        summary = (
+            f"{run.explained} images explained with {', '.join(methods)} in {seconds:.1f} s; "
+            f"{len(run.skipped)} skipped (not readable), {len(run.failed)} failed, "
+            f"{found.ignored} files without an image extension ignored{explainer.input_note}"
         )
-        try:
-            for first in range(0, len(files), explainer.batch_size):
-                paths = files[first : first + explainer.batch_size]
-                loaded = explainer.load(paths)
-                if loaded:
-                    try:
-                        explainer.explain(first, loaded)
-                    except Exception as error:
-                        logger.exception("failed to explain %d images", len(loaded))
-                        reason = f"{type(error).__name__}: {error}"
-                        run.failed.extend((path, reason) for path, _ in loaded)
-                    file.flush()
-                progress.add(len(paths))
-        except KeyboardInterrupt:
-            interrupted = True
-    seconds = time.perf_counter() - start
-    summary = (
-        f"{run.explained} images explained with {', '.join(methods)} in {seconds:.1f} s; "
-        f"{len(run.skipped)} skipped (not readable), {len(run.failed)} failed, "
-        f"{found.ignored} files without an image extension ignored"
-    )
-    _write_sheet(run, os.path.basename(args.model), summary)
-    _write_skipped(run)
+        if run.unreadable:
+            summary += f", {len(run.unreadable)} folders not readable"
+        if run.flat:
+            summary += f"; {run.flat} flat maps (no peak)"
+        notice = ""
+        if interrupted:
+            notice = (
+                f"Interrupted: {len(run.not_processed)} of {len(files)} images not processed "
+                f"(listed below and in skipped.txt); continue with the same command and --resume."
+            )
+        _write_report(run, os.path.basename(args.model), summary, notice, args.colormap)
+        _write_status(run, "interrupted" if interrupted else "complete", options, len(files))
     print(f"keras-cam: {'interrupted; ' if interrupted else ''}{summary}.")
-    for path, why in run.skipped + run.failed:
+    for path, why in _not_explained(run):
         print(f"  not explained: {path} ({why})")
     print(f"keras-cam: wrote {os.path.join(args.out, 'index.html')} and results.csv")
     if interrupted:
@@ -784,10 +1510,82 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK if run.explained and not run.failed else EXIT_FAILED
 
 
-def _list_methods() -> int:
-    from keras_cam.methods import available_methods
+def _method_descriptions() -> dict[str, str]:
+    """`name -> description` of the built-in methods, read from their source files.
 
-    methods = available_methods()
+    Importing the methods would import Keras and its backend (seconds, and
+    TensorFlow's start-up lines) only to print a list; their class attributes
+    are plain strings, read here with `ast`. A test checks the result against
+    `keras_cam.available_methods()`.
+    """
+    import ast
+
+    found = {}
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # keras_cam/
+    folder = os.path.join(package, "methods")
+    for file_name in sorted(os.listdir(folder)):
+        if not file_name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, file_name), encoding="utf-8") as file:
+            tree = ast.parse(file.read())
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            strings = {
+                target.id: statement.value.value
+                for statement in node.body
+                if isinstance(statement, ast.Assign)
+                and isinstance(statement.value, ast.Constant)
+                and isinstance(statement.value.value, str)
+                for target in statement.targets
+                if isinstance(target, ast.Name)
+            }
+            if "name" in strings and "description" in strings:
+                found[strings["name"]] = strings["description"]
+    return dict(sorted(found.items()))
+
+
+# TensorFlow's C++ log lines (absl format: "I0000 00:00:17... 123 port.cc:153] ...").
+_NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d+:\d+:\d+\.\d+ +\d+ [^\]]+\] ")
+_NATIVE_LOG_NOTE = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+@contextlib.contextmanager
+def _without_native_log_lines(quiet: bool) -> Iterator[None]:
+    """Drops TensorFlow's C++ log lines written to stderr in the block, when `quiet`.
+
+    TensorFlow writes them (oneDNN, CUDA drivers, `cuInit`) to the process's
+    stderr while it starts and first touches a device, some before its logging
+    is set up, so `TF_CPP_MIN_LOG_LEVEL` alone does not hide them. stderr is
+    pointed at a temporary file in the block; everything else written there
+    (Python warnings, a traceback) is passed on afterwards.
+    """
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode("utf-8", "replace").splitlines(keepends=True)
+            kept = [
+                line
+                for line in lines
+                if not _NATIVE_LOG_LINE.match(line) and not line.startswith(_NATIVE_LOG_NOTE)
+            ]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def _list_methods() -> int:
+    methods = _method_descriptions()
     width = max(map(len, methods))
     for name, description in methods.items():
         print(f"{name:<{width}}  {description}")
@@ -809,6 +1607,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # TensorFlow's C++ log lines are silenced unless the user chose a level.
+    args.quiet_backend = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.command == "methods":
@@ -820,6 +1620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelError as error:
         logger.error("%s", error)
         return EXIT_MODEL
+    except KeyboardInterrupt:
+        logger.error("interrupted before any image was explained")
+        return EXIT_INTERRUPTED
     finally:
         logger.removeHandler(handler)
 

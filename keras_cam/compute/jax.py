@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import keras
 
+from keras_cam.core import interrupts
+
 
 def is_tracing() -> bool:
     """The explainer's function body runs only while JAX traces it."""
@@ -31,6 +33,7 @@ def compile_function(fn: Callable[..., Any], model: keras.Model) -> Callable[...
 
     jitted = jax.jit(stateless)
 
+    @interrupts.interruptible  # a host hook's KeyboardInterrupt comes back as a JAX error
     def call(*args):
         return jitted([variable.value for variable in variables], *args)
 
@@ -87,7 +90,7 @@ def after_chunk(callback: Callable[[int], None], index: Any, value: Any) -> Any:
     `jax.debug.callback` inside the jitted loop: it runs at every iteration of
     every call without retracing; passing `value` makes it wait for the chunk.
     """
-    jax.debug.callback(lambda i, _: callback(int(i)), index, value)
+    jax.debug.callback(interrupts.host_hook(lambda i, _: callback(int(i))), index, value)
     return value
 
 

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from keras_cam.core import interrupts
+
 
 def is_tracing() -> bool:
     """The explainer's function body runs only while `tf.function` traces it."""
@@ -15,8 +17,16 @@ def is_tracing() -> bool:
 
 
 def compile_function(fn: Callable[..., Any], model: Any = None) -> Callable[..., Any]:
-    """Traces `fn` into a graph once per input shape; variables are read at each call."""
-    return tf.function(fn)
+    """Traces `fn` into a graph once per input shape; variables are read at each call.
+
+    One compiled function per explainer, by design. TensorFlow counts traces per
+    Python code object, which every explainer's function shares: a script that
+    builds several explainers (methods, layers) prints "5 out of the last 6
+    calls ... triggered tf.function retracing". Each explainer still traces once.
+    """
+    # Errors of the traced call become KeyboardInterrupt where one was raised inside
+    # (a chunk hook's `tf.numpy_function` hands it back as a TensorFlow error).
+    return interrupts.interruptible(tf.function(fn))
 
 
 def activations_and_gradients(
@@ -71,6 +81,7 @@ def after_chunk(callback: Callable[[int], None], index: Any, value: Any) -> Any:
     iteration of every call, and the graph is traced once.
     """
 
+    @interrupts.host_hook
     def call(i: Any, _: Any) -> np.ndarray:
         callback(int(i))
         return np.int32(0)

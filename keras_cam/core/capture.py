@@ -46,9 +46,16 @@ from keras_cam.core.layers import (
     spatial_rank,
     sublayers,
 )
-from keras_cam.core.scores import linear_output
+from keras_cam.core.scores import head_layer, linear_output
 from keras_cam.core.spatial import per_channel
-from keras_cam.core.tokens import TokenGrid, TokenLayout, detect_grid, map_channels
+from keras_cam.core.tokens import (
+    GridContradiction,
+    TokenGrid,
+    TokenLayout,
+    check_grid,
+    detect_grid,
+    map_channels,
+)
 
 Transform = Callable[[Any], Any]
 
@@ -315,7 +322,7 @@ def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: A
         return dict(zip(paths, zip(captured, gradients, strict=True), strict=True))
 
     order: list[str] = []  # a compiled function's dict output comes back sorted by key
-    with linear_output(graph_layers(model)[-1][1]):
+    with linear_output(head_layer(model.outputs[0]) or graph_layers(model)[-1][1]):
         probed = compute.call_once(probe, model, _sample_input(model))
     return {
         path: (ops.convert_to_numpy(probed[path][0]), ops.convert_to_numpy(probed[path][1]))
@@ -331,6 +338,7 @@ def _grid_of(model: keras.Model, path: str, shape: tuple, tokens: TokenGrid | No
                 f"tokens={tokens} describes {tokens.tokens} tokens but layer {path!r} "
                 f"outputs {count} (shape {shape})."
             )
+        check_grid(model, tokens, _image_size(model))
         return tokens
     grid = detect_grid(model, count, _image_size(model))
     if grid is None:
@@ -490,6 +498,8 @@ def default_token_layer(
             continue
         try:
             captured = _captured(model, path, layers[path], output, tokens)
+        except GridContradiction:
+            raise  # a grid of this layer's count that the model lays out otherwise
         except ValueError:
             continue
         patches = captured.map_of(gradient)

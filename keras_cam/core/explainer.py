@@ -12,6 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+from keras.src.models.functional import Functional
 
 from keras_cam.compute import backend_module
 from keras_cam.core import explainer_cache, smoothing
@@ -33,7 +34,6 @@ from keras_cam.core.spatial import float32_channels_last, map_axes, per_channel,
 from keras_cam.core.tokens import TokenLayout
 from keras_cam.methods import CAMMethod, get_method
 from keras_cam.methods.base import Forward
-from keras_cam.methods.perturbation import PerturbationMethod
 from keras_cam.methods.principal import first_component_map
 from keras_cam.targets.tasks import (
     PREDICTED,
@@ -54,6 +54,31 @@ Preprocess = Callable[[np.ndarray], Any]
 _INPUT_KINDS = {1: ("sequence", "T"), 2: ("image", "H, W"), 3: ("volume", "D, H, W")}
 
 
+def _class_output_error(model: keras.Model, shape: tuple[Any, ...]) -> str:
+    """Why class targets cannot read an output of `shape`, and which target can."""
+    if len(shape) == 4:
+        remedy = (
+            "a per-pixel (segmentation) output: explain a class over its pixels with "
+            "targets=keras_cam.targets.segmentation(class_id) (optionally with region=)"
+        )
+    elif len(shape) == 3:
+        remedy = (
+            "per-position scores (a detector's anchors, a sequence labeller): explain them "
+            "with targets=keras_cam.targets.detection(...) or a callable returning one "
+            "score per image"
+        )
+    else:
+        remedy = (
+            "not (N, K) class scores: explain it with targets=keras_cam.targets.output(index) "
+            "or a callable returning one score per image"
+        )
+    return (
+        f"Class targets ('predicted', 'label', 'top<k>', 'positive', class indices) read an "
+        f"(N, K) output of class scores, but the explained output of model {model.name!r} "
+        f"has shape {shape}: {remedy}."
+    )
+
+
 def _display_size(images: np.ndarray, rank: int) -> tuple[int, ...]:
     """The spatial size of display inputs (N, *spatial) or (N, *spatial, C), channels last."""
     kind, axes = _INPUT_KINDS[rank]
@@ -72,6 +97,24 @@ def _display_size(images: np.ndarray, rank: int) -> tuple[int, ...]:
     if images.shape[0] == 0:
         raise ValueError(f"Got an empty batch of {kind}s.")
     return tuple(int(size) for size in images.shape[1 : rank + 1])
+
+
+def _image_array(model: keras.Model, images: Any) -> np.ndarray:
+    """The images as a real-valued numpy array (from the model's own input structure too)."""
+    images = np.asarray(ops.convert_to_numpy(own_inputs(model, images)))
+    if np.iscomplexobj(images):
+        raise ValueError(
+            f"The images are complex ({images.dtype}); a CAM explains real-valued input. "
+            f"Pass the real part, the magnitude (np.abs) or both as channels."
+        )
+    if images.dtype == object or not (
+        np.issubdtype(images.dtype, np.number) or images.dtype == bool
+    ):
+        raise ValueError(
+            f"The images must be a numeric array (N, H, W[, C]), got {images.dtype} of shape "
+            f"{images.shape}."
+        )
+    return images
 
 
 def _matches(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
@@ -189,6 +232,60 @@ def _by_rank(result: CAMResult, k: int) -> CAMResult:
     )
 
 
+def _check_graph_model(model: Any) -> None:
+    """Raises unless `model` is a functional or Sequential Keras model (a graph to split)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"keras_cam explains a keras.Model (functional or Sequential), got "
+            f"{type(model).__name__}."
+        )
+    if isinstance(model, (keras.Sequential, Functional)):
+        return
+    names = ", ".join(repr(layer.name) for layer in model.layers[:6])
+    raise TypeError(
+        f"Model {model.name!r} is a subclassed keras.Model ({type(model).__name__}): its "
+        f"call() is Python code, not a graph of layers, so keras_cam cannot split it at a "
+        f"feature map; subclassed models are not supported. Wrap its layers in a functional "
+        f"model that repeats the steps of call() (it shares their trained weights): "
+        f"`inputs = keras.Input(shape); x = model.conv(inputs); ...; "
+        f"wrapped = keras.Model(inputs, model.head(x))`, and explain `wrapped`"
+        f"{f' (its layers: {names})' if names else ''}. Wrapping the whole model as one "
+        f"layer (keras.Model(inputs, model(inputs))) hides those layers again."
+    )
+
+
+def own_inputs(model: keras.Model | None, images: Any) -> Any:
+    """The one input array of `images` given in the model's own input structure.
+
+    A model built on `{"images": keras.Input(...)}` (or `[keras.Input(...)]`)
+    is fed a dict (or list) of one array; keras_cam explains models of one
+    input, so that array is what is explained. With `model=None` a dict's
+    key is not checked.
+    """
+    names = [getattr(tensor, "name", None) for tensor in getattr(model, "inputs", None) or []]
+    if isinstance(images, dict):
+        if len(images) != 1:
+            raise ValueError(
+                f"Got a dict of {len(images)} inputs ({sorted(map(str, images))}); keras_cam "
+                f"explains models of one image input: pass that input's array."
+            )
+        ((key, value),) = images.items()
+        try:
+            structure = model.input
+        except (AttributeError, ValueError):  # a Sequential model not built yet
+            structure = None
+        keys = list(structure) if isinstance(structure, dict) else names
+        if model is not None and keys and key not in keys:
+            raise ValueError(
+                f"The inputs dict has key {key!r} but model {model.name!r} takes "
+                f"{keys}; use the model's own key."
+            )
+        return value
+    if isinstance(images, (list, tuple)) and len(images) == 1 and hasattr(images[0], "shape"):
+        return images[0]
+    return images
+
+
 MethodSpec = str | CAMMethod
 
 
@@ -257,6 +354,7 @@ class CAMExplainer:
         options: ExplainOptions | None = None,
         **overrides: Any,
     ) -> None:
+        _check_graph_model(model)
         self.options = explain_options(options, **overrides)
         self.model = model
         self.methods = resolve_methods(method)
@@ -316,9 +414,17 @@ class CAMExplainer:
 
     @property
     def num_classes(self) -> int:
-        """Classes the model scores; a single-unit sigmoid head scores 2."""
-        units = _outputs.symbolic(self.model, self._output_key()).shape[-1]
-        return 2 if units == 1 else int(units)
+        """Classes the model scores; a single-unit sigmoid head scores 2.
+
+        Raises:
+            ValueError: the explained output is not (N, K) class scores (a
+                segmentation map, per-anchor scores): a class target cannot
+                read it, a task target can.
+        """
+        shape = tuple(_outputs.symbolic(self.model, self._output_key()).shape)
+        if len(shape) != 2:
+            raise ValueError(_class_output_error(self.model, shape))
+        return 2 if shape[-1] == 1 else int(shape[-1])
 
     @property
     def spatial_rank(self) -> int:
@@ -492,6 +598,15 @@ class CAMExplainer:
         """K copies of the batch, copy k explaining label k."""
         batch = self._prepare(images, "predicted", preprocess)
         labels = self._label_count()
+        if self._activation == "softmax":
+            # Softmax probabilities compete and sum to 1: at most one exceeds 0.5, so
+            # "every positive label" would silently be "the predicted class, if confident".
+            raise ValueError(
+                f"targets='positive' explains a multi-label head of K independent sigmoid "
+                f"units, but the output of model {self.model.name!r} ends in a softmax "
+                f"(single-label: its classes compete and sum to 1). Use targets='predicted' "
+                f"or 'top<k>' (e.g. 'top3') for the k highest-scoring classes."
+            )
         if labels < 2:
             raise ValueError(
                 "targets='positive' explains a multi-label head of K sigmoid units; this "
@@ -537,16 +652,16 @@ class CAMExplainer:
             for method in self.methods:
                 method.prepare(split)
             key = _outputs.resolve(self.model, self.output, whole=True)
-            output_layer = (
-                split.output_layer
-                if key is None
-                else _outputs.producing_layer(_outputs.symbolic(self.model, key))
-            )
+            # The head is found through pass-through layers and nested models, so a
+            # wrapped classifier is explained on the same logits as the classifier.
+            output = None if key is None else _outputs.symbolic(self.model, key)
+            output_layer = split.output_layer if key is None else _scores.head_layer(output)
             self._activation = _scores.output_activation(output_layer or split.output_layer)
             self._output_layer = output_layer
             self._outputs_are_logits = self.score == "logit" or self._activation is None
             self._confidence_activation = _scores.confidence_activation(
-                output_layer or split.output_layer
+                output_layer or split.output_layer,
+                None if output is None else output.shape[-1],
             )
             self._pooled_head = None if split.capture else pooled_head(self.model, split)
             self._split = split
@@ -559,7 +674,7 @@ class CAMExplainer:
         Grayscale gains a channel axis and channels-last images are transposed
         for a channels-first model when there is no `preprocess`.
         """
-        images = np.asarray(ops.convert_to_numpy(images))
+        images = _image_array(self.model, images)
         x = _preprocessed(images, preprocess)
         if x.ndim == 0 or len(x) != len(images):
             raise ValueError(
@@ -574,7 +689,7 @@ class CAMExplainer:
     def _prepare(
         self, images: Any, targets: Targets, preprocess: Preprocess | None, labels: Any = None
     ) -> PreparedBatch:
-        images = np.asarray(ops.convert_to_numpy(images))
+        images = _image_array(self.model, images)
         inputs = self.model_input(images, preprocess)  # builds an unbuilt model first
         size = _display_size(images, self.spatial_rank)
         arrays: tuple[Any, ...] = ()
@@ -650,7 +765,8 @@ class CAMExplainer:
         warnings.warn(
             f"keras_cam: score='logit', but the outputs of model {self.model.name!r} look "
             f"like probabilities (non-negative, each row sums to 1) and its output layer "
-            f"{self._split.output_layer.name!r} has no softmax/sigmoid activation that can be "
+            f"{(self._output_layer or self._split.output_layer).name!r} has no "
+            f"softmax/sigmoid activation that can be "
             f"switched off (a softmax inside a Lambda or a custom layer?), so the maps "
             f"differentiate probabilities, whose gradients vanish once the model is "
             f"confident. Expose the logits: end the model with a Dense layer with "
@@ -801,7 +917,7 @@ class CAMExplainer:
         are_logits, activation = self._outputs_are_logits, self._activation
         confidence_activation = self._confidence_activation
         needs_gradients = any(method.uses_gradients for method in methods)
-        needs_forward = any(isinstance(method, PerturbationMethod) for method in methods)
+        needs_forward = any(method.uses_forward for method in methods)
         task = score_fn if isinstance(score_fn, TaskTarget) else None
         key = self._output_key(whole=task is not None and task.reads_all_outputs)
 
@@ -958,12 +1074,14 @@ def explain(
     """
     check_offline_normalize(normalize)  # before any work
     options = explain_options(options, **overrides)
+    _check_graph_model(model)
     # A callable target compiles its own function: one cache entry per callable.
     own = callable(targets) and not isinstance(targets, TaskTarget)
     key = explainer_cache.options_key(
         method=method, options=options, targets=targets if own else None
     )
     explainer = explainer_cache.cached(model, key, lambda: CAMExplainer(model, method, options))
+    images = own_inputs(model, images)
     maps_per_image = top_k(targets) or 1
     count = len(images) * maps_per_image
     with progress_bar(explainer, count, resolve_verbose(verbose)):

@@ -6,6 +6,12 @@ exactly the state late in training. The user's model is not modified: the
 output layer's activation is switched to linear only while the explainer's
 function is traced, so the compiled graph reads logits and the user's model
 is left exactly as it was.
+
+The head's activation is looked for where users put it: on the output layer,
+in an `Activation`/`Softmax` layer after a linear `Dense`, before layers that
+only move values around (`Reshape`, `Flatten`, `Dropout`, ...), and inside a
+nested model (a classifier wrapped in an outer `Model` for fine-tuning), so
+that a wrapped classifier gives the same logit maps as the classifier itself.
 """
 
 from __future__ import annotations
@@ -18,6 +24,82 @@ import keras
 from keras import ops
 
 SCORES = ("logit", "probability")
+
+# Layers that pass each value through unchanged at inference: a softmax/sigmoid
+# before them is still the head's.
+_PASS_THROUGH = (
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.Identity,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.ActivityRegularization,
+)
+
+
+def _keeps_class_axis(before: Any, after: Any) -> bool:
+    """Whether a reshape keeps the class axis: same last axis, other axes of size 1.
+
+    A softmax over the last axis of `before` is then a softmax over the last
+    axis of `after`; a reshape that regroups the values is not looked through.
+    """
+
+    def per_sample(tensor: Any) -> tuple:
+        return tuple(tensor.shape[1:])
+
+    shape_before, shape_after = per_sample(before), per_sample(after)
+    if not shape_before or not shape_after or shape_before[-1] != shape_after[-1]:
+        return False
+    return all(size == 1 for size in (*shape_before[:-1], *shape_after[:-1]))
+
+
+def _is_pass_through(layer: Any) -> bool:
+    if isinstance(layer, _PASS_THROUGH):
+        return True
+    return type(layer) is keras.layers.Activation and layer.activation is keras.activations.linear
+
+
+def head_layer(output: Any) -> keras.layers.Layer | None:
+    """The layer that makes a model's (symbolic) `output` what it is: its head.
+
+    Followed back through pass-through layers (`Reshape` and `Flatten` that
+    keep the class axis, `Dropout`, `Identity`, a linear `Activation`) and
+    into nested models, so that `Dense(softmax)` then `Reshape`, or a
+    classifier wrapped in an outer `Model`, are found to end in a softmax.
+
+    Args:
+        output: a symbolic output tensor of a functional or Sequential model.
+
+    Returns:
+        The layer, or None when the tensor has no Keras history (an input).
+    """
+    tensor, found = output, None
+    seen: set[int] = set()
+    while id(tensor) not in seen:
+        seen.add(id(tensor))
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return found
+        layer = history.operation
+        if isinstance(layer, keras.Model) and getattr(layer, "outputs", None):
+            tensor = layer.outputs[history.tensor_index]
+            continue
+        found = layer
+        if not _is_pass_through(layer):
+            return layer
+        nodes = getattr(layer, "_inbound_nodes", None) or ()
+        if history.node_index >= len(nodes):
+            return layer
+        inputs = nodes[history.node_index].input_tensors
+        if len(inputs) != 1 or not _keeps_class_axis(inputs[0], tensor):
+            return layer
+        tensor = inputs[0]
+    return found
 
 
 def output_activation(layer: keras.layers.Layer) -> str | None:
@@ -49,16 +131,22 @@ def linear_output(layer: keras.layers.Layer) -> Iterator[None]:
         layer.activation = saved
 
 
-def confidence_activation(layer: keras.layers.Layer) -> str | None:
+def confidence_activation(layer: keras.layers.Layer, units: int | None) -> str | None:
     """How the head's output becomes a probability: its own softmax/sigmoid, or, for a
     linear head (a `Dense(k)` trained `from_logits=True`), softmax over its k logits
-    (sigmoid for one unit). None when the output layer is neither."""
+    (sigmoid for one unit). None when the head layer is neither.
+
+    Args:
+        layer: the head layer (`head_layer`).
+        units: the size of the output's last axis; None reads the layer's output.
+    """
     own = output_activation(layer)
     if own is not None:
         return own
     if getattr(layer, "activation", None) is not keras.activations.linear:
         return None
-    units = layer.output.shape[-1]
+    if units is None:
+        units = layer.output.shape[-1]
     return "sigmoid" if units == 1 else "softmax"
 
 

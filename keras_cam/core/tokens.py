@@ -98,43 +98,85 @@ def check_layout(tokens: Any) -> None:
         )
 
 
-def map_channels(layout: Callable[[Any], Any], item_shape: tuple[int, ...]) -> np.ndarray:
-    """The map channel each entry of a layer's output lands in (-1: not in the map).
+_PROBE_LIMIT = 2**22
+"""Entries the check can number exactly: ±(i + 1.5) is exact in float32 below 2**23."""
 
-    `layout` must only select and rearrange entries (slicing, reshape,
-    transpose, gather): the same function maps the gradients, which is
-    right only for such a rearrangement. Each entry is numbered and the
-    numbers are looked up in the map, which also checks that contract.
-    Ablation-CAM scales a map channel through this index.
+
+def _probe_values(size: int, seed: int) -> np.ndarray:
+    """`size` distinct, signed, non-integer float32 values, shuffled by `seed`.
+
+    Signed and non-integer, so that no value survives `abs`, `round`,
+    `relu`, a clip or `maximum(x, 1)`, and a negated value is never another
+    entry's: anything that computes rather than moves an entry gives a value
+    not in the set. Shuffled, so that a value-dependent reordering (a sort)
+    moves entries differently for two numberings.
     """
-    size = int(np.prod(item_shape))
-    numbers = np.arange(1, size + 1, dtype="float32").reshape(1, *item_shape)
+    magnitudes = np.arange(size, dtype=np.float64) + 1.5
+    signs = np.where(np.arange(size) % 2 == 0, 1.0, -1.0)
+    values = (magnitudes * signs).astype("float32")
+    return np.random.default_rng(seed).permutation(values) if seed else values
+
+
+def _entries(layout: Callable[[Any], Any], values: np.ndarray, item_shape) -> tuple[Any, Any]:
+    """(the map `layout` makes of `values`, the index of each map value in `values`, -1 if none)."""
     try:
-        mapped = np.asarray(ops.convert_to_numpy(layout(ops.convert_to_tensor(numbers))))
+        mapped = np.asarray(
+            ops.convert_to_numpy(layout(ops.convert_to_tensor(values.reshape(1, *item_shape))))
+        )
     except Exception as error:  # the user's function: say which call failed, keep the cause
         raise ValueError(
             f"tokens={layout!r} failed on a layer output of shape (1, "
             f"{', '.join(map(str, item_shape))}): {error}"
         ) from error
-    entries = np.rint(mapped).astype(np.int64)
-    if (
-        mapped.ndim != 4
-        or mapped.shape[0] != 1
-        or not np.array_equal(entries, mapped)
-        or entries.min(initial=1) < 1
-        or entries.max(initial=1) > size
-        or len(np.unique(entries)) != entries.size
-    ):
+    order = np.argsort(values, kind="stable")
+    flat = mapped.astype("float32", copy=False).ravel() if mapped.size else np.zeros(0, "float32")
+    at = np.clip(np.searchsorted(values[order], flat), 0, max(len(values) - 1, 0))
+    found = values[order][at] == flat if len(values) else np.zeros(flat.shape, bool)
+    return mapped, np.where(found, order[at], -1).reshape(mapped.shape)
+
+
+def map_channels(layout: Callable[[Any], Any], item_shape: tuple[int, ...]) -> np.ndarray:
+    """The map channel each entry of a layer's output lands in (-1: not in the map).
+
+    `layout` must only select and rearrange entries (slicing, reshape,
+    transpose, gather): the same function maps the gradients, which is
+    right only for such a rearrangement. The layer's entries are numbered
+    twice, with distinct signed non-integer values in two orders, and the
+    numbers are looked up in the map: every map entry must be one layer
+    entry, at most once, the same one for both numberings. So `abs`,
+    `round`, `relu`, `sort` or `maximum(x, 1)`, which leave the positive
+    integers 1..N as they are, are refused. Ablation-CAM scales a map
+    channel through this index.
+    """
+    size = int(np.prod(item_shape))
+    if size >= _PROBE_LIMIT:
+        raise ValueError(
+            f"tokens= as a function is checked on a layer output of at most {_PROBE_LIMIT} "
+            f"entries per image, got {size} (shape {item_shape}); pass a "
+            f"keras_cam.TokenGrid instead."
+        )
+    mapped, entries = _entries(layout, _probe_values(size, 0), item_shape)
+    valid = (
+        mapped.ndim == 4
+        and mapped.shape[0] == 1
+        and entries.min(initial=0) >= 0
+        and len(np.unique(entries)) == entries.size
+    )
+    if valid:
+        _, again = _entries(layout, _probe_values(size, 1), item_shape)
+        valid = np.array_equal(entries, again)
+    if not valid:
         raise ValueError(
             f"tokens= must map the layer's output (N, {', '.join(map(str, item_shape))}) to "
             f"an (N, h, w, C) map by selecting and rearranging entries only (slicing, "
-            f"reshape, transpose), each entry at most once; it gave shape "
-            f"{tuple(mapped.shape)}"
-            f"{'' if mapped.ndim != 4 else ' with entries computed, repeated or invented'}."
+            f"reshape, transpose), each entry at most once and in the same place whatever "
+            f"the values (no abs, round, relu, clip, sort or arithmetic: the same function "
+            f"maps the gradients); it gave shape {tuple(mapped.shape)}"
+            f"{'' if mapped.ndim != 4 else ' with entries computed, repeated or moved by value'}."
         )
-    channels = np.full(size + 1, -1, dtype=np.int64)
+    channels = np.full(size, -1, dtype=np.int64)
     channels[entries.ravel()] = np.broadcast_to(np.arange(mapped.shape[-1]), mapped.shape).ravel()
-    return channels[1:].reshape(item_shape)
+    return channels.reshape(item_shape)
 
 
 def _patch_sizes(model: keras.Model) -> list[tuple[int, int]]:
@@ -180,3 +222,42 @@ def detect_grid(model: keras.Model, tokens: int, image_size: tuple[int, int]) ->
         if 0 <= tokens - cells <= _MAX_PREFIX:
             return TokenGrid(height // patch_height, width // patch_width, tokens - cells)
     return _aspect_grid(tokens, height, width)
+
+
+class GridContradiction(ValueError):
+    """An explicit `TokenGrid` of a layer's token count that the model lays out otherwise."""
+
+
+def check_grid(model: keras.Model, grid: TokenGrid, image_size: tuple[int, int]) -> None:
+    """Refuses an explicit grid that contradicts the layout the model itself tells.
+
+    The model tells its layout where its patch size, or else its input's
+    aspect, explains the same token count: then a grid of the same count but
+    another shape or prefix (no prefix on a class-token ViT, a transposed
+    grid) would put the class token on a patch and shift or transpose every
+    patch, silently. A count the model does not explain (tokens pooled into a
+    coarser grid, a long prefix) is the user's to describe, and is accepted.
+
+    Raises:
+        ValueError: the grid contradicts the model's own layout.
+    """
+    told = detect_grid(model, grid.tokens, image_size)
+    if told is None or told == grid:
+        return
+    fitting = [
+        (h, w)
+        for h, w in _patch_sizes(model)
+        if 0 <= grid.tokens - (image_size[0] // h) * (image_size[1] // w) <= _MAX_PREFIX
+    ]
+    source = (
+        f"its patch size {fitting[0]}"
+        if fitting
+        else f"its {image_size[0]}x{image_size[1]} input's aspect"
+    )
+    raise GridContradiction(
+        f"tokens={grid} contradicts model {model.name!r}: {source} lays its {grid.tokens} "
+        f"tokens out as {told} ({told.prefix} leading token(s), then {told.height} rows of "
+        f"{told.width}). With {grid} every patch would be drawn in the wrong place. Pass "
+        f"tokens={told} (or leave tokens=None); for a layout the model cannot tell (e.g. it "
+        f"resizes the image inside), pass a function that rearranges the tokens instead."
+    )

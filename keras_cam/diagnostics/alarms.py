@@ -64,6 +64,20 @@ class Alarm:
                 f"got below={self.below!r}, above={self.above!r}."
             )
         registry.get_metric(self.metric)  # an unknown metric names those that exist
+        for side in ("below", "above"):
+            threshold = getattr(self, side)
+            if threshold is None:
+                continue
+            # NaN compares false with everything: such a rule could never fire.
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)):
+                raise ValueError(
+                    f"Alarm({self.metric!r}) {side}= must be a number, got {threshold!r}."
+                )
+            if not np.isfinite(threshold):
+                raise ValueError(
+                    f"Alarm({self.metric!r}) {side}={threshold!r} can never be crossed; "
+                    f"give a finite threshold."
+                )
         if not isinstance(self.events, (int, np.integer)) or self.events < 1:
             raise ValueError(f"Alarm events must be an integer >= 1, got {self.events!r}.")
 

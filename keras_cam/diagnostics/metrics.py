@@ -13,6 +13,11 @@ Maps are (N, H, W) for image models, and (N, T) for sequence models or
 spatial axes alike (a "pixel" below is a time step or a voxel there), and
 the deletion/insertion curves remove time steps or voxels. Masks and input
 arrays follow the maps' shape.
+
+Every mask input of the library (these metrics, the callback's
+`probe_masks`, `CAMGuidedModel`'s masks) follows one rule, `binary_masks`:
+booleans as they are; integers 0/1 or 0/255 (a PNG mask), non-zero is the
+object; floats in [0, 1], thresholded at 0.5. Any other value is refused.
 """
 
 from __future__ import annotations
@@ -48,8 +53,70 @@ def _spatial(maps: np.ndarray) -> tuple[int, ...]:
     return tuple(range(1, maps.ndim))
 
 
+def binary_masks(masks: Any, name: str = "masks") -> np.ndarray:
+    """The object masks as booleans, by the one rule every mask input follows.
+
+    - booleans: as they are;
+    - integers: 0/1 or 0/255 (a PNG mask), non-zero is the object;
+    - floats: in [0, 1], the object where the value is at least 0.5.
+
+    Floats are thresholded rather than kept soft so that one mask means one
+    object everywhere: the pointing game needs a set of pixels, the callback's
+    `energy_in_mask` is the share of the map on that set, and the guidance term
+    shares its units. A binary mask resized with bilinear interpolation (values
+    between 0 and 1 at the edges) keeps its extent; a probability map becomes
+    the region where the object is more likely than not. Reading every non-zero
+    value as object instead (`astype(bool)`) turns such masks into the whole
+    image.
+
+    Args:
+        masks: array-like of any shape.
+        name: what the masks are called in the error message.
+            Defaults to `"masks"`.
+
+    Returns:
+        A boolean array of the same shape.
+
+    Raises:
+        ValueError: a value outside the rule (integers other than 0/1 or
+            0/255, floats outside [0, 1] or NaN, any other dtype).
+
+    Example:
+
+    >>> binary_masks(np.array([[0.2, 0.5, 0.9]])).tolist()
+    [[False, True, True]]
+    >>> binary_masks(np.array([0, 255], dtype="uint8")).tolist()
+    [False, True]
+    """
+    values = np.asarray(keras.ops.convert_to_numpy(masks) if keras.ops.is_tensor(masks) else masks)
+    rule = "booleans, integers 0/1 or 0/255, or floats in [0, 1] (thresholded at 0.5)"
+    if values.dtype == bool:
+        return values
+    if np.issubdtype(values.dtype, np.integer):
+        present = set(np.unique(values).tolist())
+        if present <= {0, 1} or present <= {0, 255}:
+            return values > 0
+        shown = sorted(present - {0, 1, 255})[:5] or sorted(present)
+        raise ValueError(
+            f"{name} must be {rule}; got integers with the values {shown}. Give a label "
+            f"map as `labels == object_id`, or scale the masks to 0/1."
+        )
+    if np.issubdtype(values.dtype, np.floating):
+        if values.size and not (
+            np.all(np.isfinite(values)) and 0 <= values.min() <= values.max() <= 1
+        ):
+            low, high = np.nanmin(values), np.nanmax(values)
+            fix = "; divide 0/255 masks by 255" if high > 1 else ""
+            raise ValueError(
+                f"{name} must be {rule}; got floats from {low:g} to {high:g}"
+                f"{' with NaN or inf' if not np.all(np.isfinite(values)) else ''}{fix}."
+            )
+        return values >= 0.5
+    raise ValueError(f"{name} must be {rule}; got dtype {values.dtype}.")
+
+
 def _maps_and_masks(heatmaps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
-    maps, masks = _maps(heatmaps), np.asarray(masks, dtype=bool)
+    maps, masks = _maps(heatmaps), binary_masks(masks)
     if maps.shape != masks.shape:
         raise ValueError(
             f"heatmaps and masks must both be (N, H, W) (or (N, T), (N, D, H, W)) of the "
@@ -77,7 +144,7 @@ def pointing_game(
 
     Args:
         heatmaps: (N, H, W) maps.
-        masks: (N, H, W) boolean object masks of the same size.
+        masks: (N, H, W) object masks of the same size (`binary_masks` rule).
         per_image: return the (N,) hits instead of their mean.
 
     Returns:
@@ -108,7 +175,7 @@ def energy_in_mask(
 
     Args:
         heatmaps: (N, H, W) non-negative maps.
-        masks: (N, H, W) boolean object masks of the same size.
+        masks: (N, H, W) object masks of the same size (`binary_masks` rule).
         per_image: return the (N,) shares instead of their mean.
 
     Returns:

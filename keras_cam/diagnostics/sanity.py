@@ -99,18 +99,29 @@ def sanity_check(
             "sanity_check got an explainer and explanation options; the explainer has its "
             "own options: pass one or the other."
         )
-    batch = explainer.prepare(np.asarray(images), preprocess=preprocess)
+    batch = explainer.prepare(images, preprocess=preprocess)
     before = explainer.run(batch)[explainer.method.name]
     changes = _randomised_kernels(explainer, randomize, seed)
     saved = [(variable, keras.ops.convert_to_numpy(variable)) for variable, _ in changes]
     try:
         for variable, value in changes:
             variable.assign(value)
-        fixed = explainer.prepare(
-            np.asarray(images), before.classes.astype(np.int32), None, preprocess
-        )
+        fixed = explainer.prepare(images, before.classes.astype(np.int32), None, preprocess)
         after = explainer.run(fixed)[explainer.method.name]
     finally:
         for variable, value in saved:
             variable.assign(value)
     return rank_correlation(before.heatmaps, after.heatmaps)
+
+
+def check_sanity_check_applies(explainer: CAMExplainer) -> None:
+    """Fails before training, not after it, where the sanity check has nothing to re-draw."""
+    try:
+        kernels_to_randomise(explainer)
+    except ValueError:
+        raise ValueError(
+            f"sanity_check=True re-draws the kernels of the layers after the target "
+            f"layer {explainer.layer!r}, but they have none (e.g. only pooling "
+            f"and softmax), so the check could not say anything. Pass an earlier "
+            f"layer (explain=ExplainOptions(layer=...)) or drop sanity_check."
+        ) from None

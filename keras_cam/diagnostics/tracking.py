@@ -11,6 +11,7 @@ import numpy as np
 from keras_cam.core.explainer import Preprocess
 from keras_cam.core.result import CAMResult
 from keras_cam.diagnostics import registry
+from keras_cam.diagnostics.metrics import binary_masks
 
 
 class _WorseWhenHigher(Mapping):
@@ -102,7 +103,7 @@ def check_masks(masks: Any, count: int, size: tuple[int, ...]) -> np.ndarray:
             f"probe_masks must be {axes} with one mask per probe input of size "
             f"{'×'.join(str(s) for s in size)} (at least {count}), got shape {masks.shape}."
         )
-    return masks[:count].astype(bool)
+    return binary_masks(masks[:count], "probe_masks")
 
 
 class ProbeMetrics:

@@ -6,11 +6,16 @@ from keras_cam.methods.ablation_cam import AblationCAM
 from keras_cam.methods.base import CAMMethod, Forward
 from keras_cam.methods.cam import CAM
 from keras_cam.methods.eigen_cam import EigenCAM
+from keras_cam.methods.eigen_grad_cam import EigenGradCAM
+from keras_cam.methods.fem import FEM
 from keras_cam.methods.grad_cam import GradCAM
+from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_cam.methods.hires_cam import HiResCAM
 from keras_cam.methods.layer_cam import LayerCAM
+from keras_cam.methods.random_cam import RandomCAM
 from keras_cam.methods.score_cam import ScoreCAM
+from keras_cam.methods.sobel_cam import SobelCAM
 from keras_cam.methods.xgrad_cam import XGradCAM
 
 _REGISTRY: dict[str, type[CAMMethod]] = {}
@@ -34,6 +39,11 @@ for _method in (
     ScoreCAM,
     EigenCAM,
     AblationCAM,
+    FEM,
+    GradCAMElementWise,
+    EigenGradCAM,
+    RandomCAM,
+    SobelCAM,
 ):
     register(_method)
 
@@ -61,15 +71,20 @@ def get_method(name: str) -> CAMMethod:
 
 __all__ = [
     "CAM",
+    "FEM",
     "AblationCAM",
     "CAMMethod",
     "EigenCAM",
+    "EigenGradCAM",
     "Forward",
     "GradCAM",
+    "GradCAMElementWise",
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "RandomCAM",
     "ScoreCAM",
+    "SobelCAM",
     "XGradCAM",
     "available_methods",
     "get_method",

@@ -80,6 +80,8 @@ class CAMMethod:
     name: ClassVar[str]
     description: ClassVar[str]
     uses_gradients: ClassVar[bool] = True
+    # Whether the method reads the `Forward` (the model input, extra forward passes).
+    uses_forward: ClassVar[bool] = False
 
     def prepare(self, split: LayerSplit) -> None:
         """Checks the model structure once, when the explainer is built.

@@ -25,6 +25,7 @@ class PerturbationMethod(CAMMethod):
     """
 
     uses_gradients = False
+    uses_forward = True
 
     def __init__(self, batch_size: int = 64, max_channels: int | None = None) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:

@@ -72,6 +72,10 @@ class _Table:
         return min(1.0, box[0] / self.width, box[1] / self.height(rows))
 
 
+_WIDEST_RANGE = "0-8.8e-88"
+"""The widest label the callback gives a range (`f"0-{top:.2g}"`), for a layout that stays put."""
+
+
 def _headers(
     names: Sequence[str], ranges: Mapping[str, str], lines: int, with_original: bool
 ) -> list[list[str]]:
@@ -98,6 +102,9 @@ def compare_pages(
     TensorBoard has fitted it (the text is drawn larger on pages that will
     be shrunk). The original images get a column when that costs no row.
     All pages have the same size; the last ones hold one row fewer at most.
+    The pages do not depend on the `ranges` (their headers are measured at
+    the widest a `"0-{:.2g}"` label can be), so page k shows the same probe
+    images at every event.
 
     Args:
         originals: (N, h, w, 3) uint8, the probe as displayed.
@@ -137,15 +144,25 @@ def compare_pages(
     shown_cell = min(max(cell_h, cell_w), min_image_px)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
+    # The layout is measured with the widest range a "0-{:.2g}" label can have, so the
+    # pages (and which probe images each holds) stay the same from event to event.
+    widest = {name: _WIDEST_RANGE for name in pictures}
+
     @functools.cache
     def table(font_size: int, header_lines: int, with_original: bool) -> _Table:
         font = load_font(font_size)
+
+        def width(line: str) -> int:
+            return math.ceil(measure.textlength(line, font=font)) + font_size // 2
+
+        names = list(pictures)
         columns = tuple(
-            max(
-                cell_w,
-                *(math.ceil(measure.textlength(line, font=font)) + font_size // 2 for line in head),
+            max(cell_w, *(width(line) for line in (*head, *head_widest)))
+            for head, head_widest in zip(
+                _headers(names, ranges, header_lines, with_original),
+                _headers(names, widest, header_lines, with_original),
+                strict=True,
             )
-            for head in _headers(list(pictures), ranges, header_lines, with_original)
         )
         return _Table(cell_h, cell_w, font_size, header_lines, 6 * font_size, columns)
 

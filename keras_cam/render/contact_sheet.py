@@ -52,6 +52,12 @@ td img { width: var(--thumb); height: auto; display: block; image-rendering: aut
 td.file { min-width: 8em; max-width: 16em; overflow-wrap: anywhere; font-size: .85em;
           color: #555; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+p.notice { margin: 0 0 .8em; padding: .5em .8em; background: #fff3cd; border: 1px solid #e0c36c; }
+div.scale { display: flex; align-items: center; gap: .5em; margin: 0 0 .8em; font-size: .85em;
+            color: #555; }
+div.scale span.bar { display: inline-block; width: 16em; height: 1em; border: 1px solid #999; }
+details.skipped { margin: 1em 0; }
+details.skipped li { overflow-wrap: anywhere; font-size: .9em; }
 """
 
 # Sorts the rows by the clicked column's data value (numbers as numbers); a second click
@@ -82,13 +88,17 @@ _COLUMNS = (
     ("name", "class", False),
     ("probability", "probability", True),
 )
+# A regression head has no class: the explained output value takes their place.
+_REGRESSION_COLUMNS = (_COLUMNS[0], _COLUMNS[1], ("probability", "value", True))
 
 
 def _url(path: str) -> str:
     return html.escape(quote(path.replace("\\", "/")), quote=True)
 
 
-def _row(index: int, row: SheetRow, methods: Sequence[str], shown: str) -> str:
+def _row(
+    index: int, row: SheetRow, methods: Sequence[str], shown: str, regression: bool = False
+) -> str:
     attributes = (
         f'data-order="{index}" data-file="{html.escape(row.file, quote=True)}" '
         f'data-name="{html.escape(row.name, quote=True)}" data-class="{row.class_id}" '
@@ -104,10 +114,35 @@ def _row(index: int, row: SheetRow, methods: Sequence[str], shown: str) -> str:
         f'<td class="num">{row.probability:.3f}</td>',
         f'<td><img src="{_url(row.image)}" alt="{alt}" loading="lazy"></td>',
     ]
+    if regression:
+        cells[2:4] = [f'<td class="num" title="{name}">{row.probability:.4g}</td>']
     for method in methods:
         source = _url(row.overlays[method])
         cells.append(f'<td><img src="{source}" alt="{method}: {alt}" loading="lazy"></td>')
     return f"<tr {attributes}>{''.join(cells)}</tr>"
+
+
+def _colour_scale(colors: Sequence[str]) -> str:
+    if not colors:
+        return ""
+    stops = ", ".join(html.escape(color, quote=True) for color in colors)
+    return (
+        '<div class="scale">heatmap colour scale: <span>0 (low)</span>'
+        f'<span class="bar" style="background: linear-gradient(to right, {stops})"></span>'
+        "<span>1 (highest in each map)</span></div>\n"
+    )
+
+
+def _skipped_list(skipped: Sequence[tuple[str, str]]) -> str:
+    if not skipped:
+        return ""
+    items = "".join(
+        f"<li><code>{html.escape(path)}</code>: {html.escape(why)}</li>" for path, why in skipped
+    )
+    return (
+        f'<details class="skipped" open><summary>{len(skipped)} not explained '
+        f"(also in skipped.txt)</summary>\n<ul>{items}</ul></details>\n"
+    )
 
 
 def contact_sheet_html(
@@ -116,6 +151,10 @@ def contact_sheet_html(
     title: str,
     summary: str = "",
     thumbnail: int = 160,
+    regression: bool = False,
+    skipped: Sequence[tuple[str, str]] = (),
+    colors: Sequence[str] = (),
+    notice: str = "",
 ) -> str:
     """The page: a table of rows sortable by file, class and probability.
 
@@ -125,13 +164,22 @@ def contact_sheet_html(
         title: the page title (e.g. the model file).
         summary: one line of text under the title. Defaults to `""`.
         thumbnail: displayed width of every picture in CSS pixels. Defaults to `160`.
+        regression: rows explain an output value (`probability` holds it), not a
+            class: one "value" column replaces class and probability. Defaults to
+            `False`.
+        skipped: `(file, reason)` for every input not explained, listed under the
+            table. Defaults to none.
+        colors: CSS colours from the lowest to the highest heatmap value, shown as a
+            colour scale above the table. Defaults to none (no scale).
+        notice: a highlighted line above the summary (e.g. that the run was
+            interrupted). Defaults to `""` (none).
 
     Returns:
         The HTML document as a string.
     """
     headers = [
         f'<th class="sortable" data-key="{key}" data-numeric="{int(numeric)}">{label}</th>'
-        for key, label, numeric in _COLUMNS
+        for key, label, numeric in (_REGRESSION_COLUMNS if regression else _COLUMNS)
     ]
     headers.append("<th>image</th>")
     headers.extend(f"<th>{html.escape(method)}</th>" for method in methods)
@@ -139,9 +187,10 @@ def contact_sheet_html(
     folders = [os.path.dirname(os.path.abspath(row.file)) for row in rows]
     common = os.path.commonpath(folders) if folders else ""
     body = "\n".join(
-        _row(index, row, methods, os.path.relpath(os.path.abspath(row.file), common))
+        _row(index, row, methods, os.path.relpath(os.path.abspath(row.file), common), regression)
         for index, row in enumerate(rows)
     )
+    banner = f'<p class="notice"><strong>{html.escape(notice)}</strong></p>\n' if notice else ""
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -149,8 +198,11 @@ def contact_sheet_html(
         f"<style>:root {{ --thumb: {int(thumbnail)}px; }}{_STYLE}</style>\n"
         "</head>\n<body>\n"
         f"<h1>{html.escape(title)}</h1>\n"
+        f"{banner}"
         f'<p class="summary">{html.escape(summary)}</p>\n'
+        f"{_colour_scale(colors)}"
         f"<table>\n<thead><tr>{''.join(headers)}</tr></thead>\n"
         f"<tbody>\n{body}\n</tbody>\n</table>\n"
+        f"{_skipped_list(skipped)}"
         f"<script>{_SCRIPT}</script>\n</body>\n</html>\n"
     )

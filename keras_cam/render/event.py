@@ -154,10 +154,17 @@ class EventPainter:
                     found = values.get(name, {})
                     pages[f"{tag}/{gallery}"] = self._gallery(every, indices, metric, found)
             timeline = self._timelines[name]
-            timeline.add(step, overlays, self._correct(result))
+            scale = None if top is None else ranges[name]
+            timeline.add(step, overlays, self._correct(result), scale)
             if "timeline" in shown:
                 titles = [self._title(i) for i in range(count)]
-                pages[f"{tag}/timeline"] = timeline.image(display, titles, legend=bar)
+                # Each column is drawn on its own event's range, named in its header.
+                legend = (
+                    bar
+                    if scale is None
+                    else replace(bar, high="max", note="range over each column")
+                )
+                pages[f"{tag}/timeline"] = timeline.image(display, titles, legend=legend)
             if view.top_k is not None:
                 pages[f"{tag}/topk"] = self._top_k_grid(combined)[None]
         if len(results) > 1 and "compare" in shown:

@@ -23,6 +23,12 @@ class Timeline:
     phase in the middle of a long run keeps its columns. Where the
     prediction's correctness is known, each thumbnail has a green (right) or
     red (wrong) border.
+
+    Each column keeps the overlays as drawn at its event, on that event's
+    scale, and its header says that scale ("Epoch 3 · 0-0.002"): a map 250×
+    weaker than today's would otherwise look just as hot next to it. (Redrawing
+    the old columns on today's scale would keep every raw map and redraw them
+    all at every event, and an older, stronger map would saturate.)
     """
 
     def __init__(self, images: int = 4, max_events: int = 8, thumbnail: int = 64) -> None:
@@ -32,6 +38,7 @@ class Timeline:
         self.steps: list[int] = []
         self._columns: list[np.ndarray] = []
         self._events: list[int] = []  # each column's event number (0, 1, 2, ...)
+        self._ranges: list[str | None] = []  # each column's colour range, as drawn
         self._stride = 1
 
     def _shrink(self, overlays: np.ndarray) -> np.ndarray:
@@ -47,8 +54,23 @@ class Timeline:
             ]
         )
 
-    def add(self, step: int, overlays: np.ndarray, correct: np.ndarray | None = None) -> None:
-        """Adds the overlays of the event at `step`; `correct`: (N,) right predictions."""
+    def add(
+        self,
+        step: int,
+        overlays: np.ndarray,
+        correct: np.ndarray | None = None,
+        scale: str | None = None,
+    ) -> None:
+        """Adds the overlays of the event at `step`.
+
+        Args:
+            step: the event's epoch.
+            overlays: (N, h, w, 3) uint8, the event's overlays.
+            correct: (N,) whether each prediction is right. Defaults to `None`.
+            scale: the range the overlays were drawn on (e.g. `"0-0.47"`),
+                shown in the column's header. Defaults to `None`: none (maps
+                each drawn on their own range, as the legend says).
+        """
         column = self._shrink(overlays[: self.images])
         if correct is not None:
             column = np.stack(
@@ -62,6 +84,7 @@ class Timeline:
             self._keep(range(len(self._events) - 1))
         self.steps.append(step)
         self._columns.append(column)
+        self._ranges.append(scale)
         self._events.append(event)
         while len(self._events) > self.max_events:
             self._stride *= 2
@@ -73,21 +96,31 @@ class Timeline:
     def _keep(self, indices: Sequence[int]) -> None:
         self.steps = [self.steps[i] for i in indices]
         self._columns = [self._columns[i] for i in indices]
+        self._ranges = [self._ranges[i] for i in indices]
         self._events = [self._events[i] for i in indices]
+
+    @property
+    def column_titles(self) -> list[str]:
+        """Each column's header: the epoch as Keras prints it, and the range it was drawn on."""
+        return [
+            f"Epoch {step + 1}" + (f" · {scale}" if scale else "")
+            for step, scale in zip(self.steps, self._ranges, strict=True)
+        ]
 
     def image(
         self, display: np.ndarray, captions: Sequence[str], legend: Legend = None
     ) -> np.ndarray:
         """Pages (P, H, W, 3) of one row per image: the image, then its overlay at each event.
 
-        Columns are headed with the epoch as Keras prints it (1-based: "Epoch 3").
+        Columns are headed with the epoch as Keras prints it (1-based: "Epoch 3"),
+        and the range the column was drawn on.
         """
         originals = self._shrink(display[: self.images])
         rows = [
             (original, *(column[i] for column in self._columns))
             for i, original in enumerate(originals)
         ]
-        headers = ["image", *(f"Epoch {step + 1}" for step in self.steps)]
+        headers = ["image", *self.column_titles]
         return card_pages(
             rows,
             list(captions[: len(rows)]),

@@ -11,6 +11,15 @@ import numpy as np
 logger = logging.getLogger("keras_cam")
 
 
+class EventWriteError(RuntimeError):
+    """Writing an event failed (a full disk, a lost remote filesystem): an outage, not a bug.
+
+    `ReopeningSink` raises it from the sink's own error (its `__cause__`), so
+    the callback can tell a write outage, after which writing resumes, from a
+    drawing or configuration error that would repeat at every event.
+    """
+
+
 @dataclass(frozen=True)
 class Event:
     """Everything one step of the callback writes, as plain Python and numpy.
@@ -72,7 +81,8 @@ class ReopeningSink:
     `ResourceExhaustedError`-like errors, not `OSError`, and a writer that
     failed once may never write again (its file ends in a half-written
     record). So any error in `write` closes the sink (a second error while
-    closing is only logged) and is raised again; the next `write` opens it
+    closing is only logged) and is raised again as `EventWriteError` from the
+    original; the next `write` opens it
     afresh: for TensorBoard a new event file, which TensorBoard reads after
     the old one, so nothing written later is hidden. The events that failed
     are lost; the caller warns.
@@ -91,16 +101,17 @@ class ReopeningSink:
             self._open = True
 
     def write(self, event: Event) -> None:
-        self.open()
         try:
+            self.open()
             self.sink.write(event)
-        except Exception:
-            self._open = False
-            try:
-                self.sink.close()
-            except Exception as error:  # the disk is still full: the write error says why
-                logger.debug("keras_cam: closing a failed sink failed too: %s", error)
-            raise
+        except Exception as error:
+            if self._open:
+                self._open = False
+                try:
+                    self.sink.close()
+                except Exception as second:  # the disk is still full: the write error says why
+                    logger.debug("keras_cam: closing a failed sink failed too: %s", second)
+            raise EventWriteError(f"{type(error).__name__}: {error}") from error
 
     def close(self) -> None:
         if self._open:

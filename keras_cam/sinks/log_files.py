@@ -62,6 +62,13 @@ def size(path: str) -> int | None:
     return os.path.getsize(path) if os.path.exists(path) else None
 
 
+def open_binary(path: str) -> IO[bytes]:
+    """`path` opened for writing bytes (an event file), created or truncated."""
+    if is_remote(path):
+        return _gfile().GFile(path, "wb")
+    return open(path, "wb")
+
+
 def open_text(path: str, mode: str) -> IO[str]:
     """`path` opened as text (`"r"`, `"w"` or `"a"`) without newline translation (for `csv`)."""
     if is_remote(path):

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 import logging
 import os
 import shlex
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -37,11 +39,11 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from keras_cam.sinks import log_files
-from keras_cam.sinks.event import Event
+from keras_cam.sinks.event import Event, EventWriteError  # noqa: F401 (where writers raise it)
 from keras_cam.sinks.tags import describe, scalars_layout
 
 logger = logging.getLogger("keras_cam")
@@ -187,24 +189,52 @@ class TensorFlowWriter:
 class TensorBoardWriter:
     """`EventWriter` over the `tensorboard` package alone: no TensorFlow needed.
 
+    Records are written synchronously, on the caller's thread (the callback's
+    background worker), into a file this writer owns: the `tensorboard`
+    package's own `EventFileWriter` adds a thread of its own, which prints a
+    raw traceback on a full disk, and its `close` leaves the file open when
+    the final flush fails. Here a failed write raises to the caller, and
+    `close` releases the file whatever the flush does.
+
     Args:
         log_dir: the directory of the event files.
         describe: gives each tag's display name and description. Defaults to
             `None`: none.
     """
 
+    _uid = itertools.count()
+
     def __init__(self, log_dir: str | os.PathLike[str], describe: Describe | None = None) -> None:
-        self._writer = EventFileWriter(os.fspath(log_dir), filename_suffix=".v2")
+        name = "events.out.tfevents.%010d.%s.%s.%s.v2" % (  # noqa: UP031 (TensorBoard's own)
+            time.time(),
+            socket.gethostname(),
+            os.getpid(),
+            next(self._uid),
+        )
+        log_dir = os.fspath(log_dir)
+        log_files.makedirs(log_dir)
+        self._file = log_files.open_binary(os.path.join(log_dir, name))
+        self._records = RecordWriter(self._file)
         self._metadata = _Metadata(describe)
+        try:
+            self._add(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+            self.flush()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _add(self, event: event_pb2.Event) -> None:
+        self._records.write(event.SerializeToString())
 
     def _write(self, tag: str, tensor: np.ndarray | list[bytes], metadata, step: int) -> None:
         value = summary_pb2.Summary.Value(
             tag=tag, tensor=tensor_util.make_tensor_proto(tensor), metadata=metadata
         )
-        event = event_pb2.Event(
-            wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=[value])
+        self._add(
+            event_pb2.Event(
+                wall_time=time.time(), step=int(step), summary=summary_pb2.Summary(value=[value])
+            )
         )
-        self._writer.add_event(event)
 
     def images(self, tag: str, images: np.ndarray, step: int) -> None:
         self._write(tag, image_summary_tensor(images), self._metadata("images", tag), step)
@@ -225,10 +255,15 @@ class TensorBoardWriter:
         self._write(tag, tensor, custom_scalar_metadata.create_summary_metadata(), 0)
 
     def flush(self) -> None:
-        self._writer.flush()
+        self._file.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if self._file.closed:
+            return
+        try:
+            self._file.flush()
+        finally:  # a full disk fails the flush: the descriptor is released all the same
+            self._file.close()
 
 
 def create_writer(
@@ -319,15 +354,16 @@ class TensorBoardSink:
             metrics = list(dict.fromkeys(m for names in event.charts.values() for m in names))
             writer.scalars_layout(scalars_layout(methods, metrics))
             self._layout_written = True
-        # Pictures first: the largest writes, so a full disk loses the event whole.
-        for tag, pages in event.images.items():
-            writer.images(tag, pages, step)
-        for tag, values in event.histograms.items():
-            writer.histogram(tag, values, step)
+        # The numbers first: a full disk (the pictures are the largest writes) loses
+        # the pictures only.
         for tag, value in event.scalars.items():
             writer.scalar(tag, value, step)
         for tag, text in event.texts.items():
             writer.text(tag, text, step)
+        for tag, values in event.histograms.items():
+            writer.histogram(tag, values, step)
+        for tag, pages in event.images.items():
+            writer.images(tag, pages, step)
         writer.flush()
 
     def close(self) -> None:
@@ -336,12 +372,24 @@ class TensorBoardSink:
             writer.close()
 
 
+def runs_root(log_dir: str) -> str:
+    """The folder above the CAM folder, where the training curves of the run usually lie.
+
+    TensorBoard finds runs in every subfolder of `--logdir`: the parent of
+    `runs/exp1/cam` shows the CAM images next to `runs/exp1/train` and
+    `runs/exp1/validation` of Keras' TensorBoard callback.
+    """
+    if log_files.is_remote(log_dir):
+        return log_dir.rstrip("/").rsplit("/", 1)[0]
+    return os.path.dirname(os.path.normpath(log_dir)) or "."
+
+
 def tensorboard_command(log_dir: str, events: int) -> str:
     """The command that shows every image step of a run with `events` events.
 
     TensorBoard keeps a sample of 10 image steps per tag unless told otherwise.
     """
-    command = f"tensorboard --logdir {shlex.quote(log_dir)}"
-    if events > 10:
-        command += f" --samples_per_plugin images={events}"
-    return command
+    # Every image step is kept: TensorBoard's default keeps a sample of 10 per tag.
+    return (
+        f"tensorboard --logdir {shlex.quote(log_dir)} --samples_per_plugin images={max(events, 10)}"
+    )

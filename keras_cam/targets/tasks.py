@@ -119,6 +119,12 @@ def resolve_class_ids(
         )
     elif isinstance(targets, (int, np.integer)):
         ids = np.full(num_images, int(targets), dtype=np.int32)
+    elif np.ndim(targets) == 0:
+        raise ValueError(
+            f"targets={targets!r} ({type(targets).__name__}) is not a class index: use "
+            f"'predicted', 'label', 'top<k>', an integer class index (e.g. "
+            f"targets={_whole(targets)}), one integer class index per image, or a callable."
+        )
     else:
         ids = np.asarray(targets)
         if ids.ndim != 1 or ids.shape[0] != num_images or not np.issubdtype(ids.dtype, np.integer):
@@ -134,6 +140,30 @@ def resolve_class_ids(
             f"classes (0..{num_classes - 1})."
         )
     return ids
+
+
+def _whole(value: Any) -> str:
+    """An example integer near `value` for error messages."""
+    try:
+        return str(max(int(value), 0))
+    except (TypeError, ValueError, OverflowError):
+        return "0"
+
+
+def _class_ids_of(values: Any, name: str) -> np.ndarray:
+    """Integer class ids >= 0 from ints or integer arrays; floats and bools are refused."""
+    array = np.asarray(values)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"{name} must be integer class indices, got {values!r} ({array.dtype}); "
+            f"a fractional or boolean class would be truncated to another class."
+        )
+    if array.size and array.min() < 0:
+        raise ValueError(
+            f"{name} must be class indices >= 0, got {int(array.min())}; negative indices "
+            f"are not counted from the end."
+        )
+    return array.astype(np.int32)
 
 
 MULTI_LABEL = "positive"
@@ -271,8 +301,23 @@ class SegmentationTarget(TaskTarget):
 
     def _regions(self, num_images: int) -> np.ndarray:
         region = self.region
-        if region.ndim == 4 and region.shape[-1] == 1:
+        # (H, W, 1) is one mask with a channel axis, never N masks of width 1: read by
+        # its shape alone, so the batch size cannot change what it means.
+        if region.ndim in (3, 4) and region.shape[-1] == 1:
             region = region[..., 0]
+        elif region.ndim == 4:
+            region = None
+        if region is None or region.ndim not in (2, 3):
+            raise ValueError(
+                f"segmentation region must be one mask (H, W) or (H, W, 1) for every image, "
+                f"or one per image (N, H, W) or (N, H, W, 1), got shape {self.region.shape}."
+            )
+        if region.ndim == 3 and region.shape[0] != num_images:
+            raise ValueError(
+                f"segmentation region of shape {self.region.shape} reads as one mask per "
+                f"image (N, H, W), but there are {num_images} images; pass {num_images} "
+                f"masks, or one (H, W) mask for all."
+            )
         return _per_image(region, num_images, 2, "segmentation region", "float32") > 0
 
     def arrays(self, num_images: int, output_shape: Any) -> tuple[np.ndarray, ...]:
@@ -496,7 +541,22 @@ class DetectionTarget(TaskTarget):
         if not 0.0 < iou <= 1.0:
             raise ValueError(f"detection: iou must lie in (0, 1], got {iou}.")
         self.boxes = np.asarray(ops.convert_to_numpy(boxes), dtype="float32")
-        self.classes = np.asarray(class_ids)
+        if self.boxes.ndim not in (1, 2) or self.boxes.shape[-1] != 4:
+            raise ValueError(
+                f"detection: boxes must be one box (4,) or one per image (N, 4), each "
+                f"[x0, y0, x1, y1] in the anchors' pixel frame, got shape {self.boxes.shape}."
+            )
+        if not np.all(np.isfinite(self.boxes)) or np.any(self.boxes[..., 2:] < self.boxes[..., :2]):
+            raise ValueError(
+                f"detection: boxes must be finite [x0, y0, x1, y1] with x0 <= x1 and "
+                f"y0 <= y1, got {self.boxes.tolist()}."
+            )
+        self.classes = _class_ids_of(ops.convert_to_numpy(class_ids), "detection class_ids")
+        if self.classes.ndim > 1:
+            raise ValueError(
+                f"detection: class_ids must be one class or one per image (N,), got shape "
+                f"{self.classes.shape}."
+            )
         self.anchors = np.asarray(ops.convert_to_numpy(anchors), dtype="float32")
         if self.anchors.ndim != 2 or self.anchors.shape[1] != 4:
             raise ValueError(f"detection: anchors must be (A, 4) xyxy, got {self.anchors.shape}.")
@@ -533,7 +593,13 @@ class DetectionTarget(TaskTarget):
                 f"{deltas} and {logits}; pass the model's (A, 4) anchors in the order of "
                 f"its anchor axis."
             )
-        return self._boxes(num_images), self.class_ids(num_images)
+        classes = self.class_ids(num_images)
+        if logits[2] is not None and classes.size and classes.max() >= logits[2]:
+            raise ValueError(
+                f"detection: class_ids {int(classes.max())} is out of range: output "
+                f"{self.keys[1]!r} scores {logits[2]} classes (0..{logits[2] - 1})."
+            )
+        return self._boxes(num_images), classes
 
     def _matches(self, outputs: Any, boxes: Any) -> tuple[Any, Any]:
         decoded = decode_center_deltas(
@@ -592,7 +658,8 @@ def segmentation(class_id: int, region: Any = None) -> SegmentationTarget:
 
     Args:
         class_id: the class.
-        region: (H, W) or (N, H, W) masks (any size: resampled to the output's);
+        region: one mask for all images, (H, W) or (H, W, 1), or one per
+            image, (N, H, W) or (N, H, W, 1) (any size: resampled to the output's);
             `None` sums over the pixels predicted as `class_id`. Defaults to `None`.
 
     Example:
@@ -645,7 +712,8 @@ def detection(
 
     Args:
         boxes: the explained box, (4,) xyxy for all images or (N, 4) one per image.
-        class_ids: its class, an int or one per image.
+        class_ids: its class, an integer in 0..K-1 (K: the classes of
+            `scores_key`, checked before tracing) or one per image.
         anchors: (A, 4) xyxy, in the order of the model's anchor axis.
         iou: the least IoU of a decoded anchor box with `boxes`. Defaults to `0.5`.
         box_variance: the deltas' scale (KerasHub's label encoder's

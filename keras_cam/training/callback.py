@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import numpy as np
+from keras.src.utils import io_utils  # Keras' own notes: stdout, or absl when not interactive
 
+from keras_cam.core import interrupts
 from keras_cam.core.explainer import (
     CAMExplainer,
     MethodSpec,
@@ -20,34 +21,37 @@ from keras_cam.core.explainer import (
 from keras_cam.core.options import ExplainOptions
 from keras_cam.core.result import take_images, with_ranks
 from keras_cam.diagnostics import sanity as _sanity
-from keras_cam.diagnostics.tracking import ProbeMetrics, check_masks, check_metrics, log_key
+from keras_cam.diagnostics.tracking import ProbeMetrics, check_masks, check_metrics
 from keras_cam.render.display_scale import DisplayScale
 from keras_cam.render.event import EventPainter
 from keras_cam.sinks.event import Event, ReopeningSink, Sink, write_all
-from keras_cam.sinks.tensorboard import TensorBoardSink, tensorboard_command
 from keras_cam.targets.tasks import Targets, TaskTarget
 from keras_cam.training.background import BackgroundJobs
 from keras_cam.training.distributed import is_chief
 from keras_cam.training.events import (
     check_alarms,
+    failure_kind,
+    failure_message,
     galleries,
+    logged_means,
     measured_event,
     sinks_for,
     sound_alarms,
+    step_offset,
+    tensorboard_hints,
 )
 from keras_cam.training.guidance import CAMGuidedModel
-from keras_cam.training.options import ViewOptions, WatchOptions, check_arguments
+from keras_cam.training.options import (
+    ViewOptions,
+    WatchOptions,
+    check_arguments,
+    check_log_metrics,
+    clean_class_names,
+    option_group,
+)
 from keras_cam.training.probe import drawn_probe, image_shape, take_probe
 
 logger = logging.getLogger("keras_cam")
-
-
-def _option(value: Any, kind: type, name: str) -> Any:
-    if value is None:
-        return kind()
-    if not isinstance(value, kind):
-        raise TypeError(f"{name} must be a keras_cam.{kind.__name__}, got {value!r}.")
-    return value
 
 
 class CAMCallback(keras.callbacks.Callback):
@@ -56,13 +60,11 @@ class CAMCallback(keras.callbacks.Callback):
     At every `every_n_epochs`-th epoch it explains the probe with the current
     weights (on the training thread, `training=False`: weights, BatchNorm
     statistics, optimizer state and the random stream are untouched),
-    measures the maps (`watch`), puts each metric's probe mean into the
-    epoch's Keras `logs` as `cam_<method>_<metric>` (`+` becomes `p`), so
-    callbacks listed after this one (`EarlyStopping`, `ModelCheckpoint`, ...)
-    can monitor it, and sounds the alarms. Drawing (`view`), PNG encoding and
-    writing to the sinks run on one background thread with a queue of two
-    events, flushed at `on_train_end`; a job's error is reported on the
-    training thread at the next event.
+    measures the maps (`watch`; those named in `WatchOptions.log_metrics` also
+    go to the epoch's Keras `logs` as `cam_<method>_<metric>`, for the
+    callbacks after this one) and sounds the alarms. Drawing (`view`) and
+    writing to the sinks run on one background thread (a queue of two
+    events), flushed at `on_train_end`; its errors are reported at the next event.
 
     With `log_dir`, TensorBoard gets `cam/<method>/grid`, `.../timeline`,
     `cam/compare` (several methods), `cam/<method>/<metric>`,
@@ -70,12 +72,12 @@ class CAMCallback(keras.callbacks.Callback):
     `cam/alarms`, galleries of the worst images, and `cam_metrics.csv` one
     row per event, method and probe image. The step is the epoch index.
 
-    The explainer is built at the first `on_train_begin`, where every
-    configuration error is raised, before any training work. A failing event
-    (non-finite maps, a write error) warns once per run of failures and is
-    skipped; training goes on unless `strict=True`. A sink whose write
-    failed is closed and reopened at the next event. In a multi-process run
-    only the chief explains and writes.
+    Configuration errors are raised at the first `on_train_begin`, before any
+    training work. A failing event warns once per run of failures (a write
+    outage told apart from a drawing error) and is skipped; training goes on
+    unless `strict=True`. A sink whose write failed is reopened at the next
+    event. A later `fit` continues the step count. Only the chief of a
+    multi-process run explains and writes.
 
     Args:
         probe: display images (uint8 0–255 or float 0–1), `(images, labels)`,
@@ -127,25 +129,27 @@ class CAMCallback(keras.callbacks.Callback):
         strict: bool = False,
     ) -> None:
         super().__init__()
-        self.explain = _option(explain, ExplainOptions, "explain")
-        self.view = view = _option(view, ViewOptions, "view")
-        self.watch = watch = _option(watch, WatchOptions, "watch")
-        self.probe_size = check_arguments(every_n_epochs, strict, class_names, targets, view, watch)
+        self.explain = option_group(explain, ExplainOptions, "explain")
+        self.view = view = option_group(view, ViewOptions, "view")
+        self.watch = watch = option_group(watch, WatchOptions, "watch")
+        self.probe_size = check_arguments(every_n_epochs, strict, targets, view, watch)
         self.methods = resolve_methods(method)
         self.probe, self.targets, self.preprocess = probe, targets, preprocess
         self.every_n_epochs, self.strict = int(every_n_epochs), strict
-        self.class_names = list(class_names) if class_names is not None else None
+        self.class_names = clean_class_names(class_names)
         task_regions = isinstance(targets, TaskTarget) and targets.has_region
         self.metrics = check_metrics(watch.metrics, watch.probe_masks is not None or task_regions)
         self.alarms = check_alarms(watch.alarms, self.metrics, [m.name for m in self.methods])
+        self.log_metrics = check_log_metrics(watch.log_metrics, self.metrics)
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.sinks = sinks_for(self.log_dir, sinks)
         self._sinks = [ReopeningSink(sink) for sink in self.sinks]
         self._explainer: CAMExplainer | None = None
         self._batch = self._images = self._labels = self._painter = None
-        self._last_step: int | None = None
-        self._last_epoch: int | None = None
-        self._failing, self._chief = False, True
+        # The step of the last event (over every fit), the last epoch, and the last one explained.
+        self._last_step = self._last_epoch = self._last_event_epoch = self._step_offset = None
+        self._failing, self._chief, self._hint_shown = None, True, False  # _failing: write/event
+        self._interrupts = interrupts.count()
         self._jobs = BackgroundJobs()
 
     @property
@@ -169,23 +173,22 @@ class CAMCallback(keras.callbacks.Callback):
             return
         for alarm in self.alarms:  # breaches are counted within one `fit`
             alarm.reset()
+        self._interrupts, self._step_offset = interrupts.watch(), None
         if self._explainer is None or self._explainer.model is not model:
             self._explainer = CAMExplainer(model, list(self.methods), self.explain)
             self._batch = None
         if self._batch is None:
             self._read_probe(model)
         if self.watch.sanity_check:
-            self._check_sanity_check_applies()
+            _sanity.check_sanity_check_applies(self._explainer)
         self._finish_writing()  # an interrupted fit may have left events queued
         for sink in self._sinks:  # an unwritable log_dir fails here, before training
             sink.open()
-        events = int((self.params or {}).get("epochs") or 0) // self.every_n_epochs
-        for sink in self.sinks:
-            if isinstance(sink, TensorBoardSink):
-                command = tensorboard_command(sink.log_dir, events + self.watch.log_on_train_end)
-                logger.info(
-                    "keras_cam: CAM images in %s; view them with: %s", sink.log_dir, command
-                )
+        if not self._hint_shown and (self.params or {}).get("verbose", 1) != 0:
+            events = int((self.params or {}).get("epochs") or 0) // self.every_n_epochs
+            for line in tensorboard_hints(self.sinks, events + self.watch.log_on_train_end):
+                io_utils.print_msg(line)  # as Keras prints its notes: nobody sees INFO logs
+                self._hint_shown = True
         # Tracing now surfaces any problem before the first epoch's work.
         try:
             self._explainer.run(self._batch)
@@ -218,7 +221,11 @@ class CAMCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if not self._chief:
             return
+        # A Ctrl-C that some code swallowed (see keras_cam.core.interrupts) stops fit here.
+        interrupts.raise_if_interrupted(self._interrupts)
         self._last_epoch = epoch
+        if self._step_offset is None:  # a later fit continues after the last step written
+            self._step_offset = step_offset(self._last_step, epoch)
         if (epoch + 1) % self.every_n_epochs == 0:
             self._event(epoch, logs)
 
@@ -226,7 +233,7 @@ class CAMCallback(keras.callbacks.Callback):
         if self._explainer is None or not self._chief:
             return
         last = self._last_epoch
-        if self.watch.log_on_train_end and last is not None and self._last_step != last:
+        if self.watch.log_on_train_end and last not in (None, self._last_event_epoch):
             self._event(last)
         if self.watch.sanity_check and self._last_step is not None:
             try:
@@ -234,6 +241,7 @@ class CAMCallback(keras.callbacks.Callback):
             except Exception as error:
                 self._fail(error, "in the sanity check")
         self._finish_writing()
+        interrupts.unwatch()
 
     def _finish_writing(self) -> None:
         """Waits for every queued event, closes the sinks, and reports the worker's errors."""
@@ -252,8 +260,10 @@ class CAMCallback(keras.callbacks.Callback):
         sanity = ("sanity",) if self.watch.sanity_check else ()
         return {method.name: (*self.metrics, *sanity) for method in self.methods}
 
-    def _event(self, step: int, logs: dict[str, Any] | None = None) -> None:
+    def _event(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._report_outcomes()
+        step = epoch + (self._step_offset or 0)
+        when = f"at epoch {epoch}" + (f" (step {step})" if step != epoch else "")
         measured, drawn = len(self._images), self._painter.count
         try:
             model, explainer = self.explained_model, self._explainer
@@ -269,8 +279,7 @@ class CAMCallback(keras.callbacks.Callback):
                 for name, result in results.items()
             }
             if logs is not None:  # for the other callbacks: in `logs` when this returns
-                for name, found in values.items():
-                    logs.update({log_key(name, m): float(np.mean(v)) for m, v in found.items()})
+                logs.update(logged_means(values, self.log_metrics))
             alarms, stop = sound_alarms(self.alarms, values, step)
             if stop:
                 self.model.stop_training = True
@@ -280,18 +289,25 @@ class CAMCallback(keras.callbacks.Callback):
                 else None
             )
         except Exception as error:
-            self._fail(error, f"at epoch {step}")
+            # A Ctrl-C inside compiled code comes back as the framework's error.
+            interrupts.raise_if_interrupted(self._interrupts, error)
+            self._fail(error, when)
             return
 
         def draw_and_write() -> None:  # on the worker, while the next epoch trains
-            images = self._painter(results, values, step, shown)
+            try:
+                images, failed = self._painter(results, values, step, shown), None
+            except Exception as error:  # the numbers are written all the same
+                images, failed = {}, error
             event = measured_event(
                 step, results, values, self.metrics, drawn, measured, alarms, images, self._charts
             )
             write_all(self._sinks, event)
+            if failed is not None:
+                raise failed
 
-        self._jobs.submit(draw_and_write, f"at epoch {step}")
-        self._last_step = step
+        self._jobs.submit(draw_and_write, when)
+        self._last_step, self._last_event_epoch = step, epoch
 
     def _report_outcomes(self) -> None:
         """Warns (or raises, with `strict=True`) for the worker's failed jobs, in order."""
@@ -300,44 +316,35 @@ class CAMCallback(keras.callbacks.Callback):
                 self._fail(error, when)
             elif self._failing:
                 logger.warning("keras_cam: CAM events written again from %s on", when)
-                self._failing = False
+                self._failing = None
 
     def _fail(self, error: Exception, when: str) -> None:
-        """Warns once per run of consecutive failures (raises with `strict=True`)."""
+        """Warns once per run of consecutive failures of one kind (raises with `strict=True`).
+
+        A write outage (`EventWriteError` from a sink, or an `OSError`) ends when
+        writing works again; any other error (drawing, a bad setting, non-finite
+        maps) is no outage and is warned as what it is.
+        """
+        kind, error = failure_kind(error)
         if self.strict:
             raise error
-        if self._failing:
+        if self._failing == kind:
             logger.info("keras_cam: skipped the event %s too: %s", when, error)
             return
-        self._failing = True
+        self._failing = kind
         names = ", ".join(method.name for method in self.methods)
-        warnings.warn(
-            f"keras_cam: skipped the {names} event {when}: {type(error).__name__}: {error}. "
-            f"Training goes on, and events resume once writing works again (this warning "
-            f"is not repeated until then); pass strict=True to raise instead.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-
-    def _check_sanity_check_applies(self) -> None:
-        """Fails before training, not after it, where the sanity check has nothing to re-draw."""
-        try:
-            _sanity.kernels_to_randomise(self._explainer)
-        except ValueError:
-            raise ValueError(
-                f"sanity_check=True re-draws the kernels of the layers after the target "
-                f"layer {self._explainer.layer!r}, but they have none (e.g. only pooling "
-                f"and softmax), so the check could not say anything. Pass an earlier "
-                f"layer (explain=ExplainOptions(layer=...)) or drop sanity_check."
-            ) from None
+        warnings.warn(failure_message(kind, names, error, when), RuntimeWarning, stacklevel=2)
 
     def _sanity_event(self, step: int) -> None:
-        scalars, model = {}, self.explained_model
-        for method in self.methods:
-            layer, tokens = self._explainer.layer, self.explain.tokens
-            explainer = CAMExplainer(model, method, layer=layer, tokens=tokens)
-            scalars[f"cam/{method.name}/sanity"] = _sanity.sanity_check(
-                model, self._images, preprocess=self.preprocess, explainer=explainer
+        model, layer = self.explained_model, self._explainer.layer
+        scalars = {
+            f"cam/{method.name}/sanity": _sanity.sanity_check(
+                model,
+                self._images,
+                preprocess=self.preprocess,
+                explainer=CAMExplainer(model, method, self.explain, layer=layer),
             )
+            for method in self.methods
+        }
         event = Event(step, scalars=scalars, charts=self._charts)
         self._jobs.submit(lambda: write_all(self._sinks, event), "in the sanity check")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -10,10 +11,12 @@ from typing import Any
 import numpy as np
 
 from keras_cam.diagnostics.alarms import Alarm
-from keras_cam.diagnostics.tracking import WORSE_WHEN_HIGHER, worst_images
+from keras_cam.diagnostics.tracking import WORSE_WHEN_HIGHER, log_key, worst_images
 from keras_cam.sinks.csv_file import CSVSink
-from keras_cam.sinks.event import Event, Sink
-from keras_cam.sinks.tensorboard import TensorBoardSink
+from keras_cam.sinks.event import Event, EventWriteError, Sink
+from keras_cam.sinks.tensorboard import TensorBoardSink, runs_root, tensorboard_command
+
+logger = logging.getLogger("keras_cam")
 
 
 def measured_event(
@@ -151,3 +154,80 @@ def sound_alarms(
             warnings.warn(message, RuntimeWarning, stacklevel=4)
             messages.append(message)
     return messages, stop
+
+
+def failure_kind(error: Exception) -> tuple[str, Exception]:
+    """`("write", cause)` for a write outage, `("event", error)` for anything else.
+
+    A write outage (a full disk: `EventWriteError` from a sink, or an
+    `OSError`) ends when writing works again; the sink's own error names the
+    cause. Any other error (drawing, a bad setting, non-finite maps) is no
+    outage and would likely repeat at every event.
+    """
+    if isinstance(error, EventWriteError) and isinstance(error.__cause__, Exception):
+        return "write", error.__cause__
+    return ("write" if isinstance(error, OSError) else "event"), error
+
+
+def failure_message(kind: str, names: str, error: Exception, when: str) -> str:
+    """The warning of the first failed event of a run of failures of one `kind`."""
+    if kind == "write":
+        advice = (
+            "Writing failed: training goes on, and events resume once writing works "
+            "again (this warning is not repeated until then)"
+        )
+    else:
+        advice = (
+            "This is not a write error: it comes from computing or drawing the event and "
+            "will likely fail every later event too (this warning is not repeated "
+            "until an event succeeds). Training goes on"
+        )
+    return (
+        f"keras_cam: skipped the {names} event {when}: {type(error).__name__}: {error}. "
+        f"{advice}; pass strict=True to raise instead."
+    )
+
+
+def step_offset(last_step: int | None, epoch: int) -> int:
+    """Added to a fit's epochs so that no step is written twice.
+
+    A later `fit` (or the same callback on another model) that starts at or
+    before the last step written continues after it, as `initial_epoch`
+    would: TensorBoard shows one image per step and tag, so a rewritten step
+    would hide the earlier run's pictures behind the new ones.
+    """
+    if last_step is None or epoch > last_step:
+        return 0
+    offset = last_step + 1 - epoch
+    logger.warning(
+        "keras_cam: this fit starts at epoch %d, at or before the last CAM step "
+        "written (%d): its events continue at step %d (pass initial_epoch=%d to fit "
+        "to line them up with the epochs).",
+        epoch,
+        last_step,
+        epoch + offset,
+        last_step + 1,
+    )
+    return offset
+
+
+def tensorboard_hints(sinks: Sequence[Sink], events: int) -> list[str]:
+    """For each TensorBoard sink, how to see its images next to the run's training curves."""
+    return [
+        f"keras_cam: CAM images in {sink.log_dir}; view them with your training curves: "
+        f"{tensorboard_command(runs_root(sink.log_dir), events)}"
+        for sink in sinks
+        if isinstance(sink, TensorBoardSink)
+    ]
+
+
+def logged_means(
+    values: Mapping[str, Mapping[str, np.ndarray]], log_metrics: Sequence[str]
+) -> dict[str, float]:
+    """`cam_<method>_<metric>` -> the probe mean, for the metrics named in `log_metrics`."""
+    return {
+        log_key(name, metric): float(np.mean(per_image))
+        for name, found in values.items()
+        for metric, per_image in found.items()
+        if metric in log_metrics
+    }

@@ -38,18 +38,26 @@ provides it per backend, inside the compiled train step.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_cam.compute import backend_module
 from keras_cam.core import scores as _scores
 from keras_cam.core.layers import split_model
 from keras_cam.core.spatial import float32_channels_last, map_axes, spatial_axes
+from keras_cam.diagnostics.metrics import binary_masks
 
 IMAGES = "images"
 MASKS = "masks"
+PENALTIES = ("rrr", "gradcam")
+# λ per penalty when `weight` is not given: the value the decoy benchmark
+# (`benchmarks/bench_decoy.py`) found best for each.
+DEFAULT_WEIGHTS = {"rrr": 100.0, "gradcam": 1.0}
 _EPSILON = 1e-7
 # Per spatial rank of the target layer's map: what it is, and the masks' layout.
 _MASK_KINDS = {
@@ -63,16 +71,39 @@ def _size_text(size: tuple[int, ...]) -> str:
     return "×".join(str(length) for length in size)
 
 
-def _cell_share_outside(masks: Any, map_size: tuple[int, ...]) -> Any:
-    """(N, *S) masks -> (N, *s): the share of each map cell outside the object.
+def _area_matrix(source: int, target: int) -> np.ndarray:
+    """(source, target) weights resizing one axis by area: each target cell is the mean
+    of the source positions it covers, a position cut by a cell edge counted by the
+    share of it that lies inside (32 → 30: cells of 16/15 positions)."""
+    edges = np.arange(target + 1) * source / target
+    positions = np.arange(source)
+    low = np.maximum(positions[:, None], edges[None, :-1])
+    high = np.minimum(positions[:, None] + 1, edges[None, 1:])
+    return (np.maximum(high - low, 0.0) * target / source).astype("float32")
 
-    `map_size` is the map's spatial size `s` (1, 2 or 3 axes); each mask axis
-    must be a multiple of the map's, and a trailing channel axis of 1 is dropped.
+
+def _tensor_masks(masks: Any) -> Any:
+    """The `binary_masks` rule on a tensor inside the train step, as float32 0/1.
+
+    Values cannot be refused there (the check runs on arrays before `fit`), but
+    the threshold is the same, so a mask outside the rule fed through a dataset
+    still gives a penalty in its documented range.
     """
-    rank = len(map_size)
-    masks = ops.cast(masks, "float32")
+    dtype = keras.backend.standardize_dtype(masks.dtype)
+    if dtype == "bool":
+        return ops.cast(masks, "float32")
+    if "int" in dtype:
+        return ops.cast(masks > 0, "float32")
+    return ops.cast(ops.cast(masks, "float32") >= 0.5, "float32")
+
+
+def _drop_channel(masks: Any, rank: int) -> Any:
     if len(masks.shape) == rank + 2 and masks.shape[-1] == 1:
-        masks = masks[..., 0]
+        return masks[..., 0]
+    return masks
+
+
+def _check_rank(masks: Any, rank: int) -> None:
     kind, layout = _MASK_KINDS[rank]
     if len(masks.shape) != rank + 1:
         given = ", ".join(["N", *(str(length) for length in masks.shape[1:])])
@@ -80,18 +111,47 @@ def _cell_share_outside(masks: Any, map_size: tuple[int, ...]) -> Any:
             f"The target layer's map has {rank} spatial axis(es) ({kind}), so the masks must "
             f"be {layout} with one mask per input; got masks of shape ({given})."
         )
+
+
+def _cell_share_outside(
+    masks: Any, map_size: tuple[int, ...], input_size: tuple[int | None, ...] | None = None
+) -> Any:
+    """(N, *S) masks -> (N, *s): the share of each map cell outside the object.
+
+    `map_size` is the map's spatial size `s` (1, 2 or 3 axes). The masks are
+    at the input size `input_size` (any, when None or unknown) or at the map's;
+    they are binarised by the `binary_masks` rule and resized to the map by
+    area, so a map that does not divide the input (a `valid` convolution,
+    32 → 30) gets each cell's exact share. A trailing channel axis of 1 is
+    dropped.
+    """
+    rank = len(map_size)
+    masks = _drop_channel(masks, rank)
+    _check_rank(masks, rank)
+    masks = _tensor_masks(masks)
     mask_size = tuple(masks.shape[1:])
-    if any(mask % cell for mask, cell in zip(mask_size, map_size, strict=True)):
+    known = input_size is not None and None not in input_size and len(input_size) == rank
+    if known and mask_size not in (tuple(input_size), tuple(map_size)):
         raise ValueError(
-            f"The masks are {_size_text(mask_size)} but the target layer's map is "
-            f"{_size_text(map_size)}; give masks at the input size, a multiple of the map's."
+            f"The masks are {_size_text(mask_size)} but the model's input is "
+            f"{_size_text(tuple(input_size))} (its target layer's map "
+            f"{_size_text(map_size)}); give masks at the input size."
         )
-    factors = tuple(mask // cell for mask, cell in zip(mask_size, map_size, strict=True))
-    pooled = ops.average_pool(masks[..., None], factors, strides=factors, padding="valid")
-    return 1.0 - pooled[..., 0]
+    for source, target in zip(mask_size, map_size, strict=True):
+        # Contracting axis 1 each time appends the resized axis at the end: after
+        # `rank` steps the axes are back in order.
+        masks = ops.tensordot(
+            masks, ops.convert_to_tensor(_area_matrix(source, target)), [[1], [0]]
+        )
+    return 1.0 - masks
 
 
-def energy_outside_mask(activations: Any, gradients: Any, masks: Any) -> Any:
+def energy_outside_mask(
+    activations: Any,
+    gradients: Any,
+    masks: Any,
+    input_size: tuple[int | None, ...] | None = None,
+) -> Any:
     """Per-image share of the Grad-CAM map's energy outside the masks, (N,).
 
     Args:
@@ -99,9 +159,11 @@ def energy_outside_mask(activations: Any, gradients: Any, masks: Any) -> Any:
             one spatial axis (a sequence model's (N, t, C)), two (N, h, w, C)
             or three (a volume model's (N, d, h, w, C)).
         gradients: class-score gradients with respect to them, same shape.
-        masks: (N, *S) object masks (bool or float) with the activations'
-            spatial axes: (N, T), (N, H, W) or (N, D, H, W), each a multiple
-            of the map's.
+        masks: (N, *S) object masks (`binary_masks` rule) with the
+            activations' spatial axes: (N, T), (N, H, W) or (N, D, H, W), at
+            the input size (resized to the map by area) or at the map's.
+        input_size: the model's input spatial size, to check the masks'
+            against. Defaults to `None` (any size).
 
     Returns:
         `1 − Σ (1 − M̄) · ReLU(S) / (Σ |S| + ε)` per image, `S` the signed
@@ -117,7 +179,7 @@ def energy_outside_mask(activations: Any, gradients: Any, masks: Any) -> Any:
     """
     weights = ops.mean(gradients, axis=spatial_axes(gradients), keepdims=True)
     signed = ops.sum(weights * activations, axis=-1)
-    inside = 1.0 - _cell_share_outside(masks, tuple(signed.shape[1:]))
+    inside = 1.0 - _cell_share_outside(masks, tuple(signed.shape[1:]), input_size)
     axes = map_axes(signed)
     # The denominator is the signed map's whole mass, not only its positive part: a map
     # driven to zero or below everywhere then scores 1 (nothing on the object), so the
@@ -126,46 +188,118 @@ def energy_outside_mask(activations: Any, gradients: Any, masks: Any) -> Any:
     return 1.0 - ops.sum(ops.relu(signed) * inside, axis=axes) / evidence
 
 
+def input_gradient_outside_mask(gradients: Any, masks: Any, scale: Any = 1.0) -> Any:
+    """Per-image RRR penalty: the squared input gradient outside the masks, (N,).
+
+    Ross, Hughes and Doshi-Velez (IJCAI 2017): `Σ_{pixels, channels} ((1 − M) ·
+    s · ∂(Σ_k log p_k)/∂x)²`. `s` rescales the gradient to a unit of the
+    inputs' spread, so the same λ serves images fed in [0, 1] or [0, 255].
+
+    Args:
+        gradients: (N, *S, C) gradients of the summed log-probabilities with
+            respect to the inputs, channels last.
+        masks: (N, *S) object masks at the input size (`binary_masks` rule).
+        scale: `s`, a scalar. Defaults to `1.0`.
+
+    Returns:
+        The penalty per image, ≥ 0; 0 when no gradient leaves the masks.
+
+    Example:
+
+    >>> g = keras.ops.ones((1, 2, 2, 3))
+    >>> m = keras.ops.convert_to_tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    >>> float(input_gradient_outside_mask(g, m)[0])
+    9.0
+    """
+    rank = len(gradients.shape) - 2
+    masks = _drop_channel(masks, rank)
+    _check_rank(masks, rank)
+    if tuple(masks.shape[1:]) != tuple(gradients.shape[1:-1]):
+        raise ValueError(
+            f"The masks are {_size_text(tuple(masks.shape[1:]))} but the inputs are "
+            f"{_size_text(tuple(gradients.shape[1:-1]))}; the input-gradient penalty needs "
+            f"masks at the input size."
+        )
+    outside = (1.0 - _tensor_masks(masks))[..., None]
+    return ops.sum(ops.square(outside * gradients * scale), axis=tuple(range(1, rank + 2)))
+
+
 def _class_ids(y: Any, classes: int) -> Any:
     if len(y.shape) >= 2 and y.shape[-1] == classes and classes > 1:  # one-hot
         return ops.cast(ops.argmax(y, axis=-1), "int32")
     return ops.cast(ops.reshape(y, (-1,)), "int32")
 
 
+def _log_probabilities(logits: Any) -> Any:
+    """log p_k of each class from the head's logits (sigmoid: both outcomes of one unit)."""
+    logits = ops.cast(logits, "float32")
+    if logits.shape[-1] == 1:
+        return ops.concatenate([ops.log_sigmoid(logits), ops.log_sigmoid(-logits)], axis=-1)
+    return ops.log_softmax(logits, axis=-1)
+
+
+def _checked_masks(x: Any) -> Any:
+    """`x` with its masks checked and binarised on the host, before any training work."""
+    if not (isinstance(x, dict) and MASKS in x):
+        return x
+    masks = x[MASKS]
+    if isinstance(masks, np.ndarray) or keras.ops.is_tensor(masks):
+        x = {**x, MASKS: binary_masks(masks).astype("float32")}
+    return x
+
+
 class CAMGuidedModel(keras.Model):
-    """Trains `model` with a penalty on its Grad-CAM energy outside object masks.
+    """Trains `model` with a penalty on its explanation outside object masks.
 
     A thin wrapper: its variables are `model`'s, so after `fit` the wrapped
-    model holds the fine-tuned weights (save or use `model` itself). Feed it
-    a dict `{"images": x, "masks": m}` with one (H, W) mask per image (a
-    `Conv1D` sequence model: one (T,) mask per sequence; a `Conv3D` volume
-    model: one (D, H, W) mask per volume; the key stays `"images"`); an
-    all-zero mask means "no annotation" and that image gets the plain loss
-    only, so masks for a fraction of the training set are enough. Plain
-    images (no dict) train and evaluate without the penalty. The penalty
-    (before λ) is reported as the metric `cam_guidance`.
+    model holds the fine-tuned weights (save or use `model` itself;
+    `save_weights`/`load_weights` of the wrapper also work). Feed it a dict
+    `{"images": x, "masks": m}` with one (H, W) mask per image, at the input
+    size (a `Conv1D` sequence model: one (T,) mask per sequence; a `Conv3D`
+    volume model: one (D, H, W) mask per volume; the key stays `"images"`).
+    Masks follow `keras_cam.diagnostics.metrics.binary_masks` (booleans; integers 0/1 or
+    0/255; floats in [0, 1] thresholded at 0.5), checked before training
+    when given as arrays. An all-zero mask means "no annotation" and that
+    image gets the plain loss only, so masks for a fraction of the training
+    set are enough. Plain images (no dict) train and evaluate without the
+    penalty. The penalty (before λ) is reported as the metric `cam_guidance`.
+
+    Two penalties:
+
+    - `"rrr"` (the default), "right for the right reasons" (Ross et al.,
+      IJCAI 2017): the squared input gradient of the summed log-probabilities
+      outside the mask, `input_gradient_outside_mask`. It constrains the
+      decision itself, so the model cannot satisfy it by moving a picture:
+      on the decoy benchmark it recovers the decoy-free accuracy.
+    - `"gradcam"`: the share of the true class's Grad-CAM energy outside the
+      mask at `layer` (`energy_outside_mask`), in the units of the callback's
+      `energy_in_mask`; with a list of layers, the mean over them. It moves
+      the map, but a model can satisfy it and keep its shortcut (Heo et al.,
+      NeurIPS 2019): see the README's benchmark.
 
     The term is added in `compute_loss`, so it runs inside the compiled train
     step of every backend (TensorFlow's `tf.function`, JAX's jitted stateless
-    step, PyTorch's autograd) with the user's optimizer, metrics,
-    callbacks unchanged (distribution strategies are not tested). Cost per step: one more
-    forward pass up to the target layer (in inference mode, so BatchNorm
-    statistics are not updated twice) and through the head, the head's
-    backward pass kept as a graph, and the backward pass of all that: about
-    2× an unguided step on the demo model, CPU (`benchmarks/bench_guidance.py`).
+    step, PyTorch's autograd) with the user's optimizer, metrics, callbacks
+    unchanged (distribution strategies are not tested). Both need a
+    second-order gradient (double backprop): `"rrr"` through the whole
+    model's input gradient, `"gradcam"` through each target layer's; the
+    extra forward passes run in inference mode, so BatchNorm statistics are
+    not updated twice. Costs per step: `benchmarks/bench_guidance.py`.
     The penalty is computed whenever masks are fed, also with `weight=0`.
 
     Args:
         model: a built Keras classifier (functional or Sequential) of images,
             sequences or volumes.
-        layer: target layer name or `/`-path, as in `CAMExplainer`.
-            Defaults to `None` (automatic).
-        weight: λ, the weight of the penalty against the model's loss.
-            Defaults to `1.0`.
+        layer: target layer name or `/`-path, as in `CAMExplainer`, or a list
+            of them (`"gradcam"` only). Defaults to `None` (automatic).
+        weight: λ, the weight of the penalty against the model's loss, finite
+            and >= 0. Defaults to `None`: 100 for `"rrr"`, 1 for `"gradcam"`.
+        penalty: `"rrr"` or `"gradcam"`. Defaults to `"rrr"`.
+        name: the wrapper's name. Defaults to `None` (`<model>_cam_guided`).
 
     Example:
 
-    >>> guided = keras_cam.CAMGuidedModel(model, layer="last_conv", weight=1.0)  # doctest: +SKIP
+    >>> guided = keras_cam.CAMGuidedModel(model)                        # doctest: +SKIP
     >>> guided.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     ... # doctest: +SKIP
     >>> masks[~annotated] = False    # only some images have a mask     # doctest: +SKIP
@@ -176,8 +310,9 @@ class CAMGuidedModel(keras.Model):
     def __init__(
         self,
         model: keras.Model,
-        layer: str | None = None,
-        weight: float = 1.0,
+        layer: str | Sequence[str] | None = None,
+        weight: float | None = None,
+        penalty: str = "rrr",
         name: str | None = None,
     ) -> None:
         super().__init__(name=name or f"{model.name}_cam_guided")
@@ -185,46 +320,88 @@ class CAMGuidedModel(keras.Model):
             raise ValueError(
                 "Build the model (call it once or give it an Input) before guiding it."
             )
-        if weight < 0:
-            raise ValueError(f"weight (λ) must be >= 0, got {weight}.")
+        if penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}.")
+        weight = DEFAULT_WEIGHTS[penalty] if weight is None else weight
+        if not (isinstance(weight, int | float) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight (λ) must be a finite number >= 0, got {weight!r}.")
+        layers = [layer] if layer is None or isinstance(layer, str) else list(layer)
+        if not layers:
+            raise ValueError("layer= is an empty list; give at least one layer, or None.")
         self.model = model
         self.weight = float(weight)
-        self._split = split_model(model, layer)
+        self.penalty = penalty
+        self._splits = [split_model(model, name) for name in layers]
+        self._split = self._splits[0]
         self._compute = backend_module()
         self._guidance = keras.metrics.Mean(name="cam_guidance")
+        # Its variables are the built model's: built too, so `load_weights` works on a
+        # fresh wrapper before any call.
+        self.built = True
 
     @property
     def layer(self) -> str:
-        """`/`-path of the target layer."""
+        """`/`-path of the (first) target layer."""
         return self._split.path
+
+    @property
+    def layers_guided(self) -> tuple[str, ...]:
+        """`/`-paths of every target layer of the `"gradcam"` penalty."""
+        return tuple(split.path for split in self._splits)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         images = inputs[IMAGES] if isinstance(inputs, dict) else inputs
         return self.model(images, training=training)
 
-    def guidance_loss(self, images: Any, masks: Any, y: Any) -> tuple[Any, Any]:
-        """Mean share of the true class's map energy outside the masks over the
-        annotated images, and how many images had a mask."""
-        split = self._split
-        classes = _class_ids(y, self.model.outputs[0].shape[-1])
+    def _input_size(self) -> tuple[int | None, ...]:
+        shape = tuple(self.model.inputs[0].shape)
+        return shape[2:] if self._split.channels_first else shape[1:-1]
+
+    def _gradcam_outside(self, split: Any, images: Any, masks: Any, classes: Any) -> Any:
         activations = split.features(images, training=False)
         # The logit, not the probability, as the callback's default score; the head's
         # softmax/sigmoid is skipped while this part of the step is traced.
-        with _scores.linear_output(split.output_layer):
+        with _scores.linear_output(_scores.head_layer(self.model.outputs[0]) or split.output_layer):
             _, gradients = self._compute.differentiable_gradients(
                 split.head,
                 activations,
                 lambda outputs: _scores.class_scores(ops.cast(outputs, "float32"), classes),
             )
-        outside = energy_outside_mask(
+        return energy_outside_mask(
             float32_channels_last(activations, split.channels_first),
             float32_channels_last(gradients, split.channels_first),
             masks,
+            self._input_size(),
         )
+
+    def _rrr(self, images: Any, masks: Any) -> Any:
+        images = ops.cast(images, "float32")
+        with _scores.linear_output(self._split.output_layer):
+            _, gradients = self._compute.differentiable_gradients(
+                self.model, images, _log_probabilities
+            )
+        # One unit of the inputs' spread, a constant of the batch: λ does not depend on
+        # whether the images are fed in [0, 1] or [0, 255].
+        scale = ops.stop_gradient(ops.std(images))
+        return input_gradient_outside_mask(
+            float32_channels_last(gradients, self._split.channels_first), masks, scale
+        )
+
+    def guidance_loss(self, images: Any, masks: Any, y: Any) -> tuple[Any, Any]:
+        """The penalty's mean over the annotated images, and how many images had a mask."""
+        if self.penalty == "rrr":
+            per_image = self._rrr(images, masks)
+        else:
+            classes = _class_ids(y, self.model.outputs[0].shape[-1])
+            per_image = ops.mean(
+                ops.stack([self._gradcam_outside(s, images, masks, classes) for s in self._splits]),
+                axis=0,
+            )
+        binary = _tensor_masks(masks)
         axes = tuple(range(1, len(masks.shape)))
-        annotated = ops.cast(ops.max(ops.cast(masks, "float32"), axis=axes) > 0, "float32")
+        annotated = ops.cast(ops.max(binary, axis=axes) > 0, "float32")
         count = ops.sum(annotated)
-        return ops.sum(outside * annotated) / ops.maximum(count, 1.0), count
+        return ops.sum(per_image * annotated) / ops.maximum(count, 1.0), count
 
     def compute_loss(
         self,
@@ -240,3 +417,44 @@ class CAMGuidedModel(keras.Model):
         penalty, count = self.guidance_loss(x[IMAGES], x[MASKS], y)
         self._guidance.update_state(penalty, sample_weight=ops.minimum(count, 1.0))
         return loss + ops.cast(self.weight * penalty, loss.dtype)
+
+    def _forget_compiled_steps(self) -> None:
+        # A step whose first trace failed (TensorFlow) keeps the variables it created
+        # and refuses to create them again on its next call: start a fresh one.
+        self.train_function = self.test_function = self.predict_function = None
+
+    def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.fit`, the masks checked first (`binary_masks`)."""
+        x = _checked_masks(x)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, tuple) and validation:
+            kwargs["validation_data"] = (_checked_masks(validation[0]), *validation[1:])
+        try:
+            return super().fit(x, y, *args, **kwargs)
+        except Exception:
+            self._forget_compiled_steps()
+            raise
+
+    def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.evaluate`, the masks checked first (`binary_masks`)."""
+        try:
+            return super().evaluate(_checked_masks(x), y, *args, **kwargs)
+        except Exception:
+            self._forget_compiled_steps()
+            raise
+
+    def train_on_batch(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.train_on_batch`, the masks checked first (`binary_masks`)."""
+        try:
+            return super().train_on_batch(_checked_masks(x), y, *args, **kwargs)
+        except Exception:
+            self._forget_compiled_steps()
+            raise
+
+    def test_on_batch(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.test_on_batch`, the masks checked first (`binary_masks`)."""
+        try:
+            return super().test_on_batch(_checked_masks(x), y, *args, **kwargs)
+        except Exception:
+            self._forget_compiled_steps()
+            raise

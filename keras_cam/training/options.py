@@ -110,6 +110,11 @@ class WatchOptions:
             the end of training (`cam/<method>/sanity`). Defaults to `False`.
         log_on_train_end: also explain after the last epoch when it is not a
             multiple of `every_n_epochs`. Defaults to `False`.
+        log_metrics: the metrics whose probe mean also goes to the epoch's
+            Keras `logs` as `cam_<method>_<metric>` (for `EarlyStopping`,
+            `ModelCheckpoint`, the history): names from `metrics`, or `True`
+            for all of them. Defaults to `()`: none (Keras' progress bar and
+            history stay as they are).
 
     Example:
 
@@ -122,6 +127,7 @@ class WatchOptions:
     alarms: Sequence[Alarm] = ()
     sanity_check: bool = False
     log_on_train_end: bool = False
+    log_metrics: Sequence[str] | bool = ()
 
     def __post_init__(self) -> None:
         metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
@@ -144,7 +150,6 @@ class WatchOptions:
 def check_arguments(
     every_n_epochs: Any,
     strict: Any,
-    class_names: Any,
     targets: Any,
     view: ViewOptions,
     watch: WatchOptions,
@@ -158,12 +163,6 @@ def check_arguments(
         raise TypeError("every_n_epochs must be an integer >= 1, got a bool.")
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be True or False, got {strict!r}.")
-    if class_names is not None and (
-        isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names)
-    ):
-        raise TypeError(
-            f"class_names must be a sequence of strings, one per class, got {class_names!r}."
-        )
     if not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
         raise ValueError(
             f"every_n_epochs must be an integer >= 1, got {every_n_epochs!r}; "
@@ -191,3 +190,51 @@ def check_arguments(
             f"drop top_k or explain classes ('predicted', 'label', an index)."
         )
     return probe_size
+
+
+def clean_class_names(class_names: Sequence[str] | None) -> list[str] | None:
+    """The names as captions draw them: trailing whitespace (a `readlines()` newline) removed.
+
+    A name that still holds a line break cannot be drawn on a one-line
+    caption and would fail every event of the run: it is an error here.
+    """
+    if class_names is None:
+        return None
+    if isinstance(class_names, str) or not all(isinstance(name, str) for name in class_names):
+        raise TypeError(
+            f"class_names must be a sequence of strings, one per class, got {class_names!r}."
+        )
+    names = [name.rstrip() for name in class_names]
+    broken = [(i, name) for i, name in enumerate(names) if "\n" in name or "\r" in name]
+    if broken:
+        i, name = broken[0]
+        raise ValueError(
+            f"class_names[{i}] = {name!r} holds a line break; captions are one line per "
+            f"name. Give one name per class without line breaks (e.g. "
+            f"open(path).read().splitlines() rather than readlines())."
+        )
+    return names
+
+
+def check_log_metrics(log_metrics: Sequence[str] | bool, metrics: Sequence[str]) -> tuple:
+    """The metrics that go to the Keras logs: `WatchOptions.log_metrics` against those computed."""
+    if isinstance(log_metrics, bool):
+        return tuple(metrics) if log_metrics else ()
+    log_metrics = (log_metrics,) if isinstance(log_metrics, str) else tuple(log_metrics)
+    unknown = [name for name in log_metrics if name not in metrics]
+    if unknown:
+        raise ValueError(
+            f"log_metrics names {unknown}, which this callback does not compute "
+            f"({', '.join(metrics) or 'none'}); add them to WatchOptions(metrics=...) (mask "
+            f"metrics need probe_masks=), or pass log_metrics=True for all of them."
+        )
+    return log_metrics
+
+
+def option_group(value: Any, kind: type, name: str) -> Any:
+    """`value`, an instance of the option group `kind`, or `kind()` when None."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a keras_cam.{kind.__name__}, got {value!r}.")
+    return value

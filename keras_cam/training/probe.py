@@ -9,6 +9,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_cam.core.explainer import own_inputs
 from keras_cam.core.layers import model_input_shape
 from keras_cam.core.result import Resolved
 from keras_cam.render.cell_display import probe_pictures
@@ -42,9 +43,14 @@ def take_probe(
     yields single images, which concatenated would read as rows of pixels:
     that is an error saying to batch it.
     """
-    if isinstance(probe, (tuple, list)) or hasattr(probe, "shape"):
+    if isinstance(probe, (tuple, list, dict)) or hasattr(probe, "shape"):
         images, labels = _split_batch(probe)
-        images = _numpy(images)
+        images = _numpy(own_inputs(None, images))  # a one-input model's {"name": images}
+        if image_shape is not None and _is_one_image(images.shape, image_shape):
+            raise ValueError(
+                f"The probe is one image of shape {images.shape}, not a batch of them; add a "
+                f"batch axis: images[None]."
+            )
         if labels is not None:
             labels = _numpy(labels)
             if len(labels) != len(images):
@@ -66,7 +72,7 @@ def take_probe(
     images, labels, count = [], [], 0
     for batch in batches:
         batch_images, batch_labels = _split_batch(batch)
-        batch_images = _numpy(batch_images)
+        batch_images = _numpy(own_inputs(None, batch_images))
         if image_shape is not None and _is_one_image(batch_images.shape, image_shape):
             raise ValueError(
                 f"The probe dataset yields single images of shape {batch_images.shape}, not "
