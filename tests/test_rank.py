@@ -330,7 +330,9 @@ def test_fit_with_the_callback_logs_metrics_for_sequences_and_volumes(
         tmp_path,
         method=methods,
         watch=keras_cam.WatchOptions(
-            probe_masks=masks[:4], metrics=("drift", "focus", *forward_metrics)
+            probe_masks=masks[:4],
+            metrics=("drift", "focus", *forward_metrics),
+            log_metrics=True,
         ),
     )
     history = model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])

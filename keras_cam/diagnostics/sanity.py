@@ -95,9 +95,10 @@ def sanity_check(
     if explainer is None:
         explainer = CAMExplainer(model, method, options, **overrides)
     elif options is not None or overrides:
+        given = ", ".join(f"{name}={value!r}" for name, value in overrides.items())
         raise ValueError(
-            "sanity_check got an explainer and explanation options; the explainer has its "
-            "own options: pass one or the other."
+            f"sanity_check({given or f'options={options!r}'}) but the given explainer "
+            f"explains with its own options ({explainer.options}): pass one or the other."
         )
     batch = explainer.prepare(images, preprocess=preprocess)
     before = explainer.run(batch)[explainer.method.name]
