@@ -331,6 +331,7 @@ def test_fit_with_the_callback_logs_metrics_for_sequences_and_volumes(
         method=methods,
         probe_masks=masks[:4],
         metrics=("drift", "focus", *forward_metrics),
+        log_metrics=True,
     )
     history = model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
     assert callback.explainer.trace_count == 1
