@@ -194,6 +194,7 @@ def test_every_method_is_listed_with_its_paper():
         "eigengradcam": "pytorch-grad-cam",
         "randomcam": "pytorch-grad-cam",
         "sobelcam": "pytorch-grad-cam",
+        "kpcacam": "Karmani",
     }
     assert set(methods) == set(papers)
     for name, author in papers.items():

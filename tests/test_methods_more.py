@@ -13,7 +13,7 @@ from keras import layers
 from scipy import ndimage
 
 import keras_cam
-from keras_cam.methods import FEM, RandomCAM, get_method
+from keras_cam.methods import FEM, KPCACAM, RandomCAM, get_method
 
 
 def reference_model() -> keras.Model:
@@ -87,8 +87,26 @@ def ref_sobelcam(x, size):
     return edges.reshape(n, rows, height // rows, cols, width // cols).mean(axis=(2, 4))
 
 
+def ref_kpcacam(a, g, gamma=None):
+    """Kernel PCA written out: sigmoid kernel of channel-centred locations, centred kernel
+    matrix, top eigenvector times √eigenvalue, its largest-magnitude entry positive."""
+    maps = []
+    for item in a:
+        flat = item.reshape(-1, item.shape[-1])
+        centred = flat - flat.mean(axis=0)
+        kernel = np.tanh((gamma or 1 / flat.shape[1]) * centred @ centred.T + 1)
+        n = len(kernel)
+        ones = np.full((n, n), 1 / n)
+        kernel = kernel - ones @ kernel - kernel @ ones + ones @ kernel @ ones
+        values, vectors = np.linalg.eigh(kernel)
+        top = vectors[:, -1] * np.sign(vectors[np.argmax(np.abs(vectors[:, -1])), -1])
+        maps.append((top * np.sqrt(max(values[-1], 0))).reshape(item.shape[:-1]))
+    return np.stack(maps)
+
+
 REFERENCES = {
     "fem": ref_fem,
+    "kpcacam": ref_kpcacam,
     "gradcamelementwise": ref_gradcamelementwise,
     "eigengradcam": ref_eigengradcam,
     "randomcam": ref_randomcam,
@@ -169,3 +187,24 @@ def test_registry_lists_the_new_methods():
     for name in [*REFERENCES, "sobelcam"]:
         assert name in listed
         assert get_method(name).name == name
+
+
+def test_kpcacam_reference_is_scikit_learns_kernel_pca(case):
+    """The numpy reference above is what pytorch-grad-cam calls: scikit-learn's KernelPCA."""
+    decomposition = pytest.importorskip("sklearn.decomposition")
+    _, _, a, g = case
+    for item, expected in zip(a, ref_kpcacam(a, g), strict=True):
+        flat = item.reshape(-1, item.shape[-1])
+        kpca = decomposition.KernelPCA(n_components=1, kernel="sigmoid")
+        projection = kpca.fit_transform(flat - flat.mean(axis=0))[:, 0]
+        np.testing.assert_allclose(projection, expected.reshape(-1), atol=1e-8)
+
+
+def test_kpcacam_gamma_changes_the_map(case):
+    model, x, a, g = case
+    result = keras_cam.explain(model, x, method=KPCACAM(gamma=50.0), layer="target")
+    assert_maps_equal(result.raw, ref_kpcacam(a, g, gamma=50.0))
+    assert correlation(ref_kpcacam(a, g, gamma=50.0), ref_kpcacam(a, g)) < 0.9999
+    for bad in (0, -1.0, "1", True):
+        with pytest.raises(ValueError, match="gamma must be"):
+            KPCACAM(gamma=bad)

@@ -141,6 +141,7 @@ PGC_METHODS = {
     "fem": ("FEM", False),
     "gradcamelementwise": ("GradCAMElementWise", False),
     "eigengradcam": ("EigenGradCAM", True),
+    "kpcacam": ("KPCA_CAM", False),  # both signed like scikit-learn's svd_flip
 }
 
 

@@ -12,6 +12,7 @@ from keras_cam.methods.grad_cam import GradCAM
 from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_cam.methods.hires_cam import HiResCAM
+from keras_cam.methods.kpca_cam import KPCACAM
 from keras_cam.methods.layer_cam import LayerCAM
 from keras_cam.methods.random_cam import RandomCAM
 from keras_cam.methods.score_cam import ScoreCAM
@@ -44,6 +45,7 @@ for _method in (
     EigenGradCAM,
     RandomCAM,
     SobelCAM,
+    KPCACAM,
 ):
     register(_method)
 
@@ -72,6 +74,7 @@ def get_method(name: str) -> CAMMethod:
 __all__ = [
     "CAM",
     "FEM",
+    "KPCACAM",
     "AblationCAM",
     "CAMMethod",
     "EigenCAM",
