@@ -752,6 +752,18 @@ class CAMExplainer:
             outputs = split.head(split.features(chunk, training=False), training=False)
             return score_of(outputs, chunk_classes)
 
+        def gradients_at(chunk, chunk_classes):
+            def score(outputs):
+                return score_of(outputs, chunk_classes)
+
+            if split.capture is None:
+                found = self._compute.activations_and_gradients(
+                    split.features, split.head, chunk, score, True
+                )
+            else:
+                found = split.capture.activations_and_gradients(self._compute, chunk, score, True)
+            return tuple(_float32_channels_last(t, split.channels_first) for t in found[:2])
+
         return Forward(
             inputs=inputs,
             input_channels_first=split.channels_first,
@@ -759,6 +771,7 @@ class CAMExplainer:
             score_inputs=score_inputs,
             score_ablated=self._ablation_scorer(inputs, activations, score_of),
             map_chunks=self._map_chunks,
+            gradients_at=gradients_at,
         )
 
     def _ablation_scorer(self, inputs, activations, score_of) -> Callable[[Any, Any, Any], Any]:

@@ -195,6 +195,9 @@ def test_every_method_is_listed_with_its_paper():
         "randomcam": "pytorch-grad-cam",
         "sobelcam": "pytorch-grad-cam",
         "kpcacam": "Karmani",
+        "sscam": "Wang",
+        "iscam": "Naidu",
+        "smoothgradcam++": "Omeiza",
     }
     assert set(methods) == set(papers)
     for name, author in papers.items():

@@ -12,11 +12,14 @@ from keras_cam.methods.grad_cam import GradCAM
 from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_cam.methods.hires_cam import HiResCAM
+from keras_cam.methods.is_cam import ISCAM
 from keras_cam.methods.kpca_cam import KPCACAM
 from keras_cam.methods.layer_cam import LayerCAM
 from keras_cam.methods.random_cam import RandomCAM
 from keras_cam.methods.score_cam import ScoreCAM
+from keras_cam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_cam.methods.sobel_cam import SobelCAM
+from keras_cam.methods.ss_cam import SSCAM
 from keras_cam.methods.xgrad_cam import XGradCAM
 
 _REGISTRY: dict[str, type[CAMMethod]] = {}
@@ -46,6 +49,9 @@ for _method in (
     RandomCAM,
     SobelCAM,
     KPCACAM,
+    SSCAM,
+    ISCAM,
+    SmoothGradCAMPlusPlus,
 ):
     register(_method)
 
@@ -74,7 +80,9 @@ def get_method(name: str) -> CAMMethod:
 __all__ = [
     "CAM",
     "FEM",
+    "ISCAM",
     "KPCACAM",
+    "SSCAM",
     "AblationCAM",
     "CAMMethod",
     "EigenCAM",
@@ -87,6 +95,7 @@ __all__ = [
     "LayerCAM",
     "RandomCAM",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "SobelCAM",
     "XGradCAM",
     "available_methods",
