@@ -743,7 +743,7 @@ class CAMExplainer:
         chunks = self._compute.map_sequential(chunk, -(-count // size))
         return ops.reshape(chunks, (-1,))[:count]
 
-    def _forward(self, inputs, activations, outputs, classes, score_of) -> Forward:
+    def _forward(self, inputs, activations, outputs, classes, score_of, read) -> Forward:
         split = self._split
 
         def score_inputs(chunk, chunk_classes):
@@ -752,8 +752,10 @@ class CAMExplainer:
             outputs = split.head(split.features(chunk, training=False), training=False)
             return score_of(outputs, chunk_classes)
 
-        def gradients_at(chunk, chunk_classes):
+        def gradients_at(chunk, chunk_classes, own_score=None):
             def score(outputs):
+                if own_score is not None:
+                    return own_score(read(outputs), chunk_classes)
                 return score_of(outputs, chunk_classes)
 
             if split.capture is None:
@@ -898,7 +900,7 @@ class CAMExplainer:
                 outputs = read(outputs)
                 item_classes = classes_of(outputs)
                 forward = (
-                    self._forward(x, activations, outputs, item_classes, score_of)
+                    self._forward(x, activations, outputs, item_classes, score_of, read)
                     if needs_forward
                     else None
                 )

@@ -198,6 +198,7 @@ def test_every_method_is_listed_with_its_paper():
         "sscam": "Wang",
         "iscam": "Naidu",
         "smoothgradcam++": "Omeiza",
+        "finercam": "Zhang",
     }
     assert set(methods) == set(papers)
     for name, author in papers.items():

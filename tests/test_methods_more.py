@@ -8,12 +8,20 @@ below are written from the formulas, independently of `keras_cam`.
 import keras
 import numpy as np
 import pytest
-from cam_references import CLASSES, assert_maps_equal, channel_sum, correlation, spatial, tape
+from cam_references import (
+    CLASSES,
+    assert_maps_equal,
+    channel_sum,
+    correlation,
+    logit_of,
+    spatial,
+    tape,
+)
 from keras import layers
 from scipy import ndimage
 
 import keras_cam
-from keras_cam.methods import FEM, KPCACAM, RandomCAM, get_method
+from keras_cam.methods import FEM, KPCACAM, FinerCAM, RandomCAM, get_method
 
 
 def reference_model() -> keras.Model:
@@ -208,3 +216,66 @@ def test_kpcacam_gamma_changes_the_map(case):
     for bad in (0, -1.0, "1", True):
         with pytest.raises(ValueError, match="gamma must be"):
             KPCACAM(gamma=bad)
+
+
+def finer_score_gradient(logits, classes, alpha=1.0, comparisons=3, weighting="softmax"):
+    """∂S/∂y of the Finer-CAM score by hand, float64, and each image's compared classes."""
+    rows = []
+    for y, m in zip(np.asarray(logits, np.float64), classes, strict=True):
+        distance = np.abs(y - y[m])
+        distance[m] = np.inf
+        nearest = np.argsort(distance, kind="stable")[: min(comparisons, len(y) - 1)]
+        if weighting == "mean":
+            grad = -alpha * np.bincount(nearest, minlength=len(y)) / len(nearest)
+            grad[m] += 1
+        else:
+            p = np.exp(y - y.max()) / np.exp(y - y.max()).sum()
+            dp = np.diag(p) - np.outer(p, p)  # dp_k/dy_j = p_k (δ_kj - p_j), row k
+            terms = y[m] - alpha * y[nearest]
+            numerator, denominator = p[nearest] @ terms, p[nearest].sum() + 1e-9
+            d_numerator = dp[nearest].T @ terms - alpha * np.bincount(
+                nearest, weights=p[nearest], minlength=len(y)
+            )
+            d_numerator[m] += p[nearest].sum()
+            d_denominator = dp[nearest].sum(axis=0)
+            grad = (d_numerator * denominator - numerator * d_denominator) / denominator**2
+        rows.append(grad)
+    return np.stack(rows)
+
+
+def ref_finercam(model, x, a, classes, **options):
+    """Grad-CAM on ∂S/∂A = Σ_j ∂S/∂y_j · ∂y_j/∂A, each ∂y_j/∂A from the backend's autodiff."""
+    count = model.output.shape[-1]
+    all_logits = np.stack([logit_of(model, a, np.full(len(a), c)) for c in range(count)], axis=1)
+    weights = finer_score_gradient(all_logits, classes, **options)
+    jacobian = np.stack([tape(model, x, np.full(len(a), c))[1] for c in range(count)], axis=1)
+    g = np.einsum("nk,nk...->n...", weights, jacobian)
+    return channel_sum(g.mean(axis=spatial(a)), a)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"alpha": 0.6, "weighting": "mean"}, {"alpha": 0.3, "comparisons": 1}],
+    ids=["pytorch-grad-cam", "torchcam", "one-comparison"],
+)
+def test_finercam_equals_gradcam_of_the_contrastive_score(case, options):
+    model, x, a, _ = case
+    result = keras_cam.explain(
+        model, x, method=FinerCAM(**options), layer="target", targets=CLASSES
+    )
+    assert result.method == "finercam"
+    assert_maps_equal(result.raw, ref_finercam(model, x, a, CLASSES, **options))
+
+
+def test_finercam_in_one_function_with_its_base(case):
+    """α = 0 (softmax weighting) leaves y_m: Finer-CAM's map is its base method's."""
+    model, x, _, _ = case
+    methods = [FinerCAM(alpha=0.0, base="layercam"), "layercam", "gradcam"]
+    explainer = keras_cam.CAMExplainer(model, methods, layer="target")
+    results = explainer(x, targets=CLASSES)
+    assert explainer.trace_count == 1
+    np.testing.assert_allclose(results["finercam"].raw, results["layercam"].raw, atol=1e-6)
+    with pytest.raises(ValueError, match="base must be a gradient method"):
+        FinerCAM(base="scorecam")
+    with pytest.raises(ValueError, match="weighting must be"):
+        FinerCAM(weighting="max")

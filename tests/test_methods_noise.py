@@ -146,7 +146,7 @@ def test_bad_arguments_are_named(make, message):
         make()
 
 
-CLI_METHODS = ["kpcacam", "sscam", "iscam", "smoothgradcam++"]
+CLI_METHODS = ["kpcacam", "sscam", "iscam", "smoothgradcam++", "finercam"]
 
 
 @pytest.mark.slow  # a real `keras-cam` process: TensorFlow only in CI

@@ -251,3 +251,42 @@ def test_smoothgradcampp_and_torchcams_differ_only_in_the_denominator(nets):
     torchcam = (g**2 / (2 * g**2 + per_channel + 1e-8) * np.maximum(g, 0)).sum((2, 3))
     _assert_equal_per_image(mine, np.maximum((paper[..., None, None] * a).sum(1), 0))
     _assert_equal_per_image(theirs, np.maximum((torchcam[..., None, None] * a).sum(1), 0))
+
+
+def _assert_equal_where_shown(ours, theirs):
+    """An image whose contrast falls everywhere has an all-zero map in both; the others
+    are compared."""
+    shown = theirs.max(axis=(1, 2)) > 0
+    assert shown.any()
+    np.testing.assert_array_equal(ours[~shown], 0)
+    _assert_equal_per_image(ours[shown], theirs[shown])
+
+
+def test_finercam_equals_pytorch_grad_cam(nets):
+    """pytorch-grad-cam's FinerCAM on its default targets: the predicted class against the
+    two (of three) classes closest to it, softmax-weighted, α = 1."""
+    net, model, x, torch_x = nets
+    cam = pgc.FinerCAM(model=net, target_layers=[net.target])
+    cam(input_tensor=torch_x)
+    hooks = cam.base_cam.activations_and_grads
+    activations, gradients = (t[0].detach().numpy() for t in (hooks.activations, hooks.gradients))
+    signed = cam.base_cam.get_cam_image(torch_x, net.target, None, activations, gradients, False)
+    theirs = np.maximum(np.asarray(signed, np.float64), 0)
+    ours = keras_cam.explain(model, x, method="finercam", layer="target").raw
+    _assert_equal_where_shown(ours, theirs)
+
+
+def test_finercam_mean_weighting_equals_torchcam(nets):
+    """TorchCAM's FinerCAM is y_m - γ · mean of the compared logits (γ = 0.6): our
+    `weighting="mean"` with `alpha=γ`."""
+    from torchcam.methods import FinerCAM as TorchFinerCAM
+    from torchcam.methods import GradCAM as TorchGradCAM
+
+    net, model, x, torch_x = nets
+    extractor = TorchFinerCAM(
+        net, "target", input_shape=(3, SIZE, SIZE), base_method=TorchGradCAM, gamma=0.6
+    )
+    theirs = _torchcam_maps(extractor, net, torch_x)
+    method = keras_cam.methods.FinerCAM(alpha=0.6, weighting="mean")
+    ours = keras_cam.explain(model, x, method=method, layer="target", targets=CLASSES).raw
+    _assert_equal_where_shown(ours, theirs)

@@ -8,6 +8,7 @@ from keras_cam.methods.cam import CAM
 from keras_cam.methods.eigen_cam import EigenCAM
 from keras_cam.methods.eigen_grad_cam import EigenGradCAM
 from keras_cam.methods.fem import FEM
+from keras_cam.methods.finer_cam import FinerCAM
 from keras_cam.methods.grad_cam import GradCAM
 from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
@@ -52,6 +53,7 @@ for _method in (
     SSCAM,
     ISCAM,
     SmoothGradCAMPlusPlus,
+    FinerCAM,
 ):
     register(_method)
 
@@ -87,6 +89,7 @@ __all__ = [
     "CAMMethod",
     "EigenCAM",
     "EigenGradCAM",
+    "FinerCAM",
     "Forward",
     "GradCAM",
     "GradCAMElementWise",
