@@ -17,11 +17,12 @@ from cam_references import (
     min_max,
     ref_gradcam_plus_plus,
     ref_scorecam,
+    reference_case,
+    reference_model,
     softmax,
     spatial,
     tape,
 )
-from test_methods_more import reference_model
 
 import keras_cam
 from keras_cam.methods import ISCAM, SSCAM, SmoothGradCAMPlusPlus
@@ -29,11 +30,7 @@ from keras_cam.methods import ISCAM, SSCAM, SmoothGradCAMPlusPlus
 
 @pytest.fixture(scope="module")
 def case():
-    keras.utils.set_random_seed(7)
-    model = reference_model()
-    x = np.random.default_rng(3).uniform(0, 1, size=(3, 8, 8, 3)).astype("float32")
-    a, g = tape(model, x, CLASSES)
-    return model, x, a, g
+    return reference_case()
 
 
 def _integrated_weights(model, x, a, perturbed_masks):
