@@ -169,3 +169,24 @@ def assert_maps_equal(actual, expected):
     scale = float(expected.max())
     np.testing.assert_allclose(actual / scale, expected / scale, atol=1e-5)
     assert correlation(actual, expected) >= 0.999
+
+
+def reference_model() -> keras.Model:
+    """Target layer at input resolution (Score-CAM's upsampling is the identity), nonlinear head."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(x)
+    x = keras.layers.Conv2D(3, 1, activation="relu", name="mix")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="out")(x)
+    return keras.Model(inputs, outputs)
+
+
+def reference_case() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
+    """The seeded reference model, three images, and the target layer's activations and
+    gradients of the CLASSES' scores (a GradientTape-free reference: `tape`)."""
+    keras.utils.set_random_seed(7)
+    model = reference_model()
+    x = np.random.default_rng(3).uniform(0, 1, size=(3, 8, 8, 3)).astype("float32")
+    a, g = tape(model, x, CLASSES)
+    return model, x, a, g

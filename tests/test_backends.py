@@ -63,7 +63,11 @@ def test_every_method_gives_the_same_maps_on_every_backend(tmp_path):
         with np.load(out) as maps:
             assert set(maps.files) == set(reference)
             for name, expected in reference.items():
-                if name == "randomcam":  # each backend's generator draws its own numbers
+                if name in (
+                    "randomcam",
+                    "sscam",
+                    "smoothgradcam++",
+                ):  # each backend draws its own noise
                     continue
                 scale = max(float(np.abs(expected).max()), 1e-12)
                 difference = float(np.abs(maps[name] - expected).max()) / scale

@@ -255,8 +255,9 @@ def test_a_remote_log_dir_is_written_through_tf_io_gfile(tmp_path, monkeypatch):
     # network. The "auto" writer is tf.summary under TensorFlow, the tensorboard
     # package (through tf.io.gfile where TensorFlow is installed) under JAX and PyTorch.
     log_dir = f"ram://{tmp_path.name}/logs"
+    # strict: a failure to close the remote file raises instead of warning.
     callback = keras_cam.CAMCallback(
-        X[:4], log_dir, watch=keras_cam.WatchOptions(metrics=("focus",))
+        X[:4], log_dir, watch=keras_cam.WatchOptions(metrics=("focus",)), strict=True
     )
     callback.set_model(conv_classifier())
     callback.on_train_begin()

@@ -16,7 +16,7 @@ from cam_references import (
     channel_sum,
     features,
     ref_eigencam,
-    tape,
+    reference_case,
 )
 from keras import layers, ops
 
@@ -25,24 +25,9 @@ from keras_cam.core.layers import pooled_head, split_model
 from keras_cam.methods import AblationCAM, ScoreCAM
 
 
-def reference_model() -> keras.Model:
-    """Target layer at input resolution (Score-CAM's upsampling is the identity), nonlinear head."""
-    inputs = keras.Input((8, 8, 3))
-    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(x)
-    x = layers.Conv2D(3, 1, activation="relu", name="mix")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(3, activation="softmax", name="out")(x)
-    return keras.Model(inputs, outputs)
-
-
 @pytest.fixture(scope="module")
 def case():
-    keras.utils.set_random_seed(7)
-    model = reference_model()
-    x = np.random.default_rng(3).uniform(0, 1, size=(3, 8, 8, 3)).astype("float32")
-    a, g = tape(model, x, CLASSES)
-    return model, x, a, g
+    return reference_case()
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))

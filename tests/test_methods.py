@@ -194,6 +194,11 @@ def test_every_method_is_listed_with_its_paper():
         "eigengradcam": "pytorch-grad-cam",
         "randomcam": "pytorch-grad-cam",
         "sobelcam": "pytorch-grad-cam",
+        "kpcacam": "Karmani",
+        "sscam": "Wang",
+        "iscam": "Naidu",
+        "smoothgradcam++": "Omeiza",
+        "finercam": "Zhang",
     }
     assert set(methods) == set(papers)
     for name, author in papers.items():

@@ -8,31 +8,26 @@ below are written from the formulas, independently of `keras_cam`.
 import keras
 import numpy as np
 import pytest
-from cam_references import CLASSES, assert_maps_equal, channel_sum, correlation, spatial, tape
+from cam_references import (
+    CLASSES,
+    assert_maps_equal,
+    channel_sum,
+    correlation,
+    logit_of,
+    reference_case,
+    spatial,
+    tape,
+)
 from keras import layers
 from scipy import ndimage
 
 import keras_cam
-from keras_cam.methods import FEM, RandomCAM, get_method
-
-
-def reference_model() -> keras.Model:
-    inputs = keras.Input((8, 8, 3))
-    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
-    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(x)
-    x = layers.Conv2D(3, 1, activation="relu", name="mix")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(3, activation="softmax", name="out")(x)
-    return keras.Model(inputs, outputs)
+from keras_cam.methods import FEM, KPCACAM, FinerCAM, RandomCAM, get_method
 
 
 @pytest.fixture(scope="module")
 def case():
-    keras.utils.set_random_seed(7)
-    model = reference_model()
-    x = np.random.default_rng(3).uniform(0, 1, size=(3, 8, 8, 3)).astype("float32")
-    a, g = tape(model, x, CLASSES)
-    return model, x, a, g
+    return reference_case()
 
 
 def principal_projection(features, reference):
@@ -87,8 +82,26 @@ def ref_sobelcam(x, size):
     return edges.reshape(n, rows, height // rows, cols, width // cols).mean(axis=(2, 4))
 
 
+def ref_kpcacam(a, g, gamma=None):
+    """Kernel PCA written out: sigmoid kernel of channel-centred locations, centred kernel
+    matrix, top eigenvector times √eigenvalue, its largest-magnitude entry positive."""
+    maps = []
+    for item in a:
+        flat = item.reshape(-1, item.shape[-1])
+        centred = flat - flat.mean(axis=0)
+        kernel = np.tanh((gamma or 1 / flat.shape[1]) * centred @ centred.T + 1)
+        n = len(kernel)
+        ones = np.full((n, n), 1 / n)
+        kernel = kernel - ones @ kernel - kernel @ ones + ones @ kernel @ ones
+        values, vectors = np.linalg.eigh(kernel)
+        top = vectors[:, -1] * np.sign(vectors[np.argmax(np.abs(vectors[:, -1])), -1])
+        maps.append((top * np.sqrt(max(values[-1], 0))).reshape(item.shape[:-1]))
+    return np.stack(maps)
+
+
 REFERENCES = {
     "fem": ref_fem,
+    "kpcacam": ref_kpcacam,
     "gradcamelementwise": ref_gradcamelementwise,
     "eigengradcam": ref_eigengradcam,
     "randomcam": ref_randomcam,
@@ -169,3 +182,87 @@ def test_registry_lists_the_new_methods():
     for name in [*REFERENCES, "sobelcam"]:
         assert name in listed
         assert get_method(name).name == name
+
+
+def test_kpcacam_reference_is_scikit_learns_kernel_pca(case):
+    """The numpy reference above is what pytorch-grad-cam calls: scikit-learn's KernelPCA."""
+    decomposition = pytest.importorskip("sklearn.decomposition")
+    _, _, a, g = case
+    for item, expected in zip(a, ref_kpcacam(a, g), strict=True):
+        flat = item.reshape(-1, item.shape[-1])
+        kpca = decomposition.KernelPCA(n_components=1, kernel="sigmoid")
+        projection = kpca.fit_transform(flat - flat.mean(axis=0))[:, 0]
+        np.testing.assert_allclose(projection, expected.reshape(-1), atol=1e-8)
+
+
+def test_kpcacam_gamma_changes_the_map(case):
+    model, x, a, g = case
+    result = keras_cam.explain(model, x, method=KPCACAM(gamma=50.0), layer="target")
+    assert_maps_equal(result.raw, ref_kpcacam(a, g, gamma=50.0))
+    assert correlation(ref_kpcacam(a, g, gamma=50.0), ref_kpcacam(a, g)) < 0.9999
+    for bad in (0, -1.0, "1", True):
+        with pytest.raises(ValueError, match="gamma must be"):
+            KPCACAM(gamma=bad)
+
+
+def finer_score_gradient(logits, classes, alpha=1.0, comparisons=3, weighting="softmax"):
+    """∂S/∂y of the Finer-CAM score by hand, float64, and each image's compared classes."""
+    rows = []
+    for y, m in zip(np.asarray(logits, np.float64), classes, strict=True):
+        distance = np.abs(y - y[m])
+        distance[m] = np.inf
+        nearest = np.argsort(distance, kind="stable")[: min(comparisons, len(y) - 1)]
+        if weighting == "mean":
+            grad = -alpha * np.bincount(nearest, minlength=len(y)) / len(nearest)
+            grad[m] += 1
+        else:
+            p = np.exp(y - y.max()) / np.exp(y - y.max()).sum()
+            dp = np.diag(p) - np.outer(p, p)  # dp_k/dy_j = p_k (δ_kj - p_j), row k
+            terms = y[m] - alpha * y[nearest]
+            numerator, denominator = p[nearest] @ terms, p[nearest].sum() + 1e-9
+            d_numerator = dp[nearest].T @ terms - alpha * np.bincount(
+                nearest, weights=p[nearest], minlength=len(y)
+            )
+            d_numerator[m] += p[nearest].sum()
+            d_denominator = dp[nearest].sum(axis=0)
+            grad = (d_numerator * denominator - numerator * d_denominator) / denominator**2
+        rows.append(grad)
+    return np.stack(rows)
+
+
+def ref_finercam(model, x, a, classes, **options):
+    """Grad-CAM on ∂S/∂A = Σ_j ∂S/∂y_j · ∂y_j/∂A, each ∂y_j/∂A from the backend's autodiff."""
+    count = model.output.shape[-1]
+    all_logits = np.stack([logit_of(model, a, np.full(len(a), c)) for c in range(count)], axis=1)
+    weights = finer_score_gradient(all_logits, classes, **options)
+    jacobian = np.stack([tape(model, x, np.full(len(a), c))[1] for c in range(count)], axis=1)
+    g = np.einsum("nk,nk...->n...", weights, jacobian)
+    return channel_sum(g.mean(axis=spatial(a)), a)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"alpha": 0.6, "weighting": "mean"}, {"alpha": 0.3, "comparisons": 1}],
+    ids=["pytorch-grad-cam", "torchcam", "one-comparison"],
+)
+def test_finercam_equals_gradcam_of_the_contrastive_score(case, options):
+    model, x, a, _ = case
+    result = keras_cam.explain(
+        model, x, method=FinerCAM(**options), layer="target", targets=CLASSES
+    )
+    assert result.method == "finercam"
+    assert_maps_equal(result.raw, ref_finercam(model, x, a, CLASSES, **options))
+
+
+def test_finercam_in_one_function_with_its_base(case):
+    """α = 0 (softmax weighting) leaves y_m: Finer-CAM's map is its base method's."""
+    model, x, _, _ = case
+    methods = [FinerCAM(alpha=0.0, base="layercam"), "layercam", "gradcam"]
+    explainer = keras_cam.CAMExplainer(model, methods, layer="target")
+    results = explainer(x, targets=CLASSES)
+    assert explainer.trace_count == 1
+    np.testing.assert_allclose(results["finercam"].raw, results["layercam"].raw, atol=1e-6)
+    with pytest.raises(ValueError, match="base must be a gradient method"):
+        FinerCAM(base="scorecam")
+    with pytest.raises(ValueError, match="weighting must be"):
+        FinerCAM(weighting="max")

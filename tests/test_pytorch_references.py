@@ -141,6 +141,7 @@ PGC_METHODS = {
     "fem": ("FEM", False),
     "gradcamelementwise": ("GradCAMElementWise", False),
     "eigengradcam": ("EigenGradCAM", True),
+    "kpcacam": ("KPCA_CAM", False),  # both signed like scikit-learn's svd_flip
 }
 
 
@@ -180,3 +181,112 @@ def test_sobelcam_equals_pytorch_grad_cams_sobel_cam(nets):
     for mine, reference in zip(ours, theirs, strict=True):
         assert np.corrcoef(mine.ravel(), reference.ravel())[0, 1] >= 0.999
     np.testing.assert_allclose(ours, theirs, atol=1.0)  # uint8 rounding, twice
+
+
+class _FixedNoise:
+    """Stands in for TorchCAM's `torch.distributions.Normal`: hands out our noise fields,
+    one per sample, broadcast over images and channels (as SS-CAM shares them)."""
+
+    def __init__(self, fields):
+        self.fields = iter(torch.tensor(np.asarray(fields, np.float32)))
+
+    def sample(self, size):
+        return next(self.fields).expand(size).clone()
+
+
+def _torchcam_maps(extractor, net, torch_x):
+    out = net(torch_x)
+    maps = extractor(class_idx=CLASSES, scores=out)[0].detach().numpy()
+    extractor.remove_hooks()
+    return np.asarray(maps, np.float64)
+
+
+def test_sscam_equals_torchcam_with_the_same_noise(nets):
+    """TorchCAM draws fresh noise per image and channel; fed our shared fields instead
+    (the same N(0, σ²) per pixel), its SS-CAM equals ours."""
+    from torchcam.methods import SSCAM as TorchSSCAM
+
+    from keras_cam.methods import SSCAM
+
+    net, model, x, torch_x = nets
+    ours = SSCAM(samples=5, std=0.3, seed=3)
+    extractor = TorchSSCAM(net, "target", num_samples=5, std=0.3, input_shape=(3, SIZE, SIZE))
+    extractor._distrib = _FixedNoise(keras.ops.convert_to_numpy(ours.noise((SIZE, SIZE))))
+    theirs = _torchcam_maps(extractor, net, torch_x)
+    mine = keras_cam.explain(model, x, method=ours, layer="target", targets=CLASSES).raw
+    _assert_equal_per_image(mine, theirs)
+
+
+def test_iscam_equals_torchcam(nets):
+    from torchcam.methods import ISCAM as TorchISCAM
+
+    net, model, x, torch_x = nets
+    extractor = TorchISCAM(net, "target", num_samples=10, input_shape=(3, SIZE, SIZE))
+    theirs = _torchcam_maps(extractor, net, torch_x)
+    mine = keras_cam.explain(model, x, method="iscam", layer="target", targets=CLASSES).raw
+    _assert_equal_per_image(mine, theirs)
+
+
+def test_smoothgradcampp_and_torchcams_differ_only_in_the_denominator(nets):
+    """Without noise, TorchCAM's Smooth Grad-CAM++ is α = g²/(2g² + Σ_ab A·g³ + ε), one
+    sum per channel; ours (Grad-CAM++'s, the paper's) is g²/(2g² + Σ_ab A · g³_ij). Each
+    equals its formula on the torch activations and gradients; both are shown."""
+    from torchcam.methods import SmoothGradCAMpp
+
+    net, model, x, torch_x = nets
+    extractor = SmoothGradCAMpp(net, "target", num_samples=1, input_shape=(3, SIZE, SIZE))
+    extractor._distrib = _FixedNoise(np.zeros((1, 1, 1, 1)))  # torch's Normal rejects σ = 0
+    theirs = _torchcam_maps(extractor, net, torch_x)
+    method = keras_cam.methods.SmoothGradCAMPlusPlus(samples=1, std=0.0)
+    mine = keras_cam.explain(model, x, method=method, layer="target", targets=CLASSES).raw
+
+    torch_x = torch_x.clone().requires_grad_(True)
+    a = torch.relu(net.target[0](torch.relu(net.conv1(torch_x))))
+    score = net.out(torch.relu(net.mix(a)).mean(dim=(2, 3)))[range(len(CLASSES)), CLASSES]
+    (g,) = torch.autograd.grad(score.sum(), a)
+    a, g = (t.detach().numpy().astype(np.float64) for t in (a, g))
+    sums = a.sum(axis=(2, 3), keepdims=True)
+    paper = (g**2 / np.where(g != 0, 2 * g**2 + sums * g**3, 1) * np.maximum(g, 0)).sum((2, 3))
+    per_channel = (g**3 * a).sum(axis=(2, 3), keepdims=True)
+    torchcam = (g**2 / (2 * g**2 + per_channel + 1e-8) * np.maximum(g, 0)).sum((2, 3))
+    _assert_equal_per_image(mine, np.maximum((paper[..., None, None] * a).sum(1), 0))
+    _assert_equal_per_image(theirs, np.maximum((torchcam[..., None, None] * a).sum(1), 0))
+
+
+def _assert_equal_where_shown(ours, theirs):
+    """An image whose contrast falls everywhere has an all-zero map in both; the others
+    are compared."""
+    shown = theirs.max(axis=(1, 2)) > 0
+    assert shown.any()
+    np.testing.assert_array_equal(ours[~shown], 0)
+    _assert_equal_per_image(ours[shown], theirs[shown])
+
+
+def test_finercam_equals_pytorch_grad_cam(nets):
+    """pytorch-grad-cam's FinerCAM on its default targets: the predicted class against the
+    two (of three) classes closest to it, softmax-weighted, α = 1."""
+    net, model, x, torch_x = nets
+    cam = pgc.FinerCAM(model=net, target_layers=[net.target])
+    cam(input_tensor=torch_x)
+    hooks = cam.base_cam.activations_and_grads
+    activations, gradients = (t[0].detach().numpy() for t in (hooks.activations, hooks.gradients))
+    signed = cam.base_cam.get_cam_image(torch_x, net.target, None, activations, gradients, False)
+    theirs = np.maximum(np.asarray(signed, np.float64), 0)
+    ours = keras_cam.explain(model, x, method="finercam", layer="target").raw
+    _assert_equal_where_shown(ours, theirs)
+
+
+def test_finercam_mean_weighting_equals_torchcam(nets):
+    """TorchCAM's FinerCAM is y_m - γ · mean of the compared logits (γ = 0.6): our
+    `weighting="mean"` with `alpha=γ`."""
+    from torchcam.methods import FinerCAM as TorchFinerCAM
+    from torchcam.methods import GradCAM as TorchGradCAM
+
+    net, model, x, torch_x = nets
+    extractor = TorchFinerCAM(
+        net, "target", input_shape=(3, SIZE, SIZE), base_method=TorchGradCAM, gamma=0.6
+    )
+    theirs = _torchcam_maps(extractor, net, torch_x)
+    method = keras_cam.methods.FinerCAM(alpha=0.6, weighting="mean")
+    ours = keras_cam.explain(model, x, method=method, layer="target", targets=CLASSES).raw
+    _assert_equal_where_shown(ours, theirs)

@@ -28,7 +28,7 @@ from conftest import gradient, to_numpy
 from keras import layers
 
 import keras_cam
-from keras_cam.methods import AblationCAM, ScoreCAM
+from keras_cam.methods import ISCAM, SSCAM, AblationCAM, ScoreCAM
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -290,9 +290,15 @@ FULL_MATRIX_ONLY = {
 
 # CAM is defined only for a GAP -> Dense head (the nested models'); the others run on any head.
 METHODS = [
-    *[m for m in keras_cam.available_methods() if m not in ("cam", "scorecam", "ablationcam")],
+    *[
+        m
+        for m in keras_cam.available_methods()
+        if m not in ("cam", "scorecam", "ablationcam", "sscam", "iscam")
+    ],
     ScoreCAM(max_channels=4),
     AblationCAM(max_channels=4),
+    SSCAM(samples=2, max_channels=4),
+    ISCAM(samples=2, max_channels=4),
 ]
 
 

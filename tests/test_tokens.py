@@ -19,7 +19,7 @@ from keras import layers, ops
 import keras_cam
 from keras_cam.core.capture import scale_blind
 from keras_cam.core.tokens import TokenGrid, detect_grid
-from keras_cam.methods import AblationCAM, ScoreCAM
+from keras_cam.methods import ISCAM, SSCAM, AblationCAM, ScoreCAM
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -517,8 +517,10 @@ def test_token_grid_override_and_errors():
 def test_every_method_on_a_token_map():
     model = vit_classifier(pooling="gap")
     x = images((32, 48), seed=7)
-    methods = [m for m in keras_cam.available_methods() if m not in ("cam", "scorecam")]
+    skipped = ("cam", "scorecam", "sscam", "iscam")
+    methods = [m for m in keras_cam.available_methods() if m not in skipped]
     methods += [ScoreCAM(max_channels=4), AblationCAM(max_channels=4)]
+    methods += [SSCAM(samples=2, max_channels=4), ISCAM(samples=2, max_channels=4)]
     methods.remove("ablationcam")
     with_class_0_along_the_mean_token(model, x)
     results = keras_cam.explain(model, x, method=methods, targets=[0, 0, 0])

@@ -834,7 +834,7 @@ class CAMExplainer:
         chunks = self._compute.map_sequential(chunk, -(-count // size))
         return ops.reshape(chunks, (-1,))[:count]
 
-    def _forward(self, inputs, activations, outputs, classes, score_of) -> Forward:
+    def _forward(self, inputs, activations, outputs, classes, score_of, read) -> Forward:
         split = self._split
 
         def score_inputs(chunk, chunk_classes):
@@ -843,6 +843,20 @@ class CAMExplainer:
             outputs = split.head(split.features(chunk, training=False), training=False)
             return score_of(outputs, chunk_classes)
 
+        def gradients_at(chunk, chunk_classes, own_score=None):
+            def score(outputs):
+                if own_score is not None:
+                    return own_score(read(outputs), chunk_classes)
+                return score_of(outputs, chunk_classes)
+
+            if split.capture is None:
+                found = self._compute.activations_and_gradients(
+                    split.features, split.head, chunk, score, True
+                )
+            else:
+                found = split.capture.activations_and_gradients(self._compute, chunk, score, True)
+            return tuple(_float32_channels_last(t, split.channels_first) for t in found[:2])
+
         return Forward(
             inputs=inputs,
             input_channels_first=split.channels_first,
@@ -850,6 +864,7 @@ class CAMExplainer:
             score_inputs=score_inputs,
             score_ablated=self._ablation_scorer(inputs, activations, score_of),
             map_chunks=self._map_chunks,
+            gradients_at=gradients_at,
         )
 
     def _ablation_scorer(self, inputs, activations, score_of) -> Callable[[Any, Any, Any], Any]:
@@ -976,7 +991,7 @@ class CAMExplainer:
                 outputs = read(outputs)
                 item_classes = classes_of(outputs)
                 forward = (
-                    self._forward(x, activations, outputs, item_classes, score_of)
+                    self._forward(x, activations, outputs, item_classes, score_of, read)
                     if needs_forward
                     else None
                 )

@@ -52,7 +52,7 @@ def planned_passes(explainer: Any, images: int) -> int:
     chunk = min(explainer.batch_size or images, images)
     items = -(-images // chunk) * chunk * split.passes_per_image
     kept = [
-        min(method.max_channels or channels, channels)
+        min(method.max_channels or channels, channels) * method.samples
         for method in explainer.methods
         if isinstance(method, PerturbationMethod)
     ]

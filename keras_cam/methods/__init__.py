@@ -8,14 +8,19 @@ from keras_cam.methods.cam import CAM
 from keras_cam.methods.eigen_cam import EigenCAM
 from keras_cam.methods.eigen_grad_cam import EigenGradCAM
 from keras_cam.methods.fem import FEM
+from keras_cam.methods.finer_cam import FinerCAM
 from keras_cam.methods.grad_cam import GradCAM
 from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_cam.methods.hires_cam import HiResCAM
+from keras_cam.methods.is_cam import ISCAM
+from keras_cam.methods.kpca_cam import KPCACAM
 from keras_cam.methods.layer_cam import LayerCAM
 from keras_cam.methods.random_cam import RandomCAM
 from keras_cam.methods.score_cam import ScoreCAM
+from keras_cam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_cam.methods.sobel_cam import SobelCAM
+from keras_cam.methods.ss_cam import SSCAM
 from keras_cam.methods.xgrad_cam import XGradCAM
 
 _REGISTRY: dict[str, type[CAMMethod]] = {}
@@ -44,6 +49,11 @@ for _method in (
     EigenGradCAM,
     RandomCAM,
     SobelCAM,
+    KPCACAM,
+    SSCAM,
+    ISCAM,
+    SmoothGradCAMPlusPlus,
+    FinerCAM,
 ):
     register(_method)
 
@@ -72,10 +82,14 @@ def get_method(name: str) -> CAMMethod:
 __all__ = [
     "CAM",
     "FEM",
+    "ISCAM",
+    "KPCACAM",
+    "SSCAM",
     "AblationCAM",
     "CAMMethod",
     "EigenCAM",
     "EigenGradCAM",
+    "FinerCAM",
     "Forward",
     "GradCAM",
     "GradCAMElementWise",
@@ -84,6 +98,7 @@ __all__ = [
     "LayerCAM",
     "RandomCAM",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "SobelCAM",
     "XGradCAM",
     "available_methods",

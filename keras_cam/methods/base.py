@@ -59,6 +59,11 @@ class Forward:
             `range(count)`, one chunk after another (bounded memory, one
             trace), and returns the (count,) concatenation. The last chunk is
             padded by repeating the last index.
+        gradients_at: `(inputs, classes, score=None)` -> `(activations,
+            gradients)` of the target layer for an input of the batch's
+            shape, float32 channels-last (Smooth Grad-CAM++'s noisy inputs);
+            `score(outputs, classes) -> (B,)`, given the explained outputs
+            as float32, replaces the explained score (Finer-CAM's contrast).
     """
 
     inputs: Any
@@ -67,6 +72,7 @@ class Forward:
     score_inputs: Callable[[Any, Any], Any]
     score_ablated: Callable[[Any, Any, Any], Any]
     map_chunks: Callable[[Callable[[Any], Any], int, int], Any]
+    gradients_at: Callable[..., tuple[Any, Any]] | None = None
 
 
 class CAMMethod:

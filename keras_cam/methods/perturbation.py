@@ -15,7 +15,7 @@ class PerturbationMethod(CAMMethod):
 
     The N·K perturbed passes (N images, K kept channels) run in chunks of
     `batch_size` through one compiled loop, the last chunk padded, so their
-    cost is ceil(N·K / batch_size) forward passes of the part of the network
+    cost is ceil(N·K·samples / batch_size) forward passes of the part of the network
     the method needs, and one trace.
 
     Args:
@@ -26,6 +26,8 @@ class PerturbationMethod(CAMMethod):
 
     uses_gradients = False
     uses_forward = True
+    # Perturbed passes per image and kept channel (SS-CAM and IS-CAM average several).
+    samples: int = 1
 
     def __init__(self, batch_size: int = 64, max_channels: int | None = None) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:

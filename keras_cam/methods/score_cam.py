@@ -36,6 +36,14 @@ class ScoreCAM(PerturbationMethod):
     name = "scorecam"
     description = "Score-CAM (Wang et al. 2020): channels weighted by masked-input scores."
 
+    def perturb_masks(self, masks, samples):
+        """The masks of one chunk (B, *size), each drawn for its `samples` id (B,).
+
+        Score-CAM has one sample per mask and keeps it; SS-CAM adds noise, IS-CAM
+        scales it.
+        """
+        return masks
+
     def channel_weights(self, activations, gradients, classes, forward=None):
         images, *spatial, _ = activations.shape
         kept = self.kept_channels(activations)
@@ -47,14 +55,19 @@ class ScoreCAM(PerturbationMethod):
         inputs = forward.inputs
         size = inputs.shape[2:] if forward.input_channels_first else inputs.shape[1:-1]
         channel_axis = 1 if forward.input_channels_first else -1
+        items = images * count
 
         def masked_scores(index):
-            image = index // count
-            masks = _min_max(resize(ops.take(maps, index, axis=0), size))
-            masks = ops.expand_dims(masks, channel_axis)
+            # index = sample · (N·K) + image · K + kept channel
+            sample, item = index // items, index % items
+            image = item // count
+            masks = _min_max(resize(ops.take(maps, item, axis=0), size))
+            masks = ops.expand_dims(self.perturb_masks(masks, sample), channel_axis)
             masked = ops.take(inputs, image, axis=0) * ops.cast(masks, inputs.dtype)
             return forward.score_inputs(masked, ops.take(classes, image))
 
-        scores = forward.map_chunks(masked_scores, images * count, self.batch_size)
-        weights = ops.softmax(ops.reshape(scores, (images, count)), axis=-1)
-        return self.spread(weights, kept, activations)
+        scores = forward.map_chunks(masked_scores, self.samples * items, self.batch_size)
+        # The mean over samples; the baseline score S(X_b) of the papers is the same for
+        # every channel and cancels in the softmax.
+        scores = ops.mean(ops.reshape(scores, (self.samples, images, count)), axis=0)
+        return self.spread(ops.softmax(scores, axis=-1), kept, activations)

@@ -214,6 +214,7 @@ class TensorBoardWriter:
         log_dir = os.fspath(log_dir)
         log_files.makedirs(log_dir)
         self._file = log_files.open_binary(os.path.join(log_dir, name))
+        self._closed = False  # tf.io.gfile's GFile (remote dirs) has no `closed`
         self._records = RecordWriter(self._file)
         self._metadata = _Metadata(describe)
         try:
@@ -258,8 +259,9 @@ class TensorBoardWriter:
         self._file.flush()
 
     def close(self) -> None:
-        if self._file.closed:
+        if self._closed:
             return
+        self._closed = True
         try:
             self._file.flush()
         finally:  # a full disk fails the flush: the descriptor is released all the same
