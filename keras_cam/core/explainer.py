@@ -855,7 +855,7 @@ class CAMExplainer:
                 )
             else:
                 found = split.capture.activations_and_gradients(self._compute, chunk, score, True)
-            return tuple(_float32_channels_last(t, split.channels_first) for t in found[:2])
+            return tuple(float32_channels_last(t, split.channels_first) for t in found[:2])
 
         return Forward(
             inputs=inputs,
