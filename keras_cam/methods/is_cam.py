@@ -5,7 +5,7 @@ from __future__ import annotations
 from keras import ops
 
 from keras_cam.methods.score_cam import ScoreCAM
-from keras_cam.methods.ss_cam import _check_samples
+from keras_cam.methods.ss_cam import check_samples
 
 
 class ISCAM(ScoreCAM):
@@ -42,7 +42,7 @@ class ISCAM(ScoreCAM):
         self, samples: int = 10, batch_size: int = 64, max_channels: int | None = None
     ) -> None:
         super().__init__(batch_size=batch_size, max_channels=max_channels)
-        self.samples = _check_samples(samples)
+        self.samples = check_samples(samples)
 
     def perturb_masks(self, masks, samples):
         step = ops.cast(samples, masks.dtype) + 1.0

@@ -7,7 +7,7 @@ from keras import ops, random
 from keras_cam.methods.score_cam import ScoreCAM
 
 
-def _check_samples(samples: int) -> int:
+def check_samples(samples: int) -> int:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1, got {samples!r}.")
     return samples
@@ -64,7 +64,7 @@ class SSCAM(ScoreCAM):
             raise ValueError(f"std must be a number >= 0, got {std!r}.")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
-        self.samples = _check_samples(samples)
+        self.samples = check_samples(samples)
         self.std = float(std)
         self.seed = seed
 
