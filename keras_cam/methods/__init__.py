@@ -17,22 +17,12 @@ from keras_cam.methods.is_cam import ISCAM
 from keras_cam.methods.kpca_cam import KPCACAM
 from keras_cam.methods.layer_cam import LayerCAM
 from keras_cam.methods.random_cam import RandomCAM
+from keras_cam.methods.registry import available_methods, get_method, register
 from keras_cam.methods.score_cam import ScoreCAM
 from keras_cam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_cam.methods.sobel_cam import SobelCAM
 from keras_cam.methods.ss_cam import SSCAM
 from keras_cam.methods.xgrad_cam import XGradCAM
-
-_REGISTRY: dict[str, type[CAMMethod]] = {}
-
-
-def register(method: type[CAMMethod]) -> type[CAMMethod]:
-    """Adds a method class to the registry under its `name`."""
-    if method.name in _REGISTRY and _REGISTRY[method.name] is not method:
-        raise ValueError(f"a CAM method named {method.name!r} is already registered")
-    _REGISTRY[method.name] = method
-    return method
-
 
 for _method in (
     GradCAM,
@@ -56,28 +46,6 @@ for _method in (
     FinerCAM,
 ):
     register(_method)
-
-
-def available_methods() -> dict[str, str]:
-    """Lists the CAM methods by name, with a one-line description.
-
-    Example:
-
-    >>> import keras_cam
-    >>> "gradcam" in keras_cam.available_methods()
-    True
-    """
-    return {name: method.description for name, method in sorted(_REGISTRY.items())}
-
-
-def get_method(name: str) -> CAMMethod:
-    """Returns a fresh instance of the method registered as `name`."""
-    key = name.lower() if isinstance(name, str) else name
-    if key not in _REGISTRY:
-        listing = ", ".join(repr(n) for n in sorted(_REGISTRY))
-        raise ValueError(f"Unknown CAM method {name!r}. Available methods: {listing}.")
-    return _REGISTRY[key]()
-
 
 __all__ = [
     "CAM",

@@ -7,6 +7,7 @@ from typing import Any
 from keras import ops
 
 from keras_cam.methods.base import CAMMethod
+from keras_cam.methods.registry import get_method
 
 _WEIGHTINGS = ("softmax", "mean")
 
@@ -64,7 +65,6 @@ class FinerCAM(CAMMethod):
         base: str | CAMMethod = "gradcam",
         weighting: str = "softmax",
     ) -> None:
-        from keras_cam.methods import get_method  # the registry imports this module
 
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
             raise ValueError(f"alpha must be a number >= 0, got {alpha!r}.")
