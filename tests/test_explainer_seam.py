@@ -7,7 +7,7 @@ import pytest
 from conftest import conv_classifier, to_numpy
 
 import keras_cam
-from keras_cam.core.result import PreparedBatch, Resolved, take_images
+from keras_cam.core.result import PreparedBatch, Resolved
 
 
 def test_resolved_describes_the_layer_and_the_head(model):
@@ -41,7 +41,7 @@ def test_prepare_then_run_is_the_call(model, images):
     per_image = explainer(images, targets="top2")["gradcam"]
     probabilities = to_numpy(model(images))
     for rank in range(2):
-        part = take_images(flat, rank * 4, rank * 4 + 4)
+        part = flat.take(rank * 4, rank * 4 + 4)
         np.testing.assert_array_equal(part.classes, np.argsort(-probabilities, 1)[:, rank])
         np.testing.assert_allclose(part.heatmaps, per_image.heatmaps[:, rank], atol=1e-6)
 

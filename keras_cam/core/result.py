@@ -61,6 +61,18 @@ class CAMResult:
     predicted: np.ndarray
     confidence: np.ndarray
 
+    def take(self, start: int, stop: int) -> CAMResult:
+        """The part of the result that belongs to images `start:stop` of the batch."""
+        return replace(
+            self,
+            heatmaps=self.heatmaps[start:stop],
+            raw=self.raw[start:stop],
+            classes=self.classes[start:stop],
+            scores=self.scores[start:stop],
+            predicted=self.predicted[start:stop],
+            confidence=self.confidence[start:stop],
+        )
+
 
 @dataclass(frozen=True)
 class PreparedBatch:
@@ -140,16 +152,3 @@ def with_ranks(batch: PreparedBatch, ranks: range, keep: bool = True) -> Prepare
         inputs.append(batch.inputs)
         ids.append(ops.convert_to_tensor(np.full(count, rank_id(rank), dtype=np.int32)))
     return replace(batch, inputs=ops.concatenate(inputs), class_ids=ops.concatenate(ids))
-
-
-def take_images(result: CAMResult, start: int, stop: int) -> CAMResult:
-    """The part of a result that belongs to images `start:stop` of the batch."""
-    return replace(
-        result,
-        heatmaps=result.heatmaps[start:stop],
-        raw=result.raw[start:stop],
-        classes=result.classes[start:stop],
-        scores=result.scores[start:stop],
-        predicted=result.predicted[start:stop],
-        confidence=result.confidence[start:stop],
-    )

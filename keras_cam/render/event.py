@@ -69,18 +69,6 @@ class Probe:
     multi_label: bool = False
 
 
-def _take(result: Any, start: int, stop: int) -> Any:
-    return replace(
-        result,
-        heatmaps=result.heatmaps[start:stop],
-        raw=result.raw[start:stop],
-        classes=result.classes[start:stop],
-        scores=result.scores[start:stop],
-        predicted=result.predicted[start:stop],
-        confidence=result.confidence[start:stop],
-    )
-
-
 def _flat(heatmaps: np.ndarray) -> np.ndarray:
     """(N,) True where a map has nothing to show (its heatmap is all zero)."""
     return heatmaps.reshape(len(heatmaps), -1).max(axis=-1, initial=0.0) <= 0.0
@@ -135,13 +123,13 @@ class EventPainter:
         pages: dict[str, np.ndarray] = {}
         overlays_of, ranges, flat = {}, {}, {}
         for name, combined in results.items():
-            every = _take(combined, 0, measured)  # without the top-k ranks
+            every = combined.take(0, measured)  # without the top-k ranks
             flat[name] = _flat(every.heatmaps)[:count]
             maps, top = self._scales[name](every)
             every = replace(every, heatmaps=maps)
             bar = self._colour_bar(top)
             ranges[name] = "per map" if top is None else f"0-{bar.high}"
-            result = _take(every, 0, count)
+            result = every.take(0, count)
             overlays = self._overlays(np.arange(count), result.heatmaps)
             overlays_of[name] = overlays
             tag = f"cam/{name}"
@@ -168,7 +156,7 @@ class EventPainter:
             if view.top_k is not None:
                 pages[f"{tag}/topk"] = self._top_k_grid(combined)[None]
         if len(results) > 1 and "compare" in shown:
-            first = _take(next(iter(results.values())), 0, count)
+            first = next(iter(results.values())).take(0, count)
             captions = []
             for i in range(count):
                 flat_here = [name for name in results if flat[name][i]]
@@ -240,7 +228,7 @@ class EventPainter:
     def _top_k_grid(self, combined: Any) -> np.ndarray:
         """Each drawn image, then the maps of its k highest-scoring classes."""
         count, k = len(self.probe.display), self.view.top_k
-        ranks = [_take(combined, count * (r + 1), count * (r + 2)) for r in range(k)]
+        ranks = [combined.take(count * (r + 1), count * (r + 2)) for r in range(k)]
         groups, captions = [], []
         # Scores are the head's probabilities where it has a softmax/sigmoid, else logits.
         label = "p=" if self.probe.scores_are_probabilities else "logit "

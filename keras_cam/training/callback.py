@@ -19,7 +19,7 @@ from keras_cam.core.explainer import (
     resolve_methods,
 )
 from keras_cam.core.options import ExplainOptions
-from keras_cam.core.result import take_images, with_ranks
+from keras_cam.core.result import with_ranks
 from keras_cam.diagnostics import sanity as _sanity
 from keras_cam.diagnostics.tracking import ProbeMetrics, check_masks, check_metrics
 from keras_cam.render.display_scale import DisplayScale
@@ -271,7 +271,7 @@ class CAMCallback(keras.callbacks.Callback):
             values = {
                 name: self._diagnostics.values(
                     name,
-                    take_images(result, 0, measured),
+                    result.take(0, measured),
                     model,
                     self._images,
                     lambda images: explainer.model_input(images, self.preprocess),
