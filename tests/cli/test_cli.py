@@ -14,7 +14,7 @@ import pytest
 import tomllib
 from conftest import ROOT, checkout_env, conv_classifier
 from PIL import Image
-from test_contact_sheet import parse_sheet
+from sheet_html import parse_sheet
 
 import keras_cam
 from keras_cam.cli import command as cli

@@ -4,41 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from html.parser import HTMLParser
 
 import pytest
+from sheet_html import parse_sheet
 
 from keras_cam.render.contact_sheet import SheetRow, contact_sheet_html
-
-
-class SheetParser(HTMLParser):
-    """Collects the sheet's rows (their data attributes and image sources) and headers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[dict] = []
-        self.headers: list[dict] = []
-        self.scripts = 0
-        self.external: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "tr" and "data-order" in attrs:
-            self.rows.append({**attrs, "images": []})
-        elif tag == "img" and self.rows:
-            self.rows[-1]["images"].append(attrs["src"])
-        elif tag == "th":
-            self.headers.append(attrs)
-        elif tag == "script":
-            self.scripts += 1
-        if tag in ("link", "script") and ("href" in attrs or "src" in attrs):
-            self.external.append(attrs.get("href") or attrs.get("src"))
-
-
-def parse_sheet(page: str) -> SheetParser:
-    parser = SheetParser()
-    parser.feed(page)
-    return parser
 
 
 def test_rows_images_and_sort_keys_round_trip():

@@ -25,7 +25,7 @@ from keras_cam.render.timeline import Timeline
 
 X = np.random.default_rng(0).integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
 Y = np.arange(8) % 3
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def compiled():

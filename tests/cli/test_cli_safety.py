@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from conftest import checkout_env, conv_classifier
 from PIL import Image
-from test_contact_sheet import parse_sheet
+from sheet_html import parse_sheet
 
 from keras_cam.cli.image_files import find_images, load_image
 from keras_cam.render.overlay import colorize
