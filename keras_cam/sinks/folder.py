@@ -226,10 +226,12 @@ class FolderSink:
             FolderInUseError: another run holds the folder.
             ValueError: see `check`.
         """
+        if not self._started:
+            self.check()  # before the lock creates anything in a folder it would refuse
         self.folder.lock()
         try:
             if not self._started:
-                self.check()
+                self.check()  # again, held: another run may have written there meanwhile
                 if self.mode == "overwrite":
                     self.folder.clear()
                 if self.mode == "resume":
