@@ -162,6 +162,7 @@ def test_resume_continues_the_journal_and_a_held_folder_is_refused(tmp_path):
         FolderSink(tmp_path / "empty", mode="resume").open()
 
 
+@pytest.mark.slow  # the sink sees numpy only: the backend changes nothing it does
 def test_fit_writes_each_events_pictures_and_rows(tmp_path):
     """A real 2-epoch fit: the PNGs read back equal the event's pages, the CSV its rows."""
 
