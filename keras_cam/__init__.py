@@ -33,6 +33,7 @@ _EXPORTS = {
     "CSVSink": "keras_cam.sinks.csv_file",
     "Event": "keras_cam.sinks.event",
     "ExplainOptions": "keras_cam.core.options",
+    "FolderSink": "keras_cam.sinks.folder",
     "ReopeningSink": "keras_cam.sinks.event",
     "Sink": "keras_cam.sinks.event",
     "TensorBoardSink": "keras_cam.sinks.tensorboard",
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from keras_cam.render.cell_display import sequence_cell, volume_cell
     from keras_cam.sinks.csv_file import CSVSink
     from keras_cam.sinks.event import Event, ReopeningSink, Sink
+    from keras_cam.sinks.folder import FolderSink
     from keras_cam.sinks.tensorboard import TensorBoardSink
     from keras_cam.training.callback import CAMCallback
     from keras_cam.training.guidance import CAMGuidedModel
@@ -92,6 +94,7 @@ __all__ = [
     "CSVSink",
     "Event",
     "ExplainOptions",
+    "FolderSink",
     "ReopeningSink",
     "Sink",
     "TensorBoardSink",

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import logging
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -50,6 +47,14 @@ from keras_cam.cli.image_files import (
 )
 from keras_cam.diagnostics import registry
 from keras_cam.render.contact_sheet import SheetRow, contact_sheet_html
+from keras_cam.sinks.event import Event, Sink, write_all
+from keras_cam.sinks.folder import FolderRecord, FolderSink
+from keras_cam.sinks.folder_state import (
+    STATE_FOLDER,
+    FolderInUseError,
+    OwnedFolder,
+    deferred_interrupt,
+)
 
 logger = logging.getLogger("keras_cam.cli.command")
 
@@ -82,11 +87,13 @@ DEFAULT_METRICS = ("focus", "average_drop", "increase_in_confidence")
 # The metrics of one folder of images: those that need no masks, labels or earlier event.
 _OFFLINE = ("masks", "labels", "previous")
 
-# The files this command writes into --out. Every file and folder it creates is also
-# listed in .keras-cam/manifest.txt; --overwrite removes the listed ones and nothing else.
+# The files this command writes into --out, through its folder sink: every file and
+# folder it creates is also listed in .keras-cam/manifest.txt; --overwrite removes the
+# listed ones and nothing else.
 OUTPUTS = ("overlays", "images", "results.csv", "index.html", "skipped.txt", "status.json")
 _FOLDERS = ("overlays", "images")
-_STATE = ".keras-cam"  # manifest.txt, journal.jsonl (what is done, for --resume), lock
+# One event per input image: its thumbnail (tag "image"), one overlay per method and rank.
+_PATTERNS = {"image": "images/{stem}.jpg", "*": "overlays/{stem}_{tag}.png"}
 # Options that may differ between an interrupted run and its --resume.
 _RESUME_FREE = ("command", "resume", "overwrite", "quiet", "out")
 
@@ -372,20 +379,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class _Run:
-    """What `explain` has done so far: rows for the sheet, skipped and failed files."""
+    """What `explain` has done so far: skipped and failed files; the sinks written to.
 
-    out: str
+    What was explained is what the folder sink recorded (`folder.records`).
+    """
+
     methods: list[str]
-    rows: list[SheetRow] = field(default_factory=list)
-    explained: int = 0
+    folder: FolderSink | None = None
+    sinks: list[Sink] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     conversions: set[str] = field(default_factory=set)
     regression: bool = False
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     not_processed: list[str] = field(default_factory=list)
-    flat: int = 0
-    folder: _OutFolder | None = None
+
+    @property
+    def explained(self) -> int:
+        return sum(not record.texts for record in self.folder.records)
+
+    @property
+    def flat(self) -> int:
+        """Maps without a peak (a flat map leaves the peak cells empty)."""
+        rows = [row for record in self.folder.records for row in record.rows]
+        return sum(row["peak_x"] is None for row in rows)
 
 
 def _methods(values: Sequence[str] | None) -> list[str]:
@@ -413,117 +430,12 @@ def _shown(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _cell(text: str) -> str:
-    """A CSV text cell that a spreadsheet cannot run as a formula (OWASP: prefix ')."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _real(path: str) -> str:
     return os.path.normcase(os.path.realpath(path))
 
 
-class _OutFolder:
-    """--out and the record of what this command wrote there (the manifest).
-
-    Every file and folder the command creates is appended to the manifest as it is
-    created, so that --overwrite can remove exactly those, after an interrupted or
-    killed run too, and never a file the user put there.
-    """
-
-    def __init__(self, out: str) -> None:
-        self.out = out
-        self.state = os.path.join(out, _STATE)
-        self.manifest_path = os.path.join(self.state, "manifest.txt")
-        self.ours = self._read_manifest()
-        self._lock_file: Any = None
-
-    def _read_manifest(self) -> set[str]:
-        try:
-            with open(self.manifest_path, encoding="utf-8") as file:
-                return {line.rstrip("\n") for line in file if line.strip()}
-        except OSError:
-            return set()
-
-    def path(self, relative: str) -> str:
-        return os.path.join(self.out, relative)
-
-    def is_ours(self, relative: str) -> bool:
-        return relative in self.ours
-
-    def contents(self) -> list[str]:
-        """What --out holds besides this command's state folder."""
-        if not os.path.isdir(self.out):
-            return []
-        return sorted(name for name in os.listdir(self.out) if name != _STATE)
-
-    def foreign_outputs(self) -> list[str]:
-        """Output names present in --out that the manifest does not list as ours."""
-        return [
-            name for name in OUTPUTS if os.path.lexists(self.path(name)) and not self.is_ours(name)
-        ]
-
-    def lock(self) -> None:
-        """Holds --out for this run (released when the process ends, even killed)."""
-        os.makedirs(self.state, exist_ok=True)
-        self._lock_file = open(os.path.join(self.state, "lock"), "a+")  # noqa: SIM115
-        try:
-            _lock(self._lock_file)
-        except OSError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise UsageError(
-                f"Another keras-cam run is writing into --out {self.out}; wait for it to "
-                f"finish or choose another --out."
-            ) from None
-        self.ours = self._read_manifest()  # as the previous holder left it
-
-    def record(self, relative: str) -> None:
-        if relative not in self.ours:
-            self.ours.add(relative)
-            with open(self.manifest_path, "a", encoding="utf-8") as file:
-                file.write(relative + "\n")
-
-    def make_folder(self, relative: str) -> None:
-        if not os.path.isdir(self.path(relative)):
-            os.makedirs(self.path(relative))
-            self.record(relative)
-
-    def clear(self) -> None:
-        """Removes the files the manifest lists, then its folders if they are empty."""
-        listed = sorted(self.ours, key=lambda name: -name.count("/"))
-        for relative in listed:
-            path = self.path(relative)
-            if os.path.islink(path) or os.path.isfile(path):
-                os.remove(path)
-        for relative in listed:
-            with contextlib.suppress(OSError):  # not empty: it holds the user's files
-                os.rmdir(self.path(relative))
-        self.ours = {name for name in self.ours if os.path.lexists(self.path(name))}
-        with open(self.manifest_path, "w", encoding="utf-8") as file:
-            file.writelines(f"{name}\n" for name in sorted(self.ours))
-
-    def write_text(self, relative: str, text: str) -> None:
-        """Writes a whole output file at once (a temporary file, then renamed)."""
-        temporary = os.path.join(self.state, relative + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(text)
-        self.record(relative)
-        os.replace(temporary, self.path(relative))
-
-
-def _lock(file: Any) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
-    else:
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def _check_out(folder: _OutFolder, overwrite: bool, resume: bool) -> None:
-    out = folder.out
+def _check_out(folder: OwnedFolder, overwrite: bool, resume: bool) -> None:
+    out = folder.directory
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out} is a file; name a folder.")
     if resume:
@@ -541,19 +453,21 @@ def _check_out(folder: _OutFolder, overwrite: bool, resume: bool) -> None:
             f"(which removes only the files an earlier keras-cam run wrote there), or "
             f"--resume to continue an interrupted run."
         )
-    foreign = folder.foreign_outputs()
+    foreign = [
+        name for name in OUTPUTS if os.path.lexists(folder.path(name)) and not folder.is_ours(name)
+    ]
     if foreign:
         raise UsageError(
             f"--out {out} holds {', '.join(foreign)}, which keras-cam did not write (they "
-            f"are not in {_STATE}/manifest.txt) and which it would write into; --overwrite "
+            f"are not in {STATE_FOLDER}/manifest.txt) and which it would write into; --overwrite "
             f"never touches files it did not create: choose another --out."
         )
 
 
-def _check_inputs(folder: _OutFolder, specs: Sequence[str], files: Sequence[str]) -> None:
+def _check_inputs(folder: OwnedFolder, specs: Sequence[str], files: Sequence[str]) -> None:
     """Refuses inputs that lie inside what the command writes into --out."""
-    out = _real(folder.out)
-    written = [os.path.join(out, name) for name in (*_FOLDERS, _STATE)]
+    out = _real(folder.directory)
+    written = [os.path.join(out, name) for name in (*_FOLDERS, STATE_FOLDER)]
     fixed = {os.path.join(out, name) for name in OUTPUTS if name not in _FOLDERS}
 
     def inside(path: str) -> bool:
@@ -567,7 +481,7 @@ def _check_inputs(folder: _OutFolder, specs: Sequence[str], files: Sequence[str]
     if clash:
         raise UsageError(
             f"Input {_shown(clash[0])} lies inside what keras-cam writes into --out "
-            f"{folder.out} ({', '.join(OUTPUTS)}); choose an --out outside your input "
+            f"{folder.directory} ({', '.join(OUTPUTS)}); choose an --out outside your input "
             f"folders, e.g. a new folder next to them."
         )
 
@@ -894,36 +808,12 @@ def _display(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-def _stem(path: str) -> str:
-    """An output name part from any input name: ASCII letters, digits, - _ . (≤ 40)."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
-    return safe[:40] or "image"
-
-
 def _peak(heatmap: np.ndarray) -> tuple[int, int] | None:
     """(x, y) of the map's maximum; None for a flat map, which has no peak."""
     if not np.ptp(heatmap) > 0:  # also False for a NaN map
         return None
     row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
     return int(col), int(row)
-
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[None]:
-    """Holds a Ctrl-C until the block ends, so that one image is recorded whole or not at all."""
-    pending: list[Any] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *args: pending.append(args))
-    except ValueError:  # not the main thread: nothing to defer
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if pending:
-            raise KeyboardInterrupt
 
 
 def _per_image_metrics(
@@ -977,7 +867,7 @@ class _Explainer:
             colorize(np.zeros((1, 1, 1)), args.colormap)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        self.args, self.run, self.journal = args, run, None
+        self.args, self.run = args, run
         # A run of fewer files than --batch-size is not padded up to it.
         self.batch_size = min(args.batch_size, count)
         model = _select_output(_load_model(args.model), args.output)
@@ -1020,12 +910,8 @@ class _Explainer:
 
     def _result_cells(self, class_id: int, score: float) -> dict[str, Any]:
         if self.regression:
-            return {"unit": class_id, "value": f"{score:.6g}"}
-        return {
-            "class": class_id,
-            "name": _cell(self.names[class_id]),
-            "probability": f"{score:.6f}",
-        }
+            return {"unit": class_id, "value": score}
+        return {"class": class_id, "name": self.names[class_id], "probability": score}
 
     def _caption(self, class_id: int, score: float, rank: int) -> str:
         if self.regression:
@@ -1043,18 +929,20 @@ class _Explainer:
             f"{self.channels}-channel input"
         )
 
-    def load(self, paths: Sequence[str]) -> list[tuple[str, LoadedImage]]:
+    def load(
+        self, positions: dict[str, int], paths: Sequence[str]
+    ) -> list[tuple[str, LoadedImage]]:
         loaded = []
         for path in paths:
             try:
                 image = load_image(path, self.size, self.args.fit, self.channels)
             except UnreadableImage as error:
                 logger.warning("skipped %s: not a readable image (%s)", _shown(path), error)
-                self.journal.skipped(path, str(error))
+                self.skipped(positions[path], path, str(error))
                 continue
             except Exception as error:  # MemoryError too: this file fails, not the run
                 logger.error("failed to read %s: %s: %s", _shown(path), type(error).__name__, error)
-                self.journal.failed(path, f"{type(error).__name__}: {error}")
+                self.run.failed.append((path, f"{type(error).__name__}: {error}"))
                 continue
             if image.conversion and image.conversion not in self.run.conversions:
                 self.run.conversions.add(image.conversion)
@@ -1091,242 +979,103 @@ class _Explainer:
             values = {k: v.reshape(self.ranks, -1).T for k, v in values.items()}
             per_method[method] = _MethodMaps(heatmaps, classes, scores, values)
         for offset, (path, image) in enumerate(loaded):
-            try:
-                self._write_image(positions[path], path, image, offset, per_method)
+            try:  # one image's event, to every sink (the folder sink records it whole)
+                write_all(
+                    self.run.sinks, self._event(positions[path], path, image, offset, per_method)
+                )
             except Exception as error:  # a name or a full disk: this file fails, not the batch
                 logger.error(
                     "failed to write %s: %s: %s", _shown(path), type(error).__name__, error
                 )
-                self.journal.failed(path, f"{type(error).__name__}: {error}")
+                self.run.failed.append((path, f"{type(error).__name__}: {error}"))
 
-    def _write_image(
+    def skipped(self, index: int, path: str, why: str) -> None:
+        """Records a file that is not an image (an event of its own: --resume skips it)."""
+        write_all(self.run.sinks, Event(step=index, texts={"skipped": why}, name=path))
+        self.run.skipped.append((path, why))
+
+    def _event(
         self,
         index: int,
         path: str,
         image: LoadedImage,
         offset: int,
         per_method: dict[str, _MethodMaps],
-    ) -> None:
-        """Writes one image's thumbnail and overlays, then records its rows in one step."""
-        written: list[str] = []
-        try:
-            csv_text, rows, flat = self._write_files(
-                index, path, image, offset, per_method, written
-            )
-            self.journal.explained(path, csv_text, rows, flat)
-        except BaseException:
-            # An image is recorded whole or leaves nothing: no overlay without its row.
-            if not self.journal.has(path):
-                for relative in written:
-                    with contextlib.suppress(OSError):
-                        os.remove(self.run.folder.path(relative))
-            raise
-
-    def _write_files(
-        self,
-        index: int,
-        path: str,
-        image: LoadedImage,
-        offset: int,
-        per_method: dict[str, _MethodMaps],
-        written: list[str],
-    ) -> tuple[str, list[SheetRow], int]:
-        from PIL import Image
-
+    ) -> Event:
+        """One image's thumbnail, its overlays (tag: method, then `_topK`) and its rows."""
         from keras_cam.render.overlay import captioned_grid, overlay
 
-        suffixes = [
-            f"_{method}{'' if self.ranks == 1 else f'_top{r + 1}'}"
-            for method in per_method
-            for r in range(self.ranks)
-        ]
-        stem = self.journal.names.claim(f"{index:05d}_{_stem(path)}", suffixes)
-        thumbnail = f"images/{stem}.jpg"
-        self.run.folder.record(thumbnail)
-        written.append(thumbnail)
         shown = _display(image.pixels)
-        Image.fromarray(shown).save(self.run.folder.path(thumbnail), quality=90)
-        csv_rows, sheet_rows, flat = [], [], 0
+        images = {"image": shown[None]}
+        rows = []
         for rank in range(self.ranks):
-            overlays = {}
             for method, maps in per_method.items():
                 class_id = int(maps.classes[offset, rank])
                 score = float(maps.scores[offset, rank])
-                name = self.names[class_id]
                 heatmap = maps.heatmaps[offset, rank]
-                blended = overlay(shown[None], heatmap[None], self.args.alpha, self.args.colormap)[
-                    0
-                ]
+                blended = overlay(shown[None], heatmap[None], self.args.alpha, self.args.colormap)
                 peak = _peak(heatmap)
-                flat += peak is None
                 caption = self._caption(class_id, score, rank) + (
                     " (flat map)" if peak is None else ""
                 )
-                picture = captioned_grid([[blended]], [caption])
-                suffix = "" if self.ranks == 1 else f"_top{rank + 1}"
-                relative = f"overlays/{stem}_{method}{suffix}.png"
-                self.run.folder.record(relative)
-                written.append(relative)
-                Image.fromarray(picture).save(self.run.folder.path(relative), compress_level=1)
-                overlays[method] = relative
+                tag = f"{method}{'' if self.ranks == 1 else f'_top{rank + 1}'}"
+                images[tag] = captioned_grid([[blended[0]]], [caption])[None]
                 # A flat map has no peak: the cells stay empty rather than claim (0, 0).
-                peak_x, peak_y = image.placement.to_original(*peak) if peak else ("", "")
-                csv_rows.append(
+                peak_x, peak_y = image.placement.to_original(*peak) if peak else (None, None)
+                rows.append(
                     {
-                        "file": _cell(_shown(path)),
-                        "method": _cell(method),
+                        "file": _shown(path),
+                        "method": method,
                         "rank": rank + 1,
                         **self._result_cells(class_id, score),
-                        "layer": _cell(self.layer),
+                        "layer": self.layer,
                         "peak_x": peak_x,
                         "peak_y": peak_y,
-                        **{k: f"{v[offset, rank]:.6f}" for k, v in maps.metrics.items()},
-                        "overlay": _cell(relative),
+                        **{k: float(v[offset, rank]) for k, v in maps.metrics.items()},
+                        "overlay": tag,
                     }
                 )
-            # Every method explains the same class (same targets, same forward pass).
-            sheet_rows.append(
-                SheetRow(
-                    file=_shown(path),
-                    image=thumbnail,
-                    overlays=overlays,
-                    class_id=class_id,
-                    name=name,
-                    probability=score,
-                    rank=rank + 1,
+        return Event(step=index, images=images, rows=rows, name=path)
+
+    def folder_sink(self, args: argparse.Namespace) -> FolderSink:
+        """The folder sink of --out, now that the columns of results.csv are known."""
+        fields = ["file", "method", "rank", *self.result_fields, "layer"]
+        fields += ["peak_x", "peak_y", *self.metrics, "overlay"]
+        formats = {name: ".6f" for name in ("probability", *self.metrics)}
+        return FolderSink(
+            args.out,
+            mode="resume" if args.resume else "overwrite" if args.overwrite else "new",
+            pattern=_PATTERNS,
+            columns=fields,
+            formats=formats,
+            file_columns=("overlay",),
+            index=None,  # the contact sheet, written at the end with the run's summary
+            also_writes=("skipped.txt", "status.json"),
+        )
+
+    def sheet_rows(self, records: Sequence[FolderRecord]) -> list[SheetRow]:
+        """The contact sheet's rows: one per image and rank, one overlay per method."""
+        sheet = []
+        for record in records:
+            by_rank: dict[int, list[dict]] = {}
+            for row in record.rows:
+                by_rank.setdefault(row["rank"], []).append(row)
+            for rank, rows in by_rank.items():
+                # Every method explains the same class (same targets, same forward pass).
+                first = rows[0]
+                class_id = first["unit"] if self.regression else first["class"]
+                sheet.append(
+                    SheetRow(
+                        file=first["file"],
+                        image=record.files["image"][0],
+                        overlays={row["method"]: row["overlay"] for row in rows},
+                        class_id=class_id,
+                        name=self.names[class_id],
+                        probability=first["value" if self.regression else "probability"],
+                        rank=rank,
+                    )
                 )
-            )
-        text = io.StringIO()
-        csv.DictWriter(text, fieldnames=self.journal.fields).writerows(csv_rows)
-        return text.getvalue(), sheet_rows, flat
-
-
-class _Names:
-    """Output names unique in --out: never one that a recorded image uses, nor a user's file."""
-
-    def __init__(self, folder: _OutFolder, taken: set[str]) -> None:
-        self.folder, self.taken = folder, taken
-
-    def _free(self, relative: str) -> bool:
-        if relative in self.taken:
-            return False
-        return self.folder.is_ours(relative) or not os.path.lexists(self.folder.path(relative))
-
-    def claim(self, stem: str, suffixes: Sequence[str]) -> str:
-        for attempt in range(1, 10_000):
-            candidate = stem if attempt == 1 else f"{stem}_{attempt}"
-            names = [f"images/{candidate}.jpg"]
-            names += [f"overlays/{candidate}{suffix}.png" for suffix in suffixes]
-            if all(self._free(name) for name in names):
-                self.taken.update(names)
-                return candidate
-        raise OSError(f"no free output name for {stem}")
-
-
-class _Journal:
-    """results.csv and .keras-cam/journal.jsonl: each image recorded whole, in one write.
-
-    The journal holds what each input came to (explained, with its sheet rows and the
-    end of its rows in results.csv; skipped; failed), so that `--resume` can rebuild
-    the report and continue after the last image recorded.
-    """
-
-    def __init__(self, run: _Run, fields: list[str], resume: bool) -> None:
-        self.run, self.fields = run, fields
-        folder = run.folder
-        self.path = os.path.join(folder.state, "journal.jsonl")
-        csv_path = folder.path("results.csv")
-        taken: set[str] = set()
-        self.done: set[str] = set()
-        csv_end = None
-        if resume:
-            csv_end = self._replay(taken)
-        folder.record("results.csv")
-        if csv_end is None or not os.path.isfile(csv_path):
-            with open(csv_path, "w", newline="", encoding="utf-8") as file:
-                csv.DictWriter(file, fieldnames=fields).writeheader()
-        else:
-            with open(csv_path, "r+b") as file:  # drop rows of an image not recorded whole
-                file.truncate(csv_end)
-        folder.record(f"{_STATE}/journal.jsonl")
-        self.csv = open(csv_path, "a", newline="", encoding="utf-8")  # noqa: SIM115
-        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        if csv_end is None:
-            self.file.truncate(0)
-            self._append({"csv_end": self.csv.tell()})
-        self.names = _Names(folder, taken)
-
-    def _replay(self, taken: set[str]) -> int | None:
-        outcome: dict[str, dict] = {}
-        csv_end = None
-        try:
-            with open(self.path, encoding="utf-8") as file:
-                lines = file.readlines()
-        except OSError:
-            return None
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:  # a line cut short by a crash: that image is redone
-                continue
-            csv_end = entry.get("csv_end", csv_end)
-            if "file" in entry:
-                outcome[entry["file"]] = entry
-        for path, entry in outcome.items():
-            if "rows" in entry:
-                rows = [SheetRow(**row) for row in entry["rows"]]
-                self.run.rows.extend(rows)
-                self.run.explained += 1
-                self.run.flat += entry.get("flat", 0)
-                for row in rows:
-                    taken.add(row.image)
-                    taken.update(row.overlays.values())
-            elif "skipped" in entry:
-                self.run.skipped.append((path, entry["skipped"]))
-            else:
-                continue  # failed before: tried again
-            self.done.add(_real(path))
-        return csv_end
-
-    def _append(self, entry: dict) -> None:
-        self.file.write(json.dumps(entry) + "\n")
-        self.file.flush()
-
-    def explained(self, path: str, csv_text: str, rows: list[SheetRow], flat: int) -> None:
-        with _deferred_interrupt():
-            self.csv.write(csv_text)
-            self.csv.flush()
-            self.run.rows.extend(rows)
-            self.run.explained += 1
-            self.run.flat += flat
-            self.done.add(_real(path))
-            self._append(
-                {
-                    "file": path,
-                    "rows": [row.__dict__ for row in rows],
-                    "flat": flat,
-                    "csv_end": self.csv.tell(),
-                }
-            )
-
-    def has(self, path: str) -> bool:
-        return _real(path) in self.done
-
-    def skipped(self, path: str, why: str) -> None:
-        with _deferred_interrupt():
-            self.run.skipped.append((path, why))
-            self.done.add(_real(path))
-            self._append({"file": path, "skipped": why})
-
-    def failed(self, path: str, why: str) -> None:
-        with _deferred_interrupt():
-            self.run.failed.append((path, why))
-            self.done.add(_real(path))
-            self._append({"file": path, "failed": why})
-
-    def close(self) -> None:
-        self.csv.close()
-        self.file.close()
+        return sheet
 
 
 def _colour_stops(colormap: str) -> list[str]:
@@ -1348,10 +1097,12 @@ def _not_explained(run: _Run) -> list[tuple[str, str]]:
     return [(_shown(path), why) for path, why in listed]
 
 
-def _write_report(run: _Run, title: str, summary: str, notice: str, colormap: str) -> None:
+def _write_report(
+    run: _Run, rows: list[SheetRow], title: str, summary: str, notice: str, colormap: str
+) -> None:
     listed = _not_explained(run)
     page = contact_sheet_html(
-        run.rows,
+        rows,
         run.methods,
         title,
         summary,
@@ -1361,11 +1112,10 @@ def _write_report(run: _Run, title: str, summary: str, notice: str, colormap: st
         regression=run.regression,
     )
     run.folder.write_text("index.html", page)
-    skipped_path = run.folder.path("skipped.txt")
     if listed:
         run.folder.write_text("skipped.txt", "".join(f"{path}\t{why}\n" for path, why in listed))
-    elif run.folder.is_ours("skipped.txt") and os.path.isfile(skipped_path):
-        os.remove(skipped_path)  # from the interrupted run this one completes
+    else:
+        run.folder.remove("skipped.txt")  # from the interrupted run this one completes
 
 
 def _write_status(run: _Run, state: str, options: dict, total: int) -> None:
@@ -1391,7 +1141,7 @@ def _options(args: argparse.Namespace) -> dict:
     return json.loads(json.dumps(chosen))
 
 
-def _check_resume(folder: _OutFolder, options: dict) -> None:
+def _check_resume(folder: OwnedFolder, options: dict) -> None:
     try:
         with open(folder.path("status.json"), encoding="utf-8") as file:
             status = json.load(file)
@@ -1414,7 +1164,7 @@ def _check_resume(folder: _OutFolder, options: dict) -> None:
 def _explain(args: argparse.Namespace) -> int:
     methods = _methods(args.method)
     _metrics(args.metrics)
-    folder = _OutFolder(args.out)
+    folder = OwnedFolder(args.out)
     # This command's own earlier outputs are never taken as inputs.
     exclude = [folder.path(name) for name in _FOLDERS if folder.is_ours(name)]
     found = find_images(args.images, exclude=exclude)
@@ -1437,24 +1187,30 @@ def _explain(args: argparse.Namespace) -> int:
     with _without_native_log_lines(args.quiet_backend):
         import keras
 
-    run = _Run(out=args.out, methods=methods, folder=folder)
+    run = _Run(methods=methods)
     run.unreadable = list(found.unreadable)
     for path, why in found.unreadable:
         logger.warning("skipped folder %s: not readable (%s)", _shown(path), why)
     with _without_native_log_lines(args.quiet_backend):  # loading touches the device
         explainer = _Explainer(args, run, len(files))
     run.regression = explainer.regression
-    folder.lock()
-    # Again, now that --out is held: another run may have written there meanwhile.
-    _check_out(folder, args.overwrite, args.resume)
-    if args.overwrite:
-        folder.clear()
-    for name in _FOLDERS:
-        folder.make_folder(name)
-    fields = ["file", "method", "rank", *explainer.result_fields, "layer"]
-    fields += ["peak_x", "peak_y", *explainer.metrics, "overlay"]
-    journal = explainer.journal = _Journal(run, fields, args.resume)
-    todo = [path for path in files if _real(path) not in journal.done]
+    # Everything is written through these sinks, the folder sink (--out) first.
+    run.folder = explainer.folder_sink(args)
+    run.sinks = [run.folder]
+    try:
+        for sink in run.sinks:  # the folder sink holds --out from here (its lock)
+            sink.open()
+    except FolderInUseError:
+        raise UsageError(
+            f"Another keras-cam run is writing into --out {args.out}; wait for it to "
+            f"finish or choose another --out."
+        ) from None
+    except ValueError as error:  # another run wrote there meanwhile
+        raise UsageError(f"--out: {error}") from None
+    # What an interrupted run recorded (explained or skipped) is not done again.
+    done = {_real(record.name) for record in run.folder.records}
+    run.skipped = [(r.name, r.texts["skipped"]) for r in run.folder.records if r.texts]
+    todo = [path for path in files if _real(path) not in done]
     positions = {path: index for index, path in enumerate(files)}  # output names follow it
     if args.resume:
         logger.info("resuming: %d of %d images left to do", len(todo), len(files))
@@ -1466,24 +1222,24 @@ def _explain(args: argparse.Namespace) -> int:
     try:
         for first in range(0, len(todo), explainer.batch_size):
             paths = todo[first : first + explainer.batch_size]
-            loaded = explainer.load(paths)
+            loaded = explainer.load(positions, paths)
             if loaded:
                 try:
                     explainer.explain(positions, loaded)
                 except Exception as error:  # MemoryError too: the batch fails, not the run
                     logger.exception("failed to explain %d images", len(loaded))
                     reason = f"{type(error).__name__}: {error}"
-                    for path, _ in loaded:
-                        journal.failed(path, reason)
+                    run.failed.extend((path, reason) for path, _ in loaded)
             progress.add(len(paths))
         first = len(todo)
     except KeyboardInterrupt:
         interrupted = True
-    with _deferred_interrupt():
-        journal.close()
+    with deferred_interrupt():
         seconds = time.perf_counter() - start
         if interrupted:
-            run.not_processed = [path for path in todo[first:] if _real(path) not in journal.done]
+            done = {_real(record.name) for record in run.folder.records}
+            done |= {_real(path) for path, _ in run.failed}
+            run.not_processed = [path for path in todo[first:] if _real(path) not in done]
         summary = (
             f"{run.explained} images explained with {', '.join(methods)} in {seconds:.1f} s; "
             f"{len(run.skipped)} skipped (not readable), {len(run.failed)} failed, "
@@ -1499,8 +1255,11 @@ def _explain(args: argparse.Namespace) -> int:
                 f"Interrupted: {len(run.not_processed)} of {len(files)} images not processed "
                 f"(listed below and in skipped.txt); continue with the same command and --resume."
             )
-        _write_report(run, os.path.basename(args.model), summary, notice, args.colormap)
+        rows = explainer.sheet_rows(run.folder.records)
+        _write_report(run, rows, os.path.basename(args.model), summary, notice, args.colormap)
         _write_status(run, "interrupted" if interrupted else "complete", options, len(files))
+        for sink in run.sinks:
+            sink.close()
     print(f"keras-cam: {'interrupted; ' if interrupted else ''}{summary}.")
     for path, why in _not_explained(run):
         print(f"  not explained: {path} ({why})")

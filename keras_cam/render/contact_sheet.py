@@ -206,3 +206,45 @@ def contact_sheet_html(
         f"{_skipped_list(skipped)}"
         f"<script>{_SCRIPT}</script>\n</body>\n</html>\n"
     )
+
+
+def step_sheet_html(
+    events: Sequence[tuple[int, str | None, dict[str, list[str]]]], title: str = "keras-cam"
+) -> str:
+    """A page of one row per event (a step of training) and one column per image tag.
+
+    Args:
+        events: `(step, name or None, tag -> files relative to the page)`, in order.
+        title: the page title. Defaults to `"keras-cam"`.
+
+    Returns:
+        The HTML document as a string.
+
+    Example:
+
+    >>> page = step_sheet_html([(0, None, {"cam/gradcam/grid": ["grid/step_0000.png"]})])
+    """
+    tags = list(dict.fromkeys(tag for _, _, files in events for tag in files))
+    headers = "".join(f"<th>{html.escape(tag)}</th>" for tag in ["step", *tags])
+    body = []
+    for step, name, files in events:
+        label = html.escape(f"{step}" if name is None else f"{step}: {name}")
+        cells = [f'<td class="num">{label}</td>']
+        for tag in tags:
+            pictures = "".join(
+                f'<img src="{_url(path)}" alt="{html.escape(tag, quote=True)}" loading="lazy">'
+                for path in files.get(tag, ())
+            )
+            cells.append(f"<td>{pictures}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    rows = "\n".join(body)
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n"
+        f"<style>:root {{ --thumb: 320px; }}{_STYLE}</style>\n"
+        "</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n"
+        f"<table>\n<thead><tr>{headers}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>\n"
+        "</body>\n</html>\n"
+    )

@@ -36,6 +36,9 @@ class Event:
         charts: method -> the scalar names it logs over the whole run, for
             sinks that lay out a dashboard once (TensorBoard's custom
             scalars).
+        name: what the event is about where that is not the step alone (the
+            command line's input file); sinks that name files use it. None
+            for the callback's events.
     """
 
     step: int
@@ -45,6 +48,7 @@ class Event:
     texts: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     charts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    name: str | None = None
 
 
 @runtime_checkable
