@@ -25,12 +25,19 @@ def _methods() -> list[tuple[str, type]]:
 
 
 def _table(found: list[tuple[str, type]]) -> str:
-    rows = ["| name | class | description | paper | cost |", "| --- | --- | --- | --- | --- |"]
+    # `paper` and `cost` are optional class attributes: a column only once a method has one.
+    extra = [key for key in ("paper", "cost") if any(getattr(c, key, "") for _, c in found)]
+    rows = [
+        "| method | description | " + " | ".join(extra) + (" |" if extra else ""),
+        "| --- | --- | " + " | ".join("---" for _ in extra) + (" |" if extra else ""),
+    ]
     for name, cls in found:
+        cells = [_cell(getattr(cls, key, "")) for key in extra]
         rows.append(
-            f'| [`"{name}"`](#{cls.__name__.lower()}) | `{cls.__name__}` '
-            f"| {_cell(getattr(cls, 'description', ''))} | {_cell(getattr(cls, 'paper', ''))} "
-            f"| {_cell(getattr(cls, 'cost', ''))} |"
+            f'| [`"{name}"`](#{cls.__name__.lower()}) '
+            f"| {_cell(getattr(cls, 'description', ''))} | "
+            + " | ".join(cells)
+            + (" |" if cells else "")
         )
     return "\n".join(rows)
 
