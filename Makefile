@@ -24,8 +24,8 @@ tensorboard: $(VENV)/.installed
 	$(BIN)/tensorboard --logdir $(LOGDIR) --samples_per_plugin images=1000
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff format --check keras_cam tests examples benchmarks
-	$(BIN)/ruff check keras_cam tests examples benchmarks
+	$(BIN)/ruff format --check keras_cam tests examples benchmarks docs/hooks
+	$(BIN)/ruff check keras_cam tests examples benchmarks docs/hooks
 
 # The documentation site (mkdocs.yml, sources in docs/) built into site/; --strict fails on
 # broken links, missing API objects and unresolved references. The Methods page imports

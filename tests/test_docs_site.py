@@ -35,7 +35,9 @@ def sources() -> list[Path]:
 @pytest.fixture(scope="session")
 def site(tmp_path_factory) -> Path:
     built = ROOT / "site" / "index.html"
-    newest = max(path.stat().st_mtime for path in sources() if path.is_file())
+    newest = max(
+        p.stat().st_mtime for p in sources() if p.is_file() and "__pycache__" not in p.parts
+    )
     if built.exists() and built.stat().st_mtime >= newest:
         return built.parent
     out = tmp_path_factory.mktemp("site")
