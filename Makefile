@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench shortcut clean browser tensorboard matrix
+.PHONY: demo test lint bench shortcut clean browser tensorboard matrix docs docs-serve
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,reference,tensorflow,jax,torch]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,reference,tensorflow,jax,torch]"
 	$(BIN)/python -m pip install --quiet --no-deps grad-cam==1.5.7
 	touch $@
 
@@ -24,8 +24,17 @@ tensorboard: $(VENV)/.installed
 	$(BIN)/tensorboard --logdir $(LOGDIR) --samples_per_plugin images=1000
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff format --check keras_cam tests examples benchmarks
-	$(BIN)/ruff check keras_cam tests examples benchmarks
+	$(BIN)/ruff format --check keras_cam tests examples benchmarks docs/hooks
+	$(BIN)/ruff check keras_cam tests examples benchmarks docs/hooks
+
+# The documentation site (mkdocs.yml, sources in docs/) built into site/; --strict fails on
+# broken links, missing API objects and unresolved references. The Methods page imports
+# keras_cam.methods (the registry), hence PYTHONPATH and the quiet TensorFlow.
+docs: $(VENV)/.installed
+	PYTHONPATH=$(CURDIR) NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+docs-serve: $(VENV)/.installed
+	PYTHONPATH=$(CURDIR) NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 # The browser test (tests/test_browser.py) drives Debian's Chromium through its driver.
 # Installed with apt only when missing (CI runs as root; elsewhere through sudo).
@@ -37,7 +46,7 @@ browser:
 	fi
 
 # The slow tests (real servers, examples, cross-backend parity) run once, under TensorFlow.
-test: lint browser
+test: lint browser docs
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "not slow"
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -m "not slow"
@@ -56,4 +65,4 @@ shortcut: $(VENV)/.installed browser
 		--image cam/gradcam/timeline docs/shortcut_timeline.png
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site dist build

@@ -1,4 +1,4 @@
-"""Every ```python block of the README runs as written, and its shell commands exist.
+"""Every ```python block of the README and the docs pages runs as written; commands exist.
 
 Each block runs in a fresh namespace holding only the free names it uses (the
 models and arrays it assumes from the text around it), built by `FIXTURES`:
@@ -7,8 +7,11 @@ long to train is the reader's choice, not what is tested), nothing downloaded
 (`keras.applications.ResNet50` and KerasHub's `ViTBackbone` are replaced by
 small stand-ins with the same layer names). What a block's comments say it
 returns is checked by `CLAIMS`. A block preceded by `<!-- fragment -->` would be
-skipped (none is today). The commands in backticks are checked too: `make`
-targets exist, and every `--option` named next to a script is in its `--help`.
+skipped (none is today), and one preceded by `<!-- not run: REASON -->` is skipped
+with that reason (a block that needs pretrained weights; its page says so). The
+commands in backticks are checked too: `make` targets exist, and every `--option`
+named next to a script is in its `--help`. The pages are README.md and every
+Markdown file under docs/ (the MkDocs site).
 """
 
 from __future__ import annotations
@@ -33,13 +36,16 @@ from keras_cam.data import make_sequences, make_shapes, make_volumes
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-TEXT = README.read_text(encoding="utf-8")
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+TEXTS = {page.relative_to(ROOT).as_posix(): page.read_text(encoding="utf-8") for page in PAGES}
+TEXT = "\n\n".join(TEXTS.values())
+NOT_RUN = re.compile(r"<!-- not run: (.+) -->")
 
 
-def readme_blocks() -> list[tuple[str, str, bool]]:
-    """(heading, code, is_fragment) of every ```python block; `heading (k)` when several."""
+def page_blocks(page: str, text: str) -> list[tuple[str, str, str | None]]:
+    """(`page: heading (k)`, code, why not run) of every ```python block of one page."""
     found, heading = [], ""
-    lines = TEXT.splitlines()
+    lines = text.splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -51,21 +57,33 @@ def readme_blocks() -> list[tuple[str, str, bool]]:
         elif fence:
             end = lines.index(f"{fence.group(1)}```", i + 1)
             code = "\n".join(row[len(fence.group(1)) :] for row in lines[i + 1 : end])
-            fragment = i > 0 and lines[i - 1].strip() == "<!-- fragment -->"
-            found.append((heading, code + "\n", fragment))
+            before = lines[i - 1].strip() if i > 0 else ""
+            skip = NOT_RUN.fullmatch(before)
+            why = skip.group(1) if skip else "a fragment" if before == "<!-- fragment -->" else None
+            found.append((heading, code + "\n", why))
             i = end
         i += 1
     counts = {h: sum(1 for other, *_ in found if other == h) for h, *_ in found}
     seen: dict[str, int] = {}
     named = []
-    for heading, code, fragment in found:
+    for heading, code, why in found:
         seen[heading] = seen.get(heading, 0) + 1
         name = f"{heading} ({seen[heading]})" if counts[heading] > 1 else heading
-        named.append((name, code, fragment))
+        named.append((f"{page}: {name}", code, why))
     return named
 
 
-BLOCKS = readme_blocks()
+def once(blocks: list[tuple[str, str, str | None]]) -> list[tuple[str, str, str | None]]:
+    """A block repeated on another page (the home page's quick start) runs once."""
+    first: dict[str, str] = {}
+    kept = []
+    for name, code, why in blocks:
+        repeated = first.setdefault(code, name) != name
+        kept.append((name, code, why or (f"the same code as {first[code]}" if repeated else None)))
+    return kept
+
+
+BLOCKS = once([block for page, text in TEXTS.items() for block in page_blocks(page, text)])
 pytestmark = pytest.mark.slow  # backend-neutral: once, in the TensorFlow pass
 
 
@@ -285,13 +303,22 @@ def check_guided(ns: dict, code: str) -> None:
     assert Path("fine_tuned.keras").exists()
 
 
+def check_quick_start(ns: dict, code: str) -> None:
+    assert ns["result"].heatmaps.shape == (2, 224, 224)
+    assert ns["overlays"].dtype == np.uint8
+    assert ns["overlays"].shape == (2, 224, 224, 3)
+
+
+KINDS = "docs/guide/model-kinds.md:"
+ACTING = "docs/guide/acting.md: Acting on the maps: logs, alarms, galleries, CAM-guided fine-tuning"
 CLAIMS = {
-    "Offline": check_offline,
-    "Model kinds (2)": check_vit,
-    "Model kinds (4)": check_rank,
-    "Model kinds (5)": check_cells,
-    "Acting on the maps (1)": check_acting,
-    "Acting on the maps (4)": check_guided,
+    "README.md: Quick start: `explain()` offline": check_quick_start,
+    "docs/guide/offline.md: Offline: explain()": check_offline,
+    f"{KINDS} Vision transformers (1)": check_vit,
+    f"{KINDS} 1-D sequences and 3-D volumes": check_rank,
+    f"{KINDS} Sequences and volumes in TensorBoard": check_cells,
+    f"{ACTING} (1)": check_acting,
+    f"{ACTING} (4)": check_guided,
 }
 
 
@@ -333,14 +360,15 @@ def run_block(code: str) -> dict:
 
 
 def test_every_python_block_is_found():
-    assert len(BLOCKS) >= 13
+    assert len(BLOCKS) >= 18
+    assert sum(name.startswith("README.md") for name, *_ in BLOCKS) >= 3
     assert set(CLAIMS) <= {name for name, *_ in BLOCKS}
 
 
-@pytest.mark.parametrize(("code", "fragment"), [b[1:] for b in BLOCKS], ids=[b[0] for b in BLOCKS])
-def test_readme_block_runs_as_written(code, fragment, request, tmp_path, monkeypatch):
-    if fragment:
-        pytest.skip("marked <!-- fragment --> in the README")
+@pytest.mark.parametrize(("code", "why"), [b[1:] for b in BLOCKS], ids=[b[0] for b in BLOCKS])
+def test_readme_block_runs_as_written(code, why, request, tmp_path, monkeypatch):
+    if why:
+        pytest.skip(f"not run: {why}")
     import keras_hub
 
     monkeypatch.chdir(tmp_path)
@@ -367,8 +395,8 @@ def paragraphs() -> list[tuple[str, str]]:
     found, heading = [], ""
     for paragraph in re.split(r"\n\s*\n", TEXT):
         for line in paragraph.splitlines():
-            if line.startswith("## "):
-                heading = line[3:]
+            if re.match(r"#{1,3} ", line):
+                heading = line.lstrip("#").strip()
         found.append((heading, paragraph))
     return found
 
@@ -411,8 +439,8 @@ def test_options_named_in_the_readme_are_in_the_scripts_help():
         spans = [
             s
             for s in re.findall(r"`([^`\n]*--[^`\n]*)`", paragraph)
-            # Other tools' commands (tensorboard, python -m build) have their own options.
-            if not s.startswith(("tensorboard", "python -m", "pip "))
+            # Other tools' commands (tensorboard, python -m build, mkdocs) have their own options.
+            if not s.startswith(("tensorboard", "python -m", "pip ", "mkdocs"))
             and "samples_per_plugin" not in s
         ]
         if not spans:
@@ -420,7 +448,7 @@ def test_options_named_in_the_readme_are_in_the_scripts_help():
         scripts = set(re.findall(r"((?:examples|benchmarks)/\w+\.py)", paragraph))
         scripts |= {f"benchmarks/{s}" for s in re.findall(r"`(bench_\w+\.py)", paragraph)}
         if not scripts:
-            assert heading == "Command line" or any("keras-cam" in s for s in spans), spans
+            assert "command line" in heading.lower() or any("keras-cam" in s for s in spans), spans
             scripts = {"keras-cam explain"}
         known = ""
         for script in scripts:

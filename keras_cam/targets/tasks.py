@@ -167,6 +167,7 @@ def _class_ids_of(values: Any, name: str) -> np.ndarray:
 
 
 MULTI_LABEL = "positive"
+"""`targets=MULTI_LABEL` explains every label a multi-label (sigmoid) model predicts positive."""
 
 
 def callable_scores(score_fn: Callable[[Any], Any], outputs: Any, count: int) -> Any:
