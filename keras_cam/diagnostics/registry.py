@@ -226,6 +226,17 @@ for _metric in (
         needs=("forward",),
         worse_when="lower",
     ),
+    Metric(
+        "road",
+        _forward("road_combined"),
+        "ROAD (Rong et al., ICML 2022): (least − most relevant first) / 2, the class score's "
+        "change when the bottom or top pixels are filled from their neighbours, averaged over "
+        "the 10th..90th percentiles (higher is better: removing what the map calls important "
+        "hurts more than removing the rest).",
+        needs=("forward",),
+        worse_when="lower",
+        display_name="ROAD combined",
+    ),
 ):
     register_metric(_metric)
 del _metric
