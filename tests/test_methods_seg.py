@@ -9,7 +9,7 @@ from keras import layers
 import keras_cam
 from keras_cam import metrics
 from keras_cam.diagnostics.imputation import NEIGHBOURS, noisy_linear_impute
-from keras_cam.diagnostics.registry import MetricInputs, get_metric
+from keras_cam.diagnostics.registry import MetricInputs, get_metric, metric_names
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,40 @@ def test_road_equals_numpy_by_hand():
         metrics.road_combined(model, images, maps, classes, percentiles=(120,))
     with pytest.raises(ValueError, match=r"\(N, H, W\) images"):
         metrics.road_combined(model, images[:, :, 0], maps[:, :, 0], classes)
+
+
+def test_arcc_is_the_harmonic_mean_its_code_computes():
+    """pytorch-grad-cam's arcc.py by hand: coherency of the map with the method re-run on the
+    masked image, 1 − mean map value, 2·ROAD clipped to [0, 1]; harmonic mean of the three."""
+    model = linear_model()
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0, 1, (3, 6, 6, 2)).astype("float32")
+    maps = rng.uniform(0, 1, (3, 6, 6))
+    classes = np.array([1, 0, 1])
+
+    def explain(x):  # a "method": the masked image's first channel, scaled to [0, 1]
+        first = np.asarray(x)[..., 0]
+        return first / first.max(axis=(1, 2), keepdims=True)
+
+    values = metrics.arcc(model, images, maps, classes, explain=explain, noise=0.0, per_image=True)
+    again = explain(images * maps[..., None])
+    coherency = np.array(
+        [
+            (np.corrcoef(a.ravel(), m.ravel())[0, 1] + 1) / 2
+            for a, m in zip(again, maps, strict=True)
+        ]
+    )
+    simplicity = 1 - maps.mean(axis=(1, 2))
+    percentiles = (20, 40, 60, 80)
+    road = (
+        ref_road(model, images, maps, classes, percentiles, False)
+        - ref_road(model, images, maps, classes, percentiles, True)
+    ) / 2
+    road = np.clip(2 * road, 0, 1)
+    expected = 3 / (1 / coherency + 1 / simplicity + 1 / (road + 1e-8))
+    np.testing.assert_allclose(values, expected, atol=1e-5)
+    # Through the registry: the callback passes `explain`; the CLI does not offer ARCC.
+    inputs = MetricInputs(maps=maps, classes=classes, model=model, images=images, explain=explain)
+    assert np.isfinite(get_metric("arcc").compute(inputs)).all()
+    assert "arcc" in metric_names()
+    assert "arcc" not in metric_names(without=("explain",))

@@ -54,3 +54,24 @@ def test_road_equals_pytorch_grad_cam(nets, monkeypatch):
     for key, value in theirs.items():
         assert np.abs(value).max() > 1e-4, key  # something was removed
         np.testing.assert_allclose(ours[key], value, atol=1e-4, err_msg=key)
+
+
+def test_arcc_equals_pytorch_grad_cam(nets, monkeypatch):
+    from pytorch_grad_cam.metrics import arcc, road
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    net, model, x, torch_x = nets
+    monkeypatch.setattr(road.NoisyLinearImputer.__init__, "__defaults__", (0.0, []))
+    maps = keras_cam.explain(model, x, method="gradcam", layer="target", targets=CLASSES).heatmaps
+    targets = [ClassifierOutputTarget(c) for c in CLASSES]
+    base = pgc.GradCAM(model=net, target_layers=[net.target])
+    theirs = arcc.ARCC(base)(torch_x, maps.astype(np.float32), targets, net)
+
+    def explain(images):
+        return keras_cam.explain(
+            model, images, method="gradcam", layer="target", targets=CLASSES
+        ).heatmaps
+
+    ours = metrics.arcc(model, x, maps, CLASSES, explain=explain, noise=0.0, per_image=True)
+    assert np.ptp(theirs) > 0
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)

@@ -81,7 +81,7 @@ PREPROCESSING = (
 TASKS = ("auto", "classification", "regression")
 DEFAULT_METRICS = ("focus", "average_drop", "increase_in_confidence")
 # The metrics of one folder of images: those that need no masks, labels or earlier event.
-_OFFLINE = ("masks", "labels", "previous")
+_OFFLINE = ("masks", "labels", "previous", "explain")
 
 # The files this command writes into --out. Every file and folder it creates is also
 # listed in .keras-cam/manifest.txt; --overwrite removes the listed ones and nothing else.
