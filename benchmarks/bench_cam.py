@@ -30,6 +30,7 @@ ratio of two timings taken in the same run on the same machine.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import statistics
@@ -379,7 +380,7 @@ def _cost_method(name: str):
     options = {}
     if issubclass(cls, PerturbationMethod):
         options["max_channels"] = COST_CHANNELS
-    if "samples" in cls.__init__.__code__.co_varnames:
+    if "samples" in inspect.signature(cls).parameters:
         options["samples"] = COST_SAMPLES
     return cls(**options), options
 
