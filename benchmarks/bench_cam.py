@@ -17,6 +17,11 @@ ratio of two timings taken in the same run on the same machine.
    weights: ViT-Tiny, 224×224, patch 16, 12 blocks of width 192), batch 8: Grad-CAM at the default
    layer (the last block's first LayerNorm, captured inside the encoder) over one compiled
    forward pass.
+6. `--costs`: every registered method's cost in compiled forward passes of the same
+   batch (method time / forward time, median of per-round ratios) on ResNet50 at
+   224×224 (batch 2), Score-CAM-like methods bounded (`max_channels`, fewer samples) so
+   it finishes in minutes; the methods in `TRANSFORMER_METHODS` are measured on the ViT
+   of figure 4 instead. Printed as a Markdown table with the load average.
 5. A long run: 200 CAM events of the demo model's callback (default settings): growth of
    the process's resident memory after warm-up, and bytes written per event, for 16 and
    for 4 probe images (`max_images` caps the disk use).
@@ -25,6 +30,7 @@ ratio of two timings taken in the same run on the same machine.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import statistics
@@ -357,6 +363,85 @@ def vit_cam_over_forward(batch: int, runs: int) -> None:
     print(f"  layer: {explainer.layer}")
 
 
+TRANSFORMER_METHODS: list[str] = []
+"""Methods measured on the ViT (figure 4's) instead of ResNet50 (the attention-based ones)."""
+
+COST_CHANNELS = 8
+COST_SAMPLES = 4
+
+
+def _cost_method(name: str):
+    """The registered method, bounded for `--costs`: K = COST_CHANNELS channels for the
+    perturbation methods, COST_SAMPLES samples for those that average over samples."""
+    from keras_cam.methods.perturbation import PerturbationMethod
+    from keras_cam.methods.registry import registered_methods
+
+    cls = registered_methods()[name]
+    options = {}
+    if issubclass(cls, PerturbationMethod):
+        options["max_channels"] = COST_CHANNELS
+    if "samples" in inspect.signature(cls).parameters:
+        options["samples"] = COST_SAMPLES
+    return cls(**options), options
+
+
+def _small_vit():
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(224, 224, 3),
+        patch_size=16,
+        num_layers=12,
+        num_heads=3,
+        hidden_dim=192,
+        mlp_dim=768,
+    )
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=10, preprocessor=None)
+
+
+def method_costs(batch: int, size: int, runs: int, methods: list[str]) -> None:
+    """Each method's time over the compiled forward time of the same batch, as a table."""
+    from keras_cam.methods.registry import registered_methods
+
+    groups = {
+        "ResNet50": [m for m in methods if m not in TRANSFORMER_METHODS],
+        "ViT-Tiny": [m for m in methods if m in TRANSFORMER_METHODS],
+    }
+    load_before = os.getloadavg()[0]
+    print(f"batch {batch} at {size}×{size}, {runs} rounds; cost = method time / forward time")
+    print("| method | model | options | cost (forward passes) | quartiles | stated cost |")
+    print("|---|---|---|---|---|---|")
+    for model_name, names in groups.items():
+        if not names:
+            continue
+        if model_name == "ResNet50":
+            model = keras.applications.ResNet50(weights=None, input_shape=(size, size, 3))
+            images = np.random.default_rng(0).uniform(0, 255, size=(batch, size, size, 3))
+        else:
+            model = _small_vit()
+            images = np.random.default_rng(0).uniform(0, 1, size=(batch, 224, 224, 3))
+        images = images.astype("float32")
+        inputs = keras.ops.convert_to_tensor(images)
+        forward = backend_module().compile_function(lambda x, m=model: m(x, training=False), model)
+        for name in names:
+            method, options = _cost_method(name)
+            explainer = keras_cam.CAMExplainer(model, method=method)
+            times = interleaved_times(
+                {
+                    "forward": lambda f=forward, x=inputs: keras.ops.convert_to_numpy(f(x)),
+                    name: lambda e=explainer, x=images: e(x),
+                },
+                runs,
+            )
+            ratio, low, high = paired_ratio(times[name], times["forward"])
+            shown = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+            print(
+                f"| {name} | {model_name} | {shown} | {ratio:.2f} | {low:.2f}–{high:.2f} "
+                f"| {registered_methods()[name].cost} |"
+            )
+    print(f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -374,6 +459,9 @@ def main() -> None:
         "--event-only", action="store_true", help="only the blocking/total cost of one event"
     )
     parser.add_argument("--vit-only", action="store_true", help="only the ViT figure")
+    parser.add_argument(
+        "--costs", action="store_true", help="only each method's cost in forward passes"
+    )
     args = parser.parse_args()
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
@@ -382,6 +470,9 @@ def main() -> None:
     )
     if args.event_only:
         event_cost(10, args.log_dir)
+        return
+    if args.costs:
+        method_costs(args.batch, args.size, args.runs, args.methods)
         return
     if not args.vit_only:
         cam_over_forward(args.batch, args.size, args.runs, args.methods, args.score_cam_channels)

@@ -45,6 +45,7 @@ from keras_cam.cli.image_files import (
     find_images,
     load_image,
 )
+from keras_cam.cli.methods_list import write_methods
 from keras_cam.diagnostics import registry
 from keras_cam.render.contact_sheet import SheetRow, contact_sheet_html
 from keras_cam.sinks.event import Event, Sink, write_all
@@ -85,7 +86,7 @@ PREPROCESSING = (
 TASKS = ("auto", "classification", "regression")
 DEFAULT_METRICS = ("focus", "average_drop", "increase_in_confidence")
 # The metrics of one folder of images: those that need no masks, labels or earlier event.
-_OFFLINE = ("masks", "labels", "previous")
+_OFFLINE = ("masks", "labels", "previous", "explain")
 
 # The files this command writes into --out, through its folder sink: every file and
 # folder it creates is also listed in .keras-cam/manifest.txt; --overwrite removes the
@@ -1269,41 +1270,6 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK if run.explained and not run.failed else EXIT_FAILED
 
 
-def _method_descriptions() -> dict[str, str]:
-    """`name -> description` of the built-in methods, read from their source files.
-
-    Importing the methods would import Keras and its backend (seconds, and
-    TensorFlow's start-up lines) only to print a list; their class attributes
-    are plain strings, read here with `ast`. A test checks the result against
-    `keras_cam.available_methods()`.
-    """
-    import ast
-
-    found = {}
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # keras_cam/
-    folder = os.path.join(package, "methods")
-    for file_name in sorted(os.listdir(folder)):
-        if not file_name.endswith(".py"):
-            continue
-        with open(os.path.join(folder, file_name), encoding="utf-8") as file:
-            tree = ast.parse(file.read())
-        for node in tree.body:
-            if not isinstance(node, ast.ClassDef):
-                continue
-            strings = {
-                target.id: statement.value.value
-                for statement in node.body
-                if isinstance(statement, ast.Assign)
-                and isinstance(statement.value, ast.Constant)
-                and isinstance(statement.value.value, str)
-                for target in statement.targets
-                if isinstance(target, ast.Name)
-            }
-            if "name" in strings and "description" in strings:
-                found[strings["name"]] = strings["description"]
-    return dict(sorted(found.items()))
-
-
 # TensorFlow's C++ log lines (absl format: "I0000 00:00:17... 123 port.cc:153] ...").
 _NATIVE_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d+:\d+:\d+\.\d+ +\d+ [^\]]+\] ")
 _NATIVE_LOG_NOTE = "WARNING: All log messages before absl::InitializeLog() is called"
@@ -1343,14 +1309,6 @@ def _without_native_log_lines(quiet: bool) -> Iterator[None]:
             sys.stderr.flush()
 
 
-def _list_methods() -> int:
-    methods = _method_descriptions()
-    width = max(map(len, methods))
-    for name, description in methods.items():
-        print(f"{name:<{width}}  {description}")
-    return EXIT_OK
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs `keras-cam` with `argv` (default: the process's arguments); returns the exit status.
 
@@ -1371,7 +1329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         if args.command == "methods":
-            return _list_methods()
+            write_methods(sys.stdout)
+            return EXIT_OK
         return _explain(args)
     except UsageError as error:
         logger.error("%s", error)

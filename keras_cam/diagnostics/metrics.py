@@ -3,8 +3,8 @@
 Every metric returns the mean over the batch, or one value per image with
 `per_image=True`. Maps are read as non-negative evidence: NaN counts as 0
 and negative values are clipped to 0. The faithfulness metrics
-(`deletion_auc`, `insertion_auc`, `average_drop`, `increase_in_confidence`)
-run the model on perturbed copies of the images, batched through one
+(`deletion_auc`, `insertion_auc`, `average_drop`, `increase_in_confidence`,
+the ROAD scores) run the model on perturbed copies of the images, batched through one
 compiled forward function per model, the last batch padded so it never
 retraces.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -32,6 +32,7 @@ import numpy as np
 from keras import ops
 
 from keras_cam.compute import backend_module
+from keras_cam.diagnostics.imputation import noisy_linear_impute
 
 Preprocess = Callable[[np.ndarray], Any]
 
@@ -605,3 +606,242 @@ def rank_correlation(
     ranks_b = np.stack([_average_ranks(m) for m in b.reshape(len(b), -1)])
     shape = (len(a), 1, ranks_a.shape[1])
     return _reduce(1.0 - drift(ranks_a.reshape(shape), ranks_b.reshape(shape), True), per_image)
+
+
+ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+"""The percentiles ROAD averages over (pytorch-grad-cam's and the paper's)."""
+
+
+def _road_changes(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any,
+    percentiles: Sequence[float],
+    noise: float,
+    seed: int,
+    preprocess: Preprocess | None,
+    batch_size: int,
+    most_relevant_first: bool,
+) -> np.ndarray:
+    """(N, P) class score change after imputing each image's pixels at each percentile."""
+    percentiles = tuple(percentiles)
+    if not percentiles or not all(0 <= p <= 100 for p in percentiles):
+        raise ValueError(f"percentiles must be numbers in [0, 100], got {percentiles!r}.")
+    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or noise < 0:
+        raise ValueError(f"noise must be a standard deviation >= 0, got {noise!r}.")
+    if np.ndim(heatmaps) != 3:
+        raise ValueError(
+            f"ROAD imputes pixels of (N, H, W) images from their 8 neighbours; got maps of "
+            f"shape {np.shape(heatmaps)} (sequences and volumes are not supported)."
+        )
+    images, maps, classes, scores = _faithfulness_inputs(
+        model, images, heatmaps, classes, preprocess, batch_size
+    )
+    # pytorch-grad-cam keeps the pixels below the p-th percentile of the map (of 1 − map for
+    # least relevant first) and imputes the others.
+    ranked = maps if most_relevant_first else 1.0 - maps
+    count = len(percentiles)
+
+    def make_batch(indices):
+        batch = []
+        for index in indices:
+            image, step = divmod(int(index), count)
+            threshold = np.percentile(ranked[image], percentiles[step])
+            rng = np.random.default_rng([seed, image, step, int(most_relevant_first)])
+            removed = ranked[image] >= threshold
+            batch.append(noisy_linear_impute(images[image], removed, noise, rng))
+        return np.stack(batch)
+
+    outputs = _outputs(model, len(maps) * count, make_batch, preprocess, batch_size)
+    after = _class_outputs(outputs, np.repeat(classes, count)).reshape(len(maps), count)
+    return after - scores[:, None]
+
+
+def road_most_relevant_first(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any = None,
+    *,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    noise: float = 0.01,
+    seed: int = 0,
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """ROAD, most relevant first: the class score's change when the top pixels are imputed.
+
+    Rong et al., "A Consistent and Efficient Evaluation Strategy for
+    Attribution Methods", ICML 2022 (arXiv 2202.00449); pytorch-grad-cam's
+    `ROADMostRelevantFirstAverage`. At each percentile `p`, the pixels whose
+    map value is at or above the map's p-th percentile (the top 100 − p %)
+    are replaced by noisy linear imputation
+    (`keras_cam.diagnostics.imputation`); the value is the new class score
+    minus the image's own, averaged over the percentiles. Lower (a larger
+    drop) is better. The imputation works on the display images, before
+    `preprocess`.
+
+    Args:
+        model, images, heatmaps, classes, preprocess, batch_size, per_image:
+            as for `deletion_auc`; the images must be (N, H, W[, C]).
+        percentiles: the percentiles averaged over. Defaults to 10, 20, …, 90.
+        noise: the imputation noise's standard deviation, in the images'
+            units. Defaults to `0.01` (ROAD's, for images in [0, 1]).
+        seed: the noise's seed (the same seed gives the same values).
+            Defaults to `0`.
+
+    Example:
+
+    >>> road_most_relevant_first(model, images, result.heatmaps, result.classes)  # doctest: +SKIP
+    -0.42
+    """
+    changes = _road_changes(
+        model, images, heatmaps, classes, percentiles, noise, seed, preprocess, batch_size, True
+    )
+    return _reduce(changes.mean(axis=1), per_image)
+
+
+def road_least_relevant_first(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any = None,
+    *,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    noise: float = 0.01,
+    seed: int = 0,
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """ROAD, least relevant first: the class score's change when the bottom pixels are imputed.
+
+    The mirror of `road_most_relevant_first` (pytorch-grad-cam's
+    `ROADLeastRelevantFirstAverage`): at each percentile `p` the pixels at or
+    below the map's (100 − p)-th percentile (the bottom 100 − p %) are
+    imputed. Higher (a smaller drop) is better. Arguments as for
+    `road_most_relevant_first`.
+
+    Example:
+
+    >>> road_least_relevant_first(model, images, result.heatmaps)  # doctest: +SKIP
+    -0.05
+    """
+    changes = _road_changes(
+        model, images, heatmaps, classes, percentiles, noise, seed, preprocess, batch_size, False
+    )
+    return _reduce(changes.mean(axis=1), per_image)
+
+
+def road_combined(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any = None,
+    *,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    noise: float = 0.01,
+    seed: int = 0,
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """ROAD's combined score: (least relevant first − most relevant first) / 2; higher is better.
+
+    pytorch-grad-cam's `ROADCombined`: a faithful map loses little when its
+    unimportant pixels go and much when its important ones go. In the units
+    of the score (in [−0.5, 0.5] for probabilities). Arguments as for
+    `road_most_relevant_first`; both orders use the same noise seed.
+
+    Example:
+
+    >>> road_combined(model, images, result.heatmaps, result.classes)  # doctest: +SKIP
+    0.18
+    """
+    options = (percentiles, noise, seed, preprocess, batch_size)
+    least = _road_changes(model, images, heatmaps, classes, *options, False)
+    most = _road_changes(model, images, heatmaps, classes, *options, True)
+    return _reduce((least.mean(axis=1) - most.mean(axis=1)) / 2, per_image)
+
+
+def arcc(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    classes: Any = None,
+    *,
+    explain: Callable[[np.ndarray], Any],
+    percentiles: Sequence[float] = (20, 40, 60, 80),
+    noise: float = 0.01,
+    seed: int = 0,
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """ARCC: one score from a map's coherency, its compactness and ROAD (higher is better).
+
+    pytorch-grad-cam's `metrics/arcc.py` (RefineCAM, arXiv 2605.14641). Its
+    docstring calls ARCC the *geometric* mean of Complexity, Coherency and
+    ROAD; its code, followed here, takes the *harmonic* mean of three values
+    in [0, 1]:
+
+        coherency  = (r(explain(X ⊙ L), L) + 1) / 2     (Pearson r; Poppi et al., arXiv 2104.10252)
+        simplicity = 1 − mean(|L|)                       (1 − Complexity)
+        road       = clip(2 · ROAD_combined(L), 0, 1)    (percentiles 20, 40, 60, 80)
+        ARCC = 3 / (1/(coherency + ε) + 1/(simplicity + ε) + 1/(road + ε)),    ε = 1e-8
+
+    so any one of the three near 0 pulls ARCC near 0. `explain` re-runs the
+    same method on the images multiplied by their maps (Coherency: a map
+    should explain its own evidence alike). ROAD's difference is in the
+    units of the score; clipping at 1 after doubling makes it a probability
+    difference's scale.
+
+    Args:
+        model, images, heatmaps, classes, preprocess, batch_size, per_image:
+            as for `deletion_auc`; the images must be (N, H, W[, C]).
+        explain: display images (N, H, W, C) -> their heatmaps (N, H, W) in
+            [0, 1], for the same classes, by the method that made `heatmaps`.
+        percentiles, noise, seed: ROAD's, as for `road_combined`. Defaults
+            to 20, 40, 60, 80 (the reference's), `0.01` and `0`.
+
+    Example:
+
+    >>> def again(x):
+    ...     return keras_cam.explain(model, x, method="gradcam", targets=classes).heatmaps
+    >>> arcc(model, images, result.heatmaps, classes, explain=again)  # doctest: +SKIP
+    0.41
+    """
+    maps = _maps(heatmaps)
+    flat = maps.reshape(len(maps), -1)
+    complexity = np.abs(flat).mean(axis=1)
+    shown = np.asarray(ops.convert_to_numpy(images), np.float32)
+    masked = shown * (maps if shown.ndim == maps.ndim else maps[..., None]).astype(np.float32)
+    again = _maps(explain(masked), "explain's heatmaps").reshape(len(maps), -1)
+    if again.shape != flat.shape:
+        raise ValueError(
+            f"explain must return one map per image of the heatmaps' size {maps.shape[1:]}, "
+            f"got {again.shape}."
+        )
+    a, b = again - again.mean(axis=1, keepdims=True), flat - flat.mean(axis=1, keepdims=True)
+    scale = flat.shape[1] - 1
+    pearson = ((a * b).sum(axis=1) / scale) / (
+        np.sqrt((a**2).sum(axis=1) / scale) * np.sqrt((b**2).sum(axis=1) / scale) + 1e-8
+    )
+    coherency = (pearson + 1) / 2
+    road = road_combined(
+        model,
+        images,
+        maps,
+        classes,
+        percentiles=percentiles,
+        noise=noise,
+        seed=seed,
+        preprocess=preprocess,
+        batch_size=batch_size,
+        per_image=True,
+    )
+    road = np.clip(2 * road, 0.0, 1.0)
+    values = 3 / (1 / (coherency + 1e-8) + 1 / ((1 - complexity) + 1e-8) + 1 / (road + 1e-8))
+    return _reduce(values, per_image)

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-NEEDS = ("masks", "labels", "forward", "previous")
+NEEDS = ("masks", "labels", "forward", "previous", "explain")
 """What a metric may need beyond the maps: object masks, the probe's labels, extra forward
-passes of the model (the images, the model and `preprocess`), the previous event's maps."""
+passes of the model (the images, the model and `preprocess`), the previous event's maps, the
+same method re-run on other images (`MetricInputs.explain`)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class MetricInputs:
             (`"previous"`), or `None` at the first event.
         batch_size: images per forward pass of `"forward"` metrics, or
             `None` for each function's default.
+        explain: display images -> the same method's heatmaps (N, H, W) for
+            the same classes (`"explain"`), or `None`.
     """
 
     maps: np.ndarray
@@ -49,6 +52,7 @@ class MetricInputs:
     labels: np.ndarray | None = None
     previous: np.ndarray | None = None
     batch_size: int | None = None
+    explain: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,36 @@ for _metric in (
         "map (higher is better).",
         needs=("forward",),
         worse_when="lower",
+    ),
+    Metric(
+        "road",
+        _forward("road_combined"),
+        "ROAD (Rong et al., ICML 2022): (least − most relevant first) / 2, the class score's "
+        "change when the bottom or top pixels are filled from their neighbours, averaged over "
+        "the 10th..90th percentiles (higher is better: removing what the map calls important "
+        "hurts more than removing the rest).",
+        needs=("forward",),
+        worse_when="lower",
+        display_name="ROAD combined",
+    ),
+    Metric(
+        "arcc",
+        lambda x: _measures().arcc(
+            x.model,
+            x.images,
+            x.maps,
+            x.classes,
+            explain=x.explain,
+            preprocess=x.preprocess,
+            per_image=True,
+            **({} if x.batch_size is None else {"batch_size": x.batch_size}),
+        ),
+        "ARCC (pytorch-grad-cam, arXiv 2605.14641): harmonic mean of coherency (the method "
+        "re-run on the image times its map agrees with the map), 1 − complexity (mean map "
+        "value) and ROAD ×2 clipped to [0, 1]; in [0, 1], higher is better.",
+        needs=("forward", "explain"),
+        worse_when="lower",
+        display_name="ARCC",
     ),
 ):
     register_metric(_metric)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from keras_cam.core.explainer import Preprocess
+from keras_cam.core.explainer import CAMExplainer, Preprocess
 from keras_cam.core.result import CAMResult
 from keras_cam.diagnostics import registry
 from keras_cam.diagnostics.metrics import binary_masks
@@ -106,6 +106,22 @@ def check_masks(masks: Any, count: int, size: tuple[int, ...]) -> np.ndarray:
     return binary_masks(masks[:count], "probe_masks")
 
 
+def explain_again(
+    explainer: CAMExplainer, method: str, result: CAMResult, preprocess: Preprocess | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Display images -> `method`'s heatmaps for `result`'s classes (ARCC's coherency).
+
+    Runs only when a metric that needs `"explain"` asks; one more explainer call
+    (every method of the explainer) on the images it is given.
+    """
+
+    def again(images: np.ndarray) -> np.ndarray:
+        maps = explainer(images, targets=np.asarray(result.classes), preprocess=preprocess)
+        return maps[method].heatmaps
+
+    return again
+
+
 class ProbeMetrics:
     """Per-image metric values of each event, and the maps they compare with.
 
@@ -132,8 +148,12 @@ class ProbeMetrics:
         model: keras.Model,
         images: np.ndarray,
         preprocess: Preprocess | None,
+        explain: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Per-image values (N,) of every metric that has one at this event."""
+        """Per-image values (N,) of every metric that has one at this event.
+
+        `explain` re-runs `method` on display images (for `"explain"` metrics).
+        """
         maps = result.heatmaps
         inputs = registry.MetricInputs(
             maps=maps,
@@ -144,6 +164,7 @@ class ProbeMetrics:
             masks=self.masks,
             labels=self.labels,
             previous=self._previous.get(method),
+            explain=explain,
         )
         found: dict[str, np.ndarray] = {}
         for name in self.names:

@@ -19,6 +19,7 @@ from keras_cam.methods.layer_cam import LayerCAM
 from keras_cam.methods.random_cam import RandomCAM
 from keras_cam.methods.registry import available_methods, get_method, register
 from keras_cam.methods.score_cam import ScoreCAM
+from keras_cam.methods.seg_eigen_cam import SegEigenCAM
 from keras_cam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_cam.methods.sobel_cam import SobelCAM
 from keras_cam.methods.ss_cam import SSCAM
@@ -44,6 +45,7 @@ for _method in (
     ISCAM,
     SmoothGradCAMPlusPlus,
     FinerCAM,
+    SegEigenCAM,
 ):
     register(_method)
 
@@ -66,6 +68,7 @@ __all__ = [
     "LayerCAM",
     "RandomCAM",
     "ScoreCAM",
+    "SegEigenCAM",
     "SmoothGradCAMPlusPlus",
     "SobelCAM",
     "XGradCAM",

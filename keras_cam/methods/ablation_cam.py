@@ -29,6 +29,10 @@ class AblationCAM(PerturbationMethod):
 
     name = "ablationcam"
     description = "Ablation-CAM (Desai & Ramaswamy 2020): score drop when a channel is zeroed."
+    paper = "Desai & Ramaswamy, WACV 2020"
+    cost = (
+        "1 forward + K forward passes of the layers after the target (K = kept channels), per image"
+    )
 
     def channel_weights(self, activations, gradients, classes, forward=None):
         images = activations.shape[0]

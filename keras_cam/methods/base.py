@@ -79,12 +79,16 @@ class CAMMethod:
     """Base class of a CAM method.
 
     Subclasses set `name` (the registry key), `description` (one line for
-    `available_methods()`) and override `channel_weights`,
-    `weighted_activations` or `cam`.
+    `available_methods()`), `paper` (a short citation with its venue or
+    arXiv id) and `cost` (what one call costs, in forward and backward
+    passes, for `keras-cam methods` and the docs), and override
+    `channel_weights`, `weighted_activations` or `cam`.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    paper: ClassVar[str] = ""
+    cost: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
     # Whether the method reads the `Forward` (the model input, extra forward passes).
     uses_forward: ClassVar[bool] = False

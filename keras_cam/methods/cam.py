@@ -37,6 +37,8 @@ class CAM(CAMMethod):
 
     name = "cam"
     description = "CAM (Zhou et al. 2016): channels weighted by the GAP→Dense kernel."
+    paper = "Zhou et al., CVPR 2016 (arXiv 1512.04150)"
+    cost = "1 forward (reads the GAP→Dense kernel)"
     uses_gradients = False
 
     def prepare(self, split):

@@ -24,6 +24,8 @@ class EigenCAM(CAMMethod):
 
     name = "eigencam"
     description = "Eigen-CAM (Muhammad & Yeasin 2020): first principal component, class-agnostic."
+    paper = "Muhammad & Yeasin, IJCNN 2020 (arXiv 2008.00299)"
+    cost = "1 forward + one eigendecomposition"
     uses_gradients = False
 
     def weighted_activations(self, activations, gradients, classes, forward=None):

@@ -24,6 +24,8 @@ class EigenGradCAM(CAMMethod):
 
     name = "eigengradcam"
     description = "Eigen-Grad-CAM (pytorch-grad-cam): first principal component of grad ⊙ act."
+    paper = "pytorch-grad-cam (Gildenblat et al., 2021)"
+    cost = "1 forward + 1 backward + one eigendecomposition"
 
     def weighted_activations(self, activations, gradients, classes, forward=None):
         return gradients * activations

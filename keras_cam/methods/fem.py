@@ -29,6 +29,8 @@ class FEM(CAMMethod):
 
     name = "fem"
     description = "FEM (Fuad et al. 2020): share of a channel above mean + k·std; no gradients."
+    paper = "Fuad et al., IPTA 2020"
+    cost = "1 forward"
     uses_gradients = False
 
     def __init__(self, k: float = 2.0) -> None:

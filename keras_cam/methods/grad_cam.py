@@ -20,6 +20,8 @@ class GradCAM(CAMMethod):
 
     name = "gradcam"
     description = "Grad-CAM (Selvaraju et al. 2017): channels weighted by mean gradient."
+    paper = "Selvaraju et al., ICCV 2017 (arXiv 1610.02391)"
+    cost = "1 forward + 1 backward"
 
     def channel_weights(self, activations, gradients, classes, forward=None):
         return ops.mean(gradients, axis=spatial_axes(gradients), keepdims=True)

@@ -18,6 +18,8 @@ class GradCAMElementWise(CAMMethod):
 
     name = "gradcamelementwise"
     description = "Element-wise Grad-CAM (pytorch-grad-cam): Σ_c ReLU(gradient ⊙ activation)."
+    paper = "pytorch-grad-cam (Gildenblat et al., 2021)"
+    cost = "1 forward + 1 backward"
 
     def weighted_activations(self, activations, gradients, classes, forward=None):
         return ops.relu(gradients * activations)

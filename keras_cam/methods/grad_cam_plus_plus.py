@@ -22,6 +22,8 @@ class GradCAMPlusPlus(CAMMethod):
 
     name = "gradcam++"
     description = "Grad-CAM++ (Chattopadhay et al. 2018): higher-order gradient weights."
+    paper = "Chattopadhay et al., WACV 2018 (arXiv 1710.11063)"
+    cost = "1 forward + 1 backward"
 
     def channel_weights(self, activations, gradients, classes, forward=None):
         axes = spatial_axes(activations)

@@ -16,6 +16,8 @@ class HiResCAM(CAMMethod):
 
     name = "hirescam"
     description = "HiResCAM (Draelos & Carin 2020): element-wise gradient × activation."
+    paper = "Draelos & Carin, arXiv 2011.08891 (2020)"
+    cost = "1 forward + 1 backward"
 
     def weighted_activations(self, activations, gradients, classes, forward=None):
         return gradients * activations

@@ -37,6 +37,8 @@ class ISCAM(ScoreCAM):
 
     name = "iscam"
     description = "IS-CAM (Naidu et al. 2020): Score-CAM integrated over scaled masks."
+    paper = "Naidu et al., arXiv 2010.03023 (2020)"
+    cost = "1 forward + samples·K forward passes per image (K = kept channels)"
 
     def __init__(
         self, samples: int = 10, batch_size: int = 64, max_channels: int | None = None

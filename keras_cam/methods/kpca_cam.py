@@ -45,6 +45,8 @@ class KPCACAM(CAMMethod):
 
     name = "kpcacam"
     description = "KPCA-CAM (Karmani et al. 2024): first sigmoid-kernel principal component."
+    paper = "Karmani et al., arXiv 2410.00267 (2024)"
+    cost = "1 forward + one (h·w)² kernel eigendecomposition"
     uses_gradients = False
 
     def __init__(self, gamma: float | None = None) -> None:

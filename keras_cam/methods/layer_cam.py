@@ -16,6 +16,8 @@ class LayerCAM(CAMMethod):
 
     name = "layercam"
     description = "Layer-CAM (Jiang et al. 2021): ReLU(gradient) × activation per location."
+    paper = "Jiang et al., IEEE TIP 2021"
+    cost = "1 forward + 1 backward"
 
     def weighted_activations(self, activations, gradients, classes, forward=None):
         return ops.relu(gradients) * activations

@@ -28,6 +28,8 @@ class RandomCAM(CAMMethod):
 
     name = "randomcam"
     description = "Random-CAM (pytorch-grad-cam): uniform random channel weights; a baseline."
+    paper = "pytorch-grad-cam (Gildenblat et al., 2021); a baseline"
+    cost = "1 forward"
     uses_gradients = False
 
     def __init__(self, seed: int = 0) -> None:

@@ -27,6 +27,18 @@ def available_methods() -> dict[str, str]:
     return {name: method.description for name, method in sorted(_REGISTRY.items())}
 
 
+def registered_methods() -> dict[str, type[CAMMethod]]:
+    """The registered method classes by name, sorted (their `paper` and `cost` too).
+
+    Example:
+
+    >>> from keras_cam.methods.registry import registered_methods
+    >>> registered_methods()["gradcam"].cost
+    '1 forward + 1 backward'
+    """
+    return dict(sorted(_REGISTRY.items()))
+
+
 def get_method(name: str) -> CAMMethod:
     """Returns a fresh instance of the method registered as `name`."""
     key = name.lower() if isinstance(name, str) else name

@@ -35,6 +35,8 @@ class ScoreCAM(PerturbationMethod):
 
     name = "scorecam"
     description = "Score-CAM (Wang et al. 2020): channels weighted by masked-input scores."
+    paper = "Wang et al., CVPR Workshops 2020 (arXiv 1910.01279)"
+    cost = "1 forward + K forward passes per image (K = kept channels)"
 
     def perturb_masks(self, masks, samples):
         """The masks of one chunk (B, *size), each drawn for its `samples` id (B,).

@@ -46,6 +46,8 @@ class SmoothGradCAMPlusPlus(CAMMethod):
 
     name = "smoothgradcam++"
     description = "Smooth Grad-CAM++ (Omeiza et al. 2019): Grad-CAM++ over noisy inputs; seeded."
+    paper = "Omeiza et al., arXiv 1908.01224 (2019)"
+    cost = "1 forward + samples × (1 forward + 1 backward)"
     uses_forward = True
 
     def __init__(self, samples: int = 4, std: float = 0.3, seed: int = 0) -> None:

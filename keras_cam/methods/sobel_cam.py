@@ -47,6 +47,8 @@ class SobelCAM(CAMMethod):
 
     name = "sobelcam"
     description = "Sobel-CAM (pytorch-grad-cam): the input's Sobel edge strength; a baseline."
+    paper = "pytorch-grad-cam (Gildenblat et al., 2021); a baseline"
+    cost = "1 forward (the edges need none)"
     uses_gradients = False
     uses_forward = True
 

@@ -50,6 +50,8 @@ class SSCAM(ScoreCAM):
 
     name = "sscam"
     description = "SS-CAM (Wang et al. 2020): Score-CAM averaged over noisy masks; seeded."
+    paper = "Wang et al., arXiv 2006.14255 (2020)"
+    cost = "1 forward + samples·K forward passes per image (K = kept channels)"
 
     def __init__(
         self,

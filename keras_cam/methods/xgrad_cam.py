@@ -19,6 +19,8 @@ class XGradCAM(CAMMethod):
 
     name = "xgradcam"
     description = "XGrad-CAM (Fu et al. 2020): activation-weighted gradient average."
+    paper = "Fu et al., BMVC 2020 (arXiv 2008.02312)"
+    cost = "1 forward + 1 backward"
 
     def channel_weights(self, activations, gradients, classes, forward=None):
         axes = spatial_axes(activations)

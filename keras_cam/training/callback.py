@@ -21,7 +21,12 @@ from keras_cam.core.explainer import (
 from keras_cam.core.options import ExplainOptions
 from keras_cam.core.result import with_ranks
 from keras_cam.diagnostics import sanity as _sanity
-from keras_cam.diagnostics.tracking import ProbeMetrics, check_masks, check_metrics
+from keras_cam.diagnostics.tracking import (
+    ProbeMetrics,
+    check_masks,
+    check_metrics,
+    explain_again,
+)
 from keras_cam.render.display_scale import DisplayScale
 from keras_cam.render.event import EventPainter
 from keras_cam.sinks.event import Event, ReopeningSink, Sink, write_all
@@ -275,6 +280,7 @@ class CAMCallback(keras.callbacks.Callback):
                     model,
                     self._images,
                     lambda images: explainer.model_input(images, self.preprocess),
+                    explain_again(explainer, name, result.take(0, measured), self.preprocess),
                 )
                 for name, result in results.items()
             }

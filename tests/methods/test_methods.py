@@ -199,6 +199,7 @@ def test_every_method_is_listed_with_its_paper():
         "iscam": "Naidu",
         "smoothgradcam++": "Omeiza",
         "finercam": "Zhang",
+        "segeigencam": "Chung",
     }
     assert set(methods) == set(papers)
     for name, author in papers.items():
