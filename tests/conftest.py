@@ -193,3 +193,34 @@ def grouped(**flat):
         if chosen:
             found[group] = getattr(keras_cam, kind)(**chosen)
     return {**flat, **found}
+
+
+def tiny_retinanet(size=64, num_classes=2):
+    """KerasHub's RetinaNetObjectDetector from a config: a 3-stack ResNet, levels P3–P4."""
+    import keras_hub
+    from keras_hub.src.models.retinanet.retinanet_backbone import RetinaNetBackbone
+
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 8, 8],
+        stackwise_num_blocks=[1, 1, 1],
+        stackwise_num_strides=[1, 2, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(size, size, 3),
+    )
+    backbone = RetinaNetBackbone(  # named: an earlier RetinaNet in the process would add "_1"
+        image_encoder=encoder,
+        min_level=3,
+        max_level=4,
+        use_p5=False,
+        image_shape=(size, size, 3),
+        name="retina_net_backbone",
+    )
+    return keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone,
+        num_classes=num_classes,
+        bounding_box_format="xyxy",
+        pre_logits_num_conv_layers=1,
+    )

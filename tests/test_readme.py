@@ -179,7 +179,7 @@ def volume_model() -> keras.Model:
 
 
 def tiny_retinanet_224():
-    from test_tasks import tiny_retinanet
+    from conftest import tiny_retinanet
 
     return tiny_retinanet(PHOTO, num_classes=3)  # the block explains class 2
 

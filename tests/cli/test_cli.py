@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tomllib
+from cli_runs import keras_cam_command, read_rows
 from conftest import ROOT, checkout_env, conv_classifier
 from PIL import Image
 from sheet_html import parse_sheet
@@ -21,23 +21,6 @@ from keras_cam.cli import command as cli
 from keras_cam.cli.image_files import load_image
 
 SIZE = 24
-
-
-def command() -> list[str]:
-    """The installed `keras-cam` script next to this Python, else the module it runs."""
-    script = Path(sys.executable).parent / "keras-cam"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "keras_cam.cli.command"]
-
-
-def keras_cam_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*command(), *args],
-        cwd=cwd,
-        env=checkout_env(TF_CPP_MIN_LOG_LEVEL="3"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +61,6 @@ def make_images(folder: Path) -> dict[str, list[str]]:
         "good": [str(p) for p in good],
         "bad": [str(folder / "broken.png"), str(truncated)],
     }
-
-
-def read_rows(out: Path) -> list[dict]:
-    with open(out / "results.csv", newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def test_console_script_is_declared_and_resolves_to_main():

@@ -16,10 +16,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from cli_runs import command
 from conftest import ROOT, checkout_env
 from keras import layers
 from PIL import Image
-from test_cli import command
 
 import keras_cam
 from keras_cam.cli import command as cli

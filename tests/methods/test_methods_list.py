@@ -2,8 +2,8 @@
 
 import subprocess
 
+from cli_runs import command
 from conftest import checkout_env
-from test_cli import command
 
 import keras_cam
 from keras_cam.cli.methods_list import method_entries

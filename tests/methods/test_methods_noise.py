@@ -148,9 +148,9 @@ CLI_METHODS = ["kpcacam", "sscam", "iscam", "smoothgradcam++", "finercam"]
 
 @pytest.mark.slow  # a real `keras-cam` process: TensorFlow only in CI
 def test_cli_runs_the_new_methods(tmp_path):
+    from cli_runs import keras_cam_command, read_rows
     from conftest import conv_classifier
     from PIL import Image
-    from test_cli import keras_cam_command, read_rows
 
     keras.utils.set_random_seed(7)
     model = tmp_path / "tiny.keras"
