@@ -23,7 +23,7 @@ from keras import layers
 
 import keras_cam
 from keras_cam.methods import GuidedGradCAM, RefineCAM, ShapleyCAM
-from keras_cam.methods.refine_cam import stage_ends
+from keras_cam.methods.refine_cam import find_layers, stage_ends
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +162,7 @@ def test_shapleycam_equals_numpy_reference(case, results):
     assert correlation(ref_shapleycam(model, x, a), ref_shapleycam(model, x, a, rest=False)) < 0.999
 
 
+@pytest.mark.slow  # a property, not a reference: TensorFlow only in CI
 def test_shapleycam_of_the_logit_through_a_piecewise_linear_head_is_gradcam(case):
     model, x, a, g = case
     explainer = keras_cam.CAMExplainer(
@@ -175,6 +176,7 @@ def test_shapleycam_of_the_logit_through_a_piecewise_linear_head_is_gradcam(case
         ShapleyCAM(target="logit")
 
 
+@pytest.mark.slow  # the ReST reference above checks the Hessian on every backend
 def test_shapleycam_hessian_through_a_smooth_head():
     """A softplus head has curvature of its own: ShapleyCAM(target="score") is then not
     Grad-CAM, and its Hessian-vector product equals a central difference of the gradient."""
@@ -305,8 +307,12 @@ def test_refinecam_default_layers_end_each_stage_between_input_and_target():
     model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(hidden)))
     assert stage_ends(model, (2, 2)) == ["half_b", "quarter"]
     assert stage_ends(model, (4, 4)) == ["half_b"]
+    assert find_layers(model, ["quarter", "half_a"]) == [
+        model.get_layer("quarter"),
+        model.get_layer("half_a"),
+    ]
     with pytest.raises(ValueError, match="no single layer 'nope'"):
-        keras_cam.explain(model, np.zeros((1, 16, 16, 3)), method=RefineCAM(layers=["nope"]))
+        find_layers(model, ["nope"])
     with pytest.raises(ValueError, match="layers must be a list"):
         RefineCAM(layers="half_b")
     with pytest.raises(ValueError, match="base must be a gradient method"):

@@ -44,6 +44,26 @@ def stage_ends(model: keras.Model, coarsest: tuple[int, ...]) -> list[str]:
     ]
 
 
+def find_layers(model: keras.Model, names: Sequence[str]) -> list[keras.layers.Layer]:
+    """The layers of `model` named by `/`-path or by a name that only one layer has."""
+    found = all_layers(model)
+    by_name: dict[str, list] = {}
+    for path, layer in found.items():
+        by_name.setdefault(path.rsplit("/", 1)[-1], []).append(layer)
+    chosen = []
+    for name in names:
+        layer = found.get(name)
+        if layer is None and len(by_name.get(name, ())) == 1:
+            layer = by_name[name][0]
+        if layer is None:
+            raise ValueError(
+                f"RefineCAM: model {model.name!r} has no single layer {name!r}; pass "
+                f"layers by name or `/`-path, e.g. {spatial_layers(model)[-3:]}."
+            )
+        chosen.append(layer)
+    return chosen
+
+
 class RefineCAM(CAMMethod):
     """RefineCAM: the product of a base method's maps at several layers.
 
@@ -105,22 +125,7 @@ class RefineCAM(CAMMethod):
 
     def _layers(self, model: keras.Model, target_size: tuple[int, ...]) -> list:
         names = stage_ends(model, target_size) if self.layers is None else self.layers
-        found = all_layers(model)
-        by_name: dict[str, list] = {}
-        for path, layer in found.items():
-            by_name.setdefault(path.rsplit("/", 1)[-1], []).append(layer)
-        chosen = []
-        for name in names:
-            layer = found.get(name)
-            if layer is None and len(by_name.get(name, ())) == 1:
-                layer = by_name[name][0]
-            if layer is None:
-                raise ValueError(
-                    f"RefineCAM: model {model.name!r} has no single layer {name!r}; pass "
-                    f"layers by name or `/`-path, e.g. {sorted(spatial_layers(model))[-3:]}."
-                )
-            chosen.append(layer)
-        return chosen
+        return find_layers(model, names)
 
     def _map(self, activations, gradients, classes, size):
         # As pytorch-grad-cam: scaled, resized, and scaled again (the resizing's extremes).
