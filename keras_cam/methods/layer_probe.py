@@ -12,6 +12,7 @@ only while the pass runs, and put back.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -129,11 +130,20 @@ def layer_gradients(
                 )
         return [outputs[0] for outputs in recorded], scores
 
-    captured, gradients, _ = backend_module().probe_gradients(
+    captured, gradients, _ = _compute().probe_gradients(
         run, forward.inputs, lambda scores: scores, zeros
     )
     input_gradient = gradients[0] if with_input else None
     return input_gradient, list(zip(captured, gradients[first:], strict=True))
+
+
+def _compute() -> Any:
+    """The backend's compute module, imported already by the explainer that traces us.
+
+    Read from `sys.modules`: `importlib` called inside a `tf.function` trace makes
+    autograph warn that it cannot convert `_gcd_import`.
+    """
+    return sys.modules.get(f"keras_cam.compute.{keras.backend.backend()}") or backend_module()
 
 
 def min_max(maps: Any, axes: tuple[int, ...], epsilon: float = 1e-7) -> Any:
