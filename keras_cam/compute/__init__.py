@@ -17,6 +17,8 @@ Each backend module provides:
   (captured, outputs)` adding each zero tensor to a captured layer output,
   returns `(captured, gradients, outputs)`, the gradients of
   sum(score_fn(outputs)) with respect to each of `zeros`;
+- `gradient_and_hvp(fn, point, vector)`: `(∇fn(point), ∇²fn(point) · vector)`
+  of a scalar function, by double backprop (ShapleyCAM's Hessian-vector product);
 - `call_once(fn, model, *args)`: `fn(*args)` run once, the cheapest way
   (eager under TensorFlow and PyTorch, jitted under JAX);
 - `map_sequential(fn, count)`: inside a compiled function, stacks `fn(i)`

@@ -110,6 +110,11 @@ def probe_gradients(
     return captured, gradients, outputs
 
 
+def gradient_and_hvp(fn: Callable[[Any], Any], point: Any, vector: Any) -> tuple[Any, Any]:
+    """`(∇fn(point), ∇²fn(point) · vector)` of a scalar `fn`: `jvp` of `grad`."""
+    return jax.jvp(jax.grad(fn), (point,), (jnp.asarray(vector, point.dtype),))
+
+
 def call_once(fn: Callable[..., Any], model: keras.Model, *args: Any) -> Any:
     """`fn(*args)` run once, jitted: eager JAX dispatches (and compiles) op by op."""
     return compile_function(fn, model)(*args)

@@ -106,6 +106,23 @@ def probe_gradients(
     return captured, gradients, outputs
 
 
+def gradient_and_hvp(fn: Callable[[Any], Any], point: Any, vector: Any) -> tuple[Any, Any]:
+    """`(∇fn(point), ∇²fn(point) · vector)` of a scalar `fn`, by double backprop.
+
+    The outer tape differentiates `⟨∇fn, vector⟩` (the vector held constant),
+    which is the Hessian-vector product; nothing reaches the weights.
+    """
+    zero = tf.UnconnectedGradients.ZERO
+    with tf.GradientTape(watch_accessed_variables=False) as outer:
+        outer.watch(point)
+        with tf.GradientTape(watch_accessed_variables=False) as inner:
+            inner.watch(point)
+            total = fn(point)
+        gradient = inner.gradient(total, point, unconnected_gradients=zero)
+        product = tf.reduce_sum(gradient * tf.stop_gradient(tf.cast(vector, gradient.dtype)))
+    return gradient, outer.gradient(product, point, unconnected_gradients=zero)
+
+
 def call_once(fn: Callable[..., Any], model: Any, *args: Any) -> Any:
     """`fn(*args)` run once, eagerly: one eager pass costs less than tracing a graph."""
     return fn(*args)

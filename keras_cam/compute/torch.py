@@ -115,6 +115,26 @@ def probe_gradients(
     return [c.detach() for c in captured], gradients, outputs.detach()
 
 
+def gradient_and_hvp(fn: Callable[[Any], Any], point: Any, vector: Any) -> tuple[Any, Any]:
+    """`(∇fn(point), ∇²fn(point) · vector)` of a scalar `fn`, by double backprop.
+
+    `create_graph=True` keeps the gradient's graph for the second
+    `torch.autograd.grad`; a gradient that does not depend on `point` (a
+    piecewise-linear head) has a zero Hessian. No weight's `.grad` is touched.
+    """
+    point = point.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (gradient,) = torch.autograd.grad(fn(point), point, create_graph=True)
+        product = None
+        if gradient.requires_grad:
+            (product,) = torch.autograd.grad(
+                gradient, point, grad_outputs=vector.detach().to(gradient.dtype), allow_unused=True
+            )
+    if product is None:
+        product = torch.zeros_like(point)
+    return gradient.detach(), product.detach()
+
+
 def call_once(fn: Callable[..., Any], model: keras.Model, *args: Any) -> Any:
     """`fn(*args)` run once, with `model` in eval mode."""
     return compile_function(fn, model)(*args)

@@ -857,6 +857,15 @@ class CAMExplainer:
                 found = split.capture.activations_and_gradients(self._compute, chunk, score, True)
             return tuple(float32_channels_last(t, split.channels_first) for t in found[:2])
 
+        def hessian_at(chunk_classes, own_score=None):
+            def score(outputs):
+                if own_score is not None:
+                    return own_score(read(outputs), chunk_classes)
+                return score_of(outputs, chunk_classes)
+
+            found = self._hessian_at(inputs, activations, score)
+            return tuple(float32_channels_last(t, split.channels_first) for t in found)
+
         return Forward(
             inputs=inputs,
             input_channels_first=split.channels_first,
@@ -865,7 +874,30 @@ class CAMExplainer:
             score_ablated=self._ablation_scorer(inputs, activations, score_of),
             map_chunks=self._map_chunks,
             gradients_at=gradients_at,
+            hessian_at=hessian_at,
+            model=self.model,
         )
+
+    def _hessian_at(self, inputs, activations, score) -> tuple[Any, Any]:
+        """`(∂S/∂A, ∇²_A S · A)` at the target layer, in its own layout (ShapleyCAM)."""
+        split = self._split
+        if split.capture is None:
+            # The head alone, from the activations already computed, shifted by `delta`.
+            def total(delta):
+                return ops.sum(score(split.head(activations + delta, training=False)))
+
+            point = ops.zeros_like(activations)
+            return self._compute.gradient_and_hvp(total, point, activations)
+        capture = split.capture
+        captured, _ = capture.run(inputs)
+
+        def shifted(delta):
+            return ops.sum(score(capture.run(inputs, lambda output: output + delta)[1]))
+
+        gradients, product = self._compute.gradient_and_hvp(
+            shifted, ops.zeros_like(captured), captured
+        )
+        return capture.to_map(gradients), capture.to_map(product)
 
     def _ablation_scorer(self, inputs, activations, score_of) -> Callable[[Any, Any, Any], Any]:
         """`(images, channels, classes)` -> scores with those channels zeroed, computed cheaply."""

@@ -9,17 +9,21 @@ from keras_cam.methods.eigen_cam import EigenCAM
 from keras_cam.methods.eigen_grad_cam import EigenGradCAM
 from keras_cam.methods.fem import FEM
 from keras_cam.methods.finer_cam import FinerCAM
+from keras_cam.methods.fullgrad import FullGrad
 from keras_cam.methods.grad_cam import GradCAM
 from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
+from keras_cam.methods.guided_backprop import GuidedBackprop, GuidedGradCAM
 from keras_cam.methods.hires_cam import HiResCAM
 from keras_cam.methods.is_cam import ISCAM
 from keras_cam.methods.kpca_cam import KPCACAM
 from keras_cam.methods.layer_cam import LayerCAM
 from keras_cam.methods.random_cam import RandomCAM
+from keras_cam.methods.refine_cam import RefineCAM
 from keras_cam.methods.registry import available_methods, get_method, register
 from keras_cam.methods.score_cam import ScoreCAM
 from keras_cam.methods.seg_eigen_cam import SegEigenCAM
+from keras_cam.methods.shapley_cam import ShapleyCAM
 from keras_cam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_cam.methods.sobel_cam import SobelCAM
 from keras_cam.methods.ss_cam import SSCAM
@@ -46,6 +50,11 @@ for _method in (
     SmoothGradCAMPlusPlus,
     FinerCAM,
     SegEigenCAM,
+    ShapleyCAM,
+    FullGrad,
+    GuidedBackprop,
+    GuidedGradCAM,
+    RefineCAM,
 ):
     register(_method)
 
@@ -61,14 +70,19 @@ __all__ = [
     "EigenGradCAM",
     "FinerCAM",
     "Forward",
+    "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
     "RandomCAM",
+    "RefineCAM",
     "ScoreCAM",
     "SegEigenCAM",
+    "ShapleyCAM",
     "SmoothGradCAMPlusPlus",
     "SobelCAM",
     "XGradCAM",

@@ -64,6 +64,13 @@ class Forward:
             shape, float32 channels-last (Smooth Grad-CAM++'s noisy inputs);
             `score(outputs, classes) -> (B,)`, given the explained outputs
             as float32, replaces the explained score (Finer-CAM's contrast).
+        hessian_at: `(classes, score=None)` -> `(gradients, hvp)` at the
+            target layer for the batch, float32 channels-last: `∂S/∂A` and
+            the Hessian-vector product `∇²_A S · A` (ShapleyCAM); `score` as
+            for `gradients_at`.
+        model: the explained model, for methods that read layers other than
+            the target (FullGrad, guided backpropagation, RefineCAM) through
+            `score_inputs`.
     """
 
     inputs: Any
@@ -73,6 +80,8 @@ class Forward:
     score_ablated: Callable[[Any, Any, Any], Any]
     map_chunks: Callable[[Callable[[Any], Any], int, int], Any]
     gradients_at: Callable[..., tuple[Any, Any]] | None = None
+    hessian_at: Callable[..., tuple[Any, Any]] | None = None
+    model: Any = None
 
 
 class CAMMethod:
