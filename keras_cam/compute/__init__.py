@@ -17,6 +17,10 @@ Each backend module provides:
   (captured, outputs)` adding each zero tensor to a captured layer output,
   returns `(captured, gradients, outputs)`, the gradients of
   sum(score_fn(outputs)) with respect to each of `zeros`;
+- `probe_gradients_each(run, x, score_fns, zeros)`: as `probe_gradients`,
+  with one score function per zero tensor: the i-th gradient is
+  d sum(score_fns[i](outputs)) / d zeros[i], from one forward pass and one
+  backward pass per score (LeGrad's per-block scores);
 - `call_once(fn, model, *args)`: `fn(*args)` run once, the cheapest way
   (eager under TensorFlow and PyTorch, jitted under JAX);
 - `map_sequential(fn, count)`: inside a compiled function, stacks `fn(i)`

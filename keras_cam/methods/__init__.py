@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from keras_cam.methods.ablation_cam import AblationCAM
+from keras_cam.methods.attention import AttentionMethod
 from keras_cam.methods.base import CAMMethod, Forward
 from keras_cam.methods.cam import CAM
 from keras_cam.methods.eigen_cam import EigenCAM
@@ -12,12 +13,15 @@ from keras_cam.methods.finer_cam import FinerCAM
 from keras_cam.methods.grad_cam import GradCAM
 from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
+from keras_cam.methods.gradient_rollout import GradientRollout
 from keras_cam.methods.hires_cam import HiResCAM
 from keras_cam.methods.is_cam import ISCAM
 from keras_cam.methods.kpca_cam import KPCACAM
 from keras_cam.methods.layer_cam import LayerCAM
+from keras_cam.methods.legrad import LeGrad
 from keras_cam.methods.random_cam import RandomCAM
 from keras_cam.methods.registry import available_methods, get_method, register
+from keras_cam.methods.rollout import AttentionRollout
 from keras_cam.methods.score_cam import ScoreCAM
 from keras_cam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_cam.methods.sobel_cam import SobelCAM
@@ -44,6 +48,9 @@ for _method in (
     ISCAM,
     SmoothGradCAMPlusPlus,
     FinerCAM,
+    AttentionRollout,
+    GradientRollout,
+    LeGrad,
 ):
     register(_method)
 
@@ -54,6 +61,8 @@ __all__ = [
     "KPCACAM",
     "SSCAM",
     "AblationCAM",
+    "AttentionMethod",
+    "AttentionRollout",
     "CAMMethod",
     "EigenCAM",
     "EigenGradCAM",
@@ -62,8 +71,10 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GradientRollout",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "RandomCAM",
     "ScoreCAM",
     "SmoothGradCAMPlusPlus",

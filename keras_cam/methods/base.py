@@ -64,6 +64,9 @@ class Forward:
             shape, float32 channels-last (Smooth Grad-CAM++'s noisy inputs);
             `score(outputs, classes) -> (B,)`, given the explained outputs
             as float32, replaces the explained score (Finer-CAM's contrast).
+        attention: for methods with `uses_attention`, a
+            `keras_cam.core.attention.AttentionReader`: the attention
+            probabilities of the model's blocks and their gradients.
     """
 
     inputs: Any
@@ -73,6 +76,7 @@ class Forward:
     score_ablated: Callable[[Any, Any, Any], Any]
     map_chunks: Callable[[Callable[[Any], Any], int, int], Any]
     gradients_at: Callable[..., tuple[Any, Any]] | None = None
+    attention: Any = None
 
 
 class CAMMethod:
@@ -88,12 +92,20 @@ class CAMMethod:
     uses_gradients: ClassVar[bool] = True
     # Whether the method reads the `Forward` (the model input, extra forward passes).
     uses_forward: ClassVar[bool] = False
+    # Whether the method reads the attention probabilities of a transformer's blocks.
+    uses_attention: ClassVar[bool] = False
 
     def prepare(self, split: LayerSplit) -> None:
         """Checks the model structure once, when the explainer is built.
 
         Raises `ValueError` naming the problem when the method cannot explain
         the model (e.g. CAM on a head that is not GAP→Dense).
+        """
+
+    def prepare_attention(self, layers: Any) -> None:
+        """Checks the model's attention layers once (methods with `uses_attention`).
+
+        `layers` is the model's `keras_cam.core.attention.AttentionLayers`.
         """
 
     def channel_weights(
