@@ -20,6 +20,8 @@ ratio of two timings taken in the same run on the same machine.
 5. A long run: 200 CAM events of the demo model's callback (default settings): growth of
    the process's resident memory after warm-up, and bytes written per event, for 16 and
    for 4 probe images (`max_images` caps the disk use).
+`--vit-costs` alone: the attention methods (rollout, gradient-weighted rollout, LeGrad) on
+the ViT of item 4, next to Grad-CAM, in compiled forward passes of the batch.
 """
 
 from __future__ import annotations
@@ -357,12 +359,60 @@ def vit_cam_over_forward(batch: int, runs: int) -> None:
     print(f"  layer: {explainer.layer}")
 
 
+def vit_attention_costs(batch: int, runs: int) -> None:
+    """The attention methods' cost in compiled forward passes on the ViT-Tiny of item 4."""
+    import keras_hub
+
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(224, 224, 3),
+        patch_size=16,
+        num_layers=12,
+        num_heads=3,
+        hidden_dim=192,
+        mlp_dim=768,
+    )
+    model = keras_hub.models.ViTImageClassifier(
+        backbone=backbone, num_classes=10, preprocessor=None
+    )
+    images = np.random.default_rng(0).uniform(0, 1, size=(batch, 224, 224, 3)).astype("float32")
+    inputs = keras.ops.convert_to_tensor(images)
+    forward = backend_module().compile_function(lambda x: model(x, training=False), model)
+    methods = ("gradcam", "rollout", "gradrollout", "legrad")
+    explainers = {method: keras_cam.CAMExplainer(model, method) for method in methods}
+    load_before = os.getloadavg()[0]
+    timed = {"forward": lambda: keras.ops.convert_to_numpy(forward(inputs))}
+    timed.update({method: (lambda e=e: e(images)) for method, e in explainers.items()})
+    times = interleaved_times(timed, runs)
+    forward_ms = statistics.median(times["forward"]) * 1000
+    print(f"Attention methods on ViT-Tiny (12 blocks), batch {batch} at 224×224, {runs} rounds")
+    print(
+        f"  compiled forward pass: {forward_ms:.0f} ms (median), load average "
+        f"{load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    for method, explainer in explainers.items():
+        ratio, low, high = paired_ratio(times[method], times["forward"])
+        cost = getattr(explainer.method, "cost", "1 forward + 1 backward pass")
+        print(
+            f"  {method:<12} {statistics.median(times[method]) * 1000:7.0f} ms   "
+            f"method / forward = {ratio:6.2f} (quartiles {low:.2f}–{high:.2f})   "
+            f"traced {explainer.trace_count}×   ({cost})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--methods", nargs="+", default=list(keras_cam.available_methods()))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=[  # the CNN methods: the attention methods need a transformer (--vit-costs)
+            name
+            for name in keras_cam.available_methods()
+            if not keras_cam.methods.get_method(name).uses_attention
+        ],
+    )
     parser.add_argument("--score-cam-channels", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--log-dir", default="runs/bench")
@@ -374,6 +424,9 @@ def main() -> None:
         "--event-only", action="store_true", help="only the blocking/total cost of one event"
     )
     parser.add_argument("--vit-only", action="store_true", help="only the ViT figure")
+    parser.add_argument(
+        "--vit-costs", action="store_true", help="only the attention methods' cost on the ViT"
+    )
     args = parser.parse_args()
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
@@ -382,6 +435,9 @@ def main() -> None:
     )
     if args.event_only:
         event_cost(10, args.log_dir)
+        return
+    if args.vit_costs:
+        vit_attention_costs(args.batch, args.runs)
         return
     if not args.vit_only:
         cam_over_forward(args.batch, args.size, args.runs, args.methods, args.score_cam_channels)
