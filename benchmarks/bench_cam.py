@@ -25,6 +25,8 @@ ratio of two timings taken in the same run on the same machine.
 5. A long run: 200 CAM events of the demo model's callback (default settings): growth of
    the process's resident memory after warm-up, and bytes written per event, for 16 and
    for 4 probe images (`max_images` caps the disk use).
+`--vit-costs` alone: the attention methods (rollout, gradient-weighted rollout, LeGrad) on
+the ViT of item 4, next to Grad-CAM, in compiled forward passes of the batch.
 """
 
 from __future__ import annotations
@@ -363,7 +365,7 @@ def vit_cam_over_forward(batch: int, runs: int) -> None:
     print(f"  layer: {explainer.layer}")
 
 
-TRANSFORMER_METHODS: list[str] = []
+TRANSFORMER_METHODS = ["rollout", "gradrollout", "legrad"]
 """Methods measured on the ViT (figure 4's) instead of ResNet50 (the attention-based ones)."""
 
 COST_CHANNELS = 8
@@ -447,7 +449,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--methods", nargs="+", default=list(keras_cam.available_methods()))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        help="default: every method for --costs (the attention ones on the ViT), else the CNN ones",
+    )
     parser.add_argument("--score-cam-channels", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--log-dir", default="runs/bench")
@@ -468,6 +474,12 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"accelerator: {_accelerator()}"
     )
+    if args.methods is None:
+        args.methods = [
+            name
+            for name in keras_cam.available_methods()
+            if args.costs or name not in TRANSFORMER_METHODS
+        ]
     if args.event_only:
         event_cost(10, args.log_dir)
         return

@@ -133,8 +133,11 @@ def train_with_cam(model, train, test, args, optimizer, **cam_options) -> None:
 
 def score_maps(
     model, test, methods, args, started: float, samples: str = "images", target: str = "object"
-) -> None:
-    """Prints the held-out accuracy, each method's pointing game and how to view the maps."""
+) -> dict[str, float]:
+    """Prints the held-out accuracy, each method's pointing game and how to view the maps.
+
+    Returns each method's pointing game.
+    """
     import keras_cam
     from keras_cam.diagnostics.metrics import pointing_game
 
@@ -147,8 +150,12 @@ def score_maps(
         f"pointing game (map peak on the {target}), {len(test.images)} held-out {samples}; "
         f"chance {test.masks.mean():.3f}:"
     )
-    for name, method_result in sorted(results.items()):
-        print(f"  {name:<12} {pointing_game(method_result.heatmaps, test.masks):.3f}")
+    games = {
+        name: float(pointing_game(method_result.heatmaps, test.masks))
+        for name, method_result in sorted(results.items())
+    }
+    for name, game in games.items():
+        print(f"  {name:<12} {game:.3f}")
     log_root = os.path.dirname(args.log_dir) or "."
     tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
     print(
@@ -156,6 +163,7 @@ def score_maps(
         f"           or:  {tensorboard} --logdir {log_root} "
         f"--samples_per_plugin images={args.epochs}"
     )
+    return games
 
 
 def main() -> None:

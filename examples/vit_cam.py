@@ -24,6 +24,12 @@ translation-equivariant view of its 15×15 pixel neighbourhood, and random
 flips and shifts stop it from memorising the training set. The map is still
 taken from a token tensor, never from the stem. README, "Model kinds", has
 the figures this script printed and the variants tried.
+
+The pointing game is also reported for the transformer-native methods, which
+read the attention probabilities of both blocks instead of a token map:
+attention rollout, gradient-weighted rollout (Chefer et al. 2021) and LeGrad,
+and the script says whether gradient rollout > rollout > Grad-CAM, the order
+Chefer et al. found on ImageNet segmentation.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import time
 from demo import score_maps, shapes_arguments, shapes_data, train_with_cam
 
 BATCH_SIZE = 32  # train_with_cam's
+# Read the attention of both blocks rather than the token map (docs/methods_transformers.md).
+ATTENTION_METHODS = ["rollout", "gradrollout", "legrad"]
 
 
 def build_vit(size: int, num_classes: int, width: int = 64, depth: int = 2):
@@ -118,8 +126,13 @@ def main() -> None:
     model = build_vit(args.size, len(CLASS_NAMES))
     train, test = shapes_data(args)
     train_with_cam(model, train, test, args, warmup_cosine_adamw(args.epochs, len(train.images)))
-    score_maps(
-        model, test, ["gradcam", "gradcam++", "layercam", "hirescam", "eigencam"], args, started
+    methods = ["gradcam", "gradcam++", "layercam", "hirescam", "eigencam"]
+    games = score_maps(model, test, [*methods, *ATTENTION_METHODS], args, started)
+    ordered = games["gradrollout"] > games["rollout"] > games["gradcam"]
+    print(
+        f"Chefer et al.'s order (gradient rollout > rollout > Grad-CAM): "
+        f"{'shown' if ordered else 'not shown'} here "
+        f"({games['gradrollout']:.3f}, {games['rollout']:.3f}, {games['gradcam']:.3f})"
     )
 
 

@@ -141,6 +141,8 @@ def test_vit_example_explains_the_last_blocks_first_norm(tmp_path):
     )
     assert "explained layer 'block1_norm1'" in out  # a class token: the last block's first norm
     assert "pointing game" in out
+    assert "gradrollout" in out
+    assert "Chefer et al.'s order" in out
     events = read_events(str(tmp_path / "vit" / "cam"))
     assert sorted(events["cam/gradcam/grid"]) == [0]
     assert "cam/gradcam/pointing_game" in events

@@ -19,6 +19,10 @@ Each backend module provides:
   sum(score_fn(outputs)) with respect to each of `zeros`;
 - `gradient_and_hvp(fn, point, vector)`: `(∇fn(point), ∇²fn(point) · vector)`
   of a scalar function, by double backprop (ShapleyCAM's Hessian-vector product);
+- `probe_gradients_each(run, x, score_fns, zeros)`: as `probe_gradients`,
+  with one score function per zero tensor: the i-th gradient is
+  d sum(score_fns[i](outputs)) / d zeros[i], from one forward pass and one
+  backward pass per score (LeGrad's per-block scores);
 - `call_once(fn, model, *args)`: `fn(*args)` run once, the cheapest way
   (eager under TensorFlow and PyTorch, jitted under JAX);
 - `map_sequential(fn, count)`: inside a compiled function, stacks `fn(i)`

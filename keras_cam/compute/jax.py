@@ -115,6 +115,30 @@ def gradient_and_hvp(fn: Callable[[Any], Any], point: Any, vector: Any) -> tuple
     return jax.jvp(jax.grad(fn), (point,), (jnp.asarray(vector, point.dtype),))
 
 
+def probe_gradients_each(
+    run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
+    x: Any,
+    score_fns: list[Callable[[Any], Any]],
+    zeros: list[Any],
+) -> tuple[list[Any], list[Any], Any]:
+    """`run(x, zeros)` -> (captured, outputs), and d sum(score_fns[i]) / d zeros[i] for each i.
+
+    One `jax.vjp` (one forward pass), pulled back once per score.
+    """
+
+    def totals(zeros):
+        captured, outputs = run(x, zeros)
+        return [jnp.sum(score_fn(outputs)) for score_fn in score_fns], (captured, outputs)
+
+    sums, pull_back, (captured, outputs) = jax.vjp(totals, zeros, has_aux=True)
+    gradients = []
+    for i in range(len(score_fns)):
+        seeds = [jnp.ones_like(s) if j == i else jnp.zeros_like(s) for j, s in enumerate(sums)]
+        (each,) = pull_back(seeds)
+        gradients.append(each[i])
+    return captured, gradients, outputs
+
+
 def call_once(fn: Callable[..., Any], model: keras.Model, *args: Any) -> Any:
     """`fn(*args)` run once, jitted: eager JAX dispatches (and compiles) op by op."""
     return compile_function(fn, model)(*args)

@@ -123,6 +123,28 @@ def gradient_and_hvp(fn: Callable[[Any], Any], point: Any, vector: Any) -> tuple
     return gradient, outer.gradient(product, point, unconnected_gradients=zero)
 
 
+def probe_gradients_each(
+    run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
+    x: Any,
+    score_fns: list[Callable[[Any], Any]],
+    zeros: list[Any],
+) -> tuple[list[Any], list[Any], Any]:
+    """`run(x, zeros)` -> (captured, outputs), and d sum(score_fns[i]) / d zeros[i] for each i.
+
+    One forward pass on a persistent tape, one backward pass per score.
+    """
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        tape.watch(zeros)
+        captured, outputs = run(x, zeros)
+        totals = [tf.reduce_sum(score_fn(outputs)) for score_fn in score_fns]
+    gradients = [
+        tape.gradient(total, zero, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        for total, zero in zip(totals, zeros, strict=True)
+    ]
+    del tape
+    return captured, gradients, outputs
+
+
 def call_once(fn: Callable[..., Any], model: Any, *args: Any) -> Any:
     """`fn(*args)` run once, eagerly: one eager pass costs less than tracing a graph."""
     return fn(*args)

@@ -135,6 +135,30 @@ def gradient_and_hvp(fn: Callable[[Any], Any], point: Any, vector: Any) -> tuple
     return gradient.detach(), product.detach()
 
 
+def probe_gradients_each(
+    run: Callable[[Any, list[Any]], tuple[list[Any], Any]],
+    x: Any,
+    score_fns: list[Callable[[Any], Any]],
+    zeros: list[Any],
+) -> tuple[list[Any], list[Any], Any]:
+    """`run(x, zeros)` -> (captured, outputs), and d sum(score_fns[i]) / d zeros[i] for each i.
+
+    One forward pass; the graph is kept for one backward pass per score.
+    """
+    zeros = [zero.detach().requires_grad_(True) for zero in zeros]
+    gradients = []
+    with torch.enable_grad():
+        captured, outputs = run(x, zeros)
+        for i, (score_fn, zero) in enumerate(zip(score_fns, zeros, strict=True)):
+            total = score_fn(outputs).sum()
+            (gradient,) = torch.autograd.grad(
+                total, zero, retain_graph=i < len(zeros) - 1, allow_unused=True
+            )
+            gradients.append(torch.zeros_like(zero) if gradient is None else gradient)
+    captured = [c.detach() for c in captured]
+    return captured, gradients, keras.tree.map_structure(lambda t: t.detach(), outputs)
+
+
 def call_once(fn: Callable[..., Any], model: keras.Model, *args: Any) -> Any:
     """`fn(*args)` run once, with `model` in eval mode."""
     return compile_function(fn, model)(*args)

@@ -18,6 +18,7 @@ from keras_cam.compute import backend_module
 from keras_cam.core import explainer_cache, smoothing
 from keras_cam.core import outputs as _outputs
 from keras_cam.core import scores as _scores
+from keras_cam.core.attention import attention_reader, find_attention
 from keras_cam.core.capture import call_model, token_split
 from keras_cam.core.layers import (
     LayerSplit,
@@ -651,6 +652,13 @@ class CAMExplainer:
                 split = split_model(self.model, self.options.layer)
             for method in self.methods:
                 method.prepare(split)
+            self._attention = None
+            if any(method.uses_attention for method in self.methods):
+                # The attention methods' blocks, found once (a probing call), like the split.
+                grid = split.capture.grid if split.capture is not None else None
+                self._attention = find_attention(self.model, self._compute, self.tokens or grid)
+                for method in self.methods:
+                    method.prepare_attention(self._attention)
             key = _outputs.resolve(self.model, self.output, whole=True)
             # The head is found through pass-through layers and nested models, so a
             # wrapped classifier is explained on the same logits as the classifier.
@@ -876,6 +884,9 @@ class CAMExplainer:
             gradients_at=gradients_at,
             hessian_at=hessian_at,
             model=self.model,
+            attention=None
+            if self._attention is None
+            else attention_reader(self._attention, self._compute, score_of),
         )
 
     def _hessian_at(self, inputs, activations, score) -> tuple[Any, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from keras_cam.methods.ablation_cam import AblationCAM
+from keras_cam.methods.attention import AttentionMethod
 from keras_cam.methods.base import CAMMethod, Forward
 from keras_cam.methods.cam import CAM
 from keras_cam.methods.eigen_cam import EigenCAM
@@ -14,13 +15,16 @@ from keras_cam.methods.grad_cam import GradCAM
 from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_cam.methods.guided_backprop import GuidedBackprop, GuidedGradCAM
+from keras_cam.methods.gradient_rollout import GradientRollout
 from keras_cam.methods.hires_cam import HiResCAM
 from keras_cam.methods.is_cam import ISCAM
 from keras_cam.methods.kpca_cam import KPCACAM
 from keras_cam.methods.layer_cam import LayerCAM
+from keras_cam.methods.legrad import LeGrad
 from keras_cam.methods.random_cam import RandomCAM
 from keras_cam.methods.refine_cam import RefineCAM
 from keras_cam.methods.registry import available_methods, get_method, register
+from keras_cam.methods.rollout import AttentionRollout
 from keras_cam.methods.score_cam import ScoreCAM
 from keras_cam.methods.seg_eigen_cam import SegEigenCAM
 from keras_cam.methods.shapley_cam import ShapleyCAM
@@ -55,6 +59,9 @@ for _method in (
     GuidedBackprop,
     GuidedGradCAM,
     RefineCAM,
+    AttentionRollout,
+    GradientRollout,
+    LeGrad,
 ):
     register(_method)
 
@@ -65,6 +72,8 @@ __all__ = [
     "KPCACAM",
     "SSCAM",
     "AblationCAM",
+    "AttentionMethod",
+    "AttentionRollout",
     "CAMMethod",
     "EigenCAM",
     "EigenGradCAM",
@@ -76,8 +85,10 @@ __all__ = [
     "GradCAMPlusPlus",
     "GuidedBackprop",
     "GuidedGradCAM",
+    "GradientRollout",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "RandomCAM",
     "RefineCAM",
     "ScoreCAM",

@@ -71,6 +71,9 @@ class Forward:
         model: the explained model, for methods that read layers other than
             the target (FullGrad, guided backpropagation, RefineCAM) through
             `score_inputs`.
+        attention: for methods with `uses_attention`, a
+            `keras_cam.core.attention.AttentionReader`: the attention
+            probabilities of the model's blocks and their gradients.
     """
 
     inputs: Any
@@ -82,6 +85,7 @@ class Forward:
     gradients_at: Callable[..., tuple[Any, Any]] | None = None
     hessian_at: Callable[..., tuple[Any, Any]] | None = None
     model: Any = None
+    attention: Any = None
 
 
 class CAMMethod:
@@ -101,12 +105,20 @@ class CAMMethod:
     uses_gradients: ClassVar[bool] = True
     # Whether the method reads the `Forward` (the model input, extra forward passes).
     uses_forward: ClassVar[bool] = False
+    # Whether the method reads the attention probabilities of a transformer's blocks.
+    uses_attention: ClassVar[bool] = False
 
     def prepare(self, split: LayerSplit) -> None:
         """Checks the model structure once, when the explainer is built.
 
         Raises `ValueError` naming the problem when the method cannot explain
         the model (e.g. CAM on a head that is not GAP→Dense).
+        """
+
+    def prepare_attention(self, layers: Any) -> None:
+        """Checks the model's attention layers once (methods with `uses_attention`).
+
+        `layers` is the model's `keras_cam.core.attention.AttentionLayers`.
         """
 
     def channel_weights(
