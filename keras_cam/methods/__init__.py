@@ -14,8 +14,8 @@ from keras_cam.methods.fullgrad import FullGrad
 from keras_cam.methods.grad_cam import GradCAM
 from keras_cam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_cam.methods.grad_cam_plus_plus import GradCAMPlusPlus
-from keras_cam.methods.guided_backprop import GuidedBackprop, GuidedGradCAM
 from keras_cam.methods.gradient_rollout import GradientRollout
+from keras_cam.methods.guided_backprop import GuidedBackprop, GuidedGradCAM
 from keras_cam.methods.hires_cam import HiResCAM
 from keras_cam.methods.is_cam import ISCAM
 from keras_cam.methods.kpca_cam import KPCACAM
@@ -83,9 +83,9 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GradientRollout",
     "GuidedBackprop",
     "GuidedGradCAM",
-    "GradientRollout",
     "HiResCAM",
     "LayerCAM",
     "LeGrad",
