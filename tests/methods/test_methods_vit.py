@@ -13,10 +13,10 @@ import subprocess
 import keras
 import numpy as np
 import pytest
+from cli_runs import command
 from conftest import checkout_env, read_events
 from keras import layers, ops
 from scipy.special import erf
-from test_cli import command
 
 import keras_cam
 from keras_cam.methods import AttentionRollout, LeGrad
