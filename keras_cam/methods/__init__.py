@@ -5,6 +5,7 @@ from __future__ import annotations
 from keras_cam.methods.ablation_cam import AblationCAM
 from keras_cam.methods.base import CAMMethod, Forward
 from keras_cam.methods.cam import CAM
+from keras_cam.methods.deep_feature_factorization import DeepFeatureFactorization
 from keras_cam.methods.eigen_cam import EigenCAM
 from keras_cam.methods.eigen_grad_cam import EigenGradCAM
 from keras_cam.methods.fem import FEM
@@ -46,6 +47,7 @@ for _method in (
     SmoothGradCAMPlusPlus,
     FinerCAM,
     SegEigenCAM,
+    DeepFeatureFactorization,
 ):
     register(_method)
 
@@ -57,6 +59,7 @@ __all__ = [
     "SSCAM",
     "AblationCAM",
     "CAMMethod",
+    "DeepFeatureFactorization",
     "EigenCAM",
     "EigenGradCAM",
     "FinerCAM",
