@@ -85,8 +85,9 @@ PREPROCESSING = (
 
 TASKS = ("auto", "classification", "regression")
 DEFAULT_METRICS = ("focus", "average_drop", "increase_in_confidence")
-# The metrics of one folder of images: those that need no masks, labels or earlier event.
-_OFFLINE = ("masks", "labels", "previous", "explain")
+# The metrics of one folder of images: those that need no masks, labels or earlier event
+# ("explain", ARCC's re-run of the method, is the command's own explainer).
+_OFFLINE = ("masks", "labels", "previous")
 
 # The files this command writes into --out, through its folder sink: every file and
 # folder it creates is also listed in .keras-cam/manifest.txt; --overwrite removes the
@@ -824,6 +825,7 @@ def _per_image_metrics(
     heatmaps: np.ndarray,
     classes: np.ndarray,
     preprocess: Callable[[np.ndarray], Any] | None,
+    explain: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     inputs = registry.MetricInputs(
         maps=heatmaps,
@@ -832,6 +834,7 @@ def _per_image_metrics(
         images=images,
         preprocess=preprocess,
         batch_size=len(images),
+        explain=explain,
     )
     return {name: registry.get_metric(name).compute(inputs) for name in names}
 
@@ -969,13 +972,15 @@ class _Explainer:
             classes = result.classes.reshape(-1, self.ranks)
             scores = result.scores.reshape(-1, self.ranks)
             # Rank-major copies so that each metric runs on one fixed-shape batch.
+            flat_classes = np.swapaxes(classes, 0, 1).reshape(-1)
             values = _per_image_metrics(
                 self.metrics,
                 self.model,
                 np.concatenate([padded] * self.ranks),
                 np.swapaxes(heatmaps, 0, 1).reshape(-1, *heatmaps.shape[-2:]),
-                np.swapaxes(classes, 0, 1).reshape(-1),
+                flat_classes,
                 self.preprocess,
+                self._again(method, flat_classes),
             )
             values = {k: v.reshape(self.ranks, -1).T for k, v in values.items()}
             per_method[method] = _MethodMaps(heatmaps, classes, scores, values)
@@ -989,6 +994,15 @@ class _Explainer:
                     "failed to write %s: %s: %s", _shown(path), type(error).__name__, error
                 )
                 self.run.failed.append((path, f"{type(error).__name__}: {error}"))
+
+    def _again(self, method: str, classes: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Display images -> `method`'s heatmaps for `classes` (ARCC's coherency)."""
+
+        def again(images: np.ndarray) -> np.ndarray:
+            maps = self.explainer(images, targets=classes, preprocess=self.preprocess)
+            return maps[method].heatmaps
+
+        return again
 
     def skipped(self, index: int, path: str, why: str) -> None:
         """Records a file that is not an image (an event of its own: --resume skips it)."""

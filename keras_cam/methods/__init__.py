@@ -6,6 +6,7 @@ from keras_cam.methods.ablation_cam import AblationCAM
 from keras_cam.methods.attention import AttentionMethod
 from keras_cam.methods.base import CAMMethod, Forward
 from keras_cam.methods.cam import CAM
+from keras_cam.methods.deep_feature_factorization import DeepFeatureFactorization
 from keras_cam.methods.eigen_cam import EigenCAM
 from keras_cam.methods.eigen_grad_cam import EigenGradCAM
 from keras_cam.methods.fem import FEM
@@ -62,6 +63,7 @@ for _method in (
     AttentionRollout,
     GradientRollout,
     LeGrad,
+    DeepFeatureFactorization,
 ):
     register(_method)
 
@@ -75,6 +77,7 @@ __all__ = [
     "AttentionMethod",
     "AttentionRollout",
     "CAMMethod",
+    "DeepFeatureFactorization",
     "EigenCAM",
     "EigenGradCAM",
     "FinerCAM",

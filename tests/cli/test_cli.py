@@ -366,3 +366,38 @@ def test_linear_head_reports_softmax_probabilities(tmp_path):
     reference = keras_cam.explain(model, pixels)
     peak_row, peak_col = np.unravel_index(np.argmax(reference.heatmaps[0]), (SIZE, SIZE))
     assert (int(row["peak_x"]), int(row["peak_y"])) == (peak_col, peak_row)
+
+
+@pytest.mark.slow
+def test_arcc_metric_reruns_the_method_in_the_command(saved_model, tmp_path):
+    """`--metrics arcc` re-runs the command's own explainer; its values equal the library's."""
+    from keras_cam.diagnostics.metrics import arcc
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(
+            folder / f"{i}.png"
+        )
+    out = tmp_path / "out"
+    done = keras_cam_command(
+        "explain", str(saved_model), str(folder), "--out", str(out), "--metrics", "arcc",
+        "--batch-size", "3", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_rows(out)
+    paths = sorted(str(p) for p in folder.iterdir())
+    assert [row["file"] for row in rows] == paths
+    model = keras.saving.load_model(saved_model)
+    pixels = np.stack([np.asarray(Image.open(path)) for path in paths]).astype("float32")
+    result = keras_cam.explain(model, pixels)
+
+    def again(images):
+        return keras_cam.explain(model, images, targets=result.classes).heatmaps
+
+    expected = arcc(model, pixels, result.heatmaps, result.classes, explain=again, per_image=True)
+    measured = np.array([float(row["arcc"]) for row in rows])
+    np.testing.assert_allclose(measured, expected, atol=1e-3)
+    assert measured.min() > 0
+    assert measured.max() <= 1
