@@ -59,7 +59,7 @@ def test_background_sensitivity_against_numpy():
     before, after = numpy_softmax(model, images), numpy_softmax(model, swapped)
     classes = np.array([0, 1, 2, 1])
     expected = np.abs(before - after)[np.arange(4), classes]
-    assert expected[[0, 2, 3]].min() > 1e-3
+    assert expected[[0, 2, 3]].min() > 1e-4  # well above the float32 tolerance below
     assert expected[1] == 0
     values = metrics.background_sensitivity(model, images, masks, classes, per_image=True)
     np.testing.assert_allclose(values, expected, atol=1e-6)
