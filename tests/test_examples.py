@@ -123,6 +123,8 @@ def test_shortcut_learning_runs_its_four_phases(tmp_path):
     events = read_events(str(tmp_path / "shortcut" / "cam"))
     assert sorted(events["cam/gradcam/energy_in_mask"]) == [0, 1, 2, 3]
     assert sorted(events["cam/gradcam/drift"]) == [1, 2, 3]  # steps continue across the fits
+    assert sorted(events["cam/gradcam/background_sensitivity"]) == [0, 1, 2, 3]
+    assert "bg sensitivity" in out
     assert len(events["cam/gradcam/timeline"][2][0]) > 0
 
 

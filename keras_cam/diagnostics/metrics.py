@@ -4,7 +4,9 @@ Every metric returns the mean over the batch, or one value per image with
 `per_image=True`. Maps are read as non-negative evidence: NaN counts as 0
 and negative values are clipped to 0. The faithfulness metrics
 (`deletion_auc`, `insertion_auc`, `average_drop`, `increase_in_confidence`,
-the ROAD scores) run the model on perturbed copies of the images, batched through one
+the ROAD scores)
+and the shortcut check `background_sensitivity` run the model on perturbed
+copies of the images, batched through one
 compiled forward function per model, the last batch padded so it never
 retraces.
 
@@ -565,6 +567,115 @@ def increase_in_confidence(
     """
     full, masked = _masked_scores(model, images, heatmaps, classes, preprocess, batch_size)
     return _reduce((masked > full).astype(np.float64), per_image)
+
+
+def swap_backgrounds(images: Any, masks: Any) -> np.ndarray:
+    """Each image's object on the next image's background: the inputs of `background_sensitivity`.
+
+    Image `i` keeps its pixels inside its mask `Mᵢ`; outside it they come
+    from image `j = (i + 1) mod N`, except where image `j`'s own object lies,
+    which is filled with the mean colour of image `j`'s background (so no
+    second object enters the picture):
+
+        x'ᵢ = Mᵢ·xᵢ + (1 − Mᵢ)·[(1 − Mⱼ)·xⱼ + Mⱼ·μⱼ]
+
+    `μⱼ` is image `j`'s mean over its background, per channel (its mean
+    over all pixels when its mask covers everything). An empty mask swaps the
+    whole image.
+
+    Args:
+        images: (N, *spatial, C) or (N, *spatial) images, as `preprocess`
+            expects them (display images for the callback).
+        masks: (N, *spatial) object masks (`binary_masks` rule).
+
+    Returns:
+        float32 (N, *spatial, C) images (a channel axis of 1 added to images
+        without one).
+
+    Example:
+
+    >>> x = np.array([[[1.0, 2.0]], [[3.0, 4.0]]])          # two 1×2 grey images
+    >>> m = np.array([[[True, False]], [[False, True]]])
+    >>> swap_backgrounds(x, m)[..., 0].tolist()
+    [[[1.0, 3.0]], [[2.0, 4.0]]]
+    """
+    images = np.asarray(ops.convert_to_numpy(images), dtype=np.float64)
+    masks = binary_masks(masks)
+    if images.ndim == masks.ndim:
+        images = images[..., None]
+    if images.shape[:-1] != masks.shape or len(images) == 0:
+        raise ValueError(
+            f"masks {masks.shape} must match the images' (N, H, W) {images.shape[:-1]} "
+            f"((N, T) for sequences, (N, D, H, W) for volumes), one mask per image."
+        )
+    inside = masks[..., None].astype(np.float64)
+    spatial = tuple(range(1, images.ndim - 1))
+    background_pixels = (1.0 - inside).sum(axis=spatial, keepdims=True)
+    background_mean = np.where(
+        background_pixels > 0,
+        (images * (1.0 - inside)).sum(axis=spatial, keepdims=True)
+        / np.maximum(background_pixels, 1.0),
+        images.mean(axis=spatial, keepdims=True),
+    )
+    # Each image's background with its own object painted over in its background colour.
+    backgrounds = (1.0 - inside) * images + inside * background_mean
+    partner = np.roll(np.arange(len(images)), -1)
+    return (inside * images + (1.0 - inside) * backgrounds[partner]).astype(np.float32)
+
+
+def background_sensitivity(
+    model: keras.Model,
+    images: Any,
+    masks: Any,
+    classes: Any = None,
+    *,
+    preprocess: Preprocess | None = None,
+    batch_size: int = 64,
+    per_image: bool = False,
+) -> float | np.ndarray:
+    """How much the class score moves when the background is swapped (lower is better).
+
+    A shortcut check that looks at the decision, not at a map: each image's
+    object is put on another image's background (`swap_backgrounds`: the
+    next image's, its object painted over), and the value is `|Y − Y'|`,
+    the absolute change of the class score (the model's output for the
+    class, a probability for a softmax head). A model that decides from the
+    object alone scores about 0; one that reads a stamp, a watermark or a
+    texture in the background moves with it. Unlike `energy_in_mask`, a
+    model cannot lower it by moving its explanation, so it checks whether a
+    guided fine-tuning (`CAMGuidedModel`) removed a shortcut or only its
+    picture. Needs at least two images with different backgrounds (with one
+    image it is 0).
+
+    Args:
+        model: the classifier.
+        images: (N, H, W, C) or (N, H, W) images, as `preprocess` expects them.
+        masks: (N, H, W) object masks (`binary_masks` rule).
+        classes: class per image (or one for all). Defaults to `None`: the
+            predicted class of the unchanged image.
+        preprocess: maps images to model input. Defaults to `None`.
+        batch_size: images per forward pass. Defaults to `64`.
+        per_image: return the (N,) changes instead of their mean.
+
+    Returns:
+        The change, in the units of the score (in [0, 1] for probabilities).
+
+    Example:
+
+    >>> background_sensitivity(model, probe_images, probe_masks)         # doctest: +SKIP
+    0.03
+    """
+    swapped = swap_backgrounds(images, masks)
+    originals = np.asarray(ops.convert_to_numpy(images), dtype=np.float32)
+    if originals.ndim == swapped.ndim - 1:
+        originals = originals[..., None]
+    # `_faithfulness_inputs` checks the batch size and classes and scores the originals;
+    # a map of ones stands in for the heatmaps it also checks.
+    _, _, classes, scores = _faithfulness_inputs(
+        model, originals, np.ones(swapped.shape[:-1]), classes, preprocess, batch_size
+    )
+    outputs = _outputs(model, len(swapped), lambda i: swapped[i], preprocess, batch_size)
+    return _reduce(np.abs(scores - _class_outputs(outputs, classes)), per_image)
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

@@ -260,6 +260,25 @@ for _metric in (
         worse_when="lower",
         display_name="ARCC",
     ),
+    Metric(
+        "background_sensitivity",
+        lambda x: _measures().background_sensitivity(
+            x.model,
+            x.images,
+            x.masks,
+            x.classes,
+            preprocess=x.preprocess,
+            per_image=True,
+            **({} if x.batch_size is None else {"batch_size": x.batch_size}),
+        ),
+        "Absolute change of the class score when each probe image's object is put on the next "
+        "probe image's background (lower is better: about 0 for a model that decides from the "
+        "object; a shortcut in the background, a stamp or a texture, moves it). A check of "
+        "CAM-guided training that the guidance does not optimise.",
+        needs=("masks", "forward"),
+        worse_when="higher",
+        display_name="background sensitivity",
+    ),
 ):
     register_metric(_metric)
 del _metric

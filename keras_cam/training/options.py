@@ -95,7 +95,9 @@ class WatchOptions:
             `"energy_in_mask"` (these two need `probe_masks`, and are added
             when it is given), and the faithfulness metrics `"deletion"`,
             `"insertion"`, `"average_drop"`, `"increase_in_confidence"`,
-            which cost extra forward passes. Each goes to
+            which cost extra forward passes, and the shortcut check
+            `"background_sensitivity"` (one extra forward pass; needs
+            `probe_masks`). Each goes to
             `cam/<method>/<metric>`, the Keras logs (`cam_<method>_<metric>`)
             and the CSV rows. Defaults to `("drift", "focus")`.
         probe_masks: (N, H, W) boolean object masks of the probe images
