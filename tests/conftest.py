@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from keras import layers
 
+import keras_cam
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
@@ -24,6 +26,16 @@ def checkout_env(**extra: str) -> dict[str, str]:
     follows for the workers' `from conftest import ...`.
     """
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), **extra}
+
+
+def feature_map_methods() -> list[str]:
+    """Every registered method but the attention ones, which read a transformer's blocks
+    (tested on ViTs in tests/methods/test_methods_vit.py)."""
+    return sorted(
+        name
+        for name in keras_cam.available_methods()
+        if not keras_cam.methods.get_method(name).uses_attention
+    )
 
 
 @pytest.fixture(autouse=True)

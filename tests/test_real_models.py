@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import pytest
-from conftest import gradient, to_numpy
+from conftest import feature_map_methods, gradient, to_numpy
 from keras import layers
 
 import keras_cam
@@ -292,7 +292,7 @@ FULL_MATRIX_ONLY = {
 METHODS = [
     *[
         m
-        for m in keras_cam.available_methods()
+        for m in feature_map_methods()
         if m not in ("cam", "scorecam", "ablationcam", "sscam", "iscam")
     ],
     ScoreCAM(max_channels=4),

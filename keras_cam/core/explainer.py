@@ -233,6 +233,18 @@ def _by_rank(result: CAMResult, k: int) -> CAMResult:
     )
 
 
+def _check_eigen_smooth(methods: Sequence[CAMMethod]) -> None:
+    """Refuses `eigen_smooth` for methods whose map is no sum of channel contributions."""
+    refused = [method.name for method in methods if not method.has_channel_contributions]
+    if refused:
+        raise ValueError(
+            f"eigen_smooth=True smooths a map made of per-channel contributions at the target "
+            f"layer; {', '.join(refused)} build their maps otherwise (other layers, the "
+            f"input's gradient or attention). Drop eigen_smooth=True, or explain "
+            f"{', '.join(refused)} with a separate explainer."
+        )
+
+
 def _check_graph_model(model: Any) -> None:
     """Raises unless `model` is a functional or Sequential Keras model (a graph to split)."""
     if not isinstance(model, keras.Model):
@@ -360,6 +372,8 @@ class CAMExplainer:
         self.model = model
         self.methods = resolve_methods(method)
         self._single = isinstance(method, (str, CAMMethod))
+        if self.options.eigen_smooth:
+            _check_eigen_smooth(self.methods)
         self.trace_count = 0
         self._compute = backend_module()
         self._split: LayerSplit | None = None

@@ -40,6 +40,7 @@ class AttentionMethod(CAMMethod):
     uses_gradients: ClassVar[bool] = False  # the target layer's gradients: not read
     uses_forward: ClassVar[bool] = True
     uses_attention: ClassVar[bool] = True
+    has_channel_contributions: ClassVar[bool] = False
     paper: ClassVar[str]
     cost: ClassVar[str]
 
@@ -64,10 +65,3 @@ class AttentionMethod(CAMMethod):
             return list(per_block)
         index = ops.convert_to_tensor(self.heads, "int32")
         return [ops.take(tensor, index, axis=1) for tensor in per_block]
-
-    def weighted_activations(self, activations, gradients, classes, forward=None):
-        raise ValueError(
-            f"{type(self).__name__} builds its map from the attention probabilities, not "
-            f"from channel contributions: eigen_smooth does not apply to it. Drop "
-            f"eigen_smooth=True."
-        )

@@ -107,6 +107,9 @@ class CAMMethod:
     uses_forward: ClassVar[bool] = False
     # Whether the method reads the attention probabilities of a transformer's blocks.
     uses_attention: ClassVar[bool] = False
+    # Whether its map is a sum of per-channel contributions at the target layer, which
+    # `eigen_smooth` replaces by their first principal component.
+    has_channel_contributions: ClassVar[bool] = True
 
     def prepare(self, split: LayerSplit) -> None:
         """Checks the model structure once, when the explainer is built.

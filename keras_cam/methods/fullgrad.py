@@ -93,6 +93,7 @@ class FullGrad(CAMMethod):
     cost = "2 forward + 1 backward (the whole model)"
     uses_gradients = False  # its own gradients, at every bias layer and the input
     uses_forward = True
+    has_channel_contributions = False
 
     def cam(self, activations, gradients, classes, forward=None):
         size = input_size(forward)

@@ -108,6 +108,7 @@ class GuidedBackprop(CAMMethod):
     cost = "2 forward + 1 backward (the whole model)"
     uses_gradients = False
     uses_forward = True
+    has_channel_contributions = False
 
     def cam(self, activations, gradients, classes, forward=None):
         return _saliency(forward, classes)
@@ -143,6 +144,7 @@ class GuidedGradCAM(CAMMethod):
     paper = "Selvaraju et al., ICCV 2017"
     cost = "2 forward + 2 backward (1 forward + 1 backward shared with Grad-CAM)"
     uses_forward = True
+    has_channel_contributions = False
 
     def __init__(self, base: str | CAMMethod = "gradcam") -> None:
         self.base = get_method(base) if isinstance(base, str) else base

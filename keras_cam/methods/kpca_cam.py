@@ -80,6 +80,10 @@ class KPCACAM(CAMMethod):
             - ops.mean(kernel, axis=2, keepdims=True)
             + ops.mean(kernel, axis=(1, 2), keepdims=True)
         )
+        # Values near float32's limit overflow in the centring (inf - inf): such an item's
+        # kernel is not finite either, and PyTorch's eigh raises on it instead of giving NaN.
+        finite = finite & ops.all(ops.isfinite(kernel), axis=(1, 2))
+        kernel = ops.where(finite[:, None, None], kernel, 0.0)
         values, vectors = ops.eigh(kernel)  # ascending eigenvalues
         top = vectors[..., -1]
         largest = ops.take_along_axis(top, ops.argmax(ops.abs(top), axis=1)[:, None], axis=1)

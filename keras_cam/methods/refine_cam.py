@@ -103,6 +103,7 @@ class RefineCAM(CAMMethod):
     paper = "ICPR 2026, arXiv 2605.14641"
     cost = "2 forward + 2 backward (1 forward + 1 backward shared)"
     uses_forward = True
+    has_channel_contributions = False
 
     def __init__(
         self, layers: Sequence[str] | None = None, base: str | CAMMethod = "gradcam++"
@@ -137,6 +138,8 @@ class RefineCAM(CAMMethod):
         size = input_size(forward)
         refined = self._map(activations, gradients, classes, size)
         layers = self._layers(forward.model, tuple(activations.shape[1:-1]))
+        if not layers:  # one resolution throughout: the base method's map alone
+            return refined
         _, probed = layer_gradients(forward, classes, layers)
         for layer, (output, gradient) in zip(layers, probed, strict=True):
             channels_first = is_channels_first(layer)

@@ -18,7 +18,7 @@ import json
 
 import keras
 import numpy as np
-from conftest import conv_classifier
+from conftest import conv_classifier, feature_map_methods
 
 import keras_cam
 
@@ -27,7 +27,7 @@ def maps(weights: str, inputs: str, out: str) -> None:
     model = conv_classifier()
     model.load_weights(weights)
     images = np.load(inputs)
-    explainer = keras_cam.CAMExplainer(model, list(keras_cam.available_methods()))
+    explainer = keras_cam.CAMExplainer(model, feature_map_methods())
     results = explainer(images)
     np.savez(out, **{name: result.raw for name, result in results.items()})
 

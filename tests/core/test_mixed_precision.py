@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from conftest import conv_classifier, read_events
+from conftest import conv_classifier, feature_map_methods, read_events
 
 import keras_cam
 
-METHODS = list(keras_cam.available_methods())
+METHODS = feature_map_methods()
 
 
 @pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])

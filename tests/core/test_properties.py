@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import feature_map_methods
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -46,7 +47,7 @@ activations = st.one_of(
 )
 
 
-@pytest.mark.parametrize("method", sorted(keras_cam.available_methods()))
+@pytest.mark.parametrize("method", feature_map_methods())
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=activations)
 def test_every_map_is_finite_in_0_1_or_the_documented_error(method, values):

@@ -200,6 +200,15 @@ def test_every_method_is_listed_with_its_paper():
         "smoothgradcam++": "Omeiza",
         "finercam": "Zhang",
         "segeigencam": "Chung",
+        "shapleycam": "Cai",
+        "fullgrad": "Srinivas",
+        "guidedbackprop": "Springenberg",
+        "guidedgradcam": "Selvaraju",
+        "refinecam": "2026",
+        "rollout": "Abnar",
+        "gradrollout": "Chefer",
+        "legrad": "Bousselham",
+        "dff": "Collins",
     }
     assert set(methods) == set(papers)
     for name, author in papers.items():

@@ -288,7 +288,7 @@ def test_kerashub_vit_rollout_equals_its_attention_called_by_hand():
     assert_close(results["rollout"].raw, np.stack(rollout).reshape(2, 2, 3))
     with pytest.raises(ValueError, match=r"heads=\[2\] must be head indices 0\.\.1"):
         _ = keras_cam.CAMExplainer(model, AttentionRollout(heads=[2])).resolved
-    with pytest.raises(ValueError, match="eigen_smooth does not apply"):
+    with pytest.raises(ValueError, match="Drop eigen_smooth=True"):
         keras_cam.explain(model, x, method="rollout", eigen_smooth=True, verbose=0)
     for name in ("gradrollout", "legrad"):
         assert np.isfinite(results[name].raw).all()
