@@ -301,13 +301,24 @@ def _load() -> str:
     return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def _drain(callback) -> None:
+    """Waits for the writer thread's queued jobs without stopping the thread (as in `fit`,
+    where it lives from the first event to `on_train_end`)."""
+    import threading
+
+    done = threading.Event()
+    callback._jobs.submit(done.set, "drain")
+    done.wait()
+
+
 def event_vs_predict(events: int, log_dir: str, models: tuple[str, ...] = EVENT_MODELS) -> None:
     """How long one CAM event blocks `fit`, next to the backend's own `model.predict`.
 
     Per model: a `CAMCallback` (Grad-CAM, default view, TensorBoard + CSV) on 16
     probe images, and `model.predict` on the same 16 model inputs. After two
     warm-up rounds, each round times one `on_epoch_end` (what `fit` waits for), lets
-    the writer thread finish untimed (in a real run it overlaps the next epoch),
+    the writer thread finish untimed (in a real run it overlaps the next epoch; the
+    thread itself lives on, as in `fit`),
     then times one `predict`: the two take turns, so a load burst hits both.
     """
     import shutil
@@ -331,7 +342,7 @@ def event_vs_predict(events: int, log_dir: str, models: tuple[str, ...] = EVENT_
             start = time.perf_counter()
             callback.on_epoch_end(step)
             blocked = time.perf_counter() - start
-            callback._jobs.join()
+            _drain(callback)
             start = time.perf_counter()
             model.predict(inputs, verbose=0)
             predicted = time.perf_counter() - start
