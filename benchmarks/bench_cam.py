@@ -282,6 +282,105 @@ def _tf_explain_event(model, probe, events: int, log_dir: str) -> float | None:
     return statistics.median(times[1:]) * 1000
 
 
+EVENT_MODELS = ("demo", "mobilenetv2_96", "resnet50_224")
+"""The models of `--event-vs-predict`: the demo's CNN (64 px) and two applications."""
+
+
+def _event_model(name: str):
+    """A compiled classifier of 3 classes (random weights) and its input size."""
+    if name == "demo":
+        from demo import build_model
+
+        model, size = build_model(64, 3), 64
+    else:
+        application, size = {
+            "mobilenetv2_96": (keras.applications.MobileNetV2, 96),
+            "resnet50_224": (keras.applications.ResNet50, 224),
+        }[name]
+        base = application(weights=None, include_top=False, input_shape=(size, size, 3))
+        x = keras.layers.GlobalAveragePooling2D()(base.output)
+        outputs = keras.layers.Dense(3, activation="softmax")(x)
+        model = keras.Model(base.input, outputs, name=name)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model, size
+
+
+def _load() -> str:
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def _drain(callback) -> None:
+    """Waits for the writer thread's queued jobs without stopping the thread (as in `fit`,
+    where it lives from the first event to `on_train_end`)."""
+    import threading
+
+    done = threading.Event()
+    callback._jobs.submit(done.set, "drain")
+    done.wait()
+
+
+def event_vs_predict(events: int, log_dir: str, models: tuple[str, ...] = EVENT_MODELS) -> None:
+    """How long one CAM event blocks `fit`, next to the backend's own `model.predict`.
+
+    Per model: a `CAMCallback` (Grad-CAM, default view, TensorBoard + CSV) on 16
+    probe images, and `model.predict` on the same 16 model inputs. After two
+    warm-up rounds, each round times one `on_epoch_end` (what `fit` waits for), lets
+    the writer thread finish untimed (in a real run it overlaps the next epoch; the
+    thread itself lives on, as in `fit`),
+    then times one `predict`: the two take turns, so a load burst hits both.
+    """
+    import shutil
+
+    print(f"Event blocking time vs model.predict, 16 probe images, {events} rounds after warm-up")
+    for name in models:
+        keras.utils.set_random_seed(0)
+        model, size = _event_model(name)
+        probe = make_shapes(16, size=size, seed=2)
+        directory = os.path.join(log_dir, f"event_vs_predict_{name}")
+        shutil.rmtree(directory, ignore_errors=True)
+        images = probe.images.astype("float32") / 255  # display images in 0–1
+        # strict: a failed event raises rather than being timed as a (cheap) skipped one.
+        callback = keras_cam.CAMCallback((images, probe.labels), directory, strict=True)
+        callback.set_model(model)
+        callback.on_train_begin()
+        inputs = callback.explainer.model_input(images)
+        blocking, predict = [], []
+        load_before = _load()
+        for step in range(events + 2):
+            start = time.perf_counter()
+            callback.on_epoch_end(step)
+            blocked = time.perf_counter() - start
+            _drain(callback)
+            start = time.perf_counter()
+            model.predict(inputs, verbose=0)
+            predicted = time.perf_counter() - start
+            if step >= 2:
+                blocking.append(blocked)
+                predict.append(predicted)
+        callback.on_train_end()
+        ratios = sorted(b / p for b, p in zip(blocking, predict, strict=True))
+        median_event, median_predict = statistics.median(blocking), statistics.median(predict)
+        print(
+            f"  {keras.backend.backend():<10} {name:<15} event {median_event * 1000:7.1f} ms "
+            f"(min {min(blocking) * 1000:6.1f})  predict {median_predict * 1000:7.1f} ms "
+            f"(min {min(predict) * 1000:6.1f})  event/predict {median_event / median_predict:5.2f}"
+            f" (per-round median {statistics.median(ratios):5.2f}, min {ratios[0]:5.2f})"
+            f"  load {load_before} -> {_load()}",
+            flush=True,
+        )
+
+
+def event_vs_predict_all(backends: list[str], events: int, log_dir: str, models) -> None:
+    """`event_vs_predict` under each backend, each in its own Python process."""
+    import subprocess
+
+    for backend in backends:
+        env = dict(os.environ, KERAS_BACKEND=backend)
+        command = [sys.executable, __file__, "--event-vs-predict", "--in-process"]
+        command += ["--events", str(events), "--log-dir", log_dir, "--models", *models]
+        subprocess.run(command, env=env, check=True)
+
+
 def callback_overhead(epochs: int, log_dir: str, runs: int) -> None:
     from demo import build_model
 
@@ -468,7 +567,22 @@ def main() -> None:
     parser.add_argument(
         "--costs", action="store_true", help="only each method's cost in forward passes"
     )
+    parser.add_argument(
+        "--event-vs-predict",
+        action="store_true",
+        help="only the event's blocking time next to model.predict, per backend and model",
+    )
+    parser.add_argument(
+        "--backends", nargs="+", default=["tensorflow", "jax", "torch"], help="--event-vs-predict"
+    )
+    parser.add_argument("--models", nargs="+", default=list(EVENT_MODELS), choices=EVENT_MODELS)
+    parser.add_argument("--events", type=int, default=10, help="timed rounds, after 2 warm-ups")
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.event_vs_predict and not args.in_process:
+        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+        event_vs_predict_all(args.backends, args.events, args.log_dir, args.models)
+        return
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -480,6 +594,9 @@ def main() -> None:
             for name in keras_cam.available_methods()
             if args.costs or name not in TRANSFORMER_METHODS
         ]
+    if args.event_vs_predict:
+        event_vs_predict(args.events, args.log_dir, tuple(args.models))
+        return
     if args.event_only:
         event_cost(10, args.log_dir)
         return

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU figures for JAX and PyTorch: ResNet50, batch 64 at 224×224, CAM / compiled forward.
+# GPU figures for JAX and PyTorch: ResNet50, batch 64 at 224×224, CAM / compiled forward;
+# the CAM event's blocking time / model.predict (demo, MobileNetV2 96 px, ResNet50 224 px).
 #
 # The GPU machine (Python 3.12) has JAX, PyTorch, TensorBoard, Pillow, matplotlib, h5py,
 # rich and absl-py, but neither TensorFlow nor Keras, and no network. So, in two steps:
@@ -26,6 +27,9 @@ run)
         KERAS_BACKEND=$backend python3 benchmarks/bench_cam.py --cam-only \
             --batch 64 --size 224 --runs 5 --score-cam-channels 16 | tee "$out/gpu_$backend.txt"
     done
+    # The CAM event's blocking time next to model.predict (16 probe images), per backend.
+    KERAS_BACKEND=jax python3 benchmarks/bench_cam.py --event-vs-predict --backends jax torch \
+        --log-dir /tmp/bench | tee "$out/gpu_event_vs_predict.txt"
     ;;
 *)
     echo "usage: $0 prepare|run" >&2

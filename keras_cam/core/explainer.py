@@ -187,12 +187,17 @@ def _normalise(maps: Any, activation_peak: Any = None) -> Any:
             layer; a map whose peak is at most `_NEGLIGIBLE_MAP` times it is
             negligible. Defaults to `None`: no such check.
     """
-    # Dividing by the peak first keeps max − min from overflowing near float32's limit.
+    # Everything but one scale-and-shift of the maps works on per-map scalars: under
+    # PyTorch each full-size operation is a kernel of its own (and a thread barrier).
     axes = map_axes(maps)
-    peak = ops.max(ops.abs(maps), axis=axes, keepdims=True)
-    relative = maps / ops.where(peak > 0, peak, 1.0)
-    low = ops.min(relative, axis=axes, keepdims=True)
-    span = ops.max(relative, axis=axes, keepdims=True) - low
+    high = ops.max(maps, axis=axes, keepdims=True)
+    low = ops.min(maps, axis=axes, keepdims=True)
+    peak = ops.maximum(ops.abs(high), ops.abs(low))
+    # Dividing by the peak first keeps max − min from overflowing near float32's limit (a
+    # division, not a reciprocal: the reciprocal of a peak near that limit is subnormal).
+    divisor = ops.where(peak > 0, peak, 1.0)
+    relative_low = low / divisor
+    span = high / divisor - relative_low
     # A map constant up to rounding (a few ulps after resizing) has nothing to show: it
     # becomes zero, on every backend, rather than a pattern stretched out of rounding noise.
     # After the division by the peak, the span is relative to the map's largest value.
@@ -201,8 +206,8 @@ def _normalise(maps: Any, activation_peak: Any = None) -> Any:
         per_map = ops.reshape(activation_peak, (-1, *([1] * len(axes))))
         negligible = peak <= _NEGLIGIBLE_MAP * per_map
         flat = ops.logical_or(flat, negligible)
-    scaled = (relative - low) / ops.where(flat, 1.0, span)
-    return ops.clip(ops.where(flat, ops.zeros_like(relative), scaled), 0.0, 1.0)
+    inverse_span = ops.where(flat, 0.0, 1.0 / ops.where(flat, 1.0, span))
+    return ops.clip((maps / divisor - relative_low) * inverse_span, 0.0, 1.0)
 
 
 def _looks_like_probabilities(outputs: Any, unswitched_logits: bool) -> Any:
