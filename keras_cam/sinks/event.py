@@ -36,6 +36,12 @@ class Event:
         charts: method -> the scalar names it logs over the whole run, for
             sinks that lay out a dashboard once (TensorBoard's custom
             scalars).
+        table: one dict per method and drawn probe image, for sinks that show
+            sortable tables (W&B, MLflow): `method`, `image` (probe index),
+            `picture` (uint8 `(H, W, 3)`, the probe image as drawn),
+            `overlay` (uint8, its map over it), `true` (class name, or None),
+            `predicted` (class name, or the task's caption), `probability`
+            (the prediction's confidence), then every metric of the event.
     """
 
     step: int
@@ -45,6 +51,7 @@ class Event:
     texts: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     charts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    table: list[dict[str, Any]] = field(default_factory=list)
 
 
 @runtime_checkable
