@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from keras_cam.sinks.event import Event
-from keras_cam.sinks.tracking import import_tracker, page_keys, tags_markdown
+from keras_cam.sinks.tracking import (
+    import_tracker,
+    is_picture,
+    page_keys,
+    table_columns,
+    tags_markdown,
+)
 
 # How long the reachability check waits for the tracking server. MLflow's own client
 # retries a refused connection for minutes (7 retries, exponential backoff), which would
@@ -147,16 +152,28 @@ class MLflowSink:
         import pandas as pd
 
         image = self._mlflow.Image
-        rows = [
-            {
-                "step": event.step,
-                **row,
-                "picture": image(np.asarray(row["picture"])),
-                "overlay": image(np.asarray(row["overlay"])),
-            }
+        columns = ["step", *table_columns(event.table)]
+        cells = [
+            {key: image(value) if is_picture(value) else value for key, value in row.items()}
             for row in event.table
         ]
-        return pd.DataFrame(rows)
+        return pd.DataFrame([{"step": event.step, **row} for row in cells], columns=columns)
+
+    def log_artifacts(self, folder: str, names: Sequence[str]) -> None:
+        """Copies the files and folders `names` under `folder` into the run's artifacts.
+
+        Args:
+            folder: a local folder, e.g. the `keras-cam explain` output.
+            names: entries of `folder`; missing ones are skipped.
+        """
+        if self._client is None:
+            self.open()
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path):
+                self._client.log_artifacts(self.run_id, path, name)
+            elif os.path.isfile(path):
+                self._client.log_artifact(self.run_id, path)
 
     def close(self) -> None:
         client, self._client = self._client, None

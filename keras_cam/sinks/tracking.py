@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import numpy as np
+
 from keras_cam.sinks.tags import describe
 
 
@@ -38,3 +40,13 @@ def tags_markdown(tags: list[str]) -> str:
 def page_keys(tag: str, count: int) -> list[str]:
     """The key of each page of `tag`: the tag itself, or `tag/page_1`, ... for several."""
     return [tag] if count == 1 else [f"{tag}/page_{p + 1}" for p in range(count)]
+
+
+def is_picture(value: Any) -> bool:
+    """Whether a table cell is a picture (uint8 `(H, W, 3)`), which trackers show as an image."""
+    return isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3
+
+
+def table_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every key of `rows`, in the order they first appear."""
+    return list(dict.fromkeys(key for row in rows for key in row))

@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_cam.sinks.event import Event
 from keras_cam.sinks.tags import describe
-from keras_cam.sinks.tracking import import_tracker, page_keys
+from keras_cam.sinks.tracking import import_tracker, is_picture, page_keys, table_columns
 
 STEP_KEY = "cam/epoch"
 """The epoch of each CAM record: the x-axis of the `cam/*` charts (`define_metric`)."""
@@ -108,17 +108,18 @@ class WandbSink:
             run.log(data, commit=False)
 
     def _table(self, event: Event) -> Any:
+        """The per-image table, pictures as `wandb.Image` (shown in the table)."""
         wandb = self._wandb
-        columns = ["step", *event.table[0]]
-        rows = []
-        for row in event.table:
-            cells = {
-                **row,
-                "picture": wandb.Image(np.asarray(row["picture"])),
-                "overlay": wandb.Image(np.asarray(row["overlay"])),
-            }
-            rows.append([event.step, *(cells.get(name) for name in columns[1:])])
-        return wandb.Table(columns=columns, data=rows)
+        columns = table_columns(event.table)
+        rows = [
+            [event.step]
+            + [
+                wandb.Image(row.get(name)) if is_picture(row.get(name)) else row.get(name)
+                for name in columns
+            ]
+            for row in event.table
+        ]
+        return wandb.Table(columns=["step", *columns], data=rows)
 
     def close(self) -> None:
         run, self._run = self._run, None
