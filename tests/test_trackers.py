@@ -237,8 +237,11 @@ def check_mlflow_run(client, run_id, events, tmp_path) -> None:
             assert row["step"] == event.step
             for key in ("method", "image", "true", "predicted"):
                 assert row[key] == expected[key]
-            for key in ("probability", "focus", "drift"):
-                assert row[key] == pytest.approx(expected[key], rel=1e-9)
+            numbers = {k: v for k, v in expected.items() if isinstance(v, float)}
+            assert {"probability", "focus"} <= set(numbers)  # drift from the second event on
+            for key, value in numbers.items():
+                # log_table writes JSON through pandas: 10 decimals.
+                assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-10)
             assert row["overlay"]["type"] == row["picture"]["type"] == "image"
     # The pixels written are the pixels of the event (last event: every page and overlay).
     last = events[-1]
@@ -308,8 +311,9 @@ def check_wandb_run(run_dir: Path, events, user_steps=()) -> list[dict]:
             assert cells["step"] == event.step
             for key in ("method", "image", "true", "predicted"):
                 assert cells[key] == expected[key]
-            for key in ("probability", "focus", "drift"):
-                assert cells[key] == pytest.approx(expected[key], rel=1e-6)
+            for key, value in expected.items():
+                if isinstance(value, float):
+                    assert cells[key] == pytest.approx(value, rel=1e-6)
             for column in ("picture", "overlay"):
                 picture = Path(files[cells[column]["path"]]).read_bytes()
                 np.testing.assert_array_equal(png(picture), expected[column])

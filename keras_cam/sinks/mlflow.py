@@ -32,8 +32,9 @@ class MLflowSink:
     the alarms as `cam/alarms/step_<n>.md`, and the per-image table (picture,
     overlay, true and predicted class, probability, every metric) with
     `log_table` as `cam/per_image/step_<n>.json`, sortable in the run's
-    artifact view. The first event writes `cam/tags.md`: the display name and
-    description of every tag. Histograms are not written (MLflow has none).
+    artifact view. `cam/tags.md` gives the display name and description of
+    every tag written (rewritten when new tags appear). Histograms are not
+    written (MLflow has none).
 
     The run is the one active when the callback's `fit` begins
     (`mlflow.start_run()`), or `run_id`, or else a run this sink creates (and
@@ -78,7 +79,7 @@ class MLflowSink:
         self.experiment, self.run_name, self.table = experiment, run_name, table
         self._client: Any = None
         self._created = False  # this sink created the run (and so ends it)
-        self._tags_written = False
+        self._described: list[str] = []  # the tags in cam/tags.md
 
     def open(self) -> None:
         mlflow = self._mlflow
@@ -133,10 +134,10 @@ class MLflowSink:
         # The numbers first: they are small and what a dashboard plots.
         for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
             client.log_batch(run_id, metrics=metrics[start : start + 1000], synchronous=True)
-        if not self._tags_written and (event.scalars or event.images):
-            tags = [*event.scalars, *event.images, *event.texts]
-            client.log_text(run_id, tags_markdown(tags), "cam/tags.md")
-            self._tags_written = True
+        tags = [*event.scalars, *event.images, *event.texts]
+        if not set(tags) <= set(self._described):  # new tags (drift from the second event)
+            self._described += [tag for tag in tags if tag not in self._described]
+            client.log_text(run_id, tags_markdown(self._described), "cam/tags.md")
         for tag, text in event.texts.items():
             client.log_text(run_id, text, f"{tag}/step_{step}.md")
         for tag, pages in event.images.items():

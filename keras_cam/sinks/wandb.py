@@ -25,8 +25,8 @@ class WandbSink:
     alarms as HTML, and the per-image table (picture, overlay, true and
     predicted class, probability, every metric) as a `wandb.Table` under
     `cam/per_image`, which W&B sorts by any column (the worst
-    `energy_in_mask` first). The first event also logs `cam/tags`: the display
-    name and description of every tag.
+    `energy_in_mask` first). `cam/tags` is a table of the display name and
+    description of every tag, logged again when new tags appear.
 
     Steps: your own `wandb.log(..., step=epoch)` calls land in the same
     history rows. The record is left open (not committed), so a later call of
@@ -57,7 +57,7 @@ class WandbSink:
         self.table, self.init_kwargs = table, init_kwargs
         self._run: Any = None
         self._started_id: str | None = None  # the id of the run this sink started
-        self._tags_written = False
+        self._described: list[str] = []  # the tags in the last cam/tags table
 
     @property
     def run(self) -> Any:
@@ -81,11 +81,11 @@ class WandbSink:
             self.open()
         run, wandb = self._run, self._wandb
         data: dict[str, Any] = {STEP_KEY: event.step, **event.scalars}
-        if not self._tags_written and (event.scalars or event.images):
-            tags = [*event.scalars, *event.images, *event.texts, *event.histograms]
-            rows = [[tag, *describe(tag)] for tag in tags]
+        tags = [*event.scalars, *event.images, *event.texts, *event.histograms]
+        if not set(tags) <= set(self._described):  # new tags (drift from the second event)
+            self._described += [tag for tag in tags if tag not in self._described]
+            rows = [[tag, *describe(tag)] for tag in self._described]
             data["cam/tags"] = wandb.Table(columns=["tag", "name", "description"], data=rows)
-            self._tags_written = True
         for tag, values in event.histograms.items():
             finite = np.asarray(values, dtype=np.float64)
             data[tag] = wandb.Histogram(finite[np.isfinite(finite)])
