@@ -31,6 +31,7 @@ from conftest import checkout_env, conv_classifier, read_events
 from PIL import Image
 
 import keras_cam
+from keras_cam.sinks.tags import describe
 from keras_cam.sinks.tracking import page_keys
 
 mlflow = pytest.importorskip("mlflow")
@@ -115,6 +116,7 @@ def tracking(mlflow_server, monkeypatch):
 
 @pytest.fixture
 def wandb_offline(tmp_path, monkeypatch):
+    """Offline W&B. Its settings are read once per process: each run also names its dir."""
     for name, value in {
         "WANDB_MODE": "offline",
         "WANDB_DIR": str(tmp_path),
@@ -296,11 +298,11 @@ def check_wandb_run(run_dir: Path, events, user_steps=()) -> list[dict]:
             assert row[tag] == pytest.approx(value, rel=1e-6)
         for tag, pages in event.images.items():
             for key, page in zip(page_keys(tag, len(pages)), pages, strict=True):
-                (filename,) = row[f"{key}.filenames"]
-                np.testing.assert_array_equal(
-                    png((run_dir / "files" / filename).read_bytes()), page
-                )
-                assert row[f"{key}.captions"][0].startswith(keras_cam.sinks.tags.describe(tag)[0])
+                assert row[f"{key}._type"] == "image-file"
+                written = (run_dir / "files" / row[f"{key}.path"]).read_bytes()
+                np.testing.assert_array_equal(png(written), page)
+                caption = f"{describe(tag)[0]}, epoch {event.step}"
+                assert row[f"{key}.caption"].startswith(caption)
         # The table: W&B's table file in the artifact the record names, images beside it.
         client_id = row["cam/per_image.artifact_path"].split("//")[1].split("/")[0]
         files = artifacts[client_id]
@@ -331,7 +333,7 @@ def test_both_trackers_and_tensorboard_in_one_fit_with_the_users_own_calls(
 ):
     """The one fit per backend: W&B, MLflow and TensorBoard, each read back in full."""
     recording = Recording()
-    run = wandb.init(project="keras-cam-test")
+    run = wandb.init(project="keras-cam-test", dir=wandb_offline)
     with mlflow.start_run() as active:
         cam = callback([keras_cam.WandbSink(), keras_cam.MLflowSink(), recording], tmp_path / "tb")
         history, warned = fit([UserLogs(cam, run, active), cam])
@@ -381,7 +383,7 @@ def test_mlflow_sink_alone_starts_and_ends_its_own_run(tracking, tmp_path):
 def test_wandb_sink_alone_starts_its_run_and_never_drops_the_users_batch_logs(wandb_offline):
     """The user logs every batch (W&B's step runs ahead of the epoch): nothing is dropped."""
     recording = Recording()
-    sink = keras_cam.WandbSink(project="keras-cam-alone")
+    sink = keras_cam.WandbSink(project="keras-cam-alone", dir=wandb_offline)
 
     class BatchLogs(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -410,7 +412,7 @@ def test_wandb_sink_alone_starts_its_run_and_never_drops_the_users_batch_logs(wa
 
 @pytest.mark.slow
 def test_wandb_sink_leaves_a_users_run_open(wandb_offline):
-    run = wandb.init(project="keras-cam-users-run")
+    run = wandb.init(project="keras-cam-users-run", dir=wandb_offline)
     recording = Recording()
     fit([callback([keras_cam.WandbSink(), recording])])
     assert wandb.run is run  # still the user's, still open

@@ -32,9 +32,9 @@ class WandbSink:
     history rows. The record is left open (not committed), so a later call of
     yours at the same step still joins it. When the run's step is already past
     the epoch (you log per batch, or at the next epoch before this event was
-    written), the record joins the current row instead of being dropped by
-    W&B; the `cam/*` charts use `cam/epoch` as their x-axis
-    (`run.define_metric`), so they are right either way.
+    written), the record is committed as a row at the run's current step
+    instead of being dropped by W&B; the `cam/*` charts use `cam/epoch` as
+    their x-axis (`run.define_metric`), so they are right either way.
 
     The run is `wandb.run` when `fit` begins, else one this sink starts with
     `wandb.init(**init_kwargs)` and finishes at the end of each `fit` (a
@@ -101,11 +101,11 @@ class WandbSink:
                 data[key] = wandb.Image(np.asarray(page), caption=caption)
         if self.table and event.table:
             data["cam/per_image"] = self._table(event)
-        # W&B drops a record whose step is behind the run's: join the current row then.
+        # W&B drops a record whose step is behind the run's: it takes the next row then.
         if event.step >= run.step:
             run.log(data, step=event.step, commit=False)
         else:
-            run.log(data, commit=False)
+            run.log(data)
 
     def _table(self, event: Event) -> Any:
         """The per-image table, pictures as `wandb.Image` (shown in the table)."""
