@@ -500,3 +500,49 @@ def test_cli_explain_logs_overlays_and_results_table_to_mlflow(mlflow_server, tr
         str(images / f) for f in os.listdir(images)
     )
     assert all(row["overlay_image"]["type"] == "image" for row in rows)
+
+
+@pytest.mark.slow
+def test_mlflow_run_page_shows_the_cam_images_in_chromium(mlflow_server, tracking):
+    """The run's Model metrics tab, in headless Chromium, shows a loaded image per page key."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    recording = Recording()
+    sink = keras_cam.MLflowSink(experiment="keras-cam-browser")
+    fit([callback([sink, recording])], epochs=2)
+    run = tracking.get_run(sink.run_id)
+    expected = {
+        key
+        for tag, pages in recording.events[-1].images.items()
+        for key in page_keys(tag, len(pages))
+    }
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--window-size=1500,4000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    shown_images = """
+        return Array.from(document.querySelectorAll('img'))
+            .filter(img => img.src.includes('get-artifact?path=images') && img.complete
+                           && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0)
+            .map(img => decodeURIComponent(img.src.split('path=')[1]));
+    """
+    try:
+        driver.get(
+            f"{mlflow_server.uri}/#/experiments/{run.info.experiment_id}/runs/"
+            f"{sink.run_id}/model-metrics"
+        )
+
+        def all_shown(driver):
+            keys = {
+                path.split("/", 1)[1].split("+")[0].replace("~", "/")
+                for path in driver.execute_script(shown_images)
+            }
+            return keys if keys >= expected else False
+
+        keys = WebDriverWait(driver, 180, poll_frequency=1).until(all_shown)
+    finally:
+        driver.quit()
+    assert keys == expected
