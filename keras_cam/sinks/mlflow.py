@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from PIL import Image
 
 from keras_cam.sinks.event import Event
 from keras_cam.sinks.tracking import (
@@ -15,6 +20,9 @@ from keras_cam.sinks.tracking import (
     table_columns,
     tags_markdown,
 )
+
+# Where the table's pictures go, named by content.
+_PICTURES = "cam/per_image/pictures"
 
 # How long the reachability check waits for the tracking server. MLflow's own client
 # retries a refused connection for minutes (7 retries, exponential backoff), which would
@@ -80,6 +88,8 @@ class MLflowSink:
         self._client: Any = None
         self._created = False  # this sink created the run (and so ends it)
         self._described: list[str] = []  # the tags in cam/tags.md
+        self._uploaded: set[str] = set()  # the table pictures the run has
+        self._pool: ThreadPoolExecutor | None = None
 
     def open(self) -> None:
         mlflow = self._mlflow
@@ -87,6 +97,7 @@ class MLflowSink:
             self.tracking_uri = mlflow.get_tracking_uri()
         self._check_reachable()
         self._client = client = mlflow.MlflowClient(self.tracking_uri)
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="keras_cam-mlflow")
         if self.run_id is None:
             active = mlflow.active_run()
             if active is not None:
@@ -140,25 +151,66 @@ class MLflowSink:
             client.log_text(run_id, tags_markdown(self._described), "cam/tags.md")
         for tag, text in event.texts.items():
             client.log_text(run_id, text, f"{tag}/step_{step}.md")
-        for tag, pages in event.images.items():
-            for key, page in zip(page_keys(tag, len(pages)), pages, strict=True):
-                client.log_image(run_id, page, key=key, step=step, synchronous=True)
+        uploads = [
+            lambda key=key, page=page: client.log_image(
+                run_id, page, key=key, step=step, synchronous=True
+            )
+            for tag, pages in event.images.items()
+            for key, page in zip(page_keys(tag, len(pages)), pages, strict=True)
+        ]
+        with tempfile.TemporaryDirectory() as folder:
+            names, new = self._pictures(event, folder) if self.table else ({}, {})
+            uploads += [
+                lambda path=path: client.log_artifact(run_id, path, _PICTURES)
+                for path in new.values()
+            ]
+            # One request per file: in parallel, an event costs a few round trips, not dozens.
+            for future in [self._pool.submit(upload) for upload in uploads]:
+                future.result()
+        self._uploaded.update(new)
         if self.table and event.table:
             client.log_table(
-                run_id, self._frame(event), artifact_file=f"cam/per_image/step_{step}.json"
+                run_id, self._frame(event, names), artifact_file=f"cam/per_image/step_{step}.json"
             )
 
-    def _frame(self, event: Event) -> Any:
-        """The per-image table as a DataFrame, pictures as `mlflow.Image` (shown in the table)."""
+    def _pictures(self, event: Event, folder: str) -> tuple[dict[int, str], dict[str, str]]:
+        """The table's pictures: id -> file name, and the new ones' name -> PNG in `folder`.
+
+        Files are named by content, so the probe images, the same at every
+        event, are uploaded once per run.
+        """
+        names: dict[int, str] = {}
+        new: dict[str, str] = {}
+        for row in event.table:
+            for value in row.values():
+                if not is_picture(value) or id(value) in names:
+                    continue
+                digest = hashlib.sha1(value.tobytes() + str(value.shape).encode()).hexdigest()
+                name = names[id(value)] = f"{digest[:20]}.png"
+                if name not in self._uploaded and name not in new:
+                    new[name] = os.path.join(folder, name)
+                    Image.fromarray(value).save(new[name], compress_level=1)
+        return names, new
+
+    def _frame(self, event: Event, names: dict[int, str]) -> Any:
+        """The per-image table as a DataFrame; pictures as MLflow's image cells.
+
+        An image cell is what `log_table` writes for a `PIL.Image` (`{"type":
+        "image", "filepath", "compressed_filepath"}`, shown as a picture in the
+        table), pointing at the PNGs uploaded in parallel, so a table costs one
+        request per new picture instead of two sequential ones per cell.
+        """
         import pandas as pd
 
-        image = self._mlflow.Image
+        def cell(value: Any) -> Any:
+            if not is_picture(value):
+                return value
+            path = f"{_PICTURES}/{names[id(value)]}"
+            return {"type": "image", "filepath": path, "compressed_filepath": path}
+
         columns = ["step", *table_columns(event.table)]
-        cells = [
-            {key: image(value) if is_picture(value) else value for key, value in row.items()}
-            for row in event.table
-        ]
-        return pd.DataFrame([{"step": event.step, **row} for row in cells], columns=columns)
+        rows = [{"step": event.step, **{k: cell(v) for k, v in row.items()}} for row in event.table]
+        return pd.DataFrame(rows, columns=columns)
 
     def log_artifacts(self, folder: str, names: Sequence[str]) -> None:
         """Copies the files and folders `names` under `folder` into the run's artifacts.
@@ -177,6 +229,9 @@ class MLflowSink:
                 self._client.log_artifact(self.run_id, path)
 
     def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
         client, self._client = self._client, None
         if client is not None and self._created:
             client.set_terminated(self.run_id)
