@@ -5,9 +5,10 @@ Run: `.venv/bin/python benchmarks/bench_trackers.py` (needs `pip install keras-c
 One `fit` of a small convolutional classifier (the demo's shapes data, 64×64) carries
 two `CAMCallback`s with the same probe (16 images, the default pictures): one writing to
 a `TensorBoardSink`, one to an `MLflowSink` talking to a real `mlflow server` started
-here on 127.0.0.1 (SQLite store). Per epoch it times each callback's `on_epoch_end` on
-the training thread: the CAM itself, then handing the event to the writer thread, which
-blocks only when that thread has fallen two events behind. Printed: the median over the
+here on 127.0.0.1 (SQLite store, its default 4 workers). Per epoch it times each
+callback's `on_epoch_end` on the training thread: the CAM itself, then handing the
+event to the writer thread, which blocks only when that thread has fallen two events
+behind. Printed: the median over the
 events after the first two (warm-up), the ratio MLflow / TensorBoard (the target is
 <= 1.2), and, for scale, the median time each sink's `write` took on its writer thread.
 """
@@ -52,6 +53,20 @@ class Timed:
         self.sink.close()
 
 
+class EpochTimes(keras.callbacks.Callback):
+    """Seconds of training per epoch (begin to end, before the CAM callbacks' events)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+
 class BlockTimer(keras.callbacks.Callback):
     """Wraps a CAMCallback and times its on_epoch_end: what the event costs `fit`."""
 
@@ -79,7 +94,7 @@ class BlockTimer(keras.callbacks.Callback):
         self.inner.on_train_end(logs)
 
 
-def start_server(root: str) -> tuple[subprocess.Popen, str]:
+def start_server(root: str, workers: int) -> tuple[subprocess.Popen, str]:
     import socket
 
     with socket.socket() as sock:
@@ -89,7 +104,7 @@ def start_server(root: str) -> tuple[subprocess.Popen, str]:
         os.path.join(os.path.dirname(sys.executable), "mlflow"),
         *("server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db"),
         *("--artifacts-destination", f"{root}/artifacts", "--host", "127.0.0.1"),
-        *("--port", str(port), "--workers", "1"),
+        *("--port", str(port), "--workers", str(workers)),
     ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(os.path.join(root, "server.log"), "wb")  # noqa: SIM115 (the server holds it)
@@ -121,10 +136,13 @@ def model_and_data(samples: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10, help="events: 2 warm-up + the rest")
-    parser.add_argument("--samples", type=int, default=1024, help="training images per epoch")
+    parser.add_argument("--samples", type=int, default=2048, help="training images per epoch")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="mlflow server workers (its default)"
+    )
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="bench_trackers_")
-    process, uri = start_server(root)
+    process, uri = start_server(root, args.workers)
     try:
         model, x, y = model_and_data(args.samples)
         probe = (x[:16], y[:16])
@@ -136,7 +154,8 @@ def main() -> None:
             )
             for name, sink in (("tensorboard", tensorboard), ("mlflow", tracker))
         }
-        model.fit(x / 255.0, y, epochs=args.epochs, verbose=0, callbacks=list(timers.values()))
+        epochs = EpochTimes()
+        model.fit(x / 255.0, y, epochs=args.epochs, verbose=0, callbacks=[epochs, *timers.values()])
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(60)
@@ -148,6 +167,8 @@ def main() -> None:
     }
     events = len(timers["mlflow"].seconds) - 2
     print(f"keras {keras.__version__} ({keras.backend.backend()}), load {os.getloadavg()[0]:.1f}")
+    epoch = statistics.median(epochs.seconds[2:])
+    print(f"epoch (training, {args.samples} images): median {epoch:.2f} s")
     print(f"time an event blocks fit (median of {events} events, 16 probe images):")
     for name in blocked:
         write = writes[name] * 1000
