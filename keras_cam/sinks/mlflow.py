@@ -151,22 +151,19 @@ class MLflowSink:
             client.log_text(run_id, tags_markdown(self._described), "cam/tags.md")
         for tag, text in event.texts.items():
             client.log_text(run_id, text, f"{tag}/step_{step}.md")
-        uploads = [
-            lambda key=key, page=page: client.log_image(
-                run_id, page, key=key, step=step, synchronous=True
-            )
-            for tag, pages in event.images.items()
-            for key, page in zip(page_keys(tag, len(pages)), pages, strict=True)
-        ]
+        # log_image also sets a run tag (a database write), so pages go one at a time; the
+        # table's pictures are files only and go in parallel: one round trip, not dozens.
+        for tag, pages in event.images.items():
+            for key, page in zip(page_keys(tag, len(pages)), pages, strict=True):
+                client.log_image(run_id, page, key=key, step=step, synchronous=True)
         with tempfile.TemporaryDirectory() as folder:
             names, new = self._pictures(event, folder) if self.table else ({}, {})
-            uploads += [
-                lambda path=path: client.log_artifact(run_id, path, _PICTURES)
+            uploads = [
+                self._pool.submit(client.log_artifact, run_id, path, _PICTURES)
                 for path in new.values()
             ]
-            # One request per file: in parallel, an event costs a few round trips, not dozens.
-            for future in [self._pool.submit(upload) for upload in uploads]:
-                future.result()
+            for upload in uploads:
+                upload.result()
         self._uploaded.update(new)
         if self.table and event.table:
             client.log_table(
