@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,docs,reference,tensorflow,jax,torch]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,reference,tensorflow,jax,torch,wandb,mlflow]"
 	$(BIN)/python -m pip install --quiet --no-deps grad-cam==1.5.7
 	touch $@
 

@@ -34,10 +34,12 @@ _EXPORTS = {
     "Event": "keras_cam.sinks.event",
     "ExplainOptions": "keras_cam.core.options",
     "FolderSink": "keras_cam.sinks.folder",
+    "MLflowSink": "keras_cam.sinks.mlflow",
     "ReopeningSink": "keras_cam.sinks.event",
     "Sink": "keras_cam.sinks.event",
     "TensorBoardSink": "keras_cam.sinks.tensorboard",
     "ViewOptions": "keras_cam.training.options",
+    "WandbSink": "keras_cam.sinks.wandb",
     "WatchOptions": "keras_cam.training.options",
     "available_methods": "keras_cam.methods",
     "explain": "keras_cam.core.explainer",
@@ -64,7 +66,9 @@ if TYPE_CHECKING:
     from keras_cam.sinks.csv_file import CSVSink
     from keras_cam.sinks.event import Event, ReopeningSink, Sink
     from keras_cam.sinks.folder import FolderSink
+    from keras_cam.sinks.mlflow import MLflowSink
     from keras_cam.sinks.tensorboard import TensorBoardSink
+    from keras_cam.sinks.wandb import WandbSink
     from keras_cam.training.callback import CAMCallback
     from keras_cam.training.guidance import CAMGuidedModel
     from keras_cam.training.options import ViewOptions, WatchOptions
@@ -95,11 +99,13 @@ __all__ = [
     "Event",
     "ExplainOptions",
     "FolderSink",
+    "MLflowSink",
     "ReopeningSink",
     "Sink",
     "TensorBoardSink",
     "TokenGrid",
     "ViewOptions",
+    "WandbSink",
     "WatchOptions",
     "__version__",
     "available_methods",

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from keras_cam import __version__
+from keras_cam.cli import trackers
 from keras_cam.cli.image_files import (
     FITS,
     IMAGE_EXTENSIONS,
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         "each, deletion and insertion 18",
     )
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
+    trackers.add_arguments(explain)
     return parser
 
 
@@ -1202,6 +1204,7 @@ def _explain(args: argparse.Namespace) -> int:
     with _without_native_log_lines(args.quiet_backend):
         import keras
 
+    tracked = trackers.open_trackers(args)  # before the work: a missing package, a server down
     run = _Run(methods=methods)
     run.unreadable = list(found.unreadable)
     for path, why in found.unreadable:
@@ -1279,9 +1282,10 @@ def _explain(args: argparse.Namespace) -> int:
     for path, why in _not_explained(run):
         print(f"  not explained: {path} ({why})")
     print(f"keras-cam: wrote {os.path.join(args.out, 'index.html')} and results.csv")
+    logged = trackers.log_run(tracked, args.out)
     if interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_OK if run.explained and not run.failed else EXIT_FAILED
+    return EXIT_OK if run.explained and not run.failed and logged else EXIT_FAILED
 
 
 # TensorFlow's C++ log lines (absl format: "I0000 00:00:17... 123 port.cc:153] ...").
@@ -1346,7 +1350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_methods(sys.stdout)
             return EXIT_OK
         return _explain(args)
-    except UsageError as error:
+    except (UsageError, trackers.TrackerError) as error:
         logger.error("%s", error)
         return EXIT_USAGE
     except ModelError as error:

@@ -116,6 +116,21 @@ class EventPainter:
             step: the event's step (the timeline's column header).
             galleries: method -> the galleries to draw. Defaults to `None`.
         """
+        return self.paint(results, values, step, galleries)[0]
+
+    def paint(
+        self,
+        results: Mapping[str, Any],
+        values: Mapping[str, Mapping[str, np.ndarray]],
+        step: int,
+        galleries: Mapping[str, Galleries] | None = None,
+    ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+        """The pages of this event by tag, and its per-image table (`Event.table`).
+
+        The table reuses the overlays drawn for the pages: one row per method
+        and drawn probe image, with the picture, its overlay, the true and
+        predicted classes, the confidence and every metric in `values`.
+        """
         probe, view = self.probe, self.view
         measured, count = len(probe.display), self.count
         display = probe.display[:count]
@@ -165,7 +180,33 @@ class EventPainter:
             pages["cam/compare"] = compare_pages(
                 display, overlays_of, captions, ranges, view.colormap, min_image_px=self._px
             )
-        return pages
+        table = [
+            self._row(name, results[name], i, overlays[i], values.get(name, {}))
+            for name, overlays in overlays_of.items()
+            for i in range(count)
+        ]
+        return pages, table
+
+    def _row(
+        self, name: str, result: Any, i: int, overlay: np.ndarray, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """One row of the event's per-image table."""
+        probe = self.probe
+        plain = probe.task is None and not probe.multi_label
+        true = None
+        if plain and probe.labels is not None:
+            true = self._name(int(probe.labels[i]))
+        predicted = self._name(int(result.predicted[i])) if plain else self._caption(result, i)
+        return {
+            "method": name,
+            "image": i,
+            "picture": probe.display[i],
+            "overlay": overlay,
+            "true": true,
+            "predicted": predicted,
+            "probability": float(result.confidence[i]),
+            **{metric: float(per_image[i]) for metric, per_image in values.items()},
+        }
 
     @property
     def _px(self) -> int:

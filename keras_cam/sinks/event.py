@@ -39,6 +39,12 @@ class Event:
         name: what the event is about where that is not the step alone (the
             command line's input file); sinks that name files use it. None
             for the callback's events.
+        table: one dict per method and drawn probe image, for sinks that show
+            sortable tables (W&B, MLflow): `method`, `image` (probe index),
+            `picture` (uint8 `(H, W, 3)`, the probe image as drawn),
+            `overlay` (uint8, its map over it), `true` (class name, or None),
+            `predicted` (class name, or the task's caption), `probability`
+            (the prediction's confidence), then every metric of the event.
     """
 
     step: int
@@ -49,6 +55,7 @@ class Event:
     rows: list[dict[str, Any]] = field(default_factory=list)
     charts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     name: str | None = None
+    table: list[dict[str, Any]] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -302,12 +303,14 @@ class CAMCallback(keras.callbacks.Callback):
 
         def draw_and_write() -> None:  # on the worker, while the next epoch trains
             try:
-                images, failed = self._painter(results, values, step, shown), None
+                images, table = self._painter.paint(results, values, step, shown)
+                failed = None
             except Exception as error:  # the numbers are written all the same
-                images, failed = {}, error
+                images, table, failed = {}, [], error
             event = measured_event(
                 step, results, values, self.metrics, drawn, measured, alarms, images, self._charts
             )
+            event = replace(event, table=table)
             write_all(self._sinks, event)
             if failed is not None:
                 raise failed
