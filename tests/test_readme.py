@@ -164,6 +164,23 @@ def column_vit() -> keras.Model:
     return keras.Model(inputs, layers.Dense(3)(x), name="column_vit")
 
 
+def vit() -> keras.Model:
+    """A pre-norm ViT on the photos: 7 × 7 patch tokens, 2 blocks of 4-head attention."""
+    inputs = keras.Input((PHOTO, PHOTO, 3))
+    x = layers.Conv2D(16, 32, strides=32, name="patchify")(inputs)
+    x = layers.Reshape((-1, 16), name="tokens")(x)
+    for i in range(2):
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm1")(x)
+        h = layers.MultiHeadAttention(4, 4, name=f"block{i}_attention")(h, h)
+        x = layers.Add(name=f"block{i}_mixed")([x, h])
+        h = layers.LayerNormalization(epsilon=1e-6, name=f"block{i}_norm2")(x)
+        h = layers.Dense(32, activation="gelu", name=f"block{i}_mlp1")(h)
+        x = layers.Add(name=f"block{i}_out")([x, layers.Dense(16, name=f"block{i}_mlp2")(h)])
+    x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
+    x = layers.GlobalAveragePooling1D(name="pool")(x)
+    return keras.Model(inputs, layers.Dense(3, name="logits")(x), name="vit")
+
+
 def sequence_model() -> keras.Model:
     inputs = keras.Input((128, 1))
     x = layers.Conv1D(6, 5, strides=4, padding="same", activation="relu")(inputs)
@@ -215,6 +232,7 @@ FIXTURES = {
     "images": photos,
     "cnn": lambda: photo_model(pooled(3, "softmax"), name="cnn"),
     "column_vit": column_vit,
+    "vit": vit,
     "conv1d": sequence_model,
     "conv3d": volume_model,
     "signals": lambda: make_sequences(4).images,
