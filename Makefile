@@ -46,10 +46,13 @@ browser:
 	fi
 
 # The slow tests (real servers, examples, cross-backend parity) run once, under TensorFlow.
+# Two pytest workers (pytest-xdist) keep both cores busy while a test waits on a subprocess,
+# a server or a download.
+PYTEST := $(BIN)/python -m pytest -n 2 --dist worksteal
 test: lint browser docs
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m "not slow"
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -m "not slow"
+	KERAS_BACKEND=tensorflow $(PYTEST)
+	KERAS_BACKEND=jax $(PYTEST) -m "not slow"
+	KERAS_BACKEND=torch $(PYTEST) -m "not slow"
 
 # The whole compatibility matrix, the heaviest one-epoch fits included (about 15 minutes).
 matrix: $(VENV)/.installed
