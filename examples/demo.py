@@ -4,7 +4,8 @@ Run `make demo`, then `make tensorboard` (TensorBoard from the project's venv)
 and open http://localhost:6006: `cam/compare` shows Grad-CAM, Layer-CAM and
 Score-CAM side by side.
 The synthetic images come with object masks, so the script can also score
-the final maps of every method: the pointing game is the share of held-out
+the final maps of every method on feature maps (the attention methods need a
+transformer: see vit_cam.py): the pointing game is the share of held-out
 images whose CAM peak falls on the object rather than on the background or
 the distractor.
 """
@@ -187,10 +188,16 @@ def main() -> None:
     )
     # SS-CAM and IS-CAM score samples × channels masked inputs per image (35 and 10 times
     # Score-CAM's by default): 2 samples of the 8 strongest channels keep the demo quick.
-    from keras_cam.methods import ISCAM, SSCAM
+    from keras_cam.methods import ISCAM, SSCAM, get_method
 
     light = [SSCAM(samples=2, max_channels=8), ISCAM(samples=2, max_channels=8)]
-    methods = [m for m in keras_cam.available_methods() if m not in ("sscam", "iscam")]
+    # The attention methods (rollout, gradrollout, legrad) read a transformer's blocks: this
+    # CNN has none, so they are left to vit_cam.py.
+    methods = [
+        name
+        for name in keras_cam.available_methods()
+        if name not in ("sscam", "iscam") and not get_method(name).uses_attention
+    ]
     score_maps(model, test, [*methods, *light], args, started)
 
 

@@ -23,10 +23,8 @@ import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
-
-import keras_cam
-from keras_cam.data import make_shapes
+# Keras and keras_cam are imported where they are used, after the command line is
+# parsed: `--help` answers at once.
 
 
 def start_server(root: str) -> tuple[subprocess.Popen, str]:
@@ -52,9 +50,13 @@ def start_server(root: str) -> tuple[subprocess.Popen, str]:
     raise TimeoutError("mlflow server did not start")
 
 
-def train(uri: str) -> tuple[str, str]:
+def train(uri: str, epochs: int) -> tuple[str, str]:
     """A short run of the shapes classifier with the MLflow sink; its experiment and run ids."""
+    import keras
     import mlflow
+
+    import keras_cam
+    from keras_cam.data import make_shapes
 
     data = make_shapes(512, size=64, seed=0)
     x, y = data.images, data.labels
@@ -76,7 +78,7 @@ def train(uri: str) -> tuple[str, str]:
             preprocess=lambda images: images / 255.0,
             view=keras_cam.ViewOptions(max_images=8),
         )
-        model.fit(x / 255.0, y, epochs=4, verbose=0, callbacks=[callback])
+        model.fit(x / 255.0, y, epochs=epochs, verbose=0, callbacks=[callback])
     return run.info.experiment_id, run.info.run_id
 
 
@@ -113,13 +115,17 @@ def screenshot(url: str, path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("output", help="the PNG to write, e.g. docs/img/mlflow_run.png")
+    parser.add_argument("--epochs", type=int, default=4, help="training epochs")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="mlflow_screenshot_")
     process, uri = start_server(root)
     try:
-        experiment, run = train(uri)
+        experiment, run = train(uri, args.epochs)
         screenshot(f"{uri}/#/experiments/{experiment}/runs/{run}/model-metrics", args.output)
     finally:
         os.killpg(process.pid, signal.SIGTERM)

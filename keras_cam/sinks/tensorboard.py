@@ -153,12 +153,23 @@ class TensorFlowWriter:
     def _write(self, tag: str, tensor: Any, dtype: Any, metadata, step: int) -> None:
         tf = self._tf
         with self._writer.as_default(), tf.summary.record_if(True):
-            tf.summary.write(
-                tag,
-                tf.constant(tensor, dtype=dtype),
-                step=step,
-                metadata=metadata.SerializeToString(),
-            )
+            try:
+                tf.summary.write(
+                    tag,
+                    tf.constant(tensor, dtype=dtype),
+                    step=step,
+                    metadata=metadata.SerializeToString(),
+                )
+                self._writer.flush()
+            except Exception:
+                # `as_default()` flushes on exit before it restores the thread's previous
+                # default writer: a flush failing there (a full disk) would leave this
+                # writer the default, and Keras' TensorBoard callback writes its batch
+                # scalars to the default writer: to a deleted one once this sink closes,
+                # which kills the user's `fit`. A no-op writer for the exit to flush lets
+                # it restore the previous one.
+                tf.summary.create_noop_writer().as_default().__enter__()
+                raise
 
     def images(self, tag: str, images: np.ndarray, step: int) -> None:
         tensor = image_summary_tensor(images)

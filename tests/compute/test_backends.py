@@ -39,6 +39,13 @@ def worker(backend: str, *args: str) -> str:
     return done.stdout
 
 
+# DFF's NMF iterates until its projected gradient falls below `tol=1e-4` times the
+# first one: each backend's float32 rounding stops it at a slightly different point of
+# its descent, so its maps agree to the solver's tolerance, not to float32 rounding
+# (1.2e-4 measured on PyTorch); ten times that tolerance still catches a wrong map.
+TOLERANCE = {"dff": 1e-3}
+
+
 def test_every_method_gives_the_same_maps_on_every_backend(tmp_path):
     """Weights saved under TensorFlow, loaded under JAX and PyTorch: maps agree to 1e-4."""
     model = conv_classifier()
@@ -69,7 +76,9 @@ def test_every_method_gives_the_same_maps_on_every_backend(tmp_path):
                     continue
                 scale = max(float(np.abs(expected).max()), 1e-12)
                 difference = float(np.abs(maps[name] - expected).max()) / scale
-                assert difference <= 1e-4, f"{name} on {backend}: {difference:.2e}"
+                assert difference <= TOLERANCE.get(name, 1e-4), (
+                    f"{name} on {backend}: {difference:.2e}"
+                )
 
 
 @pytest.mark.parametrize("backend", OTHERS)

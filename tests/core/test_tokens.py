@@ -513,6 +513,10 @@ def test_token_grid_override_and_errors():
     assert keras_cam.CAMExplainer(class_token_model).layer == "block1_norm1"
 
 
+# The methods whose raw map is at the input's resolution, not the explained layer's.
+INPUT_RESOLUTION = ("fullgrad", "guidedbackprop", "guidedgradcam", "refinecam")
+
+
 @pytest.mark.slow
 def test_every_method_on_a_token_map():
     model = vit_classifier(pooling="gap")
@@ -524,8 +528,11 @@ def test_every_method_on_a_token_map():
     methods.remove("ablationcam")
     with_class_0_along_the_mean_token(model, x)
     results = keras_cam.explain(model, x, method=methods, targets=[0, 0, 0])
+    assert set(INPUT_RESOLUTION) <= set(results)
     for name, result in results.items():
-        assert result.raw.shape == (3, 4, 6), name
+        # The input-gradient methods map the pixels: their raw map is the input's size.
+        expected = (3, 32, 48) if name in INPUT_RESOLUTION else (3, 4, 6)
+        assert result.raw.shape == expected, name
         assert np.isfinite(result.heatmaps).all(), name
         assert result.heatmaps.max() > 0, name
     with pytest.raises(ValueError, match="method='cam' needs a head of GlobalAveragePooling2D"):

@@ -315,6 +315,12 @@ def test_the_sink_opens_a_fresh_event_file_after_any_write_error(tmp_path, write
             except Exception as error:  # TensorFlow raises ResourceExhaustedError
                 failures.append(error)
         assert failures, "the full disk did not fail any write"
+        if writer == "tensorflow":
+            import tensorflow as tf
+
+            # The failed writes left no default `tf.summary` writer behind: Keras'
+            # TensorBoard callback would write its batch scalars there.
+            assert not bool(tf.summary.should_record_summaries())
         (disk / "filler").unlink()
         for step in (3, 4):
             sink.write(event(step))
