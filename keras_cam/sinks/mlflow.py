@@ -231,4 +231,7 @@ class MLflowSink:
             pool.shutdown()
         client, self._client = self._client, None
         if client is not None and self._created:
+            # Closed after a failed write too: MLflow's client would retry a server that is
+            # down for minutes, holding the writer (and through its queue, fit) meanwhile.
+            self._check_reachable()
             client.set_terminated(self.run_id)
