@@ -7,7 +7,7 @@ from typing import Any
 from keras import ops
 
 from keras_cam.methods.base import CAMMethod
-from keras_cam.methods.registry import get_method
+from keras_cam.methods.registry import gradient_method
 
 _WEIGHTINGS = ("softmax", "mean")
 
@@ -74,14 +74,7 @@ class FinerCAM(CAMMethod):
             raise ValueError(f"comparisons must be an integer >= 1, got {comparisons!r}.")
         if weighting not in _WEIGHTINGS:
             raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}.")
-        self.base = get_method(base) if isinstance(base, str) else base
-        if not isinstance(self.base, CAMMethod) or not (
-            self.base.uses_gradients and not self.base.uses_forward
-        ):
-            raise ValueError(
-                f"base must be a gradient method such as 'gradcam', 'gradcam++' or "
-                f"'layercam', got {base!r}."
-            )
+        self.base = gradient_method(base)
         self.alpha, self.comparisons, self.weighting = float(alpha), comparisons, weighting
 
     def contrastive_score(self, logits: Any, classes: Any) -> Any:

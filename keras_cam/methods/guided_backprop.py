@@ -13,7 +13,7 @@ from keras_cam.core.capture import all_layers
 from keras_cam.core.spatial import map_axes, resize
 from keras_cam.methods.base import CAMMethod, Forward
 from keras_cam.methods.layer_probe import input_size, layer_gradients, to_channels_last
-from keras_cam.methods.registry import get_method
+from keras_cam.methods.registry import gradient_method
 
 _RELUS = (keras.activations.relu, keras.ops.relu)
 
@@ -147,14 +147,7 @@ class GuidedGradCAM(CAMMethod):
     has_channel_contributions = False
 
     def __init__(self, base: str | CAMMethod = "gradcam") -> None:
-        self.base = get_method(base) if isinstance(base, str) else base
-        if not isinstance(self.base, CAMMethod) or not (
-            self.base.uses_gradients and not self.base.uses_forward
-        ):
-            raise ValueError(
-                f"base must be a gradient method such as 'gradcam', 'gradcam++' or "
-                f"'layercam', got {base!r}."
-            )
+        self.base = gradient_method(base)
 
     def cam(self, activations, gradients, classes, forward=None):
         mask = ops.relu(self.base.cam(activations, gradients, classes, forward))

@@ -18,7 +18,7 @@ from keras_cam.methods.layer_probe import (
     min_max,
     to_channels_last,
 )
-from keras_cam.methods.registry import get_method
+from keras_cam.methods.registry import gradient_method
 
 
 def stage_ends(model: keras.Model, coarsest: tuple[int, ...]) -> list[str]:
@@ -115,14 +115,7 @@ class RefineCAM(CAMMethod):
                 f"layers must be a list of layer names or paths, or None, got {layers!r}."
             )
         self.layers = None if layers is None else tuple(layers)
-        self.base = get_method(base) if isinstance(base, str) else base
-        if not isinstance(self.base, CAMMethod) or not (
-            self.base.uses_gradients and not self.base.uses_forward
-        ):
-            raise ValueError(
-                f"base must be a gradient method such as 'gradcam', 'gradcam++' or "
-                f"'layercam', got {base!r}."
-            )
+        self.base = gradient_method(base)
 
     def _layers(self, model: keras.Model, target_size: tuple[int, ...]) -> list:
         names = stage_ends(model, target_size) if self.layers is None else self.layers

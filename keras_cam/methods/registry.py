@@ -46,3 +46,19 @@ def get_method(name: str) -> CAMMethod:
         listing = ", ".join(repr(n) for n in sorted(_REGISTRY))
         raise ValueError(f"Unknown CAM method {name!r}. Available methods: {listing}.")
     return _REGISTRY[key]()
+
+
+def gradient_method(base: str | CAMMethod) -> CAMMethod:
+    """The method a composite method builds on (Finer-CAM, Guided Grad-CAM, RefineCAM).
+
+    Raises:
+        ValueError: `base` is not a method that reads only the target layer's
+            activations and gradients.
+    """
+    method = get_method(base) if isinstance(base, str) else base
+    if not isinstance(method, CAMMethod) or not (method.uses_gradients and not method.uses_forward):
+        raise ValueError(
+            f"base must be a gradient method such as 'gradcam', 'gradcam++' or "
+            f"'layercam', got {base!r}."
+        )
+    return method
