@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -22,12 +23,7 @@ from keras_cam.core.explainer import (
 from keras_cam.core.options import ExplainOptions
 from keras_cam.core.result import with_ranks
 from keras_cam.diagnostics import sanity as _sanity
-from keras_cam.diagnostics.tracking import (
-    ProbeMetrics,
-    check_masks,
-    check_metrics,
-    explain_again,
-)
+from keras_cam.diagnostics.tracking import ProbeMetrics, check_masks, check_metrics, explain_again
 from keras_cam.render.display_scale import DisplayScale
 from keras_cam.render.event import EventPainter
 from keras_cam.sinks.event import Event, ReopeningSink, Sink, write_all
@@ -274,22 +270,19 @@ class CAMCallback(keras.callbacks.Callback):
         try:
             model, explainer = self.explained_model, self._explainer
             results = explainer.run(self._batch)
-            values = {
-                name: self._diagnostics.values(
-                    name,
-                    result.take(0, measured),
-                    model,
-                    self._images,
-                    lambda images: explainer.model_input(images, self.preprocess),
-                    explain_again(explainer, name, result.take(0, measured), self.preprocess),
+
+            model_input = functools.partial(explainer.model_input, preprocess=self.preprocess)
+            values = {}
+            for name, result in results.items():
+                probe = result.take(0, measured)
+                again = explain_again(explainer, name, probe, self.preprocess)
+                values[name] = self._diagnostics.values(
+                    name, probe, model, self._images, model_input, again
                 )
-                for name, result in results.items()
-            }
             if logs is not None:  # for the other callbacks: in `logs` when this returns
                 logs.update(logged_means(values, self.log_metrics))
             alarms, stop = sound_alarms(self.alarms, values, step)
-            if stop:
-                self.model.stop_training = True
+            self.model.stop_training = getattr(self.model, "stop_training", False) or stop
             shown = (
                 galleries(results, values, self._labels, measured, drawn)
                 if measured > drawn
@@ -303,15 +296,13 @@ class CAMCallback(keras.callbacks.Callback):
 
         def draw_and_write() -> None:  # on the worker, while the next epoch trains
             try:
-                images, table = self._painter.paint(results, values, step, shown)
-                failed = None
+                (images, table), failed = self._painter.paint(results, values, step, shown), None
             except Exception as error:  # the numbers are written all the same
                 images, table, failed = {}, [], error
             event = measured_event(
                 step, results, values, self.metrics, drawn, measured, alarms, images, self._charts
             )
-            event = replace(event, table=table)
-            write_all(self._sinks, event)
+            write_all(self._sinks, replace(event, table=table))
             if failed is not None:
                 raise failed
 
