@@ -131,3 +131,22 @@ def test_rendering_imports_no_keras():
         if module.split(".")[0] in ("keras", "tensorflow", "jax", "torch")
     ]
     assert keras_imports == []
+
+
+def test_the_callback_stays_a_stage_a_user_can_read():
+    """At most 350 lines in its module and 12 constructor parameters (Keras' TensorBoard has 9)."""
+    source = (PACKAGE / "training" / "callback.py").read_text()
+    assert len(source.splitlines()) <= 350
+    (init,) = [
+        node
+        for cls in ast.parse(source).body
+        if isinstance(cls, ast.ClassDef) and cls.name == "CAMCallback"
+        for node in cls.body
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__"
+    ]
+    arguments = init.args
+    names = [a.arg for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs)]
+    assert names[0] == "self"
+    assert len(names) - 1 <= 12, names
+    assert arguments.vararg is None
+    assert arguments.kwarg is None
