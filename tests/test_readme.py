@@ -398,6 +398,7 @@ def test_readme_block_runs_as_written(code, why, request, tmp_path, monkeypatch)
     rng = np.random.default_rng(0)
     for name in ("cat.jpg", "dog.jpg"):
         Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(name)
+    keras.backend.clear_session()  # layer names as in a fresh process (no `_1` suffixes)
     with fresh_default_summary_writer(tmp_path):
         namespace = run_block(code)
     block = request.node.callspec.id
