@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +37,17 @@ def feature_map_methods() -> list[str]:
         for name in keras_cam.available_methods()
         if not keras_cam.methods.get_method(name).uses_attention
     )
+
+
+def user_signals() -> None:
+    """Ctrl-C as a user's fresh process has it: delivered, and Python's own handler.
+
+    The test runner's process may have SIGINT blocked or handled by an earlier test's
+    leftovers; a blocked or ignored signal is inherited by a child process. Used as a
+    child's `preexec_fn` and at the start of in-process Ctrl-C tests.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

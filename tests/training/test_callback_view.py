@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import checkout_env, conv_classifier, read_events
+from conftest import checkout_env, conv_classifier, read_events, user_signals
 from test_faults import event_counts, fill, small_tmpfs
 
 import keras_cam
@@ -151,6 +151,7 @@ def test_ctrl_c_inside_a_chunked_event_stops_fit(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        preexec_fn=user_signals,
     )
     assert "KeyboardInterrupt" in done.stderr, done.stderr[-2000:]
     assert done.returncode != 0
@@ -169,6 +170,7 @@ def test_a_ctrl_c_lost_in_a_destructor_stops_fit_at_the_epoch_end(tmp_path):
                 RaisesInDelete()
                 gc.collect()
 
+    user_signals()
     epochs = keras.callbacks.History()
     callback = keras_cam.CAMCallback(X[:4], tmp_path, watch=keras_cam.WatchOptions(metrics=()))
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import checkout_env, conv_classifier, read_events
+from conftest import checkout_env, conv_classifier, read_events, user_signals
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 import keras_cam
@@ -178,6 +178,7 @@ model.fit(x, np.arange(4) % 3, epochs=1000, verbose=0, callbacks=[callback, anno
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=user_signals,
     )
     returned = -1
     try:
