@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_cam.core.capture import all_layers, call_model
+from keras_cam.core.capture import all_layers, call_model, sample_input
 from keras_cam.core.layers import model_input_shape, sublayers
 from keras_cam.core.tokens import TokenGrid, detect_grid
 
@@ -274,17 +273,6 @@ def _grid(model: keras.Model, tokens: int, given: Any) -> TokenGrid:
     return grid
 
 
-def _sample_input(model: keras.Model) -> Any:
-    shape = model_input_shape(model)
-    if None in shape[1:]:
-        raise ValueError(
-            f"Model {model.name!r} takes input of unknown shape {shape}; reading its attention "
-            f"needs a fixed input shape. Build the model with one."
-        )
-    sample = np.random.default_rng(0).normal(size=(1, *shape[1:]))
-    return ops.convert_to_tensor(sample.astype(model.inputs[0].dtype or "float32"))
-
-
 def find_attention(model: keras.Model, compute: Any, tokens: Any = None) -> AttentionLayers:
     """The model's attention layers in call order, their probabilities' layers and norms.
 
@@ -343,7 +331,7 @@ def find_attention(model: keras.Model, compute: Any, tokens: Any = None) -> Atte
         with _patched(makers):
             return call_model(model, x)
 
-    compute.call_once(probe, model, _sample_input(model))
+    compute.call_once(probe, model, sample_input(model, "reading its attention"))
     order = [layer for layer, _ in events]
     calls = [i for i, layer in enumerate(order) if id(layer) in by_layer]
     paths = [by_layer[id(order[i])] for i in calls]

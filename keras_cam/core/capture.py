@@ -261,12 +261,17 @@ class CapturedLayer:
         return self.run(x, lambda output: output * ops.cast(scale, output.dtype))[1]
 
 
-def _sample_input(model: keras.Model) -> Any:
+def sample_input(model: keras.Model, purpose: str = "capturing an inner layer") -> Any:
+    """One random input of the model's fixed shape, to trace a probe call with.
+
+    Raises:
+        ValueError: the input shape is not fixed; the message says `purpose` needs it.
+    """
     shape = model_input_shape(model)
     if None in shape[1:]:
         raise ValueError(
-            f"Model {model.name!r} takes input of unknown shape {shape}; capturing an inner "
-            f"layer needs a fixed input shape. Build the model with one."
+            f"Model {model.name!r} takes input of unknown shape {shape}; {purpose} "
+            f"needs a fixed input shape. Build the model with one."
         )
     sample = np.random.default_rng(0).normal(size=(1, *shape[1:]))
     return ops.convert_to_tensor(sample.astype(model.inputs[0].dtype or "float32"))
@@ -323,7 +328,7 @@ def _probe(model: keras.Model, layers: dict[str, keras.layers.Layer], compute: A
 
     order: list[str] = []  # a compiled function's dict output comes back sorted by key
     with linear_output(head_layer(model.outputs[0]) or graph_layers(model)[-1][1]):
-        probed = compute.call_once(probe, model, _sample_input(model))
+        probed = compute.call_once(probe, model, sample_input(model))
     return {
         path: (ops.convert_to_numpy(probed[path][0]), ops.convert_to_numpy(probed[path][1]))
         for path in order
