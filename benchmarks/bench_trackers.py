@@ -20,11 +20,9 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,6 +31,9 @@ import numpy as np
 
 import keras_cam
 from keras_cam.data import make_shapes
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+from mlflow_screenshot import start_server
 
 
 class Timed:
@@ -124,31 +125,6 @@ class BlockTimer(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.inner.on_train_end(logs)
-
-
-def start_server(root: str, workers: int) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        os.path.join(os.path.dirname(sys.executable), "mlflow"),
-        *("server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db"),
-        *("--artifacts-destination", f"{root}/artifacts", "--host", "127.0.0.1"),
-        *("--port", str(port), "--workers", str(workers)),
-    ]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = open(os.path.join(root, "server.log"), "wb")  # noqa: SIM115 (the server holds it)
-    process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(1200):
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=5):
-                return process, uri
-        except OSError:
-            time.sleep(0.25)
-    raise TimeoutError("mlflow server did not start")
 
 
 def model_and_data(samples: int):

@@ -27,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # parsed: `--help` answers at once.
 
 
-def start_server(root: str) -> tuple[subprocess.Popen, str]:
+def start_server(root: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on a free port of 127.0.0.1 (SQLite store); its process and URI."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -35,7 +36,7 @@ def start_server(root: str) -> tuple[subprocess.Popen, str]:
         os.path.join(os.path.dirname(sys.executable), "mlflow"),
         *("server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db"),
         *("--artifacts-destination", f"{root}/artifacts", "--host", "127.0.0.1"),
-        *("--port", str(port), "--workers", "1"),
+        *("--port", str(port), "--workers", str(workers)),
     ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(os.path.join(root, "server.log"), "wb")  # noqa: SIM115 (the server holds it)
