@@ -859,15 +859,18 @@ class CAMExplainer:
             return self._compute.after_chunk(chunk_done, i, ops.cast(fn(indices), "float32"))
 
         chunks = self._compute.map_sequential(chunk, -(-count // size))
-        return ops.reshape(chunks, (-1,))[:count]
+        return ops.reshape(chunks, (-1, *chunks.shape[2:]))[:count]
 
     def _forward(self, inputs, activations, outputs, classes, score_of, read) -> Forward:
         split = self._split
 
-        def score_inputs(chunk, chunk_classes):
+        def score_inputs(chunk, chunk_classes, own_score=None):
             if split.capture is not None:
-                return score_of(call_model(self.model, chunk), chunk_classes)
-            outputs = split.head(split.features(chunk, training=False), training=False)
+                outputs = call_model(self.model, chunk)
+            else:
+                outputs = split.head(split.features(chunk, training=False), training=False)
+            if own_score is not None:
+                return own_score(read(outputs), chunk_classes)
             return score_of(outputs, chunk_classes)
 
         def gradients_at(chunk, chunk_classes, own_score=None):

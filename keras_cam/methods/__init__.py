@@ -28,6 +28,7 @@ from keras_cam.methods.registry import available_methods, get_method, register
 from keras_cam.methods.rollout import AttentionRollout
 from keras_cam.methods.score_cam import ScoreCAM
 from keras_cam.methods.seg_eigen_cam import SegEigenCAM
+from keras_cam.methods.sess import SESS
 from keras_cam.methods.shapley_cam import ShapleyCAM
 from keras_cam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_cam.methods.sobel_cam import SobelCAM
@@ -60,6 +61,7 @@ for _method in (
     GuidedBackprop,
     GuidedGradCAM,
     RefineCAM,
+    SESS,
     AttentionRollout,
     GradientRollout,
     LeGrad,
@@ -72,6 +74,7 @@ __all__ = [
     "FEM",
     "ISCAM",
     "KPCACAM",
+    "SESS",
     "SSCAM",
     "AblationCAM",
     "AttentionMethod",

@@ -44,6 +44,9 @@ class Forward:
 
     Each `score_*` callable takes a chunk of B items and the class id to score
     for each, and returns the explained score per item, float32 (B,).
+    `score_inputs` takes a third, optional argument: `score(outputs,
+    classes) -> (B,)`, given the explained outputs as float32, replaces the
+    explained score (SESS's softmax scores).
 
     Attributes:
         inputs: the batch's model input, in the model's layout and dtype.
@@ -55,10 +58,10 @@ class Forward:
             after the target only, and less where the head allows: see
             `keras_cam.core.layers.pooled_head`).
         map_chunks: `map_chunks(fn, count, batch_size)` evaluates
-            `fn(indices)` on index chunks of `batch_size` covering
+            `fn(indices)` (B, ...) on index chunks of `batch_size` covering
             `range(count)`, one chunk after another (bounded memory, one
-            trace), and returns the (count,) concatenation. The last chunk is
-            padded by repeating the last index.
+            trace), and returns the (count, ...) concatenation, float32. The
+            last chunk is padded by repeating the last index.
         gradients_at: `(inputs, classes, score=None)` -> `(activations,
             gradients)` of the target layer for an input of the batch's
             shape, float32 channels-last (Smooth Grad-CAM++'s noisy inputs);

@@ -56,7 +56,7 @@ class FinerCAM(CAMMethod):
     name = "finercam"
     description = "Finer-CAM (Zhang et al. 2025): the class minus its most similar classes."
     paper = "Zhang et al., CVPR 2025 (arXiv 2501.11309)"
-    cost = "1 forward + 1 backward"
+    cost = "2 forward + 1 backward (its own gradients, of the contrastive score)"
     uses_gradients = False  # its own gradients, of the contrastive score
     uses_forward = True
 
