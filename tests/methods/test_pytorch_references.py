@@ -290,3 +290,37 @@ def test_finercam_mean_weighting_equals_torchcam(nets):
     method = keras_cam.methods.FinerCAM(alpha=0.6, weighting="mean")
     ours = keras_cam.explain(model, x, method=method, layer="target", targets=CLASSES).raw
     _assert_equal_where_shown(ours, theirs)
+
+
+def _torchvision_resize(tensor, size):
+    """torchvision's `resize(tensor, int)`: the shorter side to `size`, bilinear,
+    anti-aliased (its default); SESS only enlarges, where that is plain bilinear."""
+    height, width = tensor.shape[-2:]
+    short = min(height, width)
+    shape = (size * height // short, size * width // short)
+    return torch.nn.functional.interpolate(
+        tensor, size=shape, mode="bilinear", align_corners=False, antialias=True
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # the paper's: 12 scales, non-overlapping windows, mean fusion, blur
+        {"num_scales": 4, "step_size": 3, "pre_filter_ratio": 0.3, "theta": 0.2},
+        {"num_scales": 3, "pool": "max", "use_softmax_scores": False},
+    ],
+    ids=["defaults", "overlapping-prefiltered-threshold", "max-raw-scores"],
+)
+def test_sess_equals_pytorch_grad_cam(nets, monkeypatch, options):
+    from pytorch_grad_cam import sess
+
+    monkeypatch.setattr(sess, "resize", _torchvision_resize)  # torchvision is stubbed here
+    net, model, x, torch_x = nets
+    reference = sess.SESS(model=net, target_layers=[net.target], **options)
+    theirs = reference(torch_x, [ClassifierOutputTarget(c) for c in CLASSES])
+    ours_options = dict(options)
+    ours_options["softmax_scores"] = ours_options.pop("use_softmax_scores", True)
+    method = keras_cam.methods.SESS(**ours_options)
+    ours = keras_cam.explain(model, x, method=method, layer="target", targets=CLASSES).heatmaps
+    _assert_equal_per_image(ours, theirs)
