@@ -188,15 +188,17 @@ def main() -> None:
     )
     # SS-CAM and IS-CAM score samples × channels masked inputs per image (35 and 10 times
     # Score-CAM's by default): 2 samples of the 8 strongest channels keep the demo quick.
-    from keras_cam.methods import ISCAM, SSCAM, get_method
+    # SESS runs Grad-CAM on 122 patches per image at its 12 default scales: 3 scales (9
+    # patches) keep it quick.
+    from keras_cam.methods import ISCAM, SESS, SSCAM, get_method
 
-    light = [SSCAM(samples=2, max_channels=8), ISCAM(samples=2, max_channels=8)]
+    light = [SSCAM(samples=2, max_channels=8), ISCAM(samples=2, max_channels=8), SESS(num_scales=3)]
     # The attention methods (rollout, gradrollout, legrad) read a transformer's blocks: this
     # CNN has none, so they are left to vit_cam.py.
     methods = [
         name
         for name in keras_cam.available_methods()
-        if name not in ("sscam", "iscam") and not get_method(name).uses_attention
+        if name not in ("sscam", "iscam", "sess") and not get_method(name).uses_attention
     ]
     score_maps(model, test, [*methods, *light], args, started)
 

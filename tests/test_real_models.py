@@ -28,7 +28,7 @@ from conftest import feature_map_methods, gradient, to_numpy
 from keras import layers
 
 import keras_cam
-from keras_cam.methods import ISCAM, SSCAM, AblationCAM, ScoreCAM
+from keras_cam.methods import ISCAM, SESS, SSCAM, AblationCAM, ScoreCAM
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -293,8 +293,9 @@ METHODS = [
     *[
         m
         for m in feature_map_methods()
-        if m not in ("cam", "scorecam", "ablationcam", "sscam", "iscam")
+        if m not in ("cam", "scorecam", "ablationcam", "sscam", "iscam", "sess")
     ],
+    SESS(num_scales=2),
     ScoreCAM(max_channels=4),
     AblationCAM(max_channels=4),
     SSCAM(samples=2, max_channels=4),

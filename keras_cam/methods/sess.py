@@ -156,14 +156,14 @@ class SESS(CAMMethod):
             )
         side, images = size[0], int(forward.inputs.shape[0])
         windows = self.windows(side)
-        # Cropping a patch from a scaled image, and pasting its map back on a canvas of
-        # that scale resized to the image, are linear: `R · X · Cᵀ` with slices of the
-        # bilinear resizing matrices, so no scaled image or canvas is ever built.
-        crop_rows, crop_columns, paste_rows, paste_columns = (
-            ops.convert_to_tensor(np.stack(matrices).astype("float32"))
-            for matrices in zip(
-                *(_window_matrices(side, *window) for window in windows), strict=True
-            )
+        # Cropping a patch from a scaled image is linear, `R · X · Cᵀ` with slices of the
+        # bilinear resizing matrix, so no scaled image is ever built.
+        crop = np.stack([_resizing(scale, side)[top : top + side] for scale, top, _ in windows])
+        crop_rows = ops.convert_to_tensor(crop.astype("float32"))
+        crop_columns = ops.convert_to_tensor(
+            np.stack(
+                [_resizing(scale, side)[left : left + side] for scale, _, left in windows]
+            ).astype("float32")
         )
         pixels = to_channels_last(forward.inputs, forward.input_channels_first)
         classes = ops.cast(classes, "int32")
@@ -187,35 +187,63 @@ class SESS(CAMMethod):
             return ops.relu(forward.score_inputs(patches, patch_classes, own))
 
         scores = ops.reshape(forward.map_chunks(patch_scores, items, self.batch_size), (-1, images))
-        weights = ops.reshape(self._weights(scores), (-1,))
+        grid: list[tuple[int, int]] = []  # the base method's map size, known once traced
 
-        def pasted_maps(indices):
+        def patch_maps(indices):
+            """Each patch's base map at its own resolution, and the range of its enlargement
+            to the window, which sets the second scaling: a row per (patch, image)."""
             patches, patch_classes = patches_of(indices)
             found, grads = forward.gradients_at(patches, patch_classes)
             maps = _min_max(ops.relu(self.base.cam(found, grads, patch_classes)))
-            maps = _min_max(resize(maps, (side, side)))
-            maps = maps * ops.take(weights, indices, axis=0)[:, None, None]
-            window = indices // images
-            return ops.einsum(
-                "kia,kab,kjb->kij",
-                ops.take(paste_rows, window, axis=0),
-                maps,
-                ops.take(paste_columns, window, axis=0),
-            )
+            grid[:] = [tuple(maps.shape[1:])]
+            enlarged = resize(maps, (side, side))
+            low, high = ops.min(enlarged, axis=(1, 2)), ops.max(enlarged, axis=(1, 2))
+            flat = ops.reshape(maps, (maps.shape[0], -1))
+            return ops.concatenate([flat, low[:, None], high[:, None]], axis=1)
 
-        pasted = forward.map_chunks(pasted_maps, items, self.batch_size)
-        pasted = ops.reshape(pasted, (len(windows), images, side, side))
-        if self.pool == "max":
-            fused = ops.max(pasted, axis=0)
-        else:
-            shown = pasted > self.theta
-            total = ops.sum(ops.where(shown, pasted, 0.0), axis=0)
-            counts = ops.sum(ops.cast(shown, "float32"), axis=0)
-            fused = ops.where(counts > 0, total / ops.maximum(counts, 1.0), 0.0)
+        rows = forward.map_chunks(patch_maps, items, self.batch_size)
+        rows = ops.reshape(rows, (len(windows), images, -1))
+        (height, width) = grid[0]
+        maps = ops.reshape(rows[..., :-2], (len(windows), images, height, width))
+        low, high = rows[..., -2], rows[..., -1]
+        # Each patch's share: its weight over its enlarged map's range (+ 1e-7, as above).
+        shares = self._weights(scores) / (high - low + 1e-7)
+        fused = None
+        # A scale's pasted maps at a time (at most 25 by default), not all of them: the
+        # memory of an image's side² per patch and image is paid for one scale only.
+        for first, last in _scale_runs(windows):
+            rows_up, columns_up, rows_one, columns_one = (
+                ops.convert_to_tensor(np.stack(matrices).astype("float32"))
+                for matrices in zip(
+                    *(_paste_matrices(side, (height, width), *w) for w in windows[first:last]),
+                    strict=True,
+                )
+            )
+            # pasted = share · (P_r U_h m U_wᵀ P_cᵀ - low · P_r 1 1ᵀ P_cᵀ): enlarging the map,
+            # shifting it by its minimum and pasting it back are all linear.
+            pasted = ops.einsum("kia,knab,kjb->knij", rows_up, maps[first:last], columns_up)
+            outside = ops.einsum("ki,kj->kij", rows_one, columns_one)[:, None]
+            pasted = (pasted - low[first:last, :, None, None] * outside) * shares[
+                first:last, :, None, None
+            ]
+            fused = self._fuse(fused, pasted)
+        fused = fused[0] if self.pool == "max" else _mean_of_shown(*fused)
         if self.smooth:
             blur = ops.convert_to_tensor(_blur_matrix(side).astype("float32"))
             fused = ops.einsum("ia,nab,jb->nij", blur, fused, blur)
         return _min_max(fused)
+
+    def _fuse(self, fused: Any, pasted: Any) -> Any:
+        """Adds one scale's pasted maps (k, N, H, W) to the running max, or sum and count."""
+        if self.pool == "max":
+            found = (ops.max(pasted, axis=0),)
+            return found if fused is None else (ops.maximum(fused[0], found[0]),)
+        shown = pasted > self.theta
+        found = (
+            ops.sum(ops.where(shown, pasted, 0.0), axis=0),
+            ops.sum(ops.cast(shown, "float32"), axis=0),
+        )
+        return found if fused is None else (fused[0] + found[0], fused[1] + found[1])
 
     @staticmethod
     def _softmax_score(outputs: Any, classes: Any) -> Any:
@@ -264,15 +292,34 @@ def _resizing(size_out: int, size_in: int) -> np.ndarray:
     return matrix
 
 
-def _window_matrices(side: int, scale: int, top: int, left: int) -> tuple[np.ndarray, ...]:
-    """Rows and columns that crop a window from the scaled image and paste its map back."""
-    up, down = _resizing(scale, side), _resizing(side, scale)
+def _paste_matrices(
+    side: int, grid: tuple[int, int], scale: int, top: int, left: int
+) -> tuple[np.ndarray, ...]:
+    """For a patch map of size `grid`: rows and columns that enlarge it to the window and
+    paste it on its scale's canvas resized to the image, and the same for a map of ones."""
+    down = _resizing(side, scale)
+    rows, columns = down[:, top : top + side], down[:, left : left + side]
     return (
-        up[top : top + side],
-        up[left : left + side],
-        down[:, top : top + side],
-        down[:, left : left + side],
+        rows @ _resizing(side, grid[0]),
+        columns @ _resizing(side, grid[1]),
+        rows.sum(axis=1),
+        columns.sum(axis=1),
     )
+
+
+def _scale_runs(windows: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """The (first, last) window index of each scale's run (windows come scale by scale)."""
+    runs, first = [], 0
+    for index in range(1, len(windows) + 1):
+        if index == len(windows) or windows[index][0] != windows[first][0]:
+            runs.append((first, index))
+            first = index
+    return runs
+
+
+def _mean_of_shown(total: Any, counts: Any) -> Any:
+    """Each pixel's mean over the patches that show it (0 where none does)."""
+    return ops.where(counts > 0, total / ops.maximum(counts, 1.0), 0.0)
 
 
 def _blur_matrix(side: int) -> np.ndarray:

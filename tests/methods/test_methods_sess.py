@@ -31,15 +31,31 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def case():
-    return reference_case()
+def strided_model():
+    """The reference model with a 4 × 4 target layer on 8 × 8 images (maps are enlarged)."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="conv1")(
+        inputs
+    )
+    x = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(x)
+    x = keras.layers.Conv2D(3, 1, activation="relu", name="mix")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
+
+
+@pytest.fixture(scope="module", params=["target at the input's size", "strided target"])
+def case(request):
+    model, x, _, _ = reference_case()
+    if request.param == "strided target":
+        keras.utils.set_random_seed(5)
+        model = strided_model()
+    return model, x
 
 
 @pytest.fixture(scope="module")
 def results(case):
     """Every setting in one explainer: one trace serves all the comparisons."""
-    model, x, _, _ = case
+    model, x = case
     methods = [SESS(**options) for options in SETTINGS.values()]
     for method, label in zip(methods, SETTINGS, strict=True):
         method.name = f"sess: {label}"
@@ -86,7 +102,8 @@ def ref_sess(model, x, scales=None, num_scales=12, step_size=None, pre_filter_ra
                     logits = np.exp(logits - logits.max(1, keepdims=True))
                     logits /= logits.sum(1, keepdims=True)
                 scores.append(np.maximum(logits[np.arange(len(x)), CLASSES], 0))
-                cam = _pgc_scale(_pgc_scale(np.maximum(ref_gradcam(model, x, a, g), 0)))
+                cam = _pgc_scale(np.maximum(ref_gradcam(model, x, a, g), 0))
+                cam = _pgc_scale(interpolate(cam, (side, side)))
                 canvas = np.zeros((len(x), scale, scale))
                 canvas[:, top : top + side, left : left + side] = cam
                 pasted.append(interpolate(canvas, (side, side)))
@@ -109,7 +126,7 @@ def ref_sess(model, x, scales=None, num_scales=12, step_size=None, pre_filter_ra
 
 @pytest.mark.parametrize("label", sorted(SETTINGS))
 def test_sess_equals_numpy_reference(case, results, label):
-    model, x, _, _ = case
+    model, x = case
     expected = ref_sess(model, x, **SETTINGS[label])
     heatmaps = results[f"sess: {label}"].heatmaps
     assert heatmaps.shape == x.shape[:3]
