@@ -469,11 +469,13 @@ TRANSFORMER_METHODS = ["rollout", "gradrollout", "legrad"]
 
 COST_CHANNELS = 8
 COST_SAMPLES = 4
+COST_SCALES = 3  # SESS: 9 patches at 224 (its default 12 scales are 122)
 
 
 def _cost_method(name: str):
     """The registered method, bounded for `--costs`: K = COST_CHANNELS channels for the
-    perturbation methods, COST_SAMPLES samples for those that average over samples."""
+    perturbation methods, COST_SAMPLES samples for those that average over samples,
+    COST_SCALES scales for SESS."""
     from keras_cam.methods.perturbation import PerturbationMethod
     from keras_cam.methods.registry import registered_methods
 
@@ -483,6 +485,8 @@ def _cost_method(name: str):
         options["max_channels"] = COST_CHANNELS
     if "samples" in inspect.signature(cls).parameters:
         options["samples"] = COST_SAMPLES
+    if "num_scales" in inspect.signature(cls).parameters:
+        options["num_scales"] = COST_SCALES
     return cls(**options), options
 
 
