@@ -177,3 +177,45 @@ def test_scales_below_the_image_and_non_square_images_are_refused():
         keras_cam.explain(model, images, method=SESS(num_scales=1))
     with pytest.raises(ValueError, match="at least the image side 8"):
         SESS(scales=[6, 8]).windows(8)
+
+
+def test_callback_runs_sess_beside_gradcam_in_one_compiled_function(tmp_path):
+    from conftest import conv_classifier, read_events
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(8, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 3, size=8)
+    model = conv_classifier()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callback = keras_cam.CAMCallback(
+        (x[:2], y[:2]), str(tmp_path), method=["gradcam", SESS(num_scales=2)]
+    )
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
+    assert callback.explainer.trace_count == 1
+    events = read_events(str(tmp_path))
+    assert sorted(events["cam/sess/grid"]) == [0, 1]
+    assert sorted(events["cam/gradcam/grid"]) == [0, 1]
+
+
+@pytest.mark.slow  # a real `keras-cam` process: TensorFlow only in CI
+def test_cli_explains_with_sess_at_its_defaults(tmp_path):
+    from cli_runs import keras_cam_command, read_rows
+    from conftest import conv_classifier
+    from PIL import Image
+
+    keras.utils.set_random_seed(7)
+    conv_classifier(size=16).save(tmp_path / "tiny.keras")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"image{i}.png")
+    done = keras_cam_command(
+        "explain", str(tmp_path / "tiny.keras"), str(tmp_path / "image*.png"),
+        "--out", str(tmp_path / "cams"), "--method", "sess", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [row["method"] for row in read_rows(tmp_path / "cams")] == ["sess", "sess"]
+    listing = keras_cam_command("methods", cwd=tmp_path)
+    assert "sess" in listing.stdout
+    assert "2207.01769" in listing.stdout
