@@ -112,7 +112,8 @@ def probe_gradients(
         torch.zeros_like(zero) if gradient is None else gradient
         for zero, gradient in zip(zeros, gradients, strict=True)
     ]
-    return [c.detach() for c in captured], gradients, outputs.detach()
+    outputs = keras.tree.map_structure(lambda tensor: tensor.detach(), outputs)
+    return [c.detach() for c in captured], gradients, outputs
 
 
 def gradient_and_hvp(fn: Callable[[Any], Any], point: Any, vector: Any) -> tuple[Any, Any]:

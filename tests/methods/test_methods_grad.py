@@ -334,3 +334,24 @@ def test_every_map_is_finite_and_scaled_and_documented(results):
             assert "Example:" in cls.__doc__
     with pytest.raises(ValueError, match="base must be a gradient method"):
         GuidedGradCAM(base="fullgrad")
+
+
+def test_input_gradient_methods_explain_one_output_of_a_dict_output_model():
+    """FullGrad, guided backprop and RefineCAM probe layers through the whole model: on a
+    model with named outputs, `output=` picks one, and the maps are those of the model
+    cut at that output."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(x)
+    pooled = layers.GlobalAveragePooling2D()(x)
+    kind, size = layers.Dense(3, name="kind")(pooled), layers.Dense(1, name="size")(pooled)
+    two_headed = keras.Model(inputs, {"kind": kind, "size": size})
+    one_headed = keras.Model(inputs, kind)
+    x = np.random.default_rng(2).uniform(0, 1, size=(2, 8, 8, 3)).astype("float32")
+    methods = ["fullgrad", "guidedbackprop", RefineCAM(layers=["conv1"])]
+    both = keras_cam.explain(two_headed, x, method=methods, layer="target", output="kind")
+    one = keras_cam.explain(one_headed, x, method=methods, layer="target")
+    for name, result in both.items():
+        assert result.raw.max() > 0, name
+        np.testing.assert_allclose(result.raw, one[name].raw, rtol=1e-5, atol=1e-6)
