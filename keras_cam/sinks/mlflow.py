@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,11 @@ class MLflowSink:
     Before each event the sink checks that an HTTP tracking server answers
     (5 s): a server that is down fails the event at once, as an outage
     (the callback warns once and writes again when the server is back),
-    instead of waiting through MLflow's minutes of retries.
+    instead of waiting through MLflow's minutes of retries. A server that
+    goes down (or stalls) during an event's requests costs at most
+    `write_timeout` seconds: the event is then reported as an outage and
+    its requests are left to MLflow's retries on a thread of their own, so
+    the callback's writer, and through its queue `fit`, never waits longer.
 
     Args:
         run_id: the run to write to. Defaults to `None`: the active run, or a
@@ -65,6 +70,9 @@ class MLflowSink:
             `MLFLOW_EXPERIMENT_ID` when set, else MLflow's Default.
         run_name: the name of a run this sink creates. Defaults to `None`.
         table: write the per-image table. Defaults to `True`.
+        write_timeout: the most seconds one event may take before it is given
+            up as an outage. Defaults to `60.0` (an event takes well under a
+            second on a local server).
 
     Example:
 
@@ -81,10 +89,17 @@ class MLflowSink:
         experiment: str | None = None,
         run_name: str | None = None,
         table: bool = True,
+        write_timeout: float = 60.0,
     ) -> None:
+        if isinstance(write_timeout, bool) or not isinstance(write_timeout, (int, float)):
+            raise ValueError(f"write_timeout must be a number of seconds, got {write_timeout!r}.")
+        if not write_timeout > 0:
+            raise ValueError(f"write_timeout must be > 0 seconds, got {write_timeout!r}.")
         self._mlflow = import_tracker("mlflow", "mlflow")
         self.run_id, self.tracking_uri = run_id, tracking_uri
         self.experiment, self.run_name, self.table = experiment, run_name, table
+        self.write_timeout = float(write_timeout)
+        self._writing: threading.Thread | None = None  # the last event's requests
         self._client: Any = None
         self._created = False  # this sink created the run (and so ends it)
         self._described: list[str] = []  # the tags in cam/tags.md
@@ -136,7 +151,34 @@ class MLflowSink:
     def write(self, event: Event) -> None:
         if self._client is None:
             self.open()
+        if self._writing is not None and self._writing.is_alive():
+            raise ConnectionError(
+                f"The MLflow tracking server at {self.tracking_uri} has not yet taken the "
+                f"previous event (still retrying after {self.write_timeout:g} s)."
+            )
         self._check_reachable()
+        failures: list[BaseException] = []
+
+        def requests() -> None:
+            try:
+                self._send(event)
+            except BaseException as error:  # handed to the writer thread below
+                failures.append(error)
+
+        self._writing = threading.Thread(target=requests, name="keras_cam-mlflow", daemon=True)
+        self._writing.start()
+        self._writing.join(self.write_timeout)
+        if self._writing.is_alive():
+            raise ConnectionError(
+                f"The MLflow tracking server at {self.tracking_uri} did not take the event "
+                f"at step {event.step} within write_timeout={self.write_timeout:g} s (did it "
+                f"go down during the write?); its requests go on retrying in the background."
+            )
+        if failures:
+            raise failures[0]
+
+    def _send(self, event: Event) -> None:
+        """The event's requests: metrics, tag notes, texts, pages, the table."""
         client, run_id, step = self._client, self.run_id, event.step
         from mlflow.entities import Metric
 
@@ -226,10 +268,16 @@ class MLflowSink:
                 self._client.log_artifact(self.run_id, path)
 
     def close(self) -> None:
+        stalled = self._writing is not None and self._writing.is_alive()
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(wait=not stalled)  # a stalled event's uploads are not waited for
         client, self._client = self._client, None
+        if stalled:
+            raise ConnectionError(
+                f"The MLflow tracking server at {self.tracking_uri} has not taken the last "
+                f"event; the run {self.run_id} is left as it is."
+            )
         if client is not None and self._created:
             # Closed after a failed write too: MLflow's client would retry a server that is
             # down for minutes, holding the writer (and through its queue, fit) meanwhile.

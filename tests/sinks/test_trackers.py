@@ -11,6 +11,7 @@ run.
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -454,6 +456,38 @@ def test_mlflow_outage_of_two_epochs_loses_only_those_events(mlflow_server, trac
         assert sorted(steps) == [0, 3, 4]
     assert {step for _, step in mlflow_images(tracking, sink.run_id)} == {0, 3, 4}
     assert tracking.get_run(sink.run_id).info.status == "FINISHED"
+
+
+class _StallingTracker(http.server.BaseHTTPRequestHandler):
+    """A tracking server that is up (`/health` answers) but fails every request with 503,
+    which MLflow's client retries with backoff for minutes: a server going down mid-write."""
+
+    def _answer(self) -> None:
+        self.send_response(200 if self.path.rstrip("/").endswith("/health") else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+@pytest.mark.slow  # the sink's own code, the same on every backend
+def test_mlflow_server_failing_mid_write_costs_fit_at_most_the_write_timeout():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingTracker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    recording = Recording()
+    sink = keras_cam.MLflowSink(run_id="0" * 32, tracking_uri=uri, write_timeout=1)
+    try:
+        history, warned = fit([callback([sink, recording])], epochs=3)
+    finally:
+        server.shutdown()
+    assert len(history.history["loss"]) == 3  # training finished
+    assert [event.step for event in recording.events] == [0, 1, 2]  # the other sink got all
+    assert len(warned) == 1  # one outage: the later events found the first still retrying
+    assert "did not take the event at step 0 within write_timeout=1 s" in str(warned[0].message)
 
 
 def saved_model_and_images(tmp_path: Path) -> tuple[Path, Path]:
