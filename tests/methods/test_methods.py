@@ -209,6 +209,7 @@ def test_every_method_is_listed_with_its_paper():
         "gradrollout": "Chefer",
         "legrad": "Bousselham",
         "dff": "Collins",
+        "sess": "Tang",
     }
     assert set(methods) == set(papers)
     for name, author in papers.items():
