@@ -36,13 +36,16 @@ class SESS(CAMMethod):
     a maximum (`pool="max"`), then blurred by an 11 × 11 Gaussian (σ = 5,
     edges reflected) and min-max scaled. `pre_filter_ratio` drops that
     share of each image's lowest-scoring patches. The map is at the input's
-    resolution. Resizing is bilinear at pixel centres; the window never
-    shrinks the image, so no anti-aliasing is involved.
+    resolution. Resizing is bilinear at pixel centres without anti-aliasing,
+    as the reference's OpenCV `INTER_LINEAR` (the image itself is only ever
+    enlarged, where anti-aliasing would change nothing).
 
     Every image of a batch has the same windows: the patches of a batch run
     through `Forward.map_chunks` in chunks of `batch_size` (one trace,
     bounded memory), once for the scores and once for the base method's
-    gradients. Square 2-D inputs only (the window is the image's side).
+    gradients; only each patch's map at the target layer's resolution is
+    kept, and the full-size pasted maps are fused one scale at a time.
+    Square 2-D inputs only (the window is the image's side).
 
     Args:
         base: the method run on each patch, a gradient method's name or
@@ -158,12 +161,16 @@ class SESS(CAMMethod):
         windows = self.windows(side)
         # Cropping a patch from a scaled image is linear, `R · X · Cᵀ` with slices of the
         # bilinear resizing matrix, so no scaled image is ever built.
-        crop = np.stack([_resizing(scale, side)[top : top + side] for scale, top, _ in windows])
-        crop_rows = ops.convert_to_tensor(crop.astype("float32"))
-        crop_columns = ops.convert_to_tensor(
-            np.stack(
-                [_resizing(scale, side)[left : left + side] for scale, _, left in windows]
-            ).astype("float32")
+        enlarging = {scale: _resizing(scale, side) for scale, _, _ in windows}
+        crop_rows, crop_columns = (
+            ops.convert_to_tensor(np.stack(matrices).astype("float32"))
+            for matrices in zip(
+                *(
+                    (enlarging[scale][top : top + side], enlarging[scale][left : left + side])
+                    for scale, top, left in windows
+                ),
+                strict=True,
+            )
         )
         pixels = to_channels_last(forward.inputs, forward.input_channels_first)
         classes = ops.cast(classes, "int32")
