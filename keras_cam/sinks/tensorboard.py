@@ -25,10 +25,12 @@ import logging
 import os
 import shlex
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import google_crc32c
 import keras
 import numpy as np
 from PIL import Image
@@ -39,7 +41,6 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
-from tensorboard.summary.writer.record_writer import RecordWriter
 from tensorboard.util import tensor_util
 
 from keras_cam.sinks import log_files
@@ -197,6 +198,30 @@ class TensorFlowWriter:
         self._writer.close()
 
 
+def framed_record(data: bytes) -> bytes:
+    """`data` framed as one record of an event file, checksummed in C.
+
+    The record is its length (uint64), the length's masked CRC32C, the data
+    and the data's masked CRC32C, little-endian: what the `tensorboard`
+    package's `RecordWriter` writes, byte for byte. Its CRC32C is pure Python
+    (about 60 ms of the writer thread's CPU for an event's 500 KiB); this one
+    is `google-crc32c`'s.
+
+    Example:
+
+    >>> len(framed_record(b"event"))  # 8 + 4 + 5 + 4
+    21
+    """
+    header = struct.pack("<Q", len(data))
+    return header + _masked_crc(header) + data + _masked_crc(data)
+
+
+def _masked_crc(data: bytes) -> bytes:
+    """TFRecord's masked CRC32C of `data`, packed as uint32."""
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
 class TensorBoardWriter:
     """`EventWriter` over the `tensorboard` package alone: no TensorFlow needed.
 
@@ -226,7 +251,6 @@ class TensorBoardWriter:
         log_files.makedirs(log_dir)
         self._file = log_files.open_binary(os.path.join(log_dir, name))
         self._closed = False  # tf.io.gfile's GFile (remote dirs) has no `closed`
-        self._records = RecordWriter(self._file)
         self._metadata = _Metadata(describe)
         try:
             self._add(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
@@ -236,7 +260,7 @@ class TensorBoardWriter:
             raise
 
     def _add(self, event: event_pb2.Event) -> None:
-        self._records.write(event.SerializeToString())
+        self._file.write(framed_record(event.SerializeToString()))
 
     def _write(self, tag: str, tensor: np.ndarray | list[bytes], metadata, step: int) -> None:
         value = summary_pb2.Summary.Value(

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 from conftest import read_events
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keras_cam.sinks import tensorboard as writer_module
 from keras_cam.sinks.tags import describe, scalars_layout
@@ -139,3 +141,17 @@ def test_a_remote_log_dir_without_tensorflow_is_an_error_before_training(tmp_pat
     with pytest.raises(ValueError, match=message):
         create_writer("gs://bucket/logs", "tensorboard")
     assert list(tmp_path.iterdir()) == []  # no local "gs:" folder
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=5000))
+def test_records_are_framed_as_the_tensorboard_packages_record_writer_frames_them(data):
+    import io
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from keras_cam.sinks.tensorboard import framed_record
+
+    expected = io.BytesIO()
+    RecordWriter(expected).write(data)  # its pure-Python CRC32C
+    assert framed_record(data) == expected.getvalue()
