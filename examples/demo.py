@@ -50,6 +50,7 @@ def shapes_arguments(description: str, log_dir: str, epochs: int) -> argparse.Na
     parser.add_argument("--log-dir", default=log_dir, help="TensorBoard log directory")
     parser.add_argument("--epochs", type=int, default=epochs, help="training epochs")
     parser.add_argument("--train-size", type=int, default=3000, help="training images")
+    parser.add_argument("--test-size", type=int, default=256, help="held-out images scored")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     return parser.parse_args()
 
@@ -95,7 +96,7 @@ def shapes_data(args: argparse.Namespace):
     from keras_cam.data import make_shapes
 
     return make_shapes(args.train_size, size=args.size, seed=1), make_shapes(
-        256, size=args.size, seed=2
+        args.test_size, size=args.size, seed=2
     )
 
 

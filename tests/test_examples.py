@@ -34,6 +34,8 @@ def test_demo_trains_logs_and_scores(tmp_path):
         "2",
         "--train-size",
         "96",
+        "--test-size",
+        "64",
         "--log-dir",
         str(tmp_path / "demo"),
         cwd=tmp_path,

@@ -7,7 +7,10 @@ from conftest import conv_classifier, feature_map_methods, read_events
 
 import keras_cam
 
-METHODS = feature_map_methods()
+# One method of each way of reading the model: the shared gradients, masked or ablated
+# forward passes, the gradients at other layers or inputs, noisy inputs, the activations
+# alone. Every method runs in the TensorFlow pass (slow), the kinds under JAX and PyTorch.
+EACH_KIND = ["gradcam++", "scorecam", "ablationcam", "fullgrad", "smoothgradcam++", "eigencam"]
 
 
 @pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])
@@ -17,7 +20,20 @@ def policy(request):
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_maps_match_the_float32_model_on_the_same_weights(policy):
+@pytest.mark.parametrize(
+    "methods",
+    [
+        pytest.param(feature_map_methods(), id="every method", marks=pytest.mark.slow),
+        pytest.param(
+            EACH_KIND,
+            id="each kind",
+            marks=pytest.mark.skipif(
+                keras.backend.backend() == "tensorflow", reason="runs every method there"
+            ),
+        ),
+    ],
+)
+def test_maps_match_the_float32_model_on_the_same_weights(policy, methods):
     keras.mixed_precision.set_global_policy("float32")
     reference_model = conv_classifier()
     keras.mixed_precision.set_global_policy(policy)
@@ -25,9 +41,9 @@ def test_maps_match_the_float32_model_on_the_same_weights(policy):
     model.set_weights(reference_model.get_weights())
     assert model.get_layer("conv2").compute_dtype in ("float16", "bfloat16")
     images = np.random.default_rng(0).uniform(0, 1, size=(4, 16, 16, 3)).astype("float32")
-    results = keras_cam.CAMExplainer(model, METHODS)(images)
-    references = keras_cam.CAMExplainer(reference_model, METHODS)(images)
-    for name in METHODS:
+    results = keras_cam.CAMExplainer(model, methods)(images)
+    references = keras_cam.CAMExplainer(reference_model, methods)(images)
+    for name in methods:
         maps, expected = results[name].heatmaps, references[name].heatmaps
         assert maps.dtype == np.float32
         assert np.isfinite(maps).all()
