@@ -159,13 +159,13 @@ class MLflowSink:
         self._check_reachable()
         failures: list[BaseException] = []
 
-        def requests() -> None:
+        def send() -> None:
             try:
                 self._send(event)
             except BaseException as error:  # handed to the writer thread below
                 failures.append(error)
 
-        self._writing = threading.Thread(target=requests, name="keras_cam-mlflow", daemon=True)
+        self._writing = threading.Thread(target=send, name="keras_cam-mlflow", daemon=True)
         self._writing.start()
         self._writing.join(self.write_timeout)
         if self._writing.is_alive():
