@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import conv_classifier
 from PIL import Image
+from test_sinks import Recording  # a user's sink that keeps every event
 
 import keras_cam
 from keras_cam.sinks.event import Event, EventWriteError, ReopeningSink
@@ -165,19 +166,6 @@ def test_resume_continues_the_journal_and_a_held_folder_is_refused(tmp_path):
 @pytest.mark.slow  # the sink sees numpy only: the backend changes nothing it does
 def test_fit_writes_each_events_pictures_and_rows(tmp_path):
     """A real 2-epoch fit: the PNGs read back equal the event's pages, the CSV its rows."""
-
-    class Recording:
-        def __init__(self):
-            self.events = []
-
-        def open(self):
-            pass
-
-        def write(self, event):
-            self.events.append(event)
-
-        def close(self):
-            pass
 
     x = RNG.integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
     y = np.arange(8) % 3

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from conftest import checkout_env, conv_classifier, read_events
 from PIL import Image
+from test_sinks import Recording  # a user's sink that keeps every event
 
 import keras_cam
 from keras_cam.sinks.tags import describe
@@ -131,22 +132,6 @@ def wandb_offline(tmp_path, monkeypatch):
     yield tmp_path
     if wandb.run is not None:
         wandb.finish()
-
-
-class Recording:
-    """The events the callback wrote, to compare the trackers with."""
-
-    def __init__(self):
-        self.events = []
-
-    def open(self):
-        pass
-
-    def write(self, event):
-        self.events.append(event)
-
-    def close(self):
-        pass
 
 
 class UserLogs(keras.callbacks.Callback):
