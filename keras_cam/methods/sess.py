@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ from keras import ops
 
 from keras_cam.core.spatial import channels_first, resize
 from keras_cam.methods.base import CAMMethod, Forward
-from keras_cam.methods.layer_probe import input_size, to_channels_last
+from keras_cam.methods.layer_probe import input_size, min_max, to_channels_last
 from keras_cam.methods.registry import gradient_method
 
 _POOLS = ("mean", "max")
@@ -201,7 +202,7 @@ class SESS(CAMMethod):
             to the window, which sets the second scaling: a row per (patch, image)."""
             patches, patch_classes = patches_of(indices)
             found, grads = forward.gradients_at(patches, patch_classes)
-            maps = _min_max(ops.relu(self.base.cam(found, grads, patch_classes)))
+            maps = min_max(ops.relu(self.base.cam(found, grads, patch_classes)), (1, 2))
             grid[:] = [tuple(maps.shape[1:])]
             enlarged = resize(maps, (side, side))
             low, high = ops.min(enlarged, axis=(1, 2)), ops.max(enlarged, axis=(1, 2))
@@ -213,7 +214,7 @@ class SESS(CAMMethod):
         (height, width) = grid[0]
         maps = ops.reshape(rows[..., :-2], (len(windows), images, height, width))
         low, high = rows[..., -2], rows[..., -1]
-        # Each patch's share: its weight over its enlarged map's range (+ 1e-7, as above).
+        # Each patch's share: its weight over its enlarged map's range (+ min_max's 1e-7).
         shares = self._weights(scores) / (high - low + 1e-7)
         fused = None
         # A scale's pasted maps at a time (at most 25 by default), not all of them: the
@@ -238,7 +239,7 @@ class SESS(CAMMethod):
         if self.smooth:
             blur = ops.convert_to_tensor(_blur_matrix(side).astype("float32"))
             fused = ops.einsum("ia,nab,jb->nij", blur, fused, blur)
-        return _min_max(fused)
+        return min_max(fused, (1, 2))
 
     def _fuse(self, fused: Any, pasted: Any) -> Any:
         """Adds one scale's pasted maps (k, N, H, W) to the running max, or sum and count."""
@@ -268,12 +269,6 @@ class SESS(CAMMethod):
             kept = ops.ones_like(scores)
         best = ops.max(scores * kept, axis=0, keepdims=True)
         return ops.where(best > 0, scores / ops.where(best > 0, best, 1.0), 1.0) * kept
-
-
-def _min_max(maps: Any) -> Any:
-    """Each map (N, h, w) shifted to 0 and divided by its range + 1e-7 (pytorch-grad-cam's)."""
-    maps = maps - ops.min(maps, axis=(1, 2), keepdims=True)
-    return maps / (ops.max(maps, axis=(1, 2), keepdims=True) + 1e-7)
 
 
 def _window_starts(length: int, stride: int, window: int) -> list[int]:
@@ -316,12 +311,8 @@ def _paste_matrices(
 
 def _scale_runs(windows: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
     """The (first, last) window index of each scale's run (windows come scale by scale)."""
-    runs, first = [], 0
-    for index in range(1, len(windows) + 1):
-        if index == len(windows) or windows[index][0] != windows[first][0]:
-            runs.append((first, index))
-            first = index
-    return runs
+    runs = itertools.groupby(range(len(windows)), key=lambda index: windows[index][0])
+    return [(run[0], run[-1] + 1) for run in (list(indices) for _, indices in runs)]
 
 
 def _mean_of_shown(total: Any, counts: Any) -> Any:
@@ -340,5 +331,5 @@ def _blur_matrix(side: int) -> np.ndarray:
             column = row + offset
             while side > 1 and not 0 <= column < side:  # mirror until inside
                 column = -column if column < 0 else 2 * (side - 1) - column
-            matrix[row, max(column, 0) if side > 1 else 0] += weight
+            matrix[row, column if side > 1 else 0] += weight
     return matrix

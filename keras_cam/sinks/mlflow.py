@@ -151,7 +151,7 @@ class MLflowSink:
     def write(self, event: Event) -> None:
         if self._client is None:
             self.open()
-        if self._writing is not None and self._writing.is_alive():
+        if self._still_sending:
             raise ConnectionError(
                 f"The MLflow tracking server at {self.tracking_uri} has not yet taken the "
                 f"previous event (still retrying after {self.write_timeout:g} s)."
@@ -176,6 +176,11 @@ class MLflowSink:
             )
         if failures:
             raise failures[0]
+
+    @property
+    def _still_sending(self) -> bool:
+        """Whether an earlier event's requests are still running (past `write_timeout`)."""
+        return self._writing is not None and self._writing.is_alive()
 
     def _send(self, event: Event) -> None:
         """The event's requests: metrics, tag notes, texts, pages, the table."""
@@ -268,7 +273,7 @@ class MLflowSink:
                 self._client.log_artifact(self.run_id, path)
 
     def close(self) -> None:
-        stalled = self._writing is not None and self._writing.is_alive()
+        stalled = self._still_sending
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=not stalled)  # a stalled event's uploads are not waited for
