@@ -146,6 +146,20 @@ def gradient(fn, x: np.ndarray) -> np.ndarray:
     return grad.detach().cpu().numpy()
 
 
+def two_epoch_fit(log_dir, methods) -> keras_cam.CAMCallback:
+    """A real 2-epoch fit of `conv_classifier` on 8 random images with a CAMCallback over
+    `methods` (2 probe images) writing to `log_dir`; returns the callback."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(8, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 3, size=8)
+    model = conv_classifier()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callback = keras_cam.CAMCallback((x[:2], y[:2]), str(log_dir), method=methods)
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
+    return callback
+
+
 def read_events(log_dir: str) -> dict[str, dict[int, object]]:
     """Reads every tag of the event files under `log_dir`: {tag: {step: value}}.
 

@@ -176,14 +176,8 @@ def test_cli_runs_the_new_methods(tmp_path):
 def test_callback_runs_the_new_methods_in_one_compiled_function(tmp_path):
     """A real fit: the callback explains with every new method through one trace, and
     each map's image reaches the event file."""
-    from conftest import conv_classifier, read_events
+    from conftest import read_events, two_epoch_fit
 
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(8, 16, 16, 3)).astype("float32")
-    y = rng.integers(0, 3, size=8)
-    model = conv_classifier()
-    model.compile("adam", "sparse_categorical_crossentropy")
     methods = [
         "kpcacam",
         SSCAM(samples=2),
@@ -191,8 +185,7 @@ def test_callback_runs_the_new_methods_in_one_compiled_function(tmp_path):
         SmoothGradCAMPlusPlus(samples=2),
         "finercam",
     ]
-    callback = keras_cam.CAMCallback((x[:2], y[:2]), str(tmp_path), method=methods)
-    model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
+    callback = two_epoch_fit(tmp_path, methods)
     assert callback.explainer.trace_count == 1
     events = read_events(str(tmp_path))
     for name in ("kpcacam", "sscam", "iscam", "smoothgradcam++", "finercam"):

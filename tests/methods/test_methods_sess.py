@@ -180,18 +180,9 @@ def test_scales_below_the_image_and_non_square_images_are_refused():
 
 
 def test_callback_runs_sess_beside_gradcam_in_one_compiled_function(tmp_path):
-    from conftest import conv_classifier, read_events
+    from conftest import read_events, two_epoch_fit
 
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, size=(8, 16, 16, 3)).astype("float32")
-    y = rng.integers(0, 3, size=8)
-    model = conv_classifier()
-    model.compile("adam", "sparse_categorical_crossentropy")
-    callback = keras_cam.CAMCallback(
-        (x[:2], y[:2]), str(tmp_path), method=["gradcam", SESS(num_scales=2)]
-    )
-    model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
+    callback = two_epoch_fit(tmp_path, ["gradcam", SESS(num_scales=2)])
     assert callback.explainer.trace_count == 1
     events = read_events(str(tmp_path))
     assert sorted(events["cam/sess/grid"]) == [0, 1]
